@@ -1,0 +1,42 @@
+"""A short tour: torch.nn weights in rnnkit, ``lengths=`` instead of packing, the parity with torch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .modules import LSTM
+from .sequences import last_valid
+
+
+def run() -> None:
+    """Print the tour to stdout."""
+    torch.manual_seed(0)
+    reference = nn.LSTM(28, 10, num_layers=2, batch_first=True, bidirectional=True)
+    model = LSTM(28, 10, num_layers=2, batch_first=True, bidirectional=True)
+    model.load_state_dict(reference.state_dict())
+    total = sum(p.numel() for p in model.parameters())
+    print(f"{model}\n  {total:,} parameters (torch.nn.LSTM: {sum(p.numel() for p in reference.parameters()):,})")
+    for name, p in model.named_parameters():
+        print(f"  {name:<22} {tuple(p.shape)}")
+
+    x = torch.randn(4, 28, 28)  # (B, T, I): four MNIST-like images, one row per step
+    lengths = torch.tensor([28, 9, 17, 1])  # any order: no sorting, no packing
+    output, (h_n, c_n) = model(x, lengths=lengths)
+    print(f"\ninput {tuple(x.shape)}, lengths {lengths.tolist()}")
+    print(f"output {tuple(output.shape)}  h_n {tuple(h_n.shape)}  c_n {tuple(c_n.shape)}")
+
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    ref_packed, (ref_h, ref_c) = reference(packed)
+    ref_output, _ = pad_packed_sequence(ref_packed, batch_first=True, total_length=x.shape[1])
+    print("\nagainst pack_padded_sequence -> torch.nn.LSTM -> pad_packed_sequence:")
+    for name, ours, theirs in (("output", output, ref_output), ("h_n", h_n, ref_h), ("c_n", c_n, ref_c)):
+        print(f"  {name:<7} max |difference| = {(ours - theirs).abs().max().item():.1e}")
+
+    hidden = model.hidden_size
+    forward_last = last_valid(output.transpose(0, 1), lengths)[:, :hidden]
+    print("\nrelations (last layer): forward half at each last valid step == h_n[-2], reverse half at step 0 == h_n[-1]")
+    print(f"  max |output[b, lengths[b]-1, :H] - h_n[-2]| = {(forward_last - h_n[-2]).abs().max().item():.1e}")
+    print(f"  max |output[:, 0, H:] - h_n[-1]|            = {(output[:, 0, hidden:] - h_n[-1]).abs().max().item():.1e}")
+    print(f"  output past each length is zero: {bool((output[1, 9:] == 0).all() and (output[3, 1:] == 0).all())}")

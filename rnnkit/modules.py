@@ -1,0 +1,474 @@
+"""LSTM, GRU and RNN modules: torch.nn's constructor, parameters and outputs, plus ``lengths=``.
+
+Dimensions used in the docstrings:
+
+    L  = num_layers          D = 2 if bidirectional else 1
+    T  = sequence length     B = batch size
+    I  = input_size          H = hidden_size
+    P  = proj_size if proj_size > 0 else hidden_size (LSTM; H for GRU and RNN)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import ops
+from .checks import (
+    check_dropout,
+    check_flag,
+    check_input_dims,
+    check_input_features,
+    check_lengths,
+    check_not_empty,
+    check_size,
+    check_state_shape,
+    check_tensor_like,
+)
+from .errors import RNNInputError, RNNTypeError
+from .interop import TorchTwin
+from .sequences import packed_to_padded, padded_to_packed
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+_SLOTS = ("weight_ih_l{}{}", "weight_hh_l{}{}", "bias_ih_l{}{}", "bias_hh_l{}{}", "weight_hr_l{}{}")
+
+
+class RNNBase(TorchTwin, nn.Module):
+    """Shared machinery of ``LSTM``, ``GRU`` and ``RNN``: parameters, checks and dispatch.
+
+    Parameters are registered with torch.nn's names, shapes and order, so a
+    ``state_dict`` moves between torch.nn and rnnkit unchanged, both ways.
+    """
+
+    _state_names: ClassVar[tuple[str, ...]] = ("h_0",)
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        check_size("input_size", input_size)
+        check_size("hidden_size", hidden_size)
+        check_size("num_layers", num_layers)
+        check_size("proj_size", proj_size, minimum=0)
+        check_flag("bias", bias)
+        check_flag("batch_first", batch_first)
+        check_flag("bidirectional", bidirectional)
+        check_dropout(dropout)
+        if proj_size and mode != "LSTM":
+            raise ValueError(f"proj_size is only supported by LSTM, not {name}; got proj_size={proj_size}")
+        if proj_size >= hidden_size:
+            raise ValueError(
+                f"proj_size must be smaller than hidden_size ({hidden_size}), got {proj_size}; use 0 for no projection"
+            )
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"dropout acts between recurrent layers, so dropout={dropout} has no effect with num_layers=1",
+                stacklevel=3,
+            )
+        ops.check_backend(backend)
+        self.mode = mode
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.backend = backend
+
+        factory = {"device": device, "dtype": dtype}
+        gate_size = GATES[mode] * hidden_size
+        out_size = proj_size or hidden_size
+        directions = 2 if bidirectional else 1
+        self._flat_weights_names: list[str] = []
+        self._all_weights: list[list[str]] = []
+        self._weight_slots: list[tuple[str | None, ...]] = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else out_size * directions
+            for direction in range(directions):
+                shapes = [
+                    (gate_size, layer_input),
+                    (gate_size, out_size),
+                    (gate_size,) if bias else None,
+                    (gate_size,) if bias else None,
+                    (proj_size, hidden_size) if proj_size else None,
+                ]
+                slots = [
+                    slot.format(layer, "_reverse" if direction else "") if shape else None
+                    for slot, shape in zip(_SLOTS, shapes)
+                ]
+                for slot, shape in zip(slots, shapes):
+                    if slot is not None:
+                        setattr(self, slot, nn.Parameter(torch.empty(shape, **factory)))
+                present = [s for s in slots if s is not None]
+                self._flat_weights_names.extend(present)
+                self._all_weights.append(present)
+                self._weight_slots.append(tuple(slots if mode == "LSTM" else slots[:4]))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), in torch.nn's order (same seed, same values)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def flatten_parameters(self) -> None:
+        """Does nothing: kept so code written for torch.nn (which packs weights for cuDNN) runs unchanged."""
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Parameters per layer and direction, in torch.nn's order."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def _weights(self) -> list[tuple[Tensor | None, ...]]:
+        return [tuple(None if s is None else getattr(self, s) for s in slots) for slots in self._weight_slots]
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        return (self.hidden_size,)
+
+    def _states_from_hx(self, hx: Any) -> tuple[Tensor, ...] | None:
+        if isinstance(hx, (tuple, list)):
+            raise RNNTypeError(f"{type(self).__name__} expects hx as a single tensor h_0, got a {type(hx).__name__}")
+        return None if hx is None else (hx,)
+
+    def _hx_from_states(self, states: tuple[Tensor, ...]) -> Any:
+        return states[0]
+
+    def forward(self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None) -> tuple[Any, Any]:
+        """Run the net; see the class docstring for the shapes of inputs and outputs."""
+        states = self._states_from_hx(hx)
+        output, final = self._run(input, states, lengths)
+        return output, self._hx_from_states(final)
+
+    def _run(
+        self, input: Tensor | PackedSequence, states: tuple[Tensor, ...] | None, lengths: Any
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, ...]]:
+        """Normalise input and states to (T, B, *) form, run the backend, restore the caller's layout."""
+        name = type(self).__name__
+        reference = next(self.parameters())
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise RNNInputError(
+                    f"{name} got lengths= together with a PackedSequence, which carries its own lengths; pass one of them"
+                )
+            check_tensor_like(name, "input", input.data, reference)
+            x, lengths = packed_to_padded(input)
+            batched = True
+        else:
+            check_tensor_like(name, "input", input, reference)
+            batched = check_input_dims(name, input, 3)
+            if not batched:
+                x = input.unsqueeze(1)
+            else:
+                x = input.transpose(0, 1) if self.batch_first else input
+            check_not_empty(name, input.shape, "batch_first: (B, T, I)" if self.batch_first else "(T, B, I)")
+        check_input_features(name, x.shape[2], self.input_size)
+        steps, batch = x.shape[0], x.shape[1]
+        if lengths is not None:
+            lengths = check_lengths(lengths, batch, steps)
+            if bool((lengths == steps).all()):
+                lengths = None
+
+        directions = 2 if self.bidirectional else 1
+        if states is None:
+            states = tuple(x.new_zeros(self.num_layers * directions, batch, n) for n in self._state_sizes())
+        else:
+            for state, state_name, size in zip(states, self._state_names, self._state_sizes()):
+                check_tensor_like(name, state_name, state, reference)
+                expected = (self.num_layers * directions, batch, size) if batched else (self.num_layers * directions, size)
+                check_state_shape(name, state_name, state, expected, 1 if batched else None)
+            if not batched:
+                states = tuple(s.unsqueeze(1) for s in states)
+
+        output, final = ops.rnn_stack(
+            self.mode,
+            ops.resolve_backend(self.backend, x),
+            x,
+            states,
+            self._weights(),
+            lengths,
+            bidirectional=self.bidirectional,
+            dropout=self.dropout,
+            training=self.training,
+        )
+        if isinstance(input, PackedSequence):
+            return padded_to_packed(output, input), final
+        if not batched:
+            return output.squeeze(1), tuple(s.squeeze(1) for s in final)
+        return (output.transpose(0, 1) if self.batch_first else output), final
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        return s
+
+
+_SHAPES_DOC = """
+    Inputs: input, hx, lengths
+        * **input**: (T, B, I), or (B, T, I) with ``batch_first=True``, or (T, I)
+          unbatched, or a :class:`torch.nn.utils.rnn.PackedSequence`.
+        * **{hx}**: {hx_shapes}; zeros when not given. Its batch dimension must
+          match the input's (dim 1, whatever ``batch_first`` says).
+        * **lengths** (keyword only): the number of valid steps of each sequence
+          of a padded batch, a list or a 1-D integer tensor of B values in
+          [1, T], in any order. Each sequence stops at its length: output is
+          zero past it and the final states come from its last valid step
+          (the first step for the reverse direction), as pack_padded_sequence
+          -> torch.nn -> pad_packed_sequence gives, without sorting or packing.
+
+    Outputs: output, {hn}
+        * **output**: (T, B, D*{out}), or (B, T, D*{out}) with ``batch_first``, or
+          (T, D*{out}) unbatched, or a PackedSequence when the input was one. It
+          holds the last layer's h_t for every t; for a bidirectional net the
+          forward direction's in ``[..., :{out}]`` and the reverse's in ``[..., {out}:]``.
+        * **{hn}**: {hn_shapes} (L*D -> L*D without the batch dimension when
+          unbatched). Layer l's direction d sits at index ``l*D + d``, so
+          ``h_n[-2]`` is the last layer's forward direction and ``h_n[-1]`` its
+          reverse: ``output[-1, :, :{out}] == h_n[-2]`` and
+          ``output[0, :, {out}:] == h_n[-1]``.
+"""
+
+_ARGS_DOC = """
+    Args:
+        input_size: I, the features of each input step.
+        hidden_size: H, the features of the hidden state.
+        num_layers: L, recurrent layers stacked; layer l > 0 takes layer l-1's output. Default 1.
+{extra}        bias: if False, no b_ih and b_hh. Default True.
+        batch_first: input and output are (B, T, feature) instead of (T, B, feature); the states
+            are not affected. Default False.
+        dropout: probability of zeroing each output of every layer but the last, in training
+            mode. Default 0.
+        bidirectional: add a reverse direction to each layer. Default False.
+        device, dtype: of the parameters.
+        backend: ``"auto"`` (fastest correct path available), ``"naive"`` (the equations in
+            plain torch ops; supports double backward), or ``"torch"`` (torch's fused kernels).
+"""
+
+
+class LSTM(RNNBase):
+    __doc__ = (
+        r"""Multi-layer long short-term memory (LSTM), a drop-in for :class:`torch.nn.LSTM`.
+
+    For each element of the input sequence, each layer computes
+
+    .. math::
+        \begin{array}{ll}
+        i_t = \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi}) \\
+        f_t = \sigma(W_{if} x_t + b_{if} + W_{hf} h_{t-1} + b_{hf}) \\
+        g_t = \tanh(W_{ig} x_t + b_{ig} + W_{hg} h_{t-1} + b_{hg}) \\
+        o_t = \sigma(W_{io} x_t + b_{io} + W_{ho} h_{t-1} + b_{ho}) \\
+        c_t = f_t \odot c_{t-1} + i_t \odot g_t \\
+        h_t = o_t \odot \tanh(c_t)
+        \end{array}
+
+    where :math:`h_t` is the hidden state, :math:`c_t` the cell state, :math:`x_t` the
+    input (layer l > 0: the previous layer's :math:`h_t`, after dropout in training),
+    :math:`i_t, f_t, g_t, o_t` the input, forget, cell and output gates, :math:`\sigma`
+    the sigmoid and :math:`\odot` the elementwise product. With ``proj_size > 0``,
+    :math:`h_t = W_{hr}(o_t \odot \tanh(c_t))`, of size P.
+
+    Each gate has two biases, :math:`b_{i*}` and :math:`b_{h*}` (as torch.nn and
+    cuDNN), so one direction of layer 0 has 4(H*I + H*P + 2H) parameters
+    (+ P*H with projection): ``LSTM(100, 100)`` has 80,800, not the textbook 80,400.
+"""
+        + _ARGS_DOC.format(
+            extra="        proj_size: P, the size h_t is projected to by W_hr; 0 (default) for none.\n"
+        )
+        + _SHAPES_DOC.format(
+            hx="hx",
+            hx_shapes="a tuple (h_0, c_0) of (L*D, B, P) and (L*D, B, H)",
+            hn="(h_n, c_n)",
+            hn_shapes="h_n (L*D, B, P) and c_n (L*D, B, H), the final states",
+            out="P",
+        )
+        + r"""
+    Attributes (per layer k, ``_reverse`` appended for the reverse direction):
+        weight_ih_l[k]: (4H, I) for k = 0, else (4H, D*P): :math:`(W_{ii}|W_{if}|W_{ig}|W_{io})`.
+        weight_hh_l[k]: (4H, P): :math:`(W_{hi}|W_{hf}|W_{hg}|W_{ho})`.
+        bias_ih_l[k], bias_hh_l[k]: (4H,).
+        weight_hr_l[k]: (P, H), only with ``proj_size > 0``.
+        All drawn from U(-1/sqrt(H), 1/sqrt(H)) in the order above (same seed, same values as torch.nn).
+
+    Example::
+
+        >>> lstm = rnnkit.LSTM(10, 20, num_layers=2)
+        >>> x = torch.randn(5, 3, 10)                     # (T, B, I)
+        >>> output, (h_n, c_n) = lstm(x, lengths=[5, 2, 4])
+        >>> output.shape, h_n.shape                       # (T, B, H), (L, B, H)
+        (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
+"""
+    )
+
+    _torch_class = nn.LSTM
+    _state_names = ("h_0", "c_0")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
+            device, dtype, backend,
+        )  # fmt: skip
+
+    def _state_sizes(self) -> tuple[int, ...]:
+        return (self.proj_size or self.hidden_size, self.hidden_size)
+
+    def _states_from_hx(self, hx: Any) -> tuple[Tensor, ...] | None:
+        if hx is None:
+            return None
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            got = f"a {type(hx).__name__}" if not isinstance(hx, (tuple, list)) else f"{len(hx)} elements"
+            raise RNNTypeError(f"LSTM expects hx as a pair (h_0, c_0), got {got}")
+        return tuple(hx)
+
+    def _hx_from_states(self, states: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        return states[0], states[1]
+
+
+
+class GRU(RNNBase):
+    __doc__ = (
+        r"""Multi-layer gated recurrent unit (GRU), a drop-in for :class:`torch.nn.GRU`.
+
+    For each element of the input sequence, each layer computes
+
+    .. math::
+        \begin{array}{ll}
+        r_t = \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+        z_t = \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+        n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+        h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+        \end{array}
+
+    where :math:`r_t, z_t, n_t` are the reset, update and new gates. Note
+    :math:`b_{hn}` inside :math:`r_t \odot (\dots)`, as torch.nn and cuDNN compute it.
+"""
+        + _ARGS_DOC.format(extra="")
+        + _SHAPES_DOC.format(
+            hx="hx",
+            hx_shapes="h_0 of shape (L*D, B, H)",
+            hn="h_n",
+            hn_shapes="(L*D, B, H), the final hidden state",
+            out="H",
+        )
+        + """
+    Attributes (per layer k, ``_reverse`` appended for the reverse direction):
+        weight_ih_l[k]: (3H, I) for k = 0, else (3H, D*H): (W_ir|W_iz|W_in).
+        weight_hh_l[k]: (3H, H): (W_hr|W_hz|W_hn).
+        bias_ih_l[k], bias_hh_l[k]: (3H,).
+        All drawn from U(-1/sqrt(H), 1/sqrt(H)).
+"""
+    )
+
+    _torch_class = nn.GRU
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        backend: str = "auto",
+        *,
+        proj_size: int = 0,
+    ) -> None:
+        super().__init__(
+            "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
+            device, dtype, backend,
+        )  # fmt: skip
+
+
+
+class RNN(RNNBase):
+    __doc__ = (
+        r"""Multi-layer Elman RNN with tanh or ReLU, a drop-in for :class:`torch.nn.RNN`.
+
+    .. math::
+        h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}), \quad \phi = \tanh \text{ or ReLU}
+"""
+        + _ARGS_DOC.format(extra='        nonlinearity: ``"tanh"`` (default) or ``"relu"``.\n')
+        + _SHAPES_DOC.format(
+            hx="hx",
+            hx_shapes="h_0 of shape (L*D, B, H)",
+            hn="h_n",
+            hn_shapes="(L*D, B, H), the final hidden state",
+            out="H",
+        )
+    )
+
+    _torch_class = nn.RNN
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        backend: str = "auto",
+        *,
+        proj_size: int = 0,
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(
+            f"RNN_{nonlinearity.upper()}", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, proj_size, device, dtype, backend,
+        )  # fmt: skip
+

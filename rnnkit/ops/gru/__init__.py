@@ -1,0 +1,1 @@
+"""GRU ops: ``naive`` is the specification; fast backends sit beside it."""

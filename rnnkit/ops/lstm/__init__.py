@@ -1,0 +1,1 @@
+"""LSTM ops: ``naive`` is the specification; fast backends sit beside it."""

@@ -1,0 +1,1 @@
+"""RNN ops: ``naive`` is the specification; fast backends sit beside it."""

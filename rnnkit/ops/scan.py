@@ -1,0 +1,52 @@
+"""The masked time loop shared by every naive op.
+
+Dimensions: T time steps, B batch, G*H gate width (G gates of H units).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+State = tuple[Tensor, ...]
+
+
+def scan(
+    step: Callable[..., State],
+    xw: Tensor,
+    state: State,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[Tensor, State]:
+    """Run ``step`` over time and collect the first state of each step as output.
+
+    Args:
+        step: ``step(xw_t, *state) -> new_state``; ``new_state[0]`` is the output h_t.
+        xw: (T, B, G*H) input projections ``W_ih x_t + b_ih`` of every step.
+        state: initial states, each (B, *).
+        lengths: (B,) integer steps of each sequence, or None when all run T steps.
+        reverse: walk t = T-1 .. 0 (the backward direction of a bidirectional layer).
+
+    Returns:
+        output (T, B, *) holding ``new_state[0]`` of each step, zero at t >= lengths[b];
+        the final states, each (B, *), taken at each sequence's last valid step.
+
+    A step at t >= lengths[b] leaves sequence b's state unchanged. Going forward
+    this freezes the state after the last valid step; going in reverse it keeps
+    the initial state until t = lengths[b] - 1, where the sequence really starts.
+    """
+    steps = range(xw.shape[0] - 1, -1, -1) if reverse else range(xw.shape[0])
+    valid = None if lengths is None else lengths.to(xw.device)
+    outputs: list[Tensor] = [xw] * xw.shape[0]
+    for t in steps:
+        new = step(xw[t], *state)
+        if valid is not None:
+            alive = (t < valid).unsqueeze(1)  # (B, 1)
+            new = tuple(torch.where(alive, n, s) for n, s in zip(new, state))
+            outputs[t] = torch.where(alive, new[0], torch.zeros_like(new[0]))
+        else:
+            outputs[t] = new[0]
+        state = new
+    return torch.stack(outputs), state
