@@ -12,10 +12,10 @@ from .sequences import last_valid
 
 __all__ = [
     "GRU",
-    "GRUCell",
     "LSTM",
-    "LSTMCell",
     "RNN",
+    "GRUCell",
+    "LSTMCell",
     "RNNCell",
     "RNNInputError",
     "RNNTypeError",

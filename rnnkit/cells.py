@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from . import ops
 from .checks import (
-    check_flag,
     check_input_dims,
     check_input_features,
     check_not_empty,
@@ -45,12 +44,11 @@ class RNNCellBase(TorchTwin, nn.Module):
         super().__init__()
         check_size("input_size", input_size)
         check_size("hidden_size", hidden_size)
-        check_flag("bias", bias)
         ops.check_backend(backend)
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
-        self.bias = bias
+        self.bias = bias  # like torch.nn's cells, any truthy value means True
         self.backend = backend
         factory = {"device": device, "dtype": dtype}
         gate_size = GATES[mode] * hidden_size
@@ -108,7 +106,7 @@ class RNNCellBase(TorchTwin, nn.Module):
         if self.bias is not True:
             s += f", bias={self.bias}"
         if getattr(self, "nonlinearity", "tanh") != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
+            s += f", nonlinearity={self.nonlinearity}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s

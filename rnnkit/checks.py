@@ -15,15 +15,16 @@ from .errors import RNNInputError, RNNTypeError
 def check_size(name: str, value: object, minimum: int = 1) -> None:
     """A constructor size: an int (not bool) of at least ``minimum``."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} should be of type int, got {type(value).__name__}")
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        bound = "greater than zero" if minimum == 1 else f"at least {minimum}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
 
 
 def check_flag(name: str, value: object) -> None:
     """A constructor switch: a bool."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} should be of type bool, got {type(value).__name__}")
+        raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
 
 
 def check_dropout(dropout: object) -> None:
@@ -99,7 +100,9 @@ def check_lengths(lengths: object, batch: int, steps: int) -> Tensor:
 def check_input_features(owner: str, features: int, input_size: int) -> None:
     """The last dimension of the input equals ``input_size``."""
     if features != input_size:
-        raise RNNInputError(f"{owner} expected input with {input_size} features (input_size={input_size}), got {features}")
+        raise RNNInputError(
+            f"{owner} expected input with {input_size} features (input_size={input_size}), got {features}"
+        )
 
 
 def check_not_empty(owner: str, shape: torch.Size, what: str) -> None:

@@ -36,7 +36,9 @@ def run() -> None:
 
     hidden = model.hidden_size
     forward_last = last_valid(output.transpose(0, 1), lengths)[:, :hidden]
-    print("\nrelations (last layer): forward half at each last valid step == h_n[-2], reverse half at step 0 == h_n[-1]")
+    print(
+        "\nrelations (last layer): forward half at each last valid step == h_n[-2], reverse half at step 0 == h_n[-1]"
+    )
     print(f"  max |output[b, lengths[b]-1, :H] - h_n[-2]| = {(forward_last - h_n[-2]).abs().max().item():.1e}")
     print(f"  max |output[:, 0, H:] - h_n[-1]|            = {(output[:, 0, hidden:] - h_n[-1]).abs().max().item():.1e}")
     print(f"  output past each length is zero: {bool((output[1, 9:] == 0).all() and (output[3, 1:] == 0).all())}")

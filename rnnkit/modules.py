@@ -168,7 +168,7 @@ class RNNBase(TorchTwin, nn.Module):
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise RNNInputError(
-                    f"{name} got lengths= together with a PackedSequence, which carries its own lengths; pass one of them"
+                    f"{name} got lengths= and a PackedSequence, which carries its own lengths; pass only one of them"
                 )
             check_tensor_like(name, "input", input.data, reference)
             x, lengths = packed_to_padded(input)
@@ -176,10 +176,8 @@ class RNNBase(TorchTwin, nn.Module):
         else:
             check_tensor_like(name, "input", input, reference)
             batched = check_input_dims(name, input, 3)
-            if not batched:
-                x = input.unsqueeze(1)
-            else:
-                x = input.transpose(0, 1) if self.batch_first else input
+            x = input if batched else input.unsqueeze(0 if self.batch_first else 1)
+            x = x.transpose(0, 1) if self.batch_first else x
             check_not_empty(name, input.shape, "batch_first: (B, T, I)" if self.batch_first else "(T, B, I)")
         check_input_features(name, x.shape[2], self.input_size)
         steps, batch = x.shape[0], x.shape[1]
@@ -194,7 +192,9 @@ class RNNBase(TorchTwin, nn.Module):
         else:
             for state, state_name, size in zip(states, self._state_names, self._state_sizes()):
                 check_tensor_like(name, state_name, state, reference)
-                expected = (self.num_layers * directions, batch, size) if batched else (self.num_layers * directions, size)
+                expected = (
+                    (self.num_layers * directions, batch, size) if batched else (self.num_layers * directions, size)
+                )
                 check_state_shape(name, state_name, state, expected, 1 if batched else None)
             if not batched:
                 states = tuple(s.unsqueeze(1) for s in states)
@@ -223,7 +223,7 @@ class RNNBase(TorchTwin, nn.Module):
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         if getattr(self, "nonlinearity", "tanh") != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
+            s += f", nonlinearity={self.nonlinearity}"
         if self.bias is not True:
             s += f", bias={self.bias}"
         if self.batch_first is not False:
@@ -305,9 +305,7 @@ class LSTM(RNNBase):
     cuDNN), so one direction of layer 0 has 4(H*I + H*P + 2H) parameters
     (+ P*H with projection): ``LSTM(100, 100)`` has 80,800, not the textbook 80,400.
 """
-        + _ARGS_DOC.format(
-            extra="        proj_size: P, the size h_t is projected to by W_hr; 0 (default) for none.\n"
-        )
+        + _ARGS_DOC.format(extra="        proj_size: P, the size h_t is projected to by W_hr; 0 (default) for none.\n")
         + _SHAPES_DOC.format(
             hx="hx",
             hx_shapes="a tuple (h_0, c_0) of (L*D, B, P) and (L*D, B, H)",
@@ -370,7 +368,6 @@ class LSTM(RNNBase):
         return states[0], states[1]
 
 
-
 class GRU(RNNBase):
     __doc__ = (
         r"""Multi-layer gated recurrent unit (GRU), a drop-in for :class:`torch.nn.GRU`.
@@ -428,7 +425,6 @@ class GRU(RNNBase):
         )  # fmt: skip
 
 
-
 class RNN(RNNBase):
     __doc__ = (
         r"""Multi-layer Elman RNN with tanh or ReLU, a drop-in for :class:`torch.nn.RNN`.
@@ -471,4 +467,3 @@ class RNN(RNNBase):
             f"RNN_{nonlinearity.upper()}", input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, proj_size, device, dtype, backend,
         )  # fmt: skip
-

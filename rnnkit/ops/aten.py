@@ -6,7 +6,7 @@ way a torch.nn user would: pack, run the packed kernel, unpack.
 
 from __future__ import annotations
 
-from torch import Tensor, _VF
+from torch import _VF, Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 _STACKS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
@@ -64,4 +64,3 @@ def cell(mode: str, x: Tensor, hx: tuple[Tensor, ...], weights: tuple[Tensor | N
     if mode == "LSTM":
         return tuple(_CELLS[mode](x, hx, w_ih, w_hh, b_ih, b_hh))
     return (_CELLS[mode](x, hx[0], w_ih, w_hh, b_ih, b_hh),)
-

@@ -46,6 +46,4 @@ def rnn(
     """
     w_ih, w_hh, b_ih, b_hh = weights
     xw = F.linear(x, w_ih, b_ih)  # (T, B, H)
-    return scan(
-        lambda xw_t, h: rnn_cell(xw_t, h, w_hh, b_hh, nonlinearity), xw, state, lengths, reverse
-    )
+    return scan(lambda xw_t, h: rnn_cell(xw_t, h, w_hh, b_hh, nonlinearity), xw, state, lengths, reverse)

@@ -1,0 +1,183 @@
+"""Shared test helpers: one tolerance table, one comparison helper, random configurations."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import rnnkit
+
+# Absolute and relative tolerance per dtype, against torch.nn or the naive oracle.
+TOLERANCES = {
+    torch.float64: dict(atol=1e-9, rtol=0.0),
+    torch.float32: dict(atol=2e-5, rtol=1e-4),
+}
+
+
+def assert_close(name: str, actual: Tensor, expected: Tensor) -> None:
+    """Compare with the dtype's tolerance; the message names the tensor and gives max abs and rel error."""
+    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert not actual.isnan().any(), f"{name}: NaN in result"
+    tol = TOLERANCES[expected.dtype]
+    error = (actual.double() - expected.double()).abs()
+    scale = expected.double().abs()
+    limit = tol["atol"] + tol["rtol"] * scale
+    if bool((error > limit).any()):
+        rel = (error / scale.clamp_min(1e-30)).max().item()
+        raise AssertionError(
+            f"{name}: max abs error {error.max().item():.3e}, max rel error {rel:.3e} "
+            f"beyond atol={tol['atol']}, rtol={tol['rtol']} ({expected.dtype})"
+        )
+
+
+MODES = {
+    "LSTM": (rnnkit.LSTM, nn.LSTM, {}),
+    "GRU": (rnnkit.GRU, nn.GRU, {}),
+    "RNN_TANH": (rnnkit.RNN, nn.RNN, {"nonlinearity": "tanh"}),
+    "RNN_RELU": (rnnkit.RNN, nn.RNN, {"nonlinearity": "relu"}),
+}
+
+
+@dataclass
+class Config:
+    """One random configuration of a recurrent net and its input."""
+
+    mode: str
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    bias: bool
+    batch_first: bool
+    proj_size: int
+    batch: int
+    steps: int
+    dtype: torch.dtype
+    unbatched: bool = False
+    lengths: list[int] | None = None
+    packed: bool = False
+    with_hx: bool = False
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        parts = [
+            self.mode,
+            f"I{self.input_size}-H{self.hidden_size}-L{self.num_layers}",
+            f"B{'u' if self.unbatched else self.batch}-T{self.steps}",
+            "bi" if self.bidirectional else "",
+            f"P{self.proj_size}" if self.proj_size else "",
+            "nobias" if not self.bias else "",
+            "bf" if self.batch_first else "",
+            "len" if self.lengths else "",
+            "packed" if self.packed else "",
+            "hx" if self.with_hx else "",
+            "f64" if self.dtype == torch.float64 else "f32",
+        ]
+        return "-".join(p for p in parts if p)
+
+    def constructor_kwargs(self) -> dict:
+        kwargs = dict(
+            num_layers=self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            bidirectional=self.bidirectional,
+            dtype=self.dtype,
+            **MODES[self.mode][2],
+        )
+        if self.proj_size:
+            kwargs["proj_size"] = self.proj_size
+        return kwargs
+
+
+def random_configs(mode: str, count: int, seed: int) -> list[Config]:
+    """``count`` seeded random configurations of ``mode`` covering every option and their mixes."""
+    rng = random.Random(seed)
+    configs = []
+    for _ in range(count):
+        hidden = rng.choice([1, 2, 3, rng.randint(1, 64)])
+        steps = rng.choice([1, rng.randint(1, 12)])
+        batch = rng.choice([1, rng.randint(1, 9)])
+        form = rng.choice(["padded", "padded", "lengths", "packed", "unbatched"])
+        config = Config(
+            mode=mode,
+            input_size=rng.choice([1, rng.randint(1, 64)]),
+            hidden_size=hidden,
+            num_layers=rng.randint(1, 3),
+            bidirectional=rng.random() < 0.5,
+            bias=rng.random() < 0.8,
+            batch_first=rng.random() < 0.5,
+            proj_size=rng.randint(1, hidden - 1) if mode == "LSTM" and hidden > 1 and rng.random() < 0.4 else 0,
+            batch=batch,
+            steps=steps,
+            dtype=rng.choice([torch.float32, torch.float64]),
+            unbatched=form == "unbatched",
+            with_hx=rng.random() < 0.5,
+        )
+        if form in ("lengths", "packed"):
+            config.lengths = [rng.randint(1, steps) for _ in range(batch)]
+            config.lengths[rng.randrange(batch)] = steps  # keep T the padded length
+            config.packed = form == "packed"
+        configs.append(config)
+    return configs
+
+
+def make_pair(config: Config, backend: str) -> tuple[nn.Module, nn.Module]:
+    """(torch.nn module, rnnkit module) built from the same seed: identical weights."""
+    ours_class, torch_class, _ = MODES[config.mode]
+    torch.manual_seed(1234)
+    reference = torch_class(config.input_size, config.hidden_size, **config.constructor_kwargs())
+    torch.manual_seed(1234)
+    ours = ours_class(config.input_size, config.hidden_size, backend=backend, **config.constructor_kwargs())
+    return reference, ours
+
+
+def make_inputs(config: Config, generator: torch.Generator) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+    """(input in the config's layout, initial states or None), requiring grad."""
+    shape = (config.steps, config.input_size)
+    if not config.unbatched:
+        shape = (config.batch, *shape) if config.batch_first else (shape[0], config.batch, shape[1])
+    x = torch.randn(shape, dtype=config.dtype, generator=generator).requires_grad_()
+    if not config.with_hx:
+        return x, None
+    layers = config.num_layers * (2 if config.bidirectional else 1)
+    batch = () if config.unbatched else (config.batch,)
+    sizes = (
+        [config.proj_size or config.hidden_size, config.hidden_size] if config.mode == "LSTM" else [config.hidden_size]
+    )
+    states = tuple(
+        torch.randn((layers, *batch, n), dtype=config.dtype, generator=generator).requires_grad_() for n in sizes
+    )
+    return x, states
+
+
+def as_tuple(hx: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return hx if isinstance(hx, tuple) else (hx,)
+
+
+def run_torch(module: nn.Module, config: Config, x: Tensor, states) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """torch.nn's answer, padded; ``lengths`` go through pack -> module -> pad as a torch user would."""
+    hx = None if states is None else (states if config.mode == "LSTM" else states[0])
+    if config.lengths is None:
+        output, final = module(x, hx)
+        return output, as_tuple(final)
+    packed = pack_padded_sequence(x, config.lengths, batch_first=config.batch_first, enforce_sorted=False)
+    output, final = module(packed, hx)
+    output, _ = pad_packed_sequence(output, batch_first=config.batch_first, total_length=config.steps)
+    return output, as_tuple(final)
+
+
+def run_ours(module: nn.Module, config: Config, x: Tensor, states) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """rnnkit's answer, padded: ``lengths=`` directly, or a PackedSequence in and out."""
+    hx = None if states is None else (states if config.mode == "LSTM" else states[0])
+    if config.packed:
+        packed = pack_padded_sequence(x, config.lengths, batch_first=config.batch_first, enforce_sorted=False)
+        output, final = module(packed, hx)
+        output, _ = pad_packed_sequence(output, batch_first=config.batch_first, total_length=config.steps)
+        return output, as_tuple(final)
+    output, final = module(x, hx, lengths=config.lengths)
+    return output, as_tuple(final)
