@@ -30,9 +30,15 @@ def run() -> None:
     packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     ref_packed, (ref_h, ref_c) = reference(packed)
     ref_output, _ = pad_packed_sequence(ref_packed, batch_first=True, total_length=x.shape[1])
-    print("\nagainst pack_padded_sequence -> torch.nn.LSTM -> pad_packed_sequence:")
-    for name, ours, theirs in (("output", output, ref_output), ("h_n", h_n, ref_h), ("c_n", c_n, ref_c)):
-        print(f"  {name:<7} max |difference| = {(ours - theirs).abs().max().item():.1e}")
+    naive_output, (naive_h, naive_c) = LSTM.from_torch(reference, backend="naive")(x, lengths=lengths)
+    print("\nagainst pack_padded_sequence -> torch.nn.LSTM -> pad_packed_sequence, max |difference|:")
+    print(f"  {'':<7} {'backend=auto':>13} {'backend=naive (the equations)':>31}")
+    for name, ours, naive, theirs in (
+        ("output", output, naive_output, ref_output),
+        ("h_n", h_n, naive_h, ref_h),
+        ("c_n", c_n, naive_c, ref_c),
+    ):
+        print(f"  {name:<7} {(ours - theirs).abs().max().item():>13.1e} {(naive - theirs).abs().max().item():>31.1e}")
 
     hidden = model.hidden_size
     forward_last = last_valid(output.transpose(0, 1), lengths)[:, :hidden]
@@ -42,3 +48,9 @@ def run() -> None:
     print(f"  max |output[b, lengths[b]-1, :H] - h_n[-2]| = {(forward_last - h_n[-2]).abs().max().item():.1e}")
     print(f"  max |output[:, 0, H:] - h_n[-1]|            = {(output[:, 0, hidden:] - h_n[-1]).abs().max().item():.1e}")
     print(f"  output past each length is zero: {bool((output[1, 9:] == 0).all() and (output[3, 1:] == 0).all())}")
+
+
+def add_command(commands) -> None:
+    """Register ``rnnkit demo``."""
+    parser = commands.add_parser("demo", help="a short tour: torch.nn weights, lengths=, parity with torch.nn")
+    parser.set_defaults(run=lambda args: run())

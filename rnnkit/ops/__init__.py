@@ -67,14 +67,10 @@ def check_backend(backend: str) -> None:
 def resolve_backend(backend: str, x: Tensor) -> str:
     """The concrete backend for ``backend`` on ``x``'s device and dtype.
 
-    ``"auto"`` picks the fastest correct backend available: torch's fused kernels,
-    except where they cannot serve (dtypes torch's CPU RNN lacks) and ``naive`` can.
+    ``"auto"`` picks the fastest correct backend available for them; until the
+    compiled CPU and Triton backends land, that is torch's fused kernels.
     """
-    if backend != "auto":
-        return backend
-    if x.device.type == "cpu" and x.dtype not in (torch.float32, torch.float64):
-        return "naive"
-    return "torch"
+    return "torch" if backend == "auto" else backend
 
 
 def rnn_stack(
