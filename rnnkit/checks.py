@@ -65,14 +65,15 @@ def check_state_shape(owner: str, name: str, state: Tensor, expected: tuple[int,
     raise RNNInputError(message)
 
 
-def check_lengths(lengths: object, batch: int, steps: int) -> Tensor:
+def check_lengths(lengths: object, batch: int, steps: int) -> Tensor | None:
     """Validate ``lengths`` for a padded batch of ``batch`` sequences of ``steps`` steps.
 
     Args:
         lengths: a sequence of ints or a 1-D integer tensor on any device.
 
     Returns:
-        (B,) int64 tensor on the CPU.
+        (B,) int64 tensor on the CPU, or None when every sequence runs all ``steps``.
+        Under torch.compile a tensor's values are not inspected (that would break the graph).
     """
     if isinstance(lengths, Tensor):
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
@@ -80,21 +81,26 @@ def check_lengths(lengths: object, batch: int, steps: int) -> Tensor:
         if lengths.dim() != 1:
             raise RNNInputError(f"lengths must be 1-D with one entry per sequence, got shape {tuple(lengths.shape)}")
         values = lengths.detach().to("cpu", torch.int64)
+        if len(values) != batch:
+            raise RNNInputError(f"lengths must have one entry per sequence: expected {batch}, got {len(values)}")
+        if torch.compiler.is_compiling():
+            return values
+        low, high = int(values.min()), int(values.max())
     elif isinstance(lengths, Sequence) and not isinstance(lengths, str):
         bad = [v for v in lengths if not isinstance(v, numbers.Integral) or isinstance(v, bool)]
         if bad:
             raise RNNInputError(f"lengths must hold integers, got {bad[0]!r} of type {type(bad[0]).__name__}")
+        if len(lengths) != batch:
+            raise RNNInputError(f"lengths must have one entry per sequence: expected {batch}, got {len(lengths)}")
+        low, high = min(lengths), max(lengths)
         values = torch.tensor([int(v) for v in lengths], dtype=torch.int64)
     else:
         raise RNNInputError(f"lengths must be a list of ints or a 1-D integer tensor, got {type(lengths).__name__}")
-    if len(values) != batch:
-        raise RNNInputError(f"lengths must have one entry per sequence: expected {batch}, got {len(values)}")
-    if len(values) and (values.min() < 1 or values.max() > steps):
+    if low < 1 or high > steps:
         raise RNNInputError(
-            f"lengths must lie in [1, {steps}] (1 to the padded sequence length), "
-            f"got values from {int(values.min())} to {int(values.max())}"
+            f"lengths must lie in [1, {steps}] (1 to the padded sequence length), got values from {low} to {high}"
         )
-    return values
+    return None if low == steps else values
 
 
 def check_input_features(owner: str, features: int, input_size: int) -> None:

@@ -183,8 +183,6 @@ class RNNBase(TorchTwin, nn.Module):
         steps, batch = x.shape[0], x.shape[1]
         if lengths is not None:
             lengths = check_lengths(lengths, batch, steps)
-            if bool((lengths == steps).all()):
-                lengths = None
 
         directions = 2 if self.bidirectional else 1
         if states is None:

@@ -163,7 +163,7 @@ def test_constructor(make, kind, fragments):
 
 def test_unavailable_backend_says_what_to_use():
     for backend in ("cpu", "triton"):
-        reason = rnnkit.ops._available()[backend]
+        reason = rnnkit.ops.unavailable_reason(backend)
         if reason is not None:
             with raises(RuntimeError, f"backend={backend!r} is not available", "'naive'", "'torch'"):
                 LSTM(3, 5, backend=backend)

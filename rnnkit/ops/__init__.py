@@ -8,7 +8,7 @@ per backend with one signature::
 (see ``ops/lstm/naive.py``). ``rnn_stack`` runs the layers and directions of a
 stacked net with it. The ``"torch"`` backend instead hands the whole stack to
 torch's fused kernels (``ops/aten.py``). A new backend is one more file per op
-folder plus its entries in ``DIRECTION_OPS`` and ``_available``.
+folder plus its entries in ``DIRECTION_OPS`` and ``unavailable_reason``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import aten
+from ..errors import RNNTypeError
+from . import aten, compiled
+from .gru import cpu as gru_cpu
 from .gru.naive import gru, gru_cell
+from .lstm import cpu as lstm_cpu
 from .lstm.naive import lstm, lstm_cell
+from .rnn import cpu as rnn_cpu
 from .rnn.naive import rnn, rnn_cell
 
 BACKENDS = ("auto", "naive", "cpu", "triton", "torch")
@@ -32,7 +36,12 @@ DIRECTION_OPS: dict[tuple[str, str], Callable] = {
     ("GRU", "naive"): gru,
     ("RNN_TANH", "naive"): partial(rnn, nonlinearity="tanh"),
     ("RNN_RELU", "naive"): partial(rnn, nonlinearity="relu"),
+    ("LSTM", "cpu"): lstm_cpu.lstm,
+    ("GRU", "cpu"): gru_cpu.gru,
+    ("RNN_TANH", "cpu"): partial(rnn_cpu.rnn, nonlinearity="tanh"),
+    ("RNN_RELU", "cpu"): partial(rnn_cpu.rnn, nonlinearity="relu"),
 }
+CPU_DTYPES = (torch.float32, torch.float64)
 
 _NAIVE_CELLS: dict[str, Callable] = {
     "LSTM": lstm_cell,
@@ -42,35 +51,41 @@ _NAIVE_CELLS: dict[str, Callable] = {
 }
 
 
-def _available() -> dict[str, str | None]:
-    """Each backend name mapped to None when usable here, else the reason it is not."""
-    return {
-        "auto": None,
-        "naive": None,
-        "torch": None,
-        "cpu": "the compiled CPU backend is not part of this version",
-        "triton": "the Triton GPU backend is not part of this version",
-    }
+def unavailable_reason(backend: str) -> str | None:
+    """None when ``backend`` can run here, else why not. Asking about ``"cpu"`` builds its kernels once."""
+    if backend == "cpu":
+        return compiled.unavailable_reason()
+    if backend == "triton":
+        return "the Triton GPU backend is not part of this version"
+    return None
 
 
 def check_backend(backend: str) -> None:
     """Raise ValueError for an unknown backend name, RuntimeError for one not usable here."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
-    available = _available()
-    reason = available[backend]
+    reason = unavailable_reason(backend)
     if reason is not None:
-        usable = ", ".join(repr(b) for b, why in available.items() if why is None)
+        usable = ", ".join(repr(b) for b in BACKENDS if unavailable_reason(b) is None)
         raise RuntimeError(f"backend={backend!r} is not available: {reason}; use one of {usable}")
 
 
 def resolve_backend(backend: str, x: Tensor) -> str:
     """The concrete backend for ``backend`` on ``x``'s device and dtype.
 
-    ``"auto"`` picks the fastest correct backend available for them; until the
-    compiled CPU and Triton backends land, that is torch's fused kernels.
+    ``"auto"`` picks the fastest correct backend available: the compiled kernels for
+    float32 and float64 on the CPU (``benchmarks/cpu.py`` measures them against
+    torch's), torch's fused kernels elsewhere.
     """
-    return "torch" if backend == "auto" else backend
+    on_cpu = x.device.type == "cpu" and x.dtype in CPU_DTYPES
+    if backend == "auto":
+        return "cpu" if on_cpu and compiled.unavailable_reason() is None else "torch"
+    if backend == "cpu" and not on_cpu:
+        raise RNNTypeError(
+            f"backend='cpu' runs float32 and float64 tensors on the CPU, got {x.dtype} on {x.device}; "
+            "use backend='auto' or 'torch'"
+        )
+    return backend
 
 
 def rnn_stack(
@@ -129,7 +144,7 @@ def cell_step(
 
     Returns the new states, each (B, *).
     """
-    if backend == "torch":
+    if backend in ("torch", "cpu"):  # one step has no time loop to fuse: torch's cell kernels serve
         return aten.cell(mode, x, hx, weights)
     w_ih, w_hh, b_ih, b_hh = weights
     return _NAIVE_CELLS[mode](F.linear(x, w_ih, b_ih), *hx, w_hh, b_hh)

@@ -1,0 +1,85 @@
+"""Builds the C++ CPU kernels (``ops/*/*_cpu.cpp``) once per machine and loads them as torch ops.
+
+The first use compiles them with torch.utils.cpp_extension (about a minute; a line on
+stderr says so) into a cache directory keyed by the sources, torch's version and the
+CPU, so later processes load the cached library at once. Without a C++ compiler the
+``"cpu"`` backend reports why it is unavailable and ``"auto"`` uses another backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+_OPS = Path(__file__).parent
+SOURCES = [_OPS / "lstm" / "lstm_cpu.cpp", _OPS / "gru" / "gru_cpu.cpp", _OPS / "rnn" / "rnn_cpu.cpp"]
+HEADERS = [_OPS / "csrc" / "common.h"]
+# -march=native is safe: the library is built on, and cached for, the machine that runs it.
+CFLAGS = ["-O3", "-march=native", "-std=c++17"]
+
+
+def _cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return set()
+    line = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def _vector_flags() -> list[str]:
+    """Select at::vec's AVX2 implementation (Sleef exp/tanh from torch's library) where the CPU has it."""
+    if {"avx2", "fma"} <= _cpu_flags():
+        return ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma"]
+    return []
+
+
+def _build_directory() -> Path:
+    digest = hashlib.sha256()
+    for path in SOURCES + HEADERS:
+        digest.update(path.read_bytes())
+    digest.update(" ".join(CFLAGS + _vector_flags()).encode() + torch.__version__.encode())
+    digest.update(platform.machine().encode() + " ".join(sorted(_cpu_flags())).encode())
+    root = Path(os.environ.get("RNNKIT_CACHE", Path.home() / ".cache" / "rnnkit"))
+    return root / f"cpu-{digest.hexdigest()[:16]}"
+
+
+@functools.cache
+def unavailable_reason() -> str | None:
+    """Build (once) and load the kernels; None when ``torch.ops.rnnkit`` is ready, else why not."""
+    from torch.utils import cpp_extension
+
+    try:
+        import ninja  # the pip package puts a ninja binary beside itself; cpp_extension looks on PATH
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    except ImportError:
+        pass
+    build = _build_directory()
+    build.mkdir(parents=True, exist_ok=True)
+    if not (build / "rnnkit_cpu.so").exists():
+        print("rnnkit: compiling the CPU kernels (once per machine, about a minute)...", file=sys.stderr, flush=True)
+    try:
+        cpp_extension.load(
+            name="rnnkit_cpu",
+            sources=[str(s) for s in SOURCES],
+            extra_cflags=CFLAGS + _vector_flags(),
+            build_directory=str(build),
+            is_python_module=False,
+            verbose=False,
+        )
+    except (RuntimeError, OSError, ImportError) as error:
+        detail = str(error).strip().splitlines()
+        return f"compiling its C++ kernels failed ({detail[-1] if detail else type(error).__name__})"
+    from .gru import cpu as gru_cpu
+    from .lstm import cpu as lstm_cpu
+    from .rnn import cpu as rnn_cpu
+
+    for op in (lstm_cpu, gru_cpu, rnn_cpu):
+        op.register()
+    return None

@@ -1,0 +1,54 @@
+"""Shared plumbing of the fused ops: their backward, and double backward by replaying the naive equations."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+
+def replay_backward(
+    recurrence: Callable[..., tuple[Tensor, ...]],
+    inputs: Sequence[Tensor | None],
+    grads: Sequence[Tensor | None],
+) -> list[Tensor | None]:
+    """Gradients of ``recurrence(*inputs)`` against ``grads``, recorded so they can be differentiated again.
+
+    The fused backward kernels are not themselves differentiable; when autograd asks
+    for a graph of the backward (``create_graph=True``) the forward is recomputed with
+    the naive ops and differentiated by autograd instead. Same values, more time.
+    """
+    warnings.warn(
+        "double backward through a fused rnnkit backend recomputes the forward with the naive ops",
+        stacklevel=2,
+    )
+    with torch.enable_grad():
+        outputs = recurrence(*inputs)
+        used = [(o, g) for o, g in zip(outputs, grads) if g is not None]
+        wanted = [t for t in inputs if t is not None and t.requires_grad]
+        outputs, upstream = [o for o, _ in used], [g for _, g in used]
+        found = iter(torch.autograd.grad(outputs, wanted, upstream, create_graph=True, allow_unused=True))
+    return [next(found) if t is not None and t.requires_grad else None for t in inputs]
+
+
+def fused_backward(
+    recurrence: Callable[..., tuple[Tensor, ...]],
+    inputs: Sequence[Tensor | None],
+    grads: Sequence[Tensor | None],
+    likes: Sequence[Tensor],
+    kernel: Callable[..., Sequence[Tensor | None]],
+) -> Sequence[Tensor | None]:
+    """The backward of a fused recurrence: ``kernel`` on the upstream gradients, or a replay.
+
+    Args:
+        recurrence: the op's forward in naive ops, ``recurrence(*inputs) -> outputs``.
+        inputs: the op's differentiable inputs, as saved.
+        grads: upstream gradients of the outputs, None where an output was not used.
+        likes: a tensor shaped like each output, to stand in zeros for a None gradient.
+        kernel: ``kernel(*grads)`` -> one gradient per input, the fused backward.
+    """
+    if torch.is_grad_enabled():  # create_graph=True: the kernels' backward has no backward itself
+        return replay_backward(recurrence, inputs, grads)
+    return kernel(*(torch.zeros_like(like) if g is None else g for g, like in zip(grads, likes)))

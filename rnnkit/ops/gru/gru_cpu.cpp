@@ -1,0 +1,155 @@
+// Fused GRU recurrence for the CPU: forward and hand-written backward through time.
+//
+// Dimensions: T steps, B batch, H hidden.
+//   xw      (T, B, 3H)  W_ih x_t + b_ih, gate blocks r, z, n
+//   gates   (T, B, 3H)  saved: activated r, z, n of every step
+//   hn      (T, B, H)   saved: W_hn h_{t-1} + b_hn, which r scales
+//   h_prev  (T, B, H)   saved: the state each step started from
+// A step at t >= lengths[b] leaves sequence b's state as it is and outputs zero.
+#include <torch/library.h>
+
+#include "../csrc/common.h"
+
+namespace rnnkit {
+namespace {
+
+using at::Tensor;
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xw_in, const Tensor& h0,
+                                                               const Tensor& w_hh_in,
+                                                               const std::optional<Tensor>& b_hh_in,
+                                                               const std::optional<Tensor>& lengths_in, bool reverse) {
+  const Tensor xw = xw_in.contiguous(), w_hh = w_hh_in.contiguous();
+  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2) / 3;
+  const Tensor b_hh = b_hh_in.has_value() ? b_hh_in->contiguous() : at::zeros({3 * H}, xw.options());
+  const auto lengths = checked_lengths(lengths_in);
+  const Steps steps = make_steps(T, reverse, lengths);
+
+  Tensor output = at::zeros({T, B, H}, xw.options());
+  Tensor gates = at::empty({T, B, 3 * H}, xw.options());
+  Tensor hn = at::empty({T, B, H}, xw.options());
+  Tensor h_prev = at::empty({T, B, H}, xw.options());
+  Tensor h = h0.contiguous().clone();
+
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
+    using T_ = scalar_t;
+    T_* ph = h.data_ptr<T_>();
+    const T_* pb = b_hh.data_ptr<T_>();
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = steps.at(i);
+      std::copy(ph, ph + B * H, h_prev.data_ptr<T_>() + t * B * H);
+      T_* pg = gates.data_ptr<T_>() + t * B * 3 * H;
+      const T_* px = xw.data_ptr<T_>() + t * B * 3 * H;
+      T_* pn = hn.data_ptr<T_>() + t * B * H;
+      T_* po = output.data_ptr<T_>() + t * B * H;
+      gemm<T_>(false, true, B, 3 * H, H, ph, H, w_hh.data_ptr<T_>(), H, T_(0), pg, 3 * H);
+      for_each_row(B, 3 * H, [&](int64_t b) {
+        if (!steps.alive(t, b)) return;
+        T_* g = pg + b * 3 * H;
+        const T_* x = px + b * 3 * H;
+        T_* hb = ph + b * H;
+        T_* hn_b = pn + b * H;
+        vectorized<T_>(H, [&](auto lane, int64_t j) {
+          using V = decltype(lane);
+          using L = Lanes<V>;
+          const V r = sigmoid_(L::load(x + j) + L::load(g + j) + L::load(pb + j));
+          const V z = sigmoid_(L::load(x + H + j) + L::load(g + H + j) + L::load(pb + H + j));
+          const V h_n = L::load(g + 2 * H + j) + L::load(pb + 2 * H + j);
+          const V n = tanh_(L::load(x + 2 * H + j) + r * h_n);
+          L::store(g + j, r), L::store(g + H + j, z), L::store(g + 2 * H + j, n);
+          L::store(hn_b + j, h_n);
+          L::store(hb + j, (V(1) - z) * n + z * L::load(hb + j));
+        });
+        std::copy(hb, hb + H, po + b * H);
+      });
+    }
+  });
+  return {output, h, gates, hn, h_prev};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& grad_output_in, const Tensor& grad_h_n,
+                                                        const Tensor& w_hh_in, const std::optional<Tensor>& lengths_in,
+                                                        bool reverse, const Tensor& gates, const Tensor& hn,
+                                                        const Tensor& h_prev) {
+  const Tensor grad_output = grad_output_in.contiguous(), w_hh = w_hh_in.contiguous();
+  const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
+  const auto lengths = checked_lengths(lengths_in);
+  const Steps steps = make_steps(T, reverse, lengths);
+
+  Tensor grad_xw = at::empty({T, B, 3 * H}, gates.options());  // d(W_ih x + b_ih)
+  Tensor grad_hw = at::empty({T, B, 3 * H}, gates.options());  // d(W_hh h + b_hh): differs in the n block
+  Tensor dh = grad_h_n.contiguous().clone();
+  Tensor carry = at::empty({B, H}, gates.options());  // the part of dh_{t-1} that skips W_hh: z * dh_t
+
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
+    using T_ = scalar_t;
+    T_* pdh = dh.data_ptr<T_>();
+    T_* pcarry = carry.data_ptr<T_>();
+    for (int64_t i = T - 1; i >= 0; --i) {
+      const int64_t t = steps.at(i);
+      const T_* pgo = grad_output.data_ptr<T_>() + t * B * H;
+      const T_* pg = gates.data_ptr<T_>() + t * B * 3 * H;
+      const T_* pn = hn.data_ptr<T_>() + t * B * H;
+      const T_* php = h_prev.data_ptr<T_>() + t * B * H;
+      T_* pdx = grad_xw.data_ptr<T_>() + t * B * 3 * H;
+      T_* pdw = grad_hw.data_ptr<T_>() + t * B * 3 * H;
+      for_each_row(B, 3 * H, [&](int64_t b) {
+        T_* dx = pdx + b * 3 * H;
+        T_* dw = pdw + b * 3 * H;
+        if (!steps.alive(t, b)) {
+          std::fill(dx, dx + 3 * H, T_(0));
+          std::fill(dw, dw + 3 * H, T_(0));
+          std::copy(pdh + b * H, pdh + (b + 1) * H, pcarry + b * H);
+          return;
+        }
+        const T_* g = pg + b * 3 * H;
+        const T_* hn_b = pn + b * H;
+        const T_* hp_b = php + b * H;
+        const T_* dh_b = pdh + b * H;
+        const T_* go_b = pgo + b * H;
+        T_* carry_b = pcarry + b * H;
+        vectorized<T_>(H, [&](auto lane, int64_t j) {
+          using V = decltype(lane);
+          using L = Lanes<V>;
+          const V r = L::load(g + j), z = L::load(g + H + j), n = L::load(g + 2 * H + j);
+          const V d = L::load(dh_b + j) + L::load(go_b + j);
+          const V dn = d * (V(1) - z) * (V(1) - n * n);
+          const V dr = dn * L::load(hn_b + j) * r * (V(1) - r);
+          const V dz = d * (L::load(hp_b + j) - n) * z * (V(1) - z);
+          L::store(dx + j, dr), L::store(dx + H + j, dz), L::store(dx + 2 * H + j, dn);
+          L::store(dw + j, dr), L::store(dw + H + j, dz), L::store(dw + 2 * H + j, dn * r);
+          L::store(carry_b + j, d * z);
+        });
+      });
+      gemm<T_>(false, false, B, H, 3 * H, pdw, 3 * H, w_hh.data_ptr<T_>(), H, T_(0), pdh, H);
+      for (int64_t k = 0; k < B * H; ++k) pdh[k] += pcarry[k];
+    }
+  });
+
+  Tensor grad_w_hh = at::empty_like(w_hh);
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward_weights", [&] {
+    using T_ = scalar_t;
+    gemm<T_>(true, false, 3 * H, H, T * B, grad_hw.data_ptr<T_>(), 3 * H, h_prev.data_ptr<T_>(), H, T_(0),
+             grad_w_hh.data_ptr<T_>(), H);
+  });
+  return {grad_xw, dh, grad_w_hh, grad_hw.sum({0, 1})};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
+  m.def(
+      "gru_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? b_hh, Tensor? lengths, bool reverse) -> "
+      "(Tensor output, Tensor h_n, Tensor gates, Tensor hn, Tensor h_prev)");
+  m.def(
+      "gru_backward(Tensor grad_output, Tensor grad_h_n, Tensor w_hh, Tensor? lengths, bool reverse, "
+      "Tensor gates, Tensor hn, Tensor h_prev) -> (Tensor grad_xw, Tensor grad_h0, Tensor grad_w_hh, "
+      "Tensor grad_b_hh)");
+}
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("gru_forward", &gru_forward);
+  m.impl("gru_backward", &gru_backward);
+}
+
+}  // namespace rnnkit

@@ -1,0 +1,192 @@
+// Fused LSTM recurrence for the CPU: forward and hand-written backward through time.
+//
+// Dimensions: T steps, B batch, H hidden, P = proj_size or H.
+//   xw      (T, B, 4H)  W_ih x_t + b_ih, gate blocks i, f, g, o
+//   gates   (T, B, 4H)  saved: activated i, f, g, o of every step
+//   h_prev  (T, B, P), c_prev (T, B, H)  saved: the states each step started from
+// A step at t >= lengths[b] leaves sequence b's states as they are and outputs zero.
+#include <torch/library.h>
+
+#include "../csrc/common.h"
+
+namespace rnnkit {
+namespace {
+
+using at::Tensor;
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
+    const Tensor& xw_in, const Tensor& h0, const Tensor& c0, const Tensor& w_hh_in,
+    const std::optional<Tensor>& b_hh_in, const std::optional<Tensor>& w_hr_in,
+    const std::optional<Tensor>& lengths_in, bool reverse) {
+  const Tensor xw = xw_in.contiguous(), w_hh = w_hh_in.contiguous();
+  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2) / 4, P = h0.size(1);
+  const bool proj = w_hr_in.has_value();
+  const Tensor w_hr = proj ? w_hr_in->contiguous() : Tensor();
+  const Tensor b_hh = b_hh_in.has_value() ? b_hh_in->contiguous() : at::zeros({4 * H}, xw.options());
+  const auto lengths = checked_lengths(lengths_in);
+  const Steps steps = make_steps(T, reverse, lengths);
+
+  Tensor output = at::zeros({T, B, P}, xw.options());
+  Tensor gates = at::empty({T, B, 4 * H}, xw.options());
+  Tensor h_prev = at::empty({T, B, P}, xw.options());
+  Tensor c_prev = at::empty({T, B, H}, xw.options());
+  Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone();
+  Tensor m = at::empty({B, H}, xw.options());         // o * tanh(c) before the projection
+  Tensor projected = at::empty({B, P}, xw.options());  // W_hr m
+
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
+    using T_ = scalar_t;
+    T_* ph = h.data_ptr<T_>();
+    T_* pc = c.data_ptr<T_>();
+    T_* pm = m.data_ptr<T_>();
+    const T_* pb = b_hh.data_ptr<T_>();
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = steps.at(i);
+      std::copy(ph, ph + B * P, h_prev.data_ptr<T_>() + t * B * P);
+      std::copy(pc, pc + B * H, c_prev.data_ptr<T_>() + t * B * H);
+      T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
+      const T_* px = xw.data_ptr<T_>() + t * B * 4 * H;
+      T_* po = output.data_ptr<T_>() + t * B * P;
+      gemm<T_>(false, true, B, 4 * H, P, ph, P, w_hh.data_ptr<T_>(), P, T_(0), pg, 4 * H);
+      for_each_row(B, 4 * H, [&](int64_t b) {
+        if (!steps.alive(t, b)) return;
+        T_* g = pg + b * 4 * H;
+        const T_* x = px + b * 4 * H;
+        T_* cb = pc + b * H;
+        T_* out = proj ? pm + b * H : ph + b * P;
+        vectorized<T_>(H, [&](auto lane, int64_t j) {
+          using V = decltype(lane);
+          using L = Lanes<V>;
+          const V gi = sigmoid_(L::load(g + j) + L::load(x + j) + L::load(pb + j));
+          const V gf = sigmoid_(L::load(g + H + j) + L::load(x + H + j) + L::load(pb + H + j));
+          const V gg = tanh_(L::load(g + 2 * H + j) + L::load(x + 2 * H + j) + L::load(pb + 2 * H + j));
+          const V go = sigmoid_(L::load(g + 3 * H + j) + L::load(x + 3 * H + j) + L::load(pb + 3 * H + j));
+          L::store(g + j, gi), L::store(g + H + j, gf), L::store(g + 2 * H + j, gg), L::store(g + 3 * H + j, go);
+          const V c_new = gf * L::load(cb + j) + gi * gg;
+          L::store(cb + j, c_new);
+          L::store(out + j, go * tanh_(c_new));
+        });
+        if (!proj) std::copy(out, out + P, po + b * P);
+      });
+      if (proj) {
+        T_* pp = projected.data_ptr<T_>();
+        gemm<T_>(false, true, B, P, H, pm, H, w_hr.data_ptr<T_>(), H, T_(0), pp, P);
+        for (int64_t b = 0; b < B; ++b) {
+          if (!steps.alive(t, b)) continue;
+          std::copy(pp + b * P, pp + (b + 1) * P, ph + b * P);
+          std::copy(pp + b * P, pp + (b + 1) * P, po + b * P);
+        }
+      }
+    }
+  });
+  return {output, h, c, gates, h_prev, c_prev};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
+    const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& w_hh_in,
+    const std::optional<Tensor>& w_hr_in, const std::optional<Tensor>& lengths_in, bool reverse,
+    const Tensor& gates, const Tensor& h_prev, const Tensor& c_prev) {
+  const Tensor grad_output = grad_output_in.contiguous(), w_hh = w_hh_in.contiguous();
+  const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, P = h_prev.size(2);
+  const bool proj = w_hr_in.has_value();
+  const Tensor w_hr = proj ? w_hr_in->contiguous() : Tensor();
+  const auto lengths = checked_lengths(lengths_in);
+  const Steps steps = make_steps(T, reverse, lengths);
+
+  Tensor grad_gates = at::empty({T, B, 4 * H}, gates.options());  // d(pre-activations) = d xw
+  Tensor dh = grad_h_n.contiguous().clone(), dc = grad_c_n.contiguous().clone();
+  Tensor dh_step = at::empty({B, P}, gates.options());  // dh_t: carried dh plus d output_t
+  Tensor dm = at::empty({B, H}, gates.options());       // d(o * tanh(c)) before the projection
+  Tensor dh_all = proj ? at::zeros({T, B, P}, gates.options()) : Tensor();  // for grad W_hr
+  Tensor m_all = proj ? at::zeros({T, B, H}, gates.options()) : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
+    using T_ = scalar_t;
+    T_* pdh = dh.data_ptr<T_>();
+    T_* pdc = dc.data_ptr<T_>();
+    T_* pds = dh_step.data_ptr<T_>();
+    for (int64_t i = T - 1; i >= 0; --i) {
+      const int64_t t = steps.at(i);
+      const T_* pgo = grad_output.data_ptr<T_>() + t * B * P;
+      for (int64_t b = 0; b < B; ++b) {
+        const bool alive = steps.alive(t, b);
+        for (int64_t j = 0; j < P; ++j) pds[b * P + j] = pdh[b * P + j] + (alive ? pgo[b * P + j] : T_(0));
+      }
+      const T_* pdm = pds;
+      if (proj) {
+        T_* pha = dh_all.data_ptr<T_>() + t * B * P;
+        for (int64_t b = 0; b < B; ++b) {
+          if (steps.alive(t, b)) std::copy(pds + b * P, pds + (b + 1) * P, pha + b * P);
+        }
+        gemm<T_>(false, false, B, H, P, pds, P, w_hr.data_ptr<T_>(), H, T_(0), dm.data_ptr<T_>(), H);
+        pdm = dm.data_ptr<T_>();
+      }
+      const T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
+      const T_* pcp = c_prev.data_ptr<T_>() + t * B * H;
+      T_* pgg = grad_gates.data_ptr<T_>() + t * B * 4 * H;
+      T_* pma = proj ? m_all.data_ptr<T_>() + t * B * H : nullptr;
+      for_each_row(B, 4 * H, [&](int64_t b) {
+        T_* dg = pgg + b * 4 * H;
+        if (!steps.alive(t, b)) {
+          std::fill(dg, dg + 4 * H, T_(0));
+          return;
+        }
+        const T_* g = pg + b * 4 * H;
+        const T_* cp = pcp + b * H;
+        const T_* dmb = pdm + b * H;
+        T_* dcb = pdc + b * H;
+        vectorized<T_>(H, [&](auto lane, int64_t j) {
+          using V = decltype(lane);
+          using L = Lanes<V>;
+          const V gi = L::load(g + j), gf = L::load(g + H + j), gg = L::load(g + 2 * H + j);
+          const V go = L::load(g + 3 * H + j), c_prev = L::load(cp + j), d_m = L::load(dmb + j);
+          const V tc = tanh_(gf * c_prev + gi * gg);
+          const V dct = L::load(dcb + j) + d_m * go * (V(1) - tc * tc);
+          L::store(dg + j, dct * gg * gi * (V(1) - gi));
+          L::store(dg + H + j, dct * c_prev * gf * (V(1) - gf));
+          L::store(dg + 2 * H + j, dct * gi * (V(1) - gg * gg));
+          L::store(dg + 3 * H + j, d_m * tc * go * (V(1) - go));
+          L::store(dcb + j, dct * gf);
+          if (proj) L::store(pma + b * H + j, go * tc);
+        });
+      });
+      gemm<T_>(false, false, B, P, 4 * H, pgg, 4 * H, w_hh.data_ptr<T_>(), P, T_(0), pdh, P);
+      for (int64_t b = 0; b < B; ++b) {
+        if (!steps.alive(t, b)) std::copy(pds + b * P, pds + (b + 1) * P, pdh + b * P);
+      }
+    }
+  });
+
+  // Weight gradients: one GEMM over all steps each, after the recurrence.
+  Tensor grad_w_hh = at::empty_like(w_hh);
+  Tensor grad_w_hr = proj ? at::empty_like(w_hr) : at::empty({0}, gates.options());
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_weights", [&] {
+    using T_ = scalar_t;
+    gemm<T_>(true, false, 4 * H, P, T * B, grad_gates.data_ptr<T_>(), 4 * H, h_prev.data_ptr<T_>(), P, T_(0),
+             grad_w_hh.data_ptr<T_>(), P);
+    if (proj) {
+      gemm<T_>(true, false, P, H, T * B, dh_all.data_ptr<T_>(), P, m_all.data_ptr<T_>(), H, T_(0),
+               grad_w_hr.data_ptr<T_>(), H);
+    }
+  });
+  return {grad_gates, dh, dc, grad_w_hh, grad_gates.sum({0, 1}), grad_w_hr};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
+  m.def(
+      "lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, Tensor? b_hh, Tensor? w_hr, Tensor? lengths, "
+      "bool reverse) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor h_prev, Tensor c_prev)");
+  m.def(
+      "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor w_hh, Tensor? w_hr, "
+      "Tensor? lengths, bool reverse, Tensor gates, Tensor h_prev, Tensor c_prev) -> (Tensor grad_xw, "
+      "Tensor grad_h0, Tensor grad_c0, Tensor grad_w_hh, Tensor grad_b_hh, Tensor grad_w_hr)");
+}
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("lstm_forward", &lstm_forward);
+  m.impl("lstm_backward", &lstm_backward);
+}
+
+}  // namespace rnnkit

@@ -1,0 +1,126 @@
+// Fused Elman RNN recurrence (tanh or ReLU) for the CPU: forward and hand-written backward.
+//
+// Dimensions: T steps, B batch, H hidden.
+//   xw      (T, B, H)  W_ih x_t + b_ih
+//   output  (T, B, H)  h_t, zero past each length; saved, since phi'(.) is a function of h_t
+//   h_prev  (T, B, H)  saved: the state each step started from
+// A step at t >= lengths[b] leaves sequence b's state as it is and outputs zero.
+#include <torch/library.h>
+
+#include "../csrc/common.h"
+
+namespace rnnkit {
+namespace {
+
+using at::Tensor;
+
+std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& xw_in, const Tensor& h0, const Tensor& w_hh_in,
+                                               const std::optional<Tensor>& b_hh_in,
+                                               const std::optional<Tensor>& lengths_in, bool reverse, bool relu) {
+  const Tensor xw = xw_in.contiguous(), w_hh = w_hh_in.contiguous();
+  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2);
+  const Tensor b_hh = b_hh_in.has_value() ? b_hh_in->contiguous() : at::zeros({H}, xw.options());
+  const auto lengths = checked_lengths(lengths_in);
+  const Steps steps = make_steps(T, reverse, lengths);
+
+  Tensor output = at::zeros({T, B, H}, xw.options());
+  Tensor h_prev = at::empty({T, B, H}, xw.options());
+  Tensor h = h0.contiguous().clone();
+  Tensor pre = at::empty({B, H}, xw.options());
+
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
+    using T_ = scalar_t;
+    T_* ph = h.data_ptr<T_>();
+    T_* pp = pre.data_ptr<T_>();
+    const T_* pb = b_hh.data_ptr<T_>();
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = steps.at(i);
+      std::copy(ph, ph + B * H, h_prev.data_ptr<T_>() + t * B * H);
+      const T_* px = xw.data_ptr<T_>() + t * B * H;
+      T_* po = output.data_ptr<T_>() + t * B * H;
+      gemm<T_>(false, true, B, H, H, ph, H, w_hh.data_ptr<T_>(), H, T_(0), pp, H);
+      for_each_row(B, H, [&](int64_t b) {
+        if (!steps.alive(t, b)) return;
+        const int64_t row = b * H;
+        vectorized<T_>(H, [&](auto lane, int64_t j) {
+          using V = decltype(lane);
+          using L = Lanes<V>;
+          const V v = L::load(pp + row + j) + L::load(px + row + j) + L::load(pb + j);
+          const V y = relu ? relu_(v) : tanh_(v);
+          L::store(ph + row + j, y), L::store(po + row + j, y);
+        });
+      });
+    }
+  });
+  return {output, h, h_prev};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_output_in, const Tensor& grad_h_n,
+                                                        const Tensor& w_hh_in, const std::optional<Tensor>& lengths_in,
+                                                        bool reverse, bool relu, const Tensor& output,
+                                                        const Tensor& h_prev) {
+  const Tensor grad_output = grad_output_in.contiguous(), w_hh = w_hh_in.contiguous();
+  const int64_t T = output.size(0), B = output.size(1), H = output.size(2);
+  const auto lengths = checked_lengths(lengths_in);
+  const Steps steps = make_steps(T, reverse, lengths);
+
+  Tensor grad_pre = at::empty({T, B, H}, output.options());  // d(pre-activation) = d xw
+  Tensor dh = grad_h_n.contiguous().clone();
+  Tensor carry = at::empty({B, H}, output.options());  // dh of sequences that skip step t
+
+  AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "rnn_backward", [&] {
+    using T_ = scalar_t;
+    T_* pdh = dh.data_ptr<T_>();
+    T_* pcarry = carry.data_ptr<T_>();
+    for (int64_t i = T - 1; i >= 0; --i) {
+      const int64_t t = steps.at(i);
+      const T_* pgo = grad_output.data_ptr<T_>() + t * B * H;
+      const T_* py = output.data_ptr<T_>() + t * B * H;
+      T_* pd = grad_pre.data_ptr<T_>() + t * B * H;
+      for_each_row(B, H, [&](int64_t b) {
+        const int64_t row = b * H;
+        if (!steps.alive(t, b)) {
+          std::fill(pd + row, pd + row + H, T_(0));
+          std::copy(pdh + row, pdh + row + H, pcarry + row);
+          return;
+        }
+        std::fill(pcarry + row, pcarry + row + H, T_(0));
+        vectorized<T_>(H, [&](auto lane, int64_t j) {
+          using V = decltype(lane);
+          using L = Lanes<V>;
+          const V y = L::load(py + row + j);
+          const V slope = relu ? positive_(y) : V(1) - y * y;
+          L::store(pd + row + j, (L::load(pdh + row + j) + L::load(pgo + row + j)) * slope);
+        });
+      });
+      gemm<T_>(false, false, B, H, H, pd, H, w_hh.data_ptr<T_>(), H, T_(0), pdh, H);
+      for (int64_t k = 0; k < B * H; ++k) pdh[k] += pcarry[k];
+    }
+  });
+
+  Tensor grad_w_hh = at::empty_like(w_hh);
+  AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "rnn_backward_weights", [&] {
+    using T_ = scalar_t;
+    gemm<T_>(true, false, H, H, T * B, grad_pre.data_ptr<T_>(), H, h_prev.data_ptr<T_>(), H, T_(0),
+             grad_w_hh.data_ptr<T_>(), H);
+  });
+  return {grad_pre, dh, grad_w_hh, grad_pre.sum({0, 1})};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
+  m.def(
+      "rnn_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? b_hh, Tensor? lengths, bool reverse, bool relu) -> "
+      "(Tensor output, Tensor h_n, Tensor h_prev)");
+  m.def(
+      "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor w_hh, Tensor? lengths, bool reverse, bool relu, "
+      "Tensor output, Tensor h_prev) -> (Tensor grad_xw, Tensor grad_h0, Tensor grad_w_hh, Tensor grad_b_hh)");
+}
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("rnn_forward", &rnn_forward);
+  m.impl("rnn_backward", &rnn_backward);
+}
+
+}  // namespace rnnkit

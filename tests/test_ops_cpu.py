@@ -1,0 +1,127 @@
+"""The compiled CPU backend: against the naive ops, as a torch op (compile, export), and its fallbacks."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import ops
+from rnnkit.ops import compiled
+
+from .test_naive import CASES, direction_inputs
+
+pytestmark = pytest.mark.skipif(
+    compiled.unavailable_reason() is not None, reason=f"compiled CPU backend: {compiled.unavailable_reason()}"
+)
+
+
+def run_op(backend, mode, x, states, weights, lengths, reverse):
+    output, final = ops.DIRECTION_OPS[mode, backend](x, states, weights, lengths, reverse)
+    return (output, *final)
+
+
+@pytest.mark.parametrize(("mode", "proj", "bias", "lengths", "reverse"), CASES)
+def test_direction_op_matches_naive_and_gradcheck(mode, proj, bias, lengths, reverse):
+    x, states, weights = direction_inputs(mode, proj, bias)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    inputs = [x, *states, *(w for w in weights if w is not None)]
+    expected = run_op("naive", mode, x, states, weights, lengths, reverse)
+    actual = run_op("cpu", mode, x, states, weights, lengths, reverse)
+    upstream = [torch.randn_like(t) for t in expected]
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-12)
+    grads_e = torch.autograd.grad(expected, inputs, upstream)
+    grads_a = torch.autograd.grad(actual, inputs, upstream)
+    for a, e in zip(grads_a, grads_e, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-12)
+
+    def fn(*tensors):
+        rest = list(tensors[len(states) + 1 :])
+        full = tuple(None if w is None else rest.pop(0) for w in weights)
+        return run_op("cpu", mode, tensors[0], tensors[1 : len(states) + 1], full, lengths, reverse)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_double_backward_replays_naive_with_a_note(mode):
+    x, states, weights = direction_inputs(mode, mode == "LSTM", True)
+    lengths = torch.tensor([4, 1, 2])
+    inputs = [x, *states, *(w for w in weights if w is not None)]
+
+    def grad_of_sum(backend):
+        outputs = run_op(backend, mode, x, states, weights, lengths, True)
+        loss = sum((o * o).sum() for o in outputs)
+        return torch.autograd.grad(loss, inputs, create_graph=True)
+
+    with pytest.warns(UserWarning, match="recomputes the forward with the naive ops"):
+        first = grad_of_sum("cpu")
+    second = torch.autograd.grad(sum(g.sum() for g in first), inputs)
+    expected_second = torch.autograd.grad(sum(g.sum() for g in grad_of_sum("naive")), inputs)
+    for a, e in zip(second, expected_second, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-10)
+
+
+def make_model(cls=rnnkit.LSTM, **kwargs):
+    torch.manual_seed(0)
+    return cls(5, 7, num_layers=2, bidirectional=True, backend="cpu", **kwargs)
+
+
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
+def test_torch_compile_traces_without_graph_breaks(cls):
+    model = make_model(cls)
+    x = torch.randn(6, 3, 5, requires_grad=True)
+    compiled_model = torch.compile(model, backend="aot_eager", fullgraph=True)
+    eager_out, _ = model(x, lengths=[6, 2, 4])
+    compiled_out, _ = compiled_model(x, lengths=[6, 2, 4])
+    torch.testing.assert_close(compiled_out, eager_out)
+    (eager_grad,) = torch.autograd.grad(eager_out.sum(), x)
+    (compiled_grad,) = torch.autograd.grad(compiled_out.sum(), x)
+    torch.testing.assert_close(compiled_grad, eager_grad)
+
+
+def test_torch_export():
+    model = make_model(proj_size=3)
+    x = torch.randn(6, 3, 5)
+    program = torch.export.export(model, (x,))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert "rnnkit.lstm_forward.default" in targets
+    expected = model(x)
+    actual = program.module()(x)
+    torch.testing.assert_close(actual, expected)
+
+
+def test_backward_in_eval_mode():
+    model = make_model().eval()
+    x = torch.randn(6, 3, 5, requires_grad=True)
+    model(x)[0].sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in model.parameters())
+
+
+def test_auto_uses_the_compiled_kernels_for_float32_and_float64():
+    x = torch.randn(2, 2, dtype=torch.float64)
+    assert ops.resolve_backend("auto", x) == "cpu"
+    assert ops.resolve_backend("auto", x.bfloat16()) == "torch"
+
+
+def test_unsupported_dtype_names_what_to_use():
+    model = rnnkit.GRU(3, 4, backend="cpu", dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match=r"float32 and float64 .* torch.bfloat16 .* backend='auto' or 'torch'"):
+        model(torch.randn(5, 2, 3, dtype=torch.bfloat16))
+
+
+def test_without_a_compiler_auto_falls_back_and_cpu_says_why(monkeypatch):
+    monkeypatch.setattr(compiled, "unavailable_reason", lambda: "compiling its C++ kernels failed (no compiler)")
+    assert ops.resolve_backend("auto", torch.randn(2)) == "torch"
+    with pytest.raises(RuntimeError, match=r"backend='cpu' is not available: .*no compiler.*use one of 'auto'"):
+        rnnkit.LSTM(3, 4, backend="cpu")
+
+
+def test_loading_the_library_keeps_denormals():
+    """The kernels are built without -ffast-math at link time, so loading them does not set flush-to-zero."""
+    with warnings.catch_warnings():
+        tiny = torch.tensor([1e-40], dtype=torch.float32)
+    assert (tiny * 1.0).item() != 0.0
