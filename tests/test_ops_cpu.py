@@ -125,3 +125,32 @@ def test_loading_the_library_keeps_denormals():
     with warnings.catch_warnings():
         tiny = torch.tensor([1e-40], dtype=torch.float32)
     assert (tiny * 1.0).item() != 0.0
+
+
+@pytest.mark.parametrize(
+    ("cls", "hidden", "kwargs"),
+    [
+        (rnnkit.LSTM, 128, {"proj_size": 0}),
+        (rnnkit.LSTM, 200, {"proj_size": 150}),
+        (rnnkit.GRU, 128, {}),
+        (rnnkit.RNN, 256, {}),
+    ],
+)
+def test_large_float32_steps_match_torch(cls, hidden, kwargs):
+    """Steps of over 2**20 multiply-adds take the oneDNN matmul path; the sweep's small ones take BLAS."""
+    torch.manual_seed(0)
+    model = cls(48, hidden, bidirectional=True, backend="cpu", **kwargs)
+    reference = model.to_torch()
+    x = torch.randn(9, 32, 48, requires_grad=True)
+    lengths = torch.randint(1, 10, (32,))
+    lengths[0] = 9
+    output, _ = model(x, lengths=lengths)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    expected, _ = torch.nn.utils.rnn.pad_packed_sequence(reference(packed)[0], total_length=9)
+    torch.testing.assert_close(output, expected, rtol=1e-4, atol=2e-5)
+    upstream = torch.randn_like(output)
+    grads = torch.autograd.grad(output, [x, *model.parameters()], upstream)
+    expected_grads = torch.autograd.grad(expected, [x, *reference.parameters()], upstream)
+    for (name, _), a, e in zip(model.named_parameters(), grads[1:], expected_grads[1:], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4, msg=name)
+    torch.testing.assert_close(grads[0], expected_grads[0], rtol=1e-4, atol=2e-5)

@@ -21,7 +21,7 @@ _OPS = Path(__file__).parent
 SOURCES = [_OPS / "lstm" / "lstm_cpu.cpp", _OPS / "gru" / "gru_cpu.cpp", _OPS / "rnn" / "rnn_cpu.cpp"]
 HEADERS = [_OPS / "csrc" / "common.h"]
 # -march=native is safe: the library is built on, and cached for, the machine that runs it.
-CFLAGS = ["-O3", "-march=native", "-std=c++17"]
+CFLAGS = ["-O3", "-march=native"]
 
 
 def _cpu_flags() -> set[str]:
@@ -33,8 +33,19 @@ def _cpu_flags() -> set[str]:
 
 
 def _vector_flags() -> list[str]:
-    """Select at::vec's AVX2 implementation (Sleef exp/tanh from torch's library) where the CPU has it."""
-    if {"avx2", "fma"} <= _cpu_flags():
+    """Select at::vec's widest implementation the CPU has: AVX-512, AVX2, or its portable default."""
+    flags = _cpu_flags()
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"} <= flags:
+        return [
+            "-DCPU_CAPABILITY=AVX512",
+            "-DCPU_CAPABILITY_AVX512",
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512vl",
+            "-mavx512dq",
+            "-mfma",
+        ]
+    if {"avx2", "fma"} <= flags:
         return ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma"]
     return []
 

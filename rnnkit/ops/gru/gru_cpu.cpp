@@ -31,6 +31,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xw_
   Tensor h_prev = at::empty({T, B, H}, xw.options());
   Tensor h = h0.contiguous().clone();
 
+  const FixedWeight recurrent(w_hh, B);
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
     using T_ = scalar_t;
     T_* ph = h.data_ptr<T_>();
@@ -42,23 +43,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xw_
       const T_* px = xw.data_ptr<T_>() + t * B * 3 * H;
       T_* pn = hn.data_ptr<T_>() + t * B * H;
       T_* po = output.data_ptr<T_>() + t * B * H;
-      gemm<T_>(false, true, B, 3 * H, H, ph, H, w_hh.data_ptr<T_>(), H, T_(0), pg, 3 * H);
+      recurrent.apply(ph, pg);
       for_each_row(B, 3 * H, [&](int64_t b) {
         if (!steps.alive(t, b)) return;
         T_* g = pg + b * 3 * H;
         const T_* x = px + b * 3 * H;
         T_* hb = ph + b * H;
         T_* hn_b = pn + b * H;
-        vectorized<T_>(H, [&](auto lane, int64_t j) {
-          using V = decltype(lane);
-          using L = Lanes<V>;
-          const V r = sigmoid_(L::load(x + j) + L::load(g + j) + L::load(pb + j));
-          const V z = sigmoid_(L::load(x + H + j) + L::load(g + H + j) + L::load(pb + H + j));
-          const V h_n = L::load(g + 2 * H + j) + L::load(pb + 2 * H + j);
-          const V n = tanh_(L::load(x + 2 * H + j) + r * h_n);
-          L::store(g + j, r), L::store(g + H + j, z), L::store(g + 2 * H + j, n);
-          L::store(hn_b + j, h_n);
-          L::store(hb + j, (V(1) - z) * n + z * L::load(hb + j));
+        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
+          using V = at::vec::Vectorized<T_>;
+          const V r = sigmoid_(L.load(x + j) + L.load(g + j) + L.load(pb + j));
+          const V z = sigmoid_(L.load(x + H + j) + L.load(g + H + j) + L.load(pb + H + j));
+          const V h_n = L.load(g + 2 * H + j) + L.load(pb + 2 * H + j);
+          const V n = tanh_(L.load(x + 2 * H + j) + r * h_n);
+          L.store(g + j, r), L.store(g + H + j, z), L.store(g + 2 * H + j, n);
+          L.store(hn_b + j, h_n);
+          L.store(hb + j, (V(1) - z) * n + z * L.load(hb + j));
         });
         std::copy(hb, hb + H, po + b * H);
       });
@@ -81,6 +81,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& grad_outpu
   Tensor dh = grad_h_n.contiguous().clone();
   Tensor carry = at::empty({B, H}, gates.options());  // the part of dh_{t-1} that skips W_hh: z * dh_t
 
+  const FixedWeight recurrent(w_hh.t(), B);  // dh_{t-1} = d(W_hh h) W_hh + carry
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
     using T_ = scalar_t;
     T_* pdh = dh.data_ptr<T_>();
@@ -108,20 +109,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& grad_outpu
         const T_* dh_b = pdh + b * H;
         const T_* go_b = pgo + b * H;
         T_* carry_b = pcarry + b * H;
-        vectorized<T_>(H, [&](auto lane, int64_t j) {
-          using V = decltype(lane);
-          using L = Lanes<V>;
-          const V r = L::load(g + j), z = L::load(g + H + j), n = L::load(g + 2 * H + j);
-          const V d = L::load(dh_b + j) + L::load(go_b + j);
+        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
+          using V = at::vec::Vectorized<T_>;
+          const V r = L.load(g + j), z = L.load(g + H + j), n = L.load(g + 2 * H + j);
+          const V d = L.load(dh_b + j) + L.load(go_b + j);
           const V dn = d * (V(1) - z) * (V(1) - n * n);
-          const V dr = dn * L::load(hn_b + j) * r * (V(1) - r);
-          const V dz = d * (L::load(hp_b + j) - n) * z * (V(1) - z);
-          L::store(dx + j, dr), L::store(dx + H + j, dz), L::store(dx + 2 * H + j, dn);
-          L::store(dw + j, dr), L::store(dw + H + j, dz), L::store(dw + 2 * H + j, dn * r);
-          L::store(carry_b + j, d * z);
+          const V dr = dn * L.load(hn_b + j) * r * (V(1) - r);
+          const V dz = d * (L.load(hp_b + j) - n) * z * (V(1) - z);
+          L.store(dx + j, dr), L.store(dx + H + j, dz), L.store(dx + 2 * H + j, dn);
+          L.store(dw + j, dr), L.store(dw + H + j, dz), L.store(dw + 2 * H + j, dn * r);
+          L.store(carry_b + j, d * z);
         });
       });
-      gemm<T_>(false, false, B, H, 3 * H, pdw, 3 * H, w_hh.data_ptr<T_>(), H, T_(0), pdh, H);
+      recurrent.apply(pdw, pdh);
       for (int64_t k = 0; k < B * H; ++k) pdh[k] += pcarry[k];
     }
   });

@@ -34,6 +34,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor m = at::empty({B, H}, xw.options());         // o * tanh(c) before the projection
   Tensor projected = at::empty({B, P}, xw.options());  // W_hr m
 
+  const FixedWeight recurrent(w_hh, B);
+  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, w_hr, B) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
     using T_ = scalar_t;
     T_* ph = h.data_ptr<T_>();
@@ -47,30 +49,29 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
       T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
       const T_* px = xw.data_ptr<T_>() + t * B * 4 * H;
       T_* po = output.data_ptr<T_>() + t * B * P;
-      gemm<T_>(false, true, B, 4 * H, P, ph, P, w_hh.data_ptr<T_>(), P, T_(0), pg, 4 * H);
+      recurrent.apply(ph, pg);
       for_each_row(B, 4 * H, [&](int64_t b) {
         if (!steps.alive(t, b)) return;
         T_* g = pg + b * 4 * H;
         const T_* x = px + b * 4 * H;
         T_* cb = pc + b * H;
         T_* out = proj ? pm + b * H : ph + b * P;
-        vectorized<T_>(H, [&](auto lane, int64_t j) {
-          using V = decltype(lane);
-          using L = Lanes<V>;
-          const V gi = sigmoid_(L::load(g + j) + L::load(x + j) + L::load(pb + j));
-          const V gf = sigmoid_(L::load(g + H + j) + L::load(x + H + j) + L::load(pb + H + j));
-          const V gg = tanh_(L::load(g + 2 * H + j) + L::load(x + 2 * H + j) + L::load(pb + 2 * H + j));
-          const V go = sigmoid_(L::load(g + 3 * H + j) + L::load(x + 3 * H + j) + L::load(pb + 3 * H + j));
-          L::store(g + j, gi), L::store(g + H + j, gf), L::store(g + 2 * H + j, gg), L::store(g + 3 * H + j, go);
-          const V c_new = gf * L::load(cb + j) + gi * gg;
-          L::store(cb + j, c_new);
-          L::store(out + j, go * tanh_(c_new));
+        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
+          using V = at::vec::Vectorized<T_>;
+          const V gi = sigmoid_(L.load(g + j) + L.load(x + j) + L.load(pb + j));
+          const V gf = sigmoid_(L.load(g + H + j) + L.load(x + H + j) + L.load(pb + H + j));
+          const V gg = tanh_(L.load(g + 2 * H + j) + L.load(x + 2 * H + j) + L.load(pb + 2 * H + j));
+          const V go = sigmoid_(L.load(g + 3 * H + j) + L.load(x + 3 * H + j) + L.load(pb + 3 * H + j));
+          L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, go);
+          const V c_new = gf * L.load(cb + j) + gi * gg;
+          L.store(cb + j, c_new);
+          L.store(out + j, go * tanh_(c_new));
         });
         if (!proj) std::copy(out, out + P, po + b * P);
       });
       if (proj) {
         T_* pp = projected.data_ptr<T_>();
-        gemm<T_>(false, true, B, P, H, pm, H, w_hr.data_ptr<T_>(), H, T_(0), pp, P);
+        projection->apply(pm, pp);
         for (int64_t b = 0; b < B; ++b) {
           if (!steps.alive(t, b)) continue;
           std::copy(pp + b * P, pp + (b + 1) * P, ph + b * P);
@@ -100,6 +101,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   Tensor dh_all = proj ? at::zeros({T, B, P}, gates.options()) : Tensor();  // for grad W_hr
   Tensor m_all = proj ? at::zeros({T, B, H}, gates.options()) : Tensor();
 
+  const FixedWeight recurrent(w_hh.t(), B);                  // dh_{t-1} = dgates W_hh
+  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, w_hr.t(), B) : std::nullopt;  // dm = dh W_hr
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
     using T_ = scalar_t;
     T_* pdh = dh.data_ptr<T_>();
@@ -118,7 +121,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
         for (int64_t b = 0; b < B; ++b) {
           if (steps.alive(t, b)) std::copy(pds + b * P, pds + (b + 1) * P, pha + b * P);
         }
-        gemm<T_>(false, false, B, H, P, pds, P, w_hr.data_ptr<T_>(), H, T_(0), dm.data_ptr<T_>(), H);
+        projection->apply(pds, dm.data_ptr<T_>());
         pdm = dm.data_ptr<T_>();
       }
       const T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
@@ -135,22 +138,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
         const T_* cp = pcp + b * H;
         const T_* dmb = pdm + b * H;
         T_* dcb = pdc + b * H;
-        vectorized<T_>(H, [&](auto lane, int64_t j) {
-          using V = decltype(lane);
-          using L = Lanes<V>;
-          const V gi = L::load(g + j), gf = L::load(g + H + j), gg = L::load(g + 2 * H + j);
-          const V go = L::load(g + 3 * H + j), c_prev = L::load(cp + j), d_m = L::load(dmb + j);
+        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
+          using V = at::vec::Vectorized<T_>;
+          const V gi = L.load(g + j), gf = L.load(g + H + j), gg = L.load(g + 2 * H + j);
+          const V go = L.load(g + 3 * H + j), c_prev = L.load(cp + j), d_m = L.load(dmb + j);
           const V tc = tanh_(gf * c_prev + gi * gg);
-          const V dct = L::load(dcb + j) + d_m * go * (V(1) - tc * tc);
-          L::store(dg + j, dct * gg * gi * (V(1) - gi));
-          L::store(dg + H + j, dct * c_prev * gf * (V(1) - gf));
-          L::store(dg + 2 * H + j, dct * gi * (V(1) - gg * gg));
-          L::store(dg + 3 * H + j, d_m * tc * go * (V(1) - go));
-          L::store(dcb + j, dct * gf);
-          if (proj) L::store(pma + b * H + j, go * tc);
+          const V dct = L.load(dcb + j) + d_m * go * (V(1) - tc * tc);
+          L.store(dg + j, dct * gg * gi * (V(1) - gi));
+          L.store(dg + H + j, dct * c_prev * gf * (V(1) - gf));
+          L.store(dg + 2 * H + j, dct * gi * (V(1) - gg * gg));
+          L.store(dg + 3 * H + j, d_m * tc * go * (V(1) - go));
+          L.store(dcb + j, dct * gf);
+          if (proj) L.store(pma + b * H + j, go * tc);
         });
       });
-      gemm<T_>(false, false, B, P, 4 * H, pgg, 4 * H, w_hh.data_ptr<T_>(), P, T_(0), pdh, P);
+      recurrent.apply(pgg, pdh);
       for (int64_t b = 0; b < B; ++b) {
         if (!steps.alive(t, b)) std::copy(pds + b * P, pds + (b + 1) * P, pdh + b * P);
       }

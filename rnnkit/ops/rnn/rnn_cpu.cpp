@@ -28,6 +28,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& xw_in, const Tensor
   Tensor h = h0.contiguous().clone();
   Tensor pre = at::empty({B, H}, xw.options());
 
+  const FixedWeight recurrent(w_hh, B);
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
     using T_ = scalar_t;
     T_* ph = h.data_ptr<T_>();
@@ -38,16 +39,15 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& xw_in, const Tensor
       std::copy(ph, ph + B * H, h_prev.data_ptr<T_>() + t * B * H);
       const T_* px = xw.data_ptr<T_>() + t * B * H;
       T_* po = output.data_ptr<T_>() + t * B * H;
-      gemm<T_>(false, true, B, H, H, ph, H, w_hh.data_ptr<T_>(), H, T_(0), pp, H);
+      recurrent.apply(ph, pp);
       for_each_row(B, H, [&](int64_t b) {
         if (!steps.alive(t, b)) return;
         const int64_t row = b * H;
-        vectorized<T_>(H, [&](auto lane, int64_t j) {
-          using V = decltype(lane);
-          using L = Lanes<V>;
-          const V v = L::load(pp + row + j) + L::load(px + row + j) + L::load(pb + j);
-          const V y = relu ? relu_(v) : tanh_(v);
-          L::store(ph + row + j, y), L::store(po + row + j, y);
+        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
+          using V = at::vec::Vectorized<T_>;
+          const V v = L.load(pp + row + j) + L.load(px + row + j) + L.load(pb + j);
+          const V y = relu ? at::vec::maximum(v, V(0)) : tanh_(v);
+          L.store(ph + row + j, y), L.store(po + row + j, y);
         });
       });
     }
@@ -68,6 +68,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_outpu
   Tensor dh = grad_h_n.contiguous().clone();
   Tensor carry = at::empty({B, H}, output.options());  // dh of sequences that skip step t
 
+  const FixedWeight recurrent(w_hh.t(), B);  // dh_{t-1} = dpre W_hh + carry
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "rnn_backward", [&] {
     using T_ = scalar_t;
     T_* pdh = dh.data_ptr<T_>();
@@ -85,15 +86,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_outpu
           return;
         }
         std::fill(pcarry + row, pcarry + row + H, T_(0));
-        vectorized<T_>(H, [&](auto lane, int64_t j) {
-          using V = decltype(lane);
-          using L = Lanes<V>;
-          const V y = L::load(py + row + j);
-          const V slope = relu ? positive_(y) : V(1) - y * y;
-          L::store(pd + row + j, (L::load(pdh + row + j) + L::load(pgo + row + j)) * slope);
+        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
+          using V = at::vec::Vectorized<T_>;
+          const V y = L.load(py + row + j);
+          const V slope = relu ? y.gt(V(0)) : V(1) - y * y;  // gt gives 1 or 0 per lane
+          L.store(pd + row + j, (L.load(pdh + row + j) + L.load(pgo + row + j)) * slope);
         });
       });
-      gemm<T_>(false, false, B, H, H, pd, H, w_hh.data_ptr<T_>(), H, T_(0), pdh, H);
+      recurrent.apply(pd, pdh);
       for (int64_t k = 0; k < B * H; ++k) pdh[k] += pcarry[k];
     }
   });
