@@ -95,6 +95,40 @@ class FixedWeight {
   int64_t rows_;
 };
 
+// x (T, B, I) -> x W_ih^T (T, B, G): the input projection of every step, one product before the loop.
+inline at::Tensor project_input(const at::Tensor& x, const at::Tensor& w_ih) {
+  const int64_t T = x.size(0), B = x.size(1);
+  at::Tensor xw = at::empty({T, B, w_ih.size(0)}, x.options());
+  const FixedWeight weight(w_ih, T * B);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "project_input",
+                             [&] { weight.apply(x.data_ptr<scalar_t>(), xw.data_ptr<scalar_t>()); });
+  return xw;
+}
+
+// The backward of project_input: d xw (T, B, G) -> (d x (T, B, I), d W_ih (G, I)).
+inline std::tuple<at::Tensor, at::Tensor> project_input_backward(const at::Tensor& grad_xw, const at::Tensor& x,
+                                                                 const at::Tensor& w_ih) {
+  const int64_t T = x.size(0), B = x.size(1), G = w_ih.size(0), I = w_ih.size(1);
+  at::Tensor grad_x = at::empty({T, B, I}, x.options());
+  at::Tensor grad_w_ih = at::empty({G, I}, x.options());
+  const FixedWeight weight(w_ih.t(), T * B);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "project_input_backward", [&] {
+    weight.apply(grad_xw.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>());
+    gemm<scalar_t>(true, false, G, I, T * B, grad_xw.data_ptr<scalar_t>(), G, x.data_ptr<scalar_t>(), I, scalar_t(0),
+                   grad_w_ih.data_ptr<scalar_t>(), I);
+  });
+  return {grad_x, grad_w_ih};
+}
+
+// The sum of two optional bias vectors of size G (zeros where neither is given).
+inline at::Tensor add_biases(const std::optional<at::Tensor>& a, const std::optional<at::Tensor>& b, int64_t G,
+                             const at::TensorOptions& options) {
+  at::Tensor sum = at::zeros({G}, options);
+  if (a.has_value()) sum += *a;
+  if (b.has_value()) sum += *b;
+  return sum;
+}
+
 // Elementwise math on at::vec::Vectorized<T>. For float, exp is at::vec's inline polynomial
 // exp_u20 (relative error ~2e-6, far inside float32's tolerance against the oracle) rather than
 // Sleef's call: at small H the gate math, not the matmul, is most of a step. tanh is written

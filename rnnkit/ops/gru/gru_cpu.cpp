@@ -1,7 +1,7 @@
-// Fused GRU recurrence for the CPU: forward and hand-written backward through time.
+// Fused GRU layer (one direction) for the CPU: forward and hand-written backward through time.
 //
-// Dimensions: T steps, B batch, H hidden.
-//   xw      (T, B, 3H)  W_ih x_t + b_ih, gate blocks r, z, n
+// Dimensions: T steps, B batch, I input features, H hidden.
+//   x       (T, B, I)   input; W_ih x_t for every step is one product before the loop
 //   gates   (T, B, 3H)  saved: activated r, z, n of every step
 //   hn      (T, B, H)   saved: W_hn h_{t-1} + b_hn, which r scales
 //   h_prev  (T, B, H)   saved: the state each step started from
@@ -15,47 +15,54 @@ namespace {
 
 using at::Tensor;
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xw_in, const Tensor& h0,
-                                                               const Tensor& w_hh_in,
-                                                               const std::optional<Tensor>& b_hh_in,
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_in, const Tensor& h0,
+                                                               const Tensor& w_ih, const Tensor& w_hh,
+                                                               const std::optional<Tensor>& b_ih,
+                                                               const std::optional<Tensor>& b_hh,
                                                                const std::optional<Tensor>& lengths_in, bool reverse) {
-  const Tensor xw = xw_in.contiguous(), w_hh = w_hh_in.contiguous();
-  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2) / 3;
-  const Tensor b_hh = b_hh_in.has_value() ? b_hh_in->contiguous() : at::zeros({3 * H}, xw.options());
+  const Tensor x = x_in.contiguous();
+  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0) / 3;
+  // b_hn must stay apart from b_in: r scales it (n = tanh(W_in x + b_in + r * (W_hn h + b_hn))).
+  const Tensor bias_i = add_biases(b_ih, std::nullopt, 3 * H, x.options());
+  const Tensor bias_h = add_biases(b_hh, std::nullopt, 3 * H, x.options());
   const auto lengths = checked_lengths(lengths_in);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  Tensor output = at::zeros({T, B, H}, xw.options());
-  Tensor gates = at::empty({T, B, 3 * H}, xw.options());
-  Tensor hn = at::empty({T, B, H}, xw.options());
-  Tensor h_prev = at::empty({T, B, H}, xw.options());
+  Tensor gates = project_input(x, w_ih);  // W_ih x_t, then, step by step, the activated gates
+  Tensor output = at::zeros({T, B, H}, x.options());
+  Tensor hn = at::empty({T, B, H}, x.options());
+  Tensor h_prev = at::empty({T, B, H}, x.options());
   Tensor h = h0.contiguous().clone();
-
+  Tensor hw = at::empty({B, 3 * H}, x.options());  // W_hh h_{t-1}
   const FixedWeight recurrent(w_hh, B);
-  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "gru_forward", [&] {
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
     using T_ = scalar_t;
     T_* ph = h.data_ptr<T_>();
-    const T_* pb = b_hh.data_ptr<T_>();
+    T_* phw = hw.data_ptr<T_>();
+    const T_* pbi = bias_i.data_ptr<T_>();
+    const T_* pbh = bias_h.data_ptr<T_>();
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = steps.at(i);
       std::copy(ph, ph + B * H, h_prev.data_ptr<T_>() + t * B * H);
       T_* pg = gates.data_ptr<T_>() + t * B * 3 * H;
-      const T_* px = xw.data_ptr<T_>() + t * B * 3 * H;
       T_* pn = hn.data_ptr<T_>() + t * B * H;
       T_* po = output.data_ptr<T_>() + t * B * H;
-      recurrent.apply(ph, pg);
+      recurrent.apply(ph, phw);
       for_each_row(B, 3 * H, [&](int64_t b) {
         if (!steps.alive(t, b)) return;
         T_* g = pg + b * 3 * H;
-        const T_* x = px + b * 3 * H;
+        const T_* w = phw + b * 3 * H;
         T_* hb = ph + b * H;
         T_* hn_b = pn + b * H;
         vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
           using V = at::vec::Vectorized<T_>;
-          const V r = sigmoid_(L.load(x + j) + L.load(g + j) + L.load(pb + j));
-          const V z = sigmoid_(L.load(x + H + j) + L.load(g + H + j) + L.load(pb + H + j));
-          const V h_n = L.load(g + 2 * H + j) + L.load(pb + 2 * H + j);
-          const V n = tanh_(L.load(x + 2 * H + j) + r * h_n);
+          auto from_x = [&](int64_t k) { return L.load(g + k * H + j) + L.load(pbi + k * H + j); };
+          auto from_h = [&](int64_t k) { return L.load(w + k * H + j) + L.load(pbh + k * H + j); };
+          const V r = sigmoid_(from_x(0) + from_h(0));
+          const V z = sigmoid_(from_x(1) + from_h(1));
+          const V h_n = from_h(2);
+          const V n = tanh_(from_x(2) + r * h_n);
           L.store(g + j, r), L.store(g + H + j, z), L.store(g + 2 * H + j, n);
           L.store(hn_b + j, h_n);
           L.store(hb + j, (V(1) - z) * n + z * L.load(hb + j));
@@ -67,11 +74,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& xw_
   return {output, h, gates, hn, h_prev};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& grad_output_in, const Tensor& grad_h_n,
-                                                        const Tensor& w_hh_in, const std::optional<Tensor>& lengths_in,
-                                                        bool reverse, const Tensor& gates, const Tensor& hn,
-                                                        const Tensor& h_prev) {
-  const Tensor grad_output = grad_output_in.contiguous(), w_hh = w_hh_in.contiguous();
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
+    const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& x_in, const Tensor& w_ih, const Tensor& w_hh,
+    const std::optional<Tensor>& lengths_in, bool reverse, const Tensor& gates, const Tensor& hn,
+    const Tensor& h_prev) {
+  const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
   const auto lengths = checked_lengths(lengths_in);
   const Steps steps = make_steps(T, reverse, lengths);
@@ -126,25 +133,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& grad_outpu
     }
   });
 
+  auto [grad_x, grad_w_ih] = project_input_backward(grad_xw, x, w_ih);
   Tensor grad_w_hh = at::empty_like(w_hh);
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward_weights", [&] {
     using T_ = scalar_t;
     gemm<T_>(true, false, 3 * H, H, T * B, grad_hw.data_ptr<T_>(), 3 * H, h_prev.data_ptr<T_>(), H, T_(0),
              grad_w_hh.data_ptr<T_>(), H);
   });
-  return {grad_xw, dh, grad_w_hh, grad_hw.sum({0, 1})};
+  return {grad_x, dh, grad_w_ih, grad_w_hh, grad_xw.sum({0, 1}), grad_hw.sum({0, 1})};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
-      "gru_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? b_hh, Tensor? lengths, bool reverse) -> "
-      "(Tensor output, Tensor h_n, Tensor gates, Tensor hn, Tensor h_prev)");
+      "gru_forward(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, "
+      "bool reverse) -> (Tensor output, Tensor h_n, Tensor gates, Tensor hn, Tensor h_prev)");
   m.def(
-      "gru_backward(Tensor grad_output, Tensor grad_h_n, Tensor w_hh, Tensor? lengths, bool reverse, "
-      "Tensor gates, Tensor hn, Tensor h_prev) -> (Tensor grad_xw, Tensor grad_h0, Tensor grad_w_hh, "
-      "Tensor grad_b_hh)");
+      "gru_backward(Tensor grad_output, Tensor grad_h_n, Tensor x, Tensor w_ih, Tensor w_hh, Tensor? lengths, "
+      "bool reverse, Tensor gates, Tensor hn, Tensor h_prev) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_w_ih, "
+      "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

@@ -1,7 +1,7 @@
 """LSTM on the CPU: the fused C++ recurrence of ``lstm_cpu.cpp`` as a torch op with autograd.
 
-``torch.ops.rnnkit.lstm_forward`` runs the time loop (the input projection is one GEMM
-before it); ``lstm_backward`` is the hand-written backward through time. Both carry a
+``torch.ops.rnnkit.lstm_forward`` runs one direction of a layer: the input projection as
+one product, then the time loop; ``lstm_backward`` is the hand-written backward through time. Both carry a
 fake (meta) implementation and the forward an autograd formula, so torch.compile and
 torch.export see one op. Double backward replays the naive ops (``..fused``).
 """
@@ -9,7 +9,6 @@ torch.export see one op. Double backward replays the naive ops (``..fused``).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..fused import fused_backward
@@ -24,31 +23,31 @@ def lstm(
     reverse: bool = False,
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One direction of one LSTM layer; the signature and result of ``naive.lstm``."""
-    w_ih, w_hh, b_ih, b_hh, w_hr = weights
-    xw = F.linear(x, w_ih, b_ih)  # (T, B, 4H)
-    output, h_n, c_n, *_ = torch.ops.rnnkit.lstm_forward(xw, *state, w_hh, b_hh, w_hr, lengths, reverse)
+    output, h_n, c_n, *_ = torch.ops.rnnkit.lstm_forward(x, *state, *weights, lengths, reverse)
     return output, (h_n, c_n)
 
 
-def _fake_forward(xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse):
-    steps, batch, gates = xw.shape
-    hidden, out = gates // 4, h0.shape[1]
+def _fake_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse):
+    steps, batch = x.shape[:2]
+    gates, out = w_hh.shape[0], h0.shape[1]
+    hidden = gates // 4
     return (
-        xw.new_empty(steps, batch, out),  # output
+        x.new_empty(steps, batch, out),  # output
         h0.new_empty(batch, out),  # h_n
         c0.new_empty(batch, hidden),  # c_n
-        xw.new_empty(steps, batch, gates),  # gates
-        xw.new_empty(steps, batch, out),  # h_prev
-        xw.new_empty(steps, batch, hidden),  # c_prev
+        x.new_empty(steps, batch, gates),  # gates
+        x.new_empty(steps, batch, out),  # h_prev
+        x.new_empty(steps, batch, hidden),  # c_prev
     )
 
 
-def _fake_backward(grad_output, grad_h_n, grad_c_n, w_hh, w_hr, lengths, reverse, gates, h_prev, c_prev):
+def _fake_backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, c_prev):
     grad_w_hr = gates.new_empty(0) if w_hr is None else torch.empty_like(w_hr)
     return (
-        torch.empty_like(gates),
+        torch.empty_like(x, memory_format=torch.contiguous_format),
         torch.empty_like(grad_h_n),
         torch.empty_like(grad_c_n),
+        torch.empty_like(w_ih),
         torch.empty_like(w_hh),
         gates.new_empty(gates.shape[2]),
         grad_w_hr,
@@ -56,26 +55,26 @@ def _fake_backward(grad_output, grad_h_n, grad_c_n, w_hh, w_hr, lengths, reverse
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    xw, h0, c0, w_hh, b_hh, w_hr, lengths, reverse = inputs
-    ctx.save_for_backward(xw, h0, c0, w_hh, b_hh, w_hr, lengths, *output[3:])
+    *tensors, lengths, reverse = inputs
+    ctx.save_for_backward(*tensors, lengths, *output[3:])
     ctx.reverse = reverse
 
 
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
-    xw, h0, c0, w_hh, b_hh, w_hr, lengths, gates, h_prev, c_prev = ctx.saved_tensors
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, h_prev, c_prev = ctx.saved_tensors
 
-    def recurrence(xw, h0, c0, w_hh, b_hh, w_hr):
-        eye = torch.eye(xw.shape[2], dtype=xw.dtype, device=xw.device)  # xw enters as x with W_ih = I
-        output, (h_n, c_n) = naive_lstm(xw, (h0, c0), (eye, w_hh, None, b_hh, w_hr), lengths, ctx.reverse)
+    def recurrence(x, h0, c0, *weights):
+        output, (h_n, c_n) = naive_lstm(x, (h0, c0), weights, lengths, ctx.reverse)
         return output, h_n, c_n
 
     def kernel(grad_output, grad_h_n, grad_c_n):
-        g_xw, g_h0, g_c0, g_w_hh, g_b_hh, g_w_hr = torch.ops.rnnkit.lstm_backward(
-            grad_output, grad_h_n, grad_c_n, w_hh, w_hr, lengths, ctx.reverse, gates, h_prev, c_prev
+        g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b, g_w_hr = torch.ops.rnnkit.lstm_backward(
+            grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, ctx.reverse, gates, h_prev, c_prev
         )
-        return g_xw, g_h0, g_c0, g_w_hh, None if b_hh is None else g_b_hh, None if w_hr is None else g_w_hr
+        biases = [None if b is None else g_b for b in (b_ih, b_hh)]
+        return g_x, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
 
-    inputs = (xw, h0, c0, w_hh, b_hh, w_hr)
+    inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     grads = fused_backward(recurrence, inputs, (grad_output, grad_h_n, grad_c_n), (h_prev, h0, c0), kernel)
     return (*grads, None, None)
 

@@ -1,7 +1,7 @@
-// Fused LSTM recurrence for the CPU: forward and hand-written backward through time.
+// Fused LSTM layer (one direction) for the CPU: forward and hand-written backward through time.
 //
-// Dimensions: T steps, B batch, H hidden, P = proj_size or H.
-//   xw      (T, B, 4H)  W_ih x_t + b_ih, gate blocks i, f, g, o
+// Dimensions: T steps, B batch, I input features, H hidden, P = proj_size or H.
+//   x       (T, B, I)   input; W_ih x_t for every step is one product before the loop
 //   gates   (T, B, 4H)  saved: activated i, f, g, o of every step
 //   h_prev  (T, B, P), c_prev (T, B, H)  saved: the states each step started from
 // A step at t >= lengths[b] leaves sequence b's states as they are and outputs zero.
@@ -15,53 +15,51 @@ namespace {
 using at::Tensor;
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
-    const Tensor& xw_in, const Tensor& h0, const Tensor& c0, const Tensor& w_hh_in,
-    const std::optional<Tensor>& b_hh_in, const std::optional<Tensor>& w_hr_in,
+    const Tensor& x_in, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh, const std::optional<Tensor>& w_hr,
     const std::optional<Tensor>& lengths_in, bool reverse) {
-  const Tensor xw = xw_in.contiguous(), w_hh = w_hh_in.contiguous();
-  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2) / 4, P = h0.size(1);
-  const bool proj = w_hr_in.has_value();
-  const Tensor w_hr = proj ? w_hr_in->contiguous() : Tensor();
-  const Tensor b_hh = b_hh_in.has_value() ? b_hh_in->contiguous() : at::zeros({4 * H}, xw.options());
+  const Tensor x = x_in.contiguous();
+  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0) / 4, P = h0.size(1);
+  const bool proj = w_hr.has_value();
+  const Tensor bias = add_biases(b_ih, b_hh, 4 * H, x.options());
   const auto lengths = checked_lengths(lengths_in);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  Tensor output = at::zeros({T, B, P}, xw.options());
-  Tensor gates = at::empty({T, B, 4 * H}, xw.options());
-  Tensor h_prev = at::empty({T, B, P}, xw.options());
-  Tensor c_prev = at::empty({T, B, H}, xw.options());
+  Tensor gates = project_input(x, w_ih);  // W_ih x_t, then, step by step, the activated gates
+  Tensor output = at::zeros({T, B, P}, x.options());
+  Tensor h_prev = at::empty({T, B, P}, x.options());
+  Tensor c_prev = at::empty({T, B, H}, x.options());
   Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone();
-  Tensor m = at::empty({B, H}, xw.options());         // o * tanh(c) before the projection
-  Tensor projected = at::empty({B, P}, xw.options());  // W_hr m
-
+  Tensor hw = at::empty({B, 4 * H}, x.options());       // W_hh h_{t-1}
+  Tensor m = at::empty({B, H}, x.options());            // o * tanh(c) before the projection
+  Tensor projected = at::empty({B, P}, x.options());    // W_hr m
   const FixedWeight recurrent(w_hh, B);
-  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, w_hr, B) : std::nullopt;
-  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_forward", [&] {
+  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, *w_hr, B) : std::nullopt;
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
     using T_ = scalar_t;
     T_* ph = h.data_ptr<T_>();
     T_* pc = c.data_ptr<T_>();
     T_* pm = m.data_ptr<T_>();
-    const T_* pb = b_hh.data_ptr<T_>();
+    T_* phw = hw.data_ptr<T_>();
+    const T_* pb = bias.data_ptr<T_>();
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = steps.at(i);
       std::copy(ph, ph + B * P, h_prev.data_ptr<T_>() + t * B * P);
       std::copy(pc, pc + B * H, c_prev.data_ptr<T_>() + t * B * H);
       T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
-      const T_* px = xw.data_ptr<T_>() + t * B * 4 * H;
       T_* po = output.data_ptr<T_>() + t * B * P;
-      recurrent.apply(ph, pg);
+      recurrent.apply(ph, phw);
       for_each_row(B, 4 * H, [&](int64_t b) {
         if (!steps.alive(t, b)) return;
         T_* g = pg + b * 4 * H;
-        const T_* x = px + b * 4 * H;
+        const T_* r = phw + b * 4 * H;
         T_* cb = pc + b * H;
         T_* out = proj ? pm + b * H : ph + b * P;
         vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
           using V = at::vec::Vectorized<T_>;
-          const V gi = sigmoid_(L.load(g + j) + L.load(x + j) + L.load(pb + j));
-          const V gf = sigmoid_(L.load(g + H + j) + L.load(x + H + j) + L.load(pb + H + j));
-          const V gg = tanh_(L.load(g + 2 * H + j) + L.load(x + 2 * H + j) + L.load(pb + 2 * H + j));
-          const V go = sigmoid_(L.load(g + 3 * H + j) + L.load(x + 3 * H + j) + L.load(pb + 3 * H + j));
+          auto pre = [&](int64_t k) { return L.load(g + k * H + j) + L.load(r + k * H + j) + L.load(pb + k * H + j); };
+          const V gi = sigmoid_(pre(0)), gf = sigmoid_(pre(1)), gg = tanh_(pre(2)), go = sigmoid_(pre(3));
           L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, go);
           const V c_new = gf * L.load(cb + j) + gi * gg;
           L.store(cb + j, c_new);
@@ -83,26 +81,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   return {output, h, c, gates, h_prev, c_prev};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
-    const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& w_hh_in,
-    const std::optional<Tensor>& w_hr_in, const std::optional<Tensor>& lengths_in, bool reverse,
-    const Tensor& gates, const Tensor& h_prev, const Tensor& c_prev) {
-  const Tensor grad_output = grad_output_in.contiguous(), w_hh = w_hh_in.contiguous();
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
+    const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x_in,
+    const Tensor& w_ih, const Tensor& w_hh, const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths_in,
+    bool reverse, const Tensor& gates, const Tensor& h_prev, const Tensor& c_prev) {
+  const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, P = h_prev.size(2);
-  const bool proj = w_hr_in.has_value();
-  const Tensor w_hr = proj ? w_hr_in->contiguous() : Tensor();
+  const bool proj = w_hr.has_value();
   const auto lengths = checked_lengths(lengths_in);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  Tensor grad_gates = at::empty({T, B, 4 * H}, gates.options());  // d(pre-activations) = d xw
+  Tensor grad_gates = at::empty({T, B, 4 * H}, gates.options());  // d(pre-activations)
   Tensor dh = grad_h_n.contiguous().clone(), dc = grad_c_n.contiguous().clone();
   Tensor dh_step = at::empty({B, P}, gates.options());  // dh_t: carried dh plus d output_t
   Tensor dm = at::empty({B, H}, gates.options());       // d(o * tanh(c)) before the projection
   Tensor dh_all = proj ? at::zeros({T, B, P}, gates.options()) : Tensor();  // for grad W_hr
   Tensor m_all = proj ? at::zeros({T, B, H}, gates.options()) : Tensor();
+  const FixedWeight recurrent(w_hh.t(), B);  // dh_{t-1} = dgates W_hh
+  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, w_hr->t(), B) : std::nullopt;
 
-  const FixedWeight recurrent(w_hh.t(), B);                  // dh_{t-1} = dgates W_hh
-  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, w_hr.t(), B) : std::nullopt;  // dm = dh W_hr
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
     using T_ = scalar_t;
     T_* pdh = dh.data_ptr<T_>();
@@ -159,9 +156,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     }
   });
 
-  // Weight gradients: one GEMM over all steps each, after the recurrence.
+  // Weight gradients: one product over all steps each, after the recurrence.
+  auto [grad_x, grad_w_ih] = project_input_backward(grad_gates, x, w_ih);
   Tensor grad_w_hh = at::empty_like(w_hh);
-  Tensor grad_w_hr = proj ? at::empty_like(w_hr) : at::empty({0}, gates.options());
+  Tensor grad_w_hr = proj ? at::empty_like(*w_hr) : at::empty({0}, gates.options());
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_weights", [&] {
     using T_ = scalar_t;
     gemm<T_>(true, false, 4 * H, P, T * B, grad_gates.data_ptr<T_>(), 4 * H, h_prev.data_ptr<T_>(), P, T_(0),
@@ -171,19 +169,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
                grad_w_hr.data_ptr<T_>(), H);
     }
   });
-  return {grad_gates, dh, dc, grad_w_hh, grad_gates.sum({0, 1}), grad_w_hr};
+  return {grad_x, dh, dc, grad_w_ih, grad_w_hh, grad_gates.sum({0, 1}), grad_w_hr};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
-      "lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, Tensor? b_hh, Tensor? w_hr, Tensor? lengths, "
-      "bool reverse) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor h_prev, Tensor c_prev)");
+      "lstm_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+      "Tensor? w_hr, Tensor? lengths, bool reverse) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, "
+      "Tensor h_prev, Tensor c_prev)");
   m.def(
-      "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor w_hh, Tensor? w_hr, "
-      "Tensor? lengths, bool reverse, Tensor gates, Tensor h_prev, Tensor c_prev) -> (Tensor grad_xw, "
-      "Tensor grad_h0, Tensor grad_c0, Tensor grad_w_hh, Tensor grad_b_hh, Tensor grad_w_hr)");
+      "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor w_ih, Tensor w_hh, "
+      "Tensor? w_hr, Tensor? lengths, bool reverse, Tensor gates, Tensor h_prev, Tensor c_prev) -> (Tensor grad_x, "
+      "Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

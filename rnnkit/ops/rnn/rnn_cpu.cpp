@@ -1,7 +1,7 @@
-// Fused Elman RNN recurrence (tanh or ReLU) for the CPU: forward and hand-written backward.
+// Fused Elman RNN layer (one direction; tanh or ReLU) for the CPU: forward and hand-written backward.
 //
-// Dimensions: T steps, B batch, H hidden.
-//   xw      (T, B, H)  W_ih x_t + b_ih
+// Dimensions: T steps, B batch, I input features, H hidden.
+//   x       (T, B, I)  input; W_ih x_t for every step is one product before the loop
 //   output  (T, B, H)  h_t, zero past each length; saved, since phi'(.) is a function of h_t
 //   h_prev  (T, B, H)  saved: the state each step started from
 // A step at t >= lengths[b] leaves sequence b's state as it is and outputs zero.
@@ -14,12 +14,14 @@ namespace {
 
 using at::Tensor;
 
-std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& xw_in, const Tensor& h0, const Tensor& w_hh_in,
-                                               const std::optional<Tensor>& b_hh_in,
+std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor& h0, const Tensor& w_ih,
+                                               const Tensor& w_hh, const std::optional<Tensor>& b_ih,
+                                               const std::optional<Tensor>& b_hh,
                                                const std::optional<Tensor>& lengths_in, bool reverse, bool relu) {
-  const Tensor xw = xw_in.contiguous(), w_hh = w_hh_in.contiguous();
-  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2);
-  const Tensor b_hh = b_hh_in.has_value() ? b_hh_in->contiguous() : at::zeros({H}, xw.options());
+  const Tensor x = x_in.contiguous();
+  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0);
+  const Tensor bias = add_biases(b_ih, b_hh, H, x.options());
+  const Tensor xw = project_input(x, w_ih);
   const auto lengths = checked_lengths(lengths_in);
   const Steps steps = make_steps(T, reverse, lengths);
 
@@ -33,7 +35,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& xw_in, const Tensor
     using T_ = scalar_t;
     T_* ph = h.data_ptr<T_>();
     T_* pp = pre.data_ptr<T_>();
-    const T_* pb = b_hh.data_ptr<T_>();
+    const T_* pb = bias.data_ptr<T_>();
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = steps.at(i);
       std::copy(ph, ph + B * H, h_prev.data_ptr<T_>() + t * B * H);
@@ -55,11 +57,10 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& xw_in, const Tensor
   return {output, h, h_prev};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_output_in, const Tensor& grad_h_n,
-                                                        const Tensor& w_hh_in, const std::optional<Tensor>& lengths_in,
-                                                        bool reverse, bool relu, const Tensor& output,
-                                                        const Tensor& h_prev) {
-  const Tensor grad_output = grad_output_in.contiguous(), w_hh = w_hh_in.contiguous();
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
+    const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& x_in, const Tensor& w_ih, const Tensor& w_hh,
+    const std::optional<Tensor>& lengths_in, bool reverse, bool relu, const Tensor& output, const Tensor& h_prev) {
+  const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = output.size(0), B = output.size(1), H = output.size(2);
   const auto lengths = checked_lengths(lengths_in);
   const Steps steps = make_steps(T, reverse, lengths);
@@ -98,24 +99,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_outpu
     }
   });
 
+  auto [grad_x, grad_w_ih] = project_input_backward(grad_pre, x, w_ih);
   Tensor grad_w_hh = at::empty_like(w_hh);
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "rnn_backward_weights", [&] {
     using T_ = scalar_t;
     gemm<T_>(true, false, H, H, T * B, grad_pre.data_ptr<T_>(), H, h_prev.data_ptr<T_>(), H, T_(0),
              grad_w_hh.data_ptr<T_>(), H);
   });
-  return {grad_pre, dh, grad_w_hh, grad_pre.sum({0, 1})};
+  return {grad_x, dh, grad_w_ih, grad_w_hh, grad_pre.sum({0, 1})};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
-      "rnn_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? b_hh, Tensor? lengths, bool reverse, bool relu) -> "
-      "(Tensor output, Tensor h_n, Tensor h_prev)");
+      "rnn_forward(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, "
+      "bool reverse, bool relu) -> (Tensor output, Tensor h_n, Tensor h_prev)");
   m.def(
-      "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor w_hh, Tensor? lengths, bool reverse, bool relu, "
-      "Tensor output, Tensor h_prev) -> (Tensor grad_xw, Tensor grad_h0, Tensor grad_w_hh, Tensor grad_b_hh)");
+      "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor x, Tensor w_ih, Tensor w_hh, Tensor? lengths, "
+      "bool reverse, bool relu, Tensor output, Tensor h_prev) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_w_ih, "
+      "Tensor grad_w_hh, Tensor grad_bias)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
