@@ -2,12 +2,16 @@
 
 Drop-in replacements for torch.nn's recurrent modules and cells (same arguments,
 parameter names, shapes, gate order and initialisation) that also take
-``lengths=`` on padded input.
+``lengths=`` on padded input; ``explain``, ``record`` and ``plots`` show what any
+LSTM, GRU or RNN (rnnkit's or torch.nn's) holds, computes and returns.
 """
 
+from . import plots
 from .cells import GRUCell, LSTMCell, RNNCell
 from .errors import RNNInputError, RNNTypeError
+from .explain import explain
 from .modules import GRU, LSTM, RNN
+from .record import Recording, record
 from .sequences import last_valid
 
 __all__ = [
@@ -19,6 +23,10 @@ __all__ = [
     "RNNCell",
     "RNNInputError",
     "RNNTypeError",
+    "Recording",
+    "explain",
     "last_valid",
+    "plots",
+    "record",
 ]
 __version__ = "0.1.0"

@@ -124,7 +124,8 @@ class LSTMCell(RNNCellBase):
 
     Args:
         input_size: I. hidden_size: H. bias: use b_ih and b_hh (default True).
-        device, dtype: of the parameters. backend: ``"auto"``, ``"naive"`` or ``"torch"``.
+        device, dtype: of the parameters. backend: ``"auto"``, ``"naive"`` or ``"torch"`` (``"cpu"``
+            is accepted and runs torch's cell: one step has no time loop to fuse).
 
     Inputs: input (B, I) or (I,); hx = (h, c), each (B, H) or (H,), zeros if None.
     Outputs: (h', c'), each (B, H) or (H,).
@@ -170,7 +171,8 @@ class GRUCell(RNNCellBase):
 
     Args:
         input_size: I. hidden_size: H. bias: use b_ih and b_hh (default True).
-        device, dtype: of the parameters. backend: ``"auto"``, ``"naive"`` or ``"torch"``.
+        device, dtype: of the parameters. backend: ``"auto"``, ``"naive"`` or ``"torch"`` (``"cpu"``
+            is accepted and runs torch's cell: one step has no time loop to fuse).
 
     Inputs: input (B, I) or (I,); hx (B, H) or (H,), zeros if None. Output: h' (B, H) or (H,).
     Parameters: weight_ih (3H, I), weight_hh (3H, H), bias_ih (3H,), bias_hh (3H,); gate order r, z, n.
@@ -199,7 +201,8 @@ class RNNCell(RNNCellBase):
     Args:
         input_size: I. hidden_size: H. bias: use b_ih and b_hh (default True).
         nonlinearity: ``"tanh"`` (default) or ``"relu"``.
-        device, dtype: of the parameters. backend: ``"auto"``, ``"naive"`` or ``"torch"``.
+        device, dtype: of the parameters. backend: ``"auto"``, ``"naive"`` or ``"torch"`` (``"cpu"``
+            is accepted and runs torch's cell: one step has no time loop to fuse).
 
     Inputs: input (B, I) or (I,); hx (B, H) or (H,), zeros if None. Output: h' (B, H) or (H,).
     Parameters: weight_ih (H, I), weight_hh (H, H), bias_ih (H,), bias_hh (H,).

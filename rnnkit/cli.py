@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from . import demo
+from .explain import cli as explain_cli
 
 
 class CLIError(Exception):
@@ -23,7 +24,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 # Each entry adds its subcommand to the parser and sets ``run`` (args -> exit status) as default.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [demo.add_command]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    demo.add_command,
+    explain_cli.add_command,
+]
 
 
 def main(argv: list[str] | None = None) -> int:

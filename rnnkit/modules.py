@@ -272,8 +272,11 @@ _ARGS_DOC = """
             mode. Default 0.
         bidirectional: add a reverse direction to each layer. Default False.
         device, dtype: of the parameters.
-        backend: ``"auto"`` (fastest correct path available), ``"naive"`` (the equations in
-            plain torch ops; supports double backward), or ``"torch"`` (torch's fused kernels).
+        backend: ``"auto"`` (the fastest correct path available), ``"naive"`` (the equations in
+            plain torch ops), ``"cpu"`` (compiled fused kernels with a hand-written backward,
+            float32/float64 on the CPU; built on first use) or ``"torch"`` (torch's fused kernels).
+            Every backend supports backward in eval mode and double backward (the fused ones by
+            recomputing with the naive ops).
 """
 
 

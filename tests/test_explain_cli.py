@@ -1,0 +1,123 @@
+"""``rnnkit explain`` run as a subprocess, the way a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from rnnkit.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def start(*args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "rnnkit", "explain", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    stdout, stderr = process.communicate(timeout=300)
+    return process.returncode, stdout, stderr
+
+
+def test_text_report_of_the_seed_000_lstm() -> None:
+    code, stdout, stderr = finish(
+        start("lstm", "--input-size", "100", "--hidden-size", "100", "--num-layers", "2", "--bidirectional",
+              "--backend", "naive")
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "layer 0 forward       80,800  = 4*(100*100 + 100*100 + 2*100)" in stdout
+    assert "120,800  = 4*(100*200 + 100*100 + 2*100)" in stdout
+    assert "403,200" in stdout and "textbook" in stdout
+    assert "PASS  output[-1, :, :100] == h_n[-2]" in stdout and "FAIL" not in stdout
+    assert r"i_t &= \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi})" in stdout
+
+
+def test_json_pictures_and_checkpoint(tmp_path) -> None:
+    """Two runs at once: torch.nn's GRU with lengths as JSON plus both pictures, and a saved state dict."""
+    model = nn.Sequential(nn.Embedding(28, 8), nn.LSTM(8, 16, proj_size=4))
+    torch.save({"model": model.state_dict(), "config": {"hidden_size": 16}}, tmp_path / "charlm.pt")
+    params, gates = tmp_path / "params.png", tmp_path / "gates.png"
+    runs = [
+        start("gru", "--input-size", "4", "--hidden-size", "6", "--batch-first", "--torch", "--lengths", "5,2,4",
+              "--json", "--plot", str(params), "--gates", str(gates)),
+        start("--checkpoint", str(tmp_path / "charlm.pt"), "--backend", "naive", "--seq-len", "7", "--batch", "2"),
+    ]  # fmt: skip
+    (json_code, json_out, json_err), (ckpt_code, ckpt_out, ckpt_err) = map(finish, runs)
+
+    assert json_code == 0, json_err
+    report = json.loads(json_out)  # stdout holds the JSON only; "wrote ..." goes to stderr
+    assert report["schema"] == "rnnkit.explain/1" and report["passed"] is True
+    assert report["model"]["library"] == "torch.nn" and report["model"]["arguments"]["batch_first"] is True
+    assert report["packed"]["batch_sizes"] == [3, 3, 2, 2, 1]
+    assert report["run"]["input_shape"] == [3, 5, 4]
+    for path in (params, gates):
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        assert f"wrote {path}" in json_err
+
+    assert ckpt_code == 0, ckpt_err
+    assert ckpt_out.startswith("rnnkit.LSTM(8, 16, proj_size=4, backend='naive')")
+    assert "dims: T=7  B=2  I=8  H=16  P=4" in ckpt_out and "all relations hold" in ckpt_out
+
+
+def test_bad_arguments_get_one_line_and_exit_2(tmp_path) -> None:
+    cases = {
+        "unknown cell type": (["lsmt", "--input-size", "3", "--hidden-size", "4"], "invalid choice: 'lsmt'"),
+        "negative size": (
+            ["lstm", "--input-size", "3", "--hidden-size", "-4"],
+            "--hidden-size: expected an integer >= 1",
+        ),
+        "missing checkpoint": (["--checkpoint", str(tmp_path / "none.pt")], "checkpoint not found"),
+    }
+    runs = {name: start(*args) for name, (args, _) in cases.items()}
+    for name, process in runs.items():
+        code, stdout, stderr = finish(process)
+        assert code == 2, f"{name}: exit {code}, stderr {stderr!r}"
+        assert stderr.count("\n") == 1 and stderr.startswith("rnnkit: error: "), f"{name}: {stderr!r}"
+        assert cases[name][1] in stderr, f"{name}: {stderr!r}"
+        assert "Traceback" not in stderr and stdout == "", name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["gru", "--hidden-size", "4"], "explain gru needs --input-size and --hidden-size"),
+        ([], "say which module to explain"),
+        (["gru", "--input-size", "3", "--hidden-size", "4", "--proj-size", "2"], "only supported by LSTM"),
+        (["lstm", "--input-size", "3", "--hidden-size", "4", "--proj-size", "4"], "proj_size must be smaller"),
+        (["rnn", "--input-size", "3", "--hidden-size", "4", "--lengths", "9,2", "--seq-len", "5"], "[1, 5]"),
+        (["rnn", "--input-size", "3", "--hidden-size", "4", "--lengths", "2,x"], "positive integers separated by"),
+        (["rnn", "--input-size", "3", "--hidden-size", "4", "--lengths", "2", "--unbatched"], "leave out --unbatched"),
+        (["grucell", "--input-size", "3", "--hidden-size", "4", "--num-layers", "2"], "takes no --num-layers"),
+        (["lstm", "--input-size", "3", "--hidden-size", "4", "--plot", "/no/such/dir/p.png"], "cannot write"),
+        (["lstm", "--input-size", "3", "--hidden-size", "4", "--gates", "gates.xyz"], "cannot write gates.xyz"),
+    ],
+    ids=["no-input-size", "no-cell", "gru-proj", "proj-too-big", "long-lengths", "bad-lengths", "unbatched-lengths",
+         "cell-layers", "unwritable", "bad-format"],
+)  # fmt: skip
+def test_more_bad_arguments_in_process(args, message, capsys) -> None:
+    assert main(["explain", *args, "--backend", "naive"]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and message in stderr, stderr
+
+
+def test_checkpoint_errors_in_process(tmp_path, capsys) -> None:
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    torch.save({"step": 3}, tmp_path / "foreign.pt")
+    torch.save(nn.Sequential(nn.GRU(3, 4), nn.GRU(4, 4)).state_dict(), tmp_path / "two.pt")
+    torch.save(nn.GRU(3, 4).state_dict(), tmp_path / "gru.pt")
+    for args, message in [
+        (["--checkpoint", str(tmp_path / "corrupt.pt")], "cannot read checkpoint"),
+        (["--checkpoint", str(tmp_path / "foreign.pt")], "holds no state dict"),
+        (["--checkpoint", str(tmp_path / "two.pt")], "found '0.', '1.'"),
+        (["lstm", "--checkpoint", str(tmp_path / "gru.pt")], "holds a GRU, not a lstm"),
+        (["--checkpoint", str(tmp_path / "gru.pt"), "--hidden-size", "4"], "leave out --hidden-size"),
+    ]:
+        assert main(["explain", *args]) == 2
+        stderr = capsys.readouterr().err
+        assert stderr.count("\n") == 1 and message in stderr, stderr
