@@ -63,7 +63,7 @@ TORCH_NN = "torch.nn"
 COLUMNS = (
     ("config", 26),
     ("cell", 4),
-    ("backend", 11),
+    ("backend", 12),
     ("torch fwd ms", 12),
     ("rnnkit fwd ms", 13),
     ("fwd ratio", 9),
@@ -237,14 +237,16 @@ def is_available(backend: str) -> bool:
     return True
 
 
-def cpu_backends() -> dict[str, str]:
-    """Each rnnkit backend usable on the CPU, mapped to the concrete backend it runs in float32.
+def cpu_backends() -> list[str]:
+    """Each rnnkit backend usable on the CPU ("triton" is GPU-only)."""
+    return [b for b in ops.BACKENDS if b != "triton" and is_available(b)]
 
-    "triton" is GPU-only; "auto" is left out when it stands for "torch", which has its own row.
-    """
+
+def resolve(backends: Sequence[str], config: Config, cell: str) -> dict[str, str]:
+    """Each backend mapped to the concrete backend it runs on ``config`` in float32 (``auto`` depends on it)."""
     probe = torch.empty(0)
-    resolved = {b: ops.resolve_backend(b, probe) for b in ops.BACKENDS if b != "triton" and is_available(b)}
-    return {b: r for b, r in resolved.items() if not (b == "auto" and r == "torch")}
+    varying = config.lengths() is not None
+    return {b: ops.resolve_backend(b, probe, cell, varying_lengths=varying) for b in backends}
 
 
 def backends_for(config: Config, backends: dict[str, str], quick: bool) -> dict[str, str]:
@@ -433,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     for config in CONFIGS:
         for cell in CELLS:
-            for row in bench_case(config, cell, backends_for(config, backends, args.quick), repeats):
+            chosen = backends_for(config, resolve(backends, config, cell), args.quick)
+            for row in bench_case(config, cell, chosen, repeats):
                 print(format_row(row), flush=True)
                 rows.append(row)
     summary = geometric_means(rows)

@@ -96,7 +96,7 @@ class RNNCellBase(TorchTwin, nn.Module):
             if not batched:
                 states = tuple(s.unsqueeze(0) for s in states)
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        new = ops.cell_step(self.mode, ops.resolve_backend(self.backend, x), x, states, weights)
+        new = ops.cell_step(self.mode, ops.resolve_backend(self.backend, x, self.mode), x, states, weights)
         if not batched:
             new = tuple(s.squeeze(0) for s in new)
         return self._hx_from_states(new)

@@ -199,7 +199,7 @@ class RNNBase(TorchTwin, nn.Module):
 
         output, final = ops.rnn_stack(
             self.mode,
-            ops.resolve_backend(self.backend, x),
+            ops.resolve_backend(self.backend, x, self.mode, varying_lengths=lengths is not None),
             x,
             states,
             self._weights(),

@@ -101,10 +101,14 @@ def test_backward_in_eval_mode():
     assert x.grad is not None and all(p.grad is not None for p in model.parameters())
 
 
-def test_auto_uses_the_compiled_kernels_for_float32_and_float64():
+def test_auto_uses_the_compiled_kernels_where_they_are_faster():
     x = torch.randn(2, 2, dtype=torch.float64)
-    assert ops.resolve_backend("auto", x) == "cpu"
-    assert ops.resolve_backend("auto", x.bfloat16()) == "torch"
+    for mode in ("LSTM", "GRU", "RNN_TANH"):
+        assert ops.resolve_backend("auto", x, mode) == "cpu"
+        assert ops.resolve_backend("auto", x.float(), mode, varying_lengths=True) == "cpu"
+        assert ops.resolve_backend("auto", x.bfloat16(), mode) == "torch"
+    assert ops.resolve_backend("auto", x.float(), "GRU") == "cpu"
+    assert ops.resolve_backend("auto", x.float(), "LSTM") == "torch"  # oneDNN's LSTM is faster there
 
 
 def test_unsupported_dtype_names_what_to_use():
@@ -115,7 +119,7 @@ def test_unsupported_dtype_names_what_to_use():
 
 def test_without_a_compiler_auto_falls_back_and_cpu_says_why(monkeypatch):
     monkeypatch.setattr(compiled, "unavailable_reason", lambda: "compiling its C++ kernels failed (no compiler)")
-    assert ops.resolve_backend("auto", torch.randn(2)) == "torch"
+    assert ops.resolve_backend("auto", torch.randn(2), "GRU") == "torch"
     with pytest.raises(RuntimeError, match=r"backend='cpu' is not available: .*no compiler.*use one of 'auto'"):
         rnnkit.LSTM(3, 4, backend="cpu")
 

@@ -70,16 +70,19 @@ def check_backend(backend: str) -> None:
         raise RuntimeError(f"backend={backend!r} is not available: {reason}; use one of {usable}")
 
 
-def resolve_backend(backend: str, x: Tensor) -> str:
+def resolve_backend(backend: str, x: Tensor, mode: str = "LSTM", varying_lengths: bool = False) -> str:
     """The concrete backend for ``backend`` on ``x``'s device and dtype.
 
-    ``"auto"`` picks the fastest correct backend available: the compiled kernels for
-    float32 and float64 on the CPU (``benchmarks/cpu.py`` measures them against
-    torch's), torch's fused kernels elsewhere.
+    ``"auto"`` picks the fastest correct backend available, as ``benchmarks/cpu.py``
+    measures it on the CPU: the compiled kernels for GRU and RNN, and for LSTM in
+    float64 or with varying lengths; for float32 LSTM on padded input, torch's own
+    oneDNN LSTM, whose matrix products the compiled kernels do not beat yet.
+    Elsewhere (CUDA, other dtypes) torch's fused kernels.
     """
     on_cpu = x.device.type == "cpu" and x.dtype in CPU_DTYPES
     if backend == "auto":
-        return "cpu" if on_cpu and compiled.unavailable_reason() is None else "torch"
+        onednn_lstm = mode == "LSTM" and x.dtype == torch.float32 and not varying_lengths
+        return "cpu" if on_cpu and not onednn_lstm and compiled.unavailable_reason() is None else "torch"
     if backend == "cpu" and not on_cpu:
         raise RNNTypeError(
             f"backend='cpu' runs float32 and float64 tensors on the CPU, got {x.dtype} on {x.device}; "

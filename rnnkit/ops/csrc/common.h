@@ -51,24 +51,81 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* 
   }
 }
 
+// Loads and stores ``count`` lanes of a vector at a pointer; a partial vector for a row's tail,
+// so short rows (H = 10, say) stay vectorised too. Unloaded lanes read as zero.
+template <typename T>
+struct Lanes {
+  using V = at::vec::Vectorized<T>;
+  int64_t count;
+  V load(const T* p) const { return count == V::size() ? V::loadu(p) : V::loadu(p, count); }
+  void store(T* p, const V& v) const { count == V::size() ? v.store(p) : v.store(p, static_cast<int>(count)); }
+};
+
+// Calls body(lanes, j) for j = 0, V::size(), ... < n: one vector of a row at a time.
+template <typename T, typename F>
+inline void vectorized(int64_t n, const F& body) {
+  constexpr int64_t width = at::vec::Vectorized<T>::size();
+  for (int64_t j = 0; j < n; j += width) body(Lanes<T>{std::min(width, n - j)}, j);
+}
+
+// out (M x N) = a (M x K) wt (K x N), all row-major, for the tiny products of a step (one
+// sequence, or few inputs per unit): a row of out is K vector multiply-adds over wt's rows, kept
+// in four accumulators, with no call overhead. Larger products go to BLAS or oneDNN.
+template <typename T>
+void small_matmul(int64_t M, int64_t N, int64_t K, const T* a, const T* wt, T* out) {
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t W = V::size();
+  for (int64_t m = 0; m < M; ++m) {
+    const T* am = a + m * K;
+    for (int64_t j0 = 0; j0 < N; j0 += 4 * W) {
+      const Lanes<T> lanes[4] = {{std::clamp<int64_t>(N - j0, 0, W)},
+                                 {std::clamp<int64_t>(N - j0 - W, 0, W)},
+                                 {std::clamp<int64_t>(N - j0 - 2 * W, 0, W)},
+                                 {std::clamp<int64_t>(N - j0 - 3 * W, 0, W)}};
+      V acc[4] = {V(0), V(0), V(0), V(0)};
+      for (int64_t k = 0; k < K; ++k) {
+        const V s(am[k]);
+        const T* row = wt + k * N + j0;
+        for (int v = 0; v < 4; ++v) {
+          if (lanes[v].count > 0) acc[v] = at::vec::fmadd(s, lanes[v].load(row + v * W), acc[v]);
+        }
+      }
+      for (int v = 0; v < 4; ++v) {
+        if (lanes[v].count > 0) lanes[v].store(out + m * N + j0 + v * W, acc[v]);
+      }
+    }
+  }
+}
+
 // A weight used at every step: out (M x N) = a (M x K) W^T for a fixed W (N x K), row-major.
 // Large float products go to oneDNN through torch's mkldnn::_linear_pointwise with the weight
-// packed once for the loop (on x86 it is 2-3x faster than the BLAS here); small ones, and
-// double, call BLAS directly, whose per-call cost is lower.
+// packed once for the loop (on x86 it is 2-3x faster than the BLAS here); tiny ones to
+// small_matmul with the weight transposed once; the rest, and double, to BLAS.
 class FixedWeight {
  public:
   FixedWeight(const at::Tensor& weight, int64_t rows) : weight_(weight.contiguous()), rows_(rows) {
     const int64_t work = rows * weight_.size(0) * weight_.size(1);
-    if (weight_.scalar_type() == at::kFloat && work >= kOneDnnMinWork && linear_op() && pack_op()) {
+    if (onednn_pays(weight_.scalar_type(), work)) {
       c10::Stack stack{weight_, std::optional<int64_t>(rows)};
       pack_op()->callBoxed(&stack);
       packed_ = stack[0].toTensor();
+    } else if (work <= kSmallMaxWork) {
+      transposed_ = weight_.t().contiguous();
     }
+  }
+
+  // Whether a product of ``work`` multiply-adds in ``dtype`` is worth oneDNN's call.
+  static bool onednn_pays(at::ScalarType dtype, int64_t work) {
+    return dtype == at::kFloat && work >= kOneDnnMinWork && linear_op() && pack_op();
   }
 
   template <typename T>
   void apply(const T* a, T* out) const {
     const int64_t N = weight_.size(0), K = weight_.size(1);
+    if (transposed_.defined()) {
+      small_matmul<T>(rows_, N, K, a, transposed_.data_ptr<T>(), out);
+      return;
+    }
     if (!packed_.defined()) {
       gemm<T>(false, true, rows_, N, K, a, K, weight_.data_ptr<T>(), K, T(0), out, N);
       return;
@@ -83,6 +140,7 @@ class FixedWeight {
 
  private:
   static constexpr int64_t kOneDnnMinWork = 1 << 20;  // multiply-adds; below it the call costs more than it saves
+  static constexpr int64_t kSmallMaxWork = 1 << 16;  // multiply-adds; above it BLAS's blocking pays
   static const std::optional<c10::OperatorHandle>& linear_op() {
     static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
     return op;
@@ -91,7 +149,7 @@ class FixedWeight {
     static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_reorder_linear_weight", ""});
     return op;
   }
-  at::Tensor weight_, packed_;
+  at::Tensor weight_, packed_, transposed_;
   int64_t rows_;
 };
 
@@ -105,19 +163,36 @@ inline at::Tensor project_input(const at::Tensor& x, const at::Tensor& w_ih) {
   return xw;
 }
 
+// The gradient of a weight used at every step: grad (T, B, G) and its input y (T, B, K) over all
+// steps give d W (G, K) = sum_t grad_t^T y_t, one product over T*B rows. Large float ones run on
+// oneDNN, which wants both operands transposed (copies that cost far less than the product).
+inline at::Tensor weight_gradient(const at::Tensor& grad, const at::Tensor& y) {
+  const int64_t G = grad.size(-1), K = y.size(-1), rows = grad.numel() / G;
+  at::Tensor out = at::empty({G, K}, grad.options());
+  // The transposed copies and the packing pay for themselves only on large products.
+  const bool onednn = FixedWeight::onednn_pays(grad.scalar_type(), G * K * rows / 16);
+  const auto weight = onednn ? std::optional<FixedWeight>(std::in_place, y.reshape({rows, K}).t(), G) : std::nullopt;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "weight_gradient", [&] {
+    if (onednn) {
+      const at::Tensor grad_t = grad.reshape({rows, G}).t().contiguous();
+      weight->apply(grad_t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+    } else {
+      gemm<scalar_t>(true, false, G, K, rows, grad.data_ptr<scalar_t>(), G, y.data_ptr<scalar_t>(), K, scalar_t(0),
+                     out.data_ptr<scalar_t>(), K);
+    }
+  });
+  return out;
+}
+
 // The backward of project_input: d xw (T, B, G) -> (d x (T, B, I), d W_ih (G, I)).
 inline std::tuple<at::Tensor, at::Tensor> project_input_backward(const at::Tensor& grad_xw, const at::Tensor& x,
                                                                  const at::Tensor& w_ih) {
-  const int64_t T = x.size(0), B = x.size(1), G = w_ih.size(0), I = w_ih.size(1);
+  const int64_t T = x.size(0), B = x.size(1), I = w_ih.size(1);
   at::Tensor grad_x = at::empty({T, B, I}, x.options());
-  at::Tensor grad_w_ih = at::empty({G, I}, x.options());
   const FixedWeight weight(w_ih.t(), T * B);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "project_input_backward", [&] {
-    weight.apply(grad_xw.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>());
-    gemm<scalar_t>(true, false, G, I, T * B, grad_xw.data_ptr<scalar_t>(), G, x.data_ptr<scalar_t>(), I, scalar_t(0),
-                   grad_w_ih.data_ptr<scalar_t>(), I);
-  });
-  return {grad_x, grad_w_ih};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "project_input_backward",
+                             [&] { weight.apply(grad_xw.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>()); });
+  return {grad_x, weight_gradient(grad_xw, x)};
 }
 
 // The sum of two optional bias vectors of size G (zeros where neither is given).
@@ -141,30 +216,28 @@ inline at::vec::Vectorized<T> exp_(const at::vec::Vectorized<T>& x) {
     return x.exp();
   }
 }
+// 1 / x. For float, the hardware's reciprocal estimate refined by one Newton step
+// (r' = r (2 - x r), about 1e-7 relative): a division costs several times more.
+template <typename T>
+inline at::vec::Vectorized<T> reciprocal_(const at::vec::Vectorized<T>& x) {
+  if constexpr (std::is_same_v<T, float>) {
+#if defined(CPU_CAPABILITY_AVX512)
+    const __m512 r = _mm512_rcp14_ps(x);
+    return _mm512_mul_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(2.0f)));
+#elif defined(CPU_CAPABILITY_AVX2)
+    const __m256 r = _mm256_rcp_ps(x);
+    return _mm256_mul_ps(r, _mm256_fnmadd_ps(x, r, _mm256_set1_ps(2.0f)));
+#endif
+  }
+  return x.reciprocal();
+}
 template <typename V>
 inline V sigmoid_(const V& x) {
-  return V(1) / (V(1) + exp_(V(0) - x));
+  return reciprocal_(V(1) + exp_(V(0) - x));
 }
 template <typename V>
 inline V tanh_(const V& x) {
   return V(2) * sigmoid_(V(2) * x) - V(1);
-}
-
-// Loads and stores ``count`` lanes of a vector at a pointer; a partial vector for a row's tail,
-// so short rows (H = 10, say) stay vectorised too. Unloaded lanes read as zero.
-template <typename T>
-struct Lanes {
-  using V = at::vec::Vectorized<T>;
-  int64_t count;
-  V load(const T* p) const { return count == V::size() ? V::loadu(p) : V::loadu(p, count); }
-  void store(T* p, const V& v) const { count == V::size() ? v.store(p) : v.store(p, static_cast<int>(count)); }
-};
-
-// Calls body(lanes, j) for j = 0, V::size(), ... < n: one vector of a row at a time.
-template <typename T, typename F>
-inline void vectorized(int64_t n, const F& body) {
-  constexpr int64_t width = at::vec::Vectorized<T>::size();
-  for (int64_t j = 0; j < n; j += width) body(Lanes<T>{std::min(width, n - j)}, j);
 }
 
 // Which sequences take part in step t: all of them without lengths, else those with t < lengths[b].

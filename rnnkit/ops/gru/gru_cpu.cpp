@@ -134,12 +134,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   });
 
   auto [grad_x, grad_w_ih] = project_input_backward(grad_xw, x, w_ih);
-  Tensor grad_w_hh = at::empty_like(w_hh);
-  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward_weights", [&] {
-    using T_ = scalar_t;
-    gemm<T_>(true, false, 3 * H, H, T * B, grad_hw.data_ptr<T_>(), 3 * H, h_prev.data_ptr<T_>(), H, T_(0),
-             grad_w_hh.data_ptr<T_>(), H);
-  });
+  Tensor grad_w_hh = weight_gradient(grad_hw, h_prev);
   return {grad_x, dh, grad_w_ih, grad_w_hh, grad_xw.sum({0, 1}), grad_hw.sum({0, 1})};
 }
 

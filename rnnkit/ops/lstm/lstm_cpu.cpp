@@ -109,8 +109,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
       const int64_t t = steps.at(i);
       const T_* pgo = grad_output.data_ptr<T_>() + t * B * P;
       for (int64_t b = 0; b < B; ++b) {
-        const bool alive = steps.alive(t, b);
-        for (int64_t j = 0; j < P; ++j) pds[b * P + j] = pdh[b * P + j] + (alive ? pgo[b * P + j] : T_(0));
+        const int64_t row = b * P;
+        if (!steps.alive(t, b)) {  // output_t is zero for this sequence: no gradient enters here
+          std::copy(pdh + row, pdh + row + P, pds + row);
+          continue;
+        }
+        vectorized<T_>(P, [&](const Lanes<T_>& L, int64_t j) {
+          L.store(pds + row + j, L.load(pdh + row + j) + L.load(pgo + row + j));
+        });
       }
       const T_* pdm = pds;
       if (proj) {
@@ -158,17 +164,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
 
   // Weight gradients: one product over all steps each, after the recurrence.
   auto [grad_x, grad_w_ih] = project_input_backward(grad_gates, x, w_ih);
-  Tensor grad_w_hh = at::empty_like(w_hh);
-  Tensor grad_w_hr = proj ? at::empty_like(*w_hr) : at::empty({0}, gates.options());
-  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_weights", [&] {
-    using T_ = scalar_t;
-    gemm<T_>(true, false, 4 * H, P, T * B, grad_gates.data_ptr<T_>(), 4 * H, h_prev.data_ptr<T_>(), P, T_(0),
-             grad_w_hh.data_ptr<T_>(), P);
-    if (proj) {
-      gemm<T_>(true, false, P, H, T * B, dh_all.data_ptr<T_>(), P, m_all.data_ptr<T_>(), H, T_(0),
-               grad_w_hr.data_ptr<T_>(), H);
-    }
-  });
+  Tensor grad_w_hh = weight_gradient(grad_gates, h_prev);
+  Tensor grad_w_hr = proj ? weight_gradient(dh_all, m_all) : at::empty({0}, gates.options());
   return {grad_x, dh, dc, grad_w_ih, grad_w_hh, grad_gates.sum({0, 1}), grad_w_hr};
 }
 

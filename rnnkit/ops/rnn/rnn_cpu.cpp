@@ -100,12 +100,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   });
 
   auto [grad_x, grad_w_ih] = project_input_backward(grad_pre, x, w_ih);
-  Tensor grad_w_hh = at::empty_like(w_hh);
-  AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "rnn_backward_weights", [&] {
-    using T_ = scalar_t;
-    gemm<T_>(true, false, H, H, T * B, grad_pre.data_ptr<T_>(), H, h_prev.data_ptr<T_>(), H, T_(0),
-             grad_w_hh.data_ptr<T_>(), H);
-  });
+  Tensor grad_w_hh = weight_gradient(grad_pre, h_prev);
   return {grad_x, dh, grad_w_ih, grad_w_hh, grad_pre.sum({0, 1})};
 }
 
