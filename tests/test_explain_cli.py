@@ -121,3 +121,22 @@ def test_checkpoint_errors_in_process(tmp_path, capsys) -> None:
         assert main(["explain", *args]) == 2
         stderr = capsys.readouterr().err
         assert stderr.count("\n") == 1 and message in stderr, stderr
+
+
+def test_text_gates_of_a_character_model(tmp_path, capsys) -> None:
+    """--text: the gates of a trained char model as it reads the text, one column per character."""
+    from rnnkit.data import timemachine
+    from rnnkit.train import CharLMConfig, train
+
+    (tmp_path / "text.txt").write_text(timemachine()[:2000])
+    config = CharLMConfig(
+        text=str(tmp_path / "text.txt"), out_dir=str(tmp_path), epochs=1, batch_size=8, num_steps=10, hidden_size=8
+    )
+    train(config)
+    checkpoint, picture = str(tmp_path / "checkpoint.pt"), tmp_path / "gates.png"
+    assert main(["explain", "--checkpoint", checkpoint, "--gates", str(picture), "--text", "time traveller"]) == 0
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["explain", "--checkpoint", checkpoint, "--text", "time"]) == 2
+    assert "give --checkpoint PATH and --gates FILE.png too" in capsys.readouterr().err
+    assert main(["explain", "--checkpoint", checkpoint, "--gates", str(picture), "--text", ""]) == 2
+    assert "holds no characters the model reads" in capsys.readouterr().err

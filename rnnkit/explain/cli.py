@@ -3,6 +3,7 @@
     rnnkit explain lstm --input-size 100 --hidden-size 100 --num-layers 2 --bidirectional
     rnnkit explain gru --input-size 28 --hidden-size 64 --batch-first --lengths 28,9,17 --json
     rnnkit explain --checkpoint model.pt --plot params.png --gates gates.png
+    rnnkit explain --checkpoint runs/charlm/checkpoint.pt --gates gates.png --text "time traveller"
 
 Exit status: 0 when every relation holds, 1 when one fails, 2 for bad arguments.
 """
@@ -14,12 +15,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from .. import cli, plots
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..modules import GRU, LSTM, RNN
 from ..ops import BACKENDS
+from ..record import record
 from . import Report, explain
 from .checkpoint import load_checkpoint
 from .spec import spec_of
@@ -92,6 +95,12 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     out.add_argument("--json", action="store_true", help="print the report as JSON (schema rnnkit.explain/1)")
     out.add_argument("--plot", metavar="FILE.png", help="draw the parameter blocks")
     out.add_argument("--gates", metavar="FILE.png", help="draw the gates over time for sample 0 of the input")
+    out.add_argument(
+        "--text",
+        metavar="TEXT",
+        help="with --checkpoint of a character model (rnnkit train charlm) and --gates: draw the gates as the "
+        "model reads TEXT, its characters on the time axis",
+    )
     parser.set_defaults(run=run)
 
 
@@ -161,8 +170,30 @@ def _save(path: str, draw: Callable[[], Any]) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+def _text_gates(args: argparse.Namespace) -> Any:
+    """The gates figure of the character model in ``args.checkpoint`` reading ``args.text``."""
+    from ..train.checkpoint import load_model, vocab_of
+    from ..train.errors import CheckpointError
+
+    try:
+        payload, _, model = load_model(args.checkpoint, torch.device("cpu"), args.backend)
+    except CheckpointError as error:
+        raise cli.CLIError(f"--text needs a character model checkpoint (rnnkit train charlm): {error}") from error
+    vocab = vocab_of(payload)
+    if vocab is None:
+        raise cli.CLIError(f"--text needs a character model; {args.checkpoint} is a {payload['task']} checkpoint")
+    ids = vocab.encode(args.text)
+    if len(ids) == 0:
+        raise cli.CLIError(f"--text {args.text!r} holds no characters the model reads ({vocab.tokenizer} tokens)")
+    with torch.no_grad(), record(model) as rec:
+        model(ids.unsqueeze(0))  # (1, T): one sequence
+    return plots.gates(rec, sample=0, tokens=[vocab.tokens[i] for i in ids.tolist()])
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the report; write the pictures asked for. Returns 0, or 1 when a relation fails."""
+    if args.text is not None and (args.checkpoint is None or args.gates is None):
+        raise cli.CLIError("--text draws a character model's gates: give --checkpoint PATH and --gates FILE.png too")
     module = _build(args)
     try:
         report: Report = explain(module, _input_shape(args, module), lengths=args.lengths, seed=args.seed)
@@ -170,7 +201,9 @@ def run(args: argparse.Namespace) -> int:
         raise cli.CLIError(str(error)) from error
     if args.plot:
         _save(args.plot, lambda: plots.parameters(module))
-    if args.gates:
+    if args.text is not None:
+        _save(args.gates, lambda: _text_gates(args))
+    elif args.gates:
         _save(args.gates, lambda: plots.gates(report.recording, sample=0))
     print(report.to_json() if args.json else report)
     return 0 if report.passed else 1
