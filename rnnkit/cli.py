@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from . import demo
 from .explain import cli as explain_cli
+from .train import commands as train_commands
 
 
 class CLIError(Exception):
@@ -27,6 +28,9 @@ class _Parser(argparse.ArgumentParser):
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     demo.add_command,
     explain_cli.add_command,
+    train_commands.add_train,
+    train_commands.add_eval,
+    train_commands.add_generate,
 ]
 
 

@@ -1,6 +1,10 @@
-"""A short tour: torch.nn weights in rnnkit, ``lengths=`` instead of packing, the parity with torch."""
+"""The demo: a short tour (torch.nn weights in rnnkit, ``lengths=`` instead of packing, the parity
+with torch), then two short training runs: a digits classifier and a character language model."""
 
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -8,10 +12,12 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .modules import LSTM
 from .sequences import last_valid
+from .train import CharLMConfig, ClassifyConfig, GenerateConfig, generate, train
+from .train.commands import user_errors
 
 
-def run() -> None:
-    """Print the tour to stdout."""
+def tour() -> None:
+    """Print the tour of the modules to stdout."""
     torch.manual_seed(0)
     reference = nn.LSTM(28, 10, num_layers=2, batch_first=True, bidirectional=True)
     model = LSTM(28, 10, num_layers=2, batch_first=True, bidirectional=True)
@@ -50,7 +56,45 @@ def run() -> None:
     print(f"  output past each length is zero: {bool((output[1, 9:] == 0).all() and (output[3, 1:] == 0).all())}")
 
 
+def train_two_models(out_dir: Path, quick: bool = False) -> None:
+    """Train a digits classifier and a character language model under ``out_dir``, print a sample.
+
+    ``quick`` trains for an epoch or two only: a smoke test, not a result.
+    """
+    print("\n--- digits, 8 rows of 8 pixels read one row per step: an LSTM classifier ---")
+    epochs = 2 if quick else 30
+    digits = train(ClassifyConfig(data="digits", epochs=epochs, log_every=5, out_dir=str(out_dir / "digits")))
+    print(f"digits: test accuracy {100 * digits[-1]['test_acc']:.2f}%")
+
+    print("\n--- The Time Machine: d2l's character language model (one-hot LSTM 256, its first 10,000 tokens) ---")
+    print("(Adam instead of d2l's SGD, for a short run; validation is the last 10% of the book)")
+    epochs = 1 if quick else 40
+    charlm = CharLMConfig(
+        optimizer="adam", lr=1e-2, epochs=epochs, eval_every=epochs, log_every=10, out_dir=str(out_dir / "charlm")
+    )
+    train(charlm)
+    checkpoint = str(out_dir / "charlm" / "checkpoint.pt")
+    text = generate(GenerateConfig(checkpoint=checkpoint, prefix="time traveller", length=100, temperature=0))
+    print(f"generated, always the likeliest next letter (d2l's predict_ch8):\n  {text}")
+
+    print(f"\nmetrics (metrics.jsonl), plots (curves.png, confusion.png) and checkpoints under {out_dir}/:")
+    for path in sorted(out_dir.glob("*/*")):
+        print(f"  {path}")
+    print(f"more: rnnkit generate --checkpoint {checkpoint} --prefix 'the time' --length 200")
+
+
+def run(args: argparse.Namespace) -> None:
+    """The tour, then the two training runs."""
+    tour()
+    with user_errors():
+        train_two_models(Path(args.out_dir), quick=args.quick)
+
+
 def add_command(commands) -> None:
     """Register ``rnnkit demo``."""
-    parser = commands.add_parser("demo", help="a short tour: torch.nn weights, lengths=, parity with torch.nn")
-    parser.set_defaults(run=lambda args: run())
+    parser = commands.add_parser(
+        "demo", help="a short tour (torch.nn weights, lengths=, parity with torch.nn), then two short training runs"
+    )
+    parser.add_argument("--out-dir", default="runs/demo", help="where the runs write (default: runs/demo)")
+    parser.add_argument("--quick", action="store_true", help="train an epoch or two only (a smoke test)")
+    parser.set_defaults(run=run)
