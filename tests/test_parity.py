@@ -12,10 +12,17 @@ import zlib
 import pytest
 import torch
 
+from rnnkit import ops
+
 from .utils import MODES, Config, assert_close, make_inputs, make_pair, random_configs, run_ours, run_torch
 
 CONFIGS_PER_MODE = 200
-BACKENDS = ["naive", "torch", "cpu"]
+_CPU_REASON = ops.unavailable_reason("cpu")
+BACKENDS = [
+    "naive",
+    "torch",
+    pytest.param("cpu", marks=pytest.mark.skipif(_CPU_REASON is not None, reason=f"cpu backend: {_CPU_REASON}")),
+]
 CONFIGS = [c for i, mode in enumerate(MODES) for c in random_configs(mode, CONFIGS_PER_MODE, seed=i)]
 
 

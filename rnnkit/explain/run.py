@@ -137,7 +137,9 @@ def run(module: nn.Module, spec: NetSpec, shape: tuple[int, ...], lengths: Any, 
     if lengths is not None:
         if "B" not in dims or spec.is_cell:
             raise ValueError(f"lengths need a batched sequence input (T, B, I) or (B, T, I), got input_shape {shape}")
-        lengths = check_lengths(lengths, dims["B"], dims["T"])
+        full = torch.full((dims["B"],), dims["T"], dtype=torch.int64)  # every sequence runs all T steps
+        checked = check_lengths(lengths, dims["B"], dims["T"])
+        lengths = full if checked is None else checked
     reference = next(module.parameters())
     generator = torch.Generator().manual_seed(seed)
 

@@ -65,10 +65,11 @@ def unavailable_reason() -> str | None:
     """Build (once) and load the kernels; None when ``torch.ops.rnnkit`` is ready, else why not."""
     from torch.utils import cpp_extension
 
+    path = os.environ.get("PATH", "")
     try:
         import ninja  # the pip package puts a ninja binary beside itself; cpp_extension looks on PATH
 
-        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
     except ImportError:
         pass
     build = _build_directory()
@@ -87,6 +88,8 @@ def unavailable_reason() -> str | None:
     except (RuntimeError, OSError, ImportError) as error:
         detail = str(error).strip().splitlines()
         return f"compiling its C++ kernels failed ({detail[-1] if detail else type(error).__name__})"
+    finally:
+        os.environ["PATH"] = path
     from .gru import cpu as gru_cpu
     from .lstm import cpu as lstm_cpu
     from .rnn import cpu as rnn_cpu

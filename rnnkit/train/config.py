@@ -125,7 +125,11 @@ class CharLMConfig(TrainConfig):
     hidden_size: int = option(256, "features of the hidden state", valid="[1, inf)")
     num_layers: int = option(1, "stacked recurrent layers", valid="[1, inf)")
     embedding: int = option(0, "embedding size (0: one-hot input, as d2l)", valid="[0, inf)")
-    dropout: float = option(0.0, "dropout on the input, between layers and before the output layer", valid="[0, 1)")
+    dropout: float = option(
+        0.0,
+        "dropout on an embedding (not one-hot input), between layers, before the output",
+        valid="[0, 1)",
+    )
 
 
 @dataclass

@@ -53,7 +53,7 @@ class Process:
         """``stats`` summed over all processes (a copy)."""
         if self.world == 1:
             return stats.clone()
-        total = stats.to(self.device)
+        total = stats.to(self.device, copy=True)  # all_reduce works in place: keep the caller's stats
         dist.all_reduce(total)
         return total.cpu()
 

@@ -1,8 +1,9 @@
 // Shared pieces of the fused CPU recurrences.
 //
-// Dimensions: T steps, B batch, H hidden units, P = proj_size or H, G gates (LSTM 4, GRU 3, RNN 1).
-// Matrices are row-major; xw is the input projection W_ih x_t + b_ih of every step, computed
-// before the loop by one GEMM, so the kernels run only the recurrence.
+// Dimensions: T steps, B batch, I input features, H hidden units, P = proj_size or H,
+// G gates (LSTM 4, GRU 3, RNN 1). Matrices are row-major. Each op runs one direction of one
+// layer: the input projection W_ih x_t of every step is one product before the time loop
+// (project_input), the biases are added in the loop's gate math.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -100,7 +101,8 @@ void small_matmul(int64_t M, int64_t N, int64_t K, const T* a, const T* wt, T* o
 // A weight used at every step: out (M x N) = a (M x K) W^T for a fixed W (N x K), row-major.
 // Large float products go to oneDNN through torch's mkldnn::_linear_pointwise with the weight
 // packed once for the loop (on x86 it is 2-3x faster than the BLAS here); tiny ones to
-// small_matmul with the weight transposed once; the rest, and double, to BLAS.
+// small_matmul with the weight transposed once (float and double); the rest, and the rest
+// of double, to BLAS.
 class FixedWeight {
  public:
   FixedWeight(const at::Tensor& weight, int64_t rows) : weight_(weight.contiguous()), rows_(rows) {
@@ -231,9 +233,12 @@ inline at::vec::Vectorized<T> reciprocal_(const at::vec::Vectorized<T>& x) {
   }
   return x.reciprocal();
 }
+// sigmoid(x) = 1 / (1 + exp(-x)). The exponent is clamped to [-80, 80], where the result is
+// already 0 or 1 to working precision, so exp never overflows to inf: the reciprocal estimate
+// would turn 1 / inf into NaN.
 template <typename V>
 inline V sigmoid_(const V& x) {
-  return reciprocal_(V(1) + exp_(V(0) - x));
+  return reciprocal_(V(1) + exp_(at::vec::clamp(V(0) - x, V(-80), V(80))));
 }
 template <typename V>
 inline V tanh_(const V& x) {
@@ -263,11 +268,47 @@ inline void for_each_row(int64_t B, int64_t row_work, const F& fn) {
   });
 }
 
-inline std::optional<at::Tensor> checked_lengths(const std::optional<at::Tensor>& lengths) {
+// lengths as the kernels read them: None, or B int64 values in [1, T] on the CPU.
+inline std::optional<at::Tensor> checked_lengths(const std::optional<at::Tensor>& lengths, int64_t B, int64_t T) {
   if (!lengths.has_value()) return lengths;
   TORCH_CHECK(lengths->scalar_type() == at::kLong && lengths->device().is_cpu() && lengths->dim() == 1,
               "lengths must be a 1-D int64 CPU tensor");
+  TORCH_CHECK(lengths->numel() == B, "expected ", B, " lengths, got ", lengths->numel());
+  TORCH_CHECK(B == 0 || (lengths->min().item<int64_t>() >= 1 && lengths->max().item<int64_t>() <= T),
+              "lengths must lie in [1, ", T, "]");
   return lengths->contiguous();
+}
+
+// The ops are public (torch.ops.rnnkit.*): every tensor's shape and dtype is checked against x
+// (T, B, I) before a kernel reads it, so a mismatch is an error, never an out-of-bounds read.
+inline void check_tensor(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef shape,
+                         const at::Tensor& x) {
+  TORCH_CHECK(t.sizes() == shape, op, ": expected ", name, " of shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == x.scalar_type() && t.device() == x.device(), op, ": expected ", name, " of dtype ",
+              x.scalar_type(), " on ", x.device(), ", got ", t.scalar_type(), " on ", t.device());
+}
+
+inline void check_tensor(const char* op, const char* name, const std::optional<at::Tensor>& t,
+                         at::IntArrayRef shape, const at::Tensor& x) {
+  if (t.has_value()) check_tensor(op, name, *t, shape, x);
+}
+
+// The arguments every forward op shares: x (T, B, I), h0 (B, P), W_ih (G*H, I), W_hh (G*H, P),
+// the biases (G*H,). Returns H.
+inline int64_t check_layer(const char* op, const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                           const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+                           const std::optional<at::Tensor>& b_hh, int64_t gates) {
+  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu(), op, ": expected x of 3 dimensions (T, B, I) on the CPU, got ",
+              x.sizes(), " on ", x.device());
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % gates == 0, op, ": expected w_hh of shape (", gates,
+              "*H, P), got ", w_hh.sizes());
+  const int64_t B = x.size(1), G = w_hh.size(0), P = w_hh.size(1);
+  check_tensor(op, "h0", h0, {B, P}, x);
+  check_tensor(op, "w_ih", w_ih, {G, x.size(2)}, x);
+  check_tensor(op, "w_hh", w_hh, {G, P}, x);
+  check_tensor(op, "b_ih", b_ih, {G}, x);
+  check_tensor(op, "b_hh", b_hh, {G}, x);
+  return G / gates;
 }
 
 }  // namespace rnnkit

@@ -2,7 +2,7 @@
 //
 // Dimensions: T steps, B batch, I input features, H hidden.
 //   x       (T, B, I)   input; W_ih x_t for every step is one product before the loop
-//   gates   (T, B, 3H)  saved: activated r, z, n of every step
+//   gates   (T, B, 3H)  saved: activated r, z, n of every step (W_ih x_t past a length)
 //   hn      (T, B, H)   saved: W_hn h_{t-1} + b_hn, which r scales
 //   h_prev  (T, B, H)   saved: the state each step started from
 // A step at t >= lengths[b] leaves sequence b's state as it is and outputs zero.
@@ -20,12 +20,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
                                                                const std::optional<Tensor>& b_ih,
                                                                const std::optional<Tensor>& b_hh,
                                                                const std::optional<Tensor>& lengths_in, bool reverse) {
+  const int64_t H = check_layer("gru_forward", x_in, h0, w_ih, w_hh, b_ih, b_hh, 3);
+  TORCH_CHECK(w_hh.size(1) == H, "gru_forward: expected w_hh of shape (3*H, H), got ", w_hh.sizes());
   const Tensor x = x_in.contiguous();
-  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0) / 3;
+  const int64_t T = x.size(0), B = x.size(1);
   // b_hn must stay apart from b_in: r scales it (n = tanh(W_in x + b_in + r * (W_hn h + b_hn))).
   const Tensor bias_i = add_biases(b_ih, std::nullopt, 3 * H, x.options());
   const Tensor bias_h = add_biases(b_hh, std::nullopt, 3 * H, x.options());
-  const auto lengths = checked_lengths(lengths_in);
+  const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
   Tensor gates = project_input(x, w_ih);  // W_ih x_t, then, step by step, the activated gates
@@ -80,7 +82,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& h_prev) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
-  const auto lengths = checked_lengths(lengths_in);
+  check_tensor("gru_backward", "grad_output", grad_output, {T, B, H}, gates);
+  check_tensor("gru_backward", "grad_h_n", grad_h_n, {B, H}, gates);
+  check_tensor("gru_backward", "hn", hn, {T, B, H}, gates);
+  check_tensor("gru_backward", "h_prev", h_prev, {T, B, H}, gates);
+  check_tensor("gru_backward", "w_hh", w_hh, {3 * H, H}, gates);
+  check_tensor("gru_backward", "w_ih", w_ih, {3 * H, x.size(2)}, gates);
+  const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
   Tensor grad_xw = at::empty({T, B, 3 * H}, gates.options());  // d(W_ih x + b_ih)

@@ -2,7 +2,7 @@
 //
 // Dimensions: T steps, B batch, I input features, H hidden, P = proj_size or H.
 //   x       (T, B, I)   input; W_ih x_t for every step is one product before the loop
-//   gates   (T, B, 4H)  saved: activated i, f, g, o of every step
+//   gates   (T, B, 4H)  saved: activated i, f, g, o of every step (W_ih x_t past a length)
 //   h_prev  (T, B, P), c_prev (T, B, H)  saved: the states each step started from
 // A step at t >= lengths[b] leaves sequence b's states as they are and outputs zero.
 #include <torch/library.h>
@@ -18,11 +18,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Tensor& x_in, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh, const std::optional<Tensor>& w_hr,
     const std::optional<Tensor>& lengths_in, bool reverse) {
+  const int64_t H = check_layer("lstm_forward", x_in, h0, w_ih, w_hh, b_ih, b_hh, 4);
   const Tensor x = x_in.contiguous();
-  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0) / 4, P = h0.size(1);
+  const int64_t T = x.size(0), B = x.size(1), P = h0.size(1);
   const bool proj = w_hr.has_value();
+  TORCH_CHECK(proj || P == H, "lstm_forward: without w_hr, h0 must have H = ", H, " features, got ", P);
+  check_tensor("lstm_forward", "c0", c0, {B, H}, x);
+  check_tensor("lstm_forward", "w_hr", w_hr, {P, H}, x);
   const Tensor bias = add_biases(b_ih, b_hh, 4 * H, x.options());
-  const auto lengths = checked_lengths(lengths_in);
+  const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
   Tensor gates = project_input(x, w_ih);  // W_ih x_t, then, step by step, the activated gates
@@ -31,7 +35,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor c_prev = at::empty({T, B, H}, x.options());
   Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone();
   Tensor hw = at::empty({B, 4 * H}, x.options());       // W_hh h_{t-1}
-  Tensor m = at::empty({B, H}, x.options());            // o * tanh(c) before the projection
+  Tensor m = at::zeros({B, H}, x.options());  // o * tanh(c) before the projection; zero for idle rows
   Tensor projected = at::empty({B, P}, x.options());    // W_hr m
   const FixedWeight recurrent(w_hh, B);
   const auto projection = proj ? std::optional<FixedWeight>(std::in_place, *w_hr, B) : std::nullopt;
@@ -88,7 +92,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, P = h_prev.size(2);
   const bool proj = w_hr.has_value();
-  const auto lengths = checked_lengths(lengths_in);
+  check_tensor("lstm_backward", "grad_output", grad_output, {T, B, P}, gates);
+  check_tensor("lstm_backward", "grad_h_n", grad_h_n, {B, P}, gates);
+  check_tensor("lstm_backward", "grad_c_n", grad_c_n, {B, H}, gates);
+  check_tensor("lstm_backward", "c_prev", c_prev, {T, B, H}, gates);
+  check_tensor("lstm_backward", "w_hh", w_hh, {4 * H, P}, gates);
+  check_tensor("lstm_backward", "w_ih", w_ih, {4 * H, x.size(2)}, gates);
+  check_tensor("lstm_backward", "w_hr", w_hr, {P, H}, gates);
+  const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
   Tensor grad_gates = at::empty({T, B, 4 * H}, gates.options());  // d(pre-activations)

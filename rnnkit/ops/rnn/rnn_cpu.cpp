@@ -18,11 +18,13 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
                                                const Tensor& w_hh, const std::optional<Tensor>& b_ih,
                                                const std::optional<Tensor>& b_hh,
                                                const std::optional<Tensor>& lengths_in, bool reverse, bool relu) {
+  const int64_t H = check_layer("rnn_forward", x_in, h0, w_ih, w_hh, b_ih, b_hh, 1);
+  TORCH_CHECK(w_hh.size(1) == H, "rnn_forward: expected w_hh of shape (H, H), got ", w_hh.sizes());
   const Tensor x = x_in.contiguous();
-  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0);
+  const int64_t T = x.size(0), B = x.size(1);
   const Tensor bias = add_biases(b_ih, b_hh, H, x.options());
   const Tensor xw = project_input(x, w_ih);
-  const auto lengths = checked_lengths(lengths_in);
+  const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
   Tensor output = at::zeros({T, B, H}, xw.options());
@@ -62,7 +64,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const std::optional<Tensor>& lengths_in, bool reverse, bool relu, const Tensor& output, const Tensor& h_prev) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = output.size(0), B = output.size(1), H = output.size(2);
-  const auto lengths = checked_lengths(lengths_in);
+  check_tensor("rnn_backward", "grad_output", grad_output, {T, B, H}, output);
+  check_tensor("rnn_backward", "grad_h_n", grad_h_n, {B, H}, output);
+  check_tensor("rnn_backward", "h_prev", h_prev, {T, B, H}, output);
+  check_tensor("rnn_backward", "w_hh", w_hh, {H, H}, output);
+  check_tensor("rnn_backward", "w_ih", w_ih, {H, x.size(2)}, output);
+  const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
   Tensor grad_pre = at::empty({T, B, H}, output.options());  // d(pre-activation) = d xw
