@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 _MAX_TICKS = 60  # more time steps than this get every k-th label only
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A bare matplotlib Figure: it renders with Agg and leaves pyplot's global state (and any display) alone."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
@@ -69,7 +70,7 @@ def parameters(model: nn.Module) -> Figure:
     limit = max(float(p.detach().abs().max()) for p in params.values())
     groups = len(report.groups)
     columns = 2 + spec.bias + bool(spec.proj_size)  # weight_ih, weight_hh, biases, weight_hr
-    figure = _figure(3.2 * columns + 1, 3.2 * groups + 0.5)
+    figure = new_figure(3.2 * columns + 1, 3.2 * groups + 0.5)
     axes = figure.subplots(groups, columns, squeeze=False)
     for row, group in enumerate(report.groups):
         tensors = [t for t in report.tensors if (t.layer, t.direction) == (group.layer, group.direction)]
@@ -137,7 +138,7 @@ def gates(rec: Recording, sample: int = 0, tokens: Sequence[str] | None = None, 
     meanings = {g.name: g.meaning for g in spec.gates} | {"c": "cell state", "h": "hidden state"}
     names = [*rec.gate_names, *(["c"] if spec.mode == "LSTM" else []), "h"]
     units = max(spec.hidden_size, spec.out_size)
-    figure = _figure(
+    figure = new_figure(
         len(traces) * max(4.0, 0.18 * min(steps, _MAX_TICKS) + 2.5), len(names) * (1.2 + min(units, 64) / 32)
     )
     axes = figure.subplots(len(names), len(traces), squeeze=False)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rnnkit.modules import GATES
 from rnnkit.ops import DIRECTION_OPS
-
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
 def direction_inputs(mode: str, proj: bool, bias: bool):

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from torch import Tensor
+
+from ..plots import new_figure
 
 _NAMES = {"ppl": "perplexity", "acc": "accuracy"}
 
 
-def _figure(width: float, height: float) -> Any:
-    # a bare Figure renders with Agg and leaves pyplot's global state (and any display) alone
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
 def curves(history: list[dict[str, float]], metric: str, held_out: str, path: Path) -> None:
     """Loss and ``metric`` ("ppl" or "acc") per epoch, for training and the ``held_out`` split."""
-    figure = _figure(10, 4)
+    figure = new_figure(10, 4)
     for axes, quantity in zip(figure.subplots(1, 2), ("loss", metric)):
         for split in ("train", held_out):
             points = [(m["epoch"], m[f"{split}_{quantity}"]) for m in history if f"{split}_{quantity}" in m]
@@ -37,7 +31,7 @@ def curves(history: list[dict[str, float]], metric: str, held_out: str, path: Pa
 def confusion(matrix: Tensor, path: Path, title: str) -> None:
     """(C, C) counts, row the true class and column the predicted one, each cell labelled."""
     classes = matrix.shape[0]
-    figure = _figure(1.2 + 0.55 * classes, 0.8 + 0.55 * classes)
+    figure = new_figure(1.2 + 0.55 * classes, 0.8 + 0.55 * classes)
     axes = figure.subplots()
     axes.imshow(matrix.numpy(), cmap="Blues")
     peak = int(matrix.max())
