@@ -183,8 +183,3 @@ class EvalConfig:
     device: str = option("auto", "cuda when available with auto", choices=DEVICES)
     backend: str = option("auto", "rnnkit backend, or torch.nn", choices=BACKENDS)
 
-
-def describe(config: TrainConfig) -> str:
-    """One line for the start of a run: the task, the model and the optimiser."""
-    layers = f"{config.num_layers}x{config.hidden_size}"
-    return f"{config.task}: {config.cell} {layers}, {config.optimizer} lr {config.lr:g}, batch {config.batch_size}"
