@@ -182,4 +182,3 @@ class EvalConfig:
     out_dir: str | None = option(None, "also write eval.json (and confusion.png for a classifier) here", metavar="DIR")
     device: str = option("auto", "cuda when available with auto", choices=DEVICES)
     backend: str = option("auto", "rnnkit backend, or torch.nn", choices=BACKENDS)
-
