@@ -33,18 +33,12 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .checks import check_lengths
 from .explain.spec import GATES, NetSpec, find_recurrent, spec_of, weights_of
-from .ops.gru.naive import gru_cell, gru_gates
-from .ops.lstm.naive import lstm_cell, lstm_gates
-from .ops.rnn.naive import rnn_cell
+from .ops import NAIVE_CELLS
+from .ops.gru.naive import gru_gates
+from .ops.lstm.naive import lstm_gates
 from .ops.scan import scan
 from .sequences import packed_to_padded
 
-_CELLS: dict[str, Callable[..., tuple[Tensor, ...]]] = {
-    "LSTM": lstm_cell,
-    "GRU": gru_cell,
-    "RNN_TANH": partial(rnn_cell, nonlinearity="tanh"),
-    "RNN_RELU": partial(rnn_cell, nonlinearity="relu"),
-}
 _GATES: dict[str, Callable[..., tuple[Tensor, ...]]] = {"LSTM": lstm_gates, "GRU": gru_gates}
 
 
@@ -287,7 +281,7 @@ def _replay_direction(
         output (T, B, P) zero past each length; the final states.
     """
     w_ih, w_hh, b_ih, b_hh, *extra = weights
-    cell, gates = _CELLS[mode], _GATES.get(mode)
+    cell, gates = NAIVE_CELLS[mode], _GATES.get(mode)
     seen: list[tuple[Tensor, ...]] = []
 
     def step(xw_t: Tensor, *state: Tensor) -> tuple[Tensor, ...]:

@@ -43,7 +43,8 @@ DIRECTION_OPS: dict[tuple[str, str], Callable] = {
 }
 CPU_DTYPES = (torch.float32, torch.float64)
 
-_NAIVE_CELLS: dict[str, Callable] = {
+# One step of each cell in the naive ops: (xw, *states, w_hh, b_hh) -> new states.
+NAIVE_CELLS: dict[str, Callable] = {
     "LSTM": lstm_cell,
     "GRU": gru_cell,
     "RNN_TANH": partial(rnn_cell, nonlinearity="tanh"),
@@ -150,4 +151,4 @@ def cell_step(
     if backend in ("torch", "cpu"):  # one step has no time loop to fuse: torch's cell kernels serve
         return aten.cell(mode, x, hx, weights)
     w_ih, w_hh, b_ih, b_hh = weights
-    return _NAIVE_CELLS[mode](F.linear(x, w_ih, b_ih), *hx, w_hh, b_hh)
+    return NAIVE_CELLS[mode](F.linear(x, w_ih, b_ih), *hx, w_hh, b_hh)
