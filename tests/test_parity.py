@@ -24,16 +24,39 @@ BACKENDS = [
     pytest.param("cpu", marks=pytest.mark.skipif(_CPU_REASON is not None, reason=f"cpu backend: {_CPU_REASON}")),
 ]
 CONFIGS = [c for i, mode in enumerate(MODES) for c in random_configs(mode, CONFIGS_PER_MODE, seed=i)]
+# The Triton kernels run float32 here; in Triton's interpreter (no GPU) a subset keeps the suite fast.
+TRITON_CONFIGS_PER_MODE = CONFIGS_PER_MODE if torch.cuda.is_available() else 25
+TRITON_CONFIGS = [
+    (i, c)
+    for mode in MODES
+    for i, c in [(i, c) for i, c in enumerate(CONFIGS) if c.mode == mode and c.dtype == torch.float32][
+        :TRITON_CONFIGS_PER_MODE
+    ]
+]
+_TRITON_REASON = ops.unavailable_reason("triton")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("config", CONFIGS, ids=[f"{i:03d}-{c.id}" for i, c in enumerate(CONFIGS)])
 def test_matches_torch(config: Config, backend: str) -> None:
+    check_parity(config, backend)
+
+
+@pytest.mark.skipif(_TRITON_REASON is not None, reason=f"triton backend: {_TRITON_REASON}")
+@pytest.mark.parametrize("config", [c for _, c in TRITON_CONFIGS], ids=[f"{i:03d}-{c.id}" for i, c in TRITON_CONFIGS])
+def test_triton_matches_torch(config: Config) -> None:
+    check_parity(config, "triton", "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_parity(config: Config, backend: str, device: str = "cpu") -> None:
+    """Outputs, final states and every gradient of rnnkit's module against torch.nn's, on the CPU reference."""
     reference, ours = make_pair(config, backend)
+    ours.to(device)
     generator = torch.Generator().manual_seed(zlib.crc32(config.id.encode()))
     x, states = make_inputs(config, generator)
     expected_out, expected_final = run_torch(reference, config, x, states)
-    actual_out, actual_final = run_ours(ours, config, x, states)
+    actual_out, actual_final = run_ours(ours, config, *move(device, x, states))
+    actual_out, actual_final = actual_out.cpu(), tuple(a.cpu() for a in actual_final)
     assert_close("output", actual_out, expected_out)
     for i, (a, e) in enumerate(zip(actual_final, expected_final, strict=True)):
         assert_close(f"final state {i}", a, e)
@@ -42,9 +65,15 @@ def test_matches_torch(config: Config, backend: str) -> None:
     inputs = [x, *(states or ())]
     expected_grads = torch.autograd.grad((expected_out, *expected_final), [*inputs, *reference.parameters()], upstream)
     actual_grads = torch.autograd.grad((actual_out, *actual_final), [*inputs, *ours.parameters()], upstream)
+    actual_grads = [g.cpu() for g in actual_grads]
     names = ["input", *(f"state {i}" for i in range(len(inputs) - 1)), *(n for n, _ in ours.named_parameters())]
     for name, a, e in zip(names, actual_grads, expected_grads, strict=True):
         assert_close(f"grad {name}", a, e)
+
+
+def move(device: str, x, states):
+    """The input and states on ``device``, still differentiable with respect to the originals."""
+    return x.to(device), None if states is None else tuple(s.to(device) for s in states)
 
 
 def test_sweep_covers_every_option() -> None:

@@ -34,6 +34,13 @@ def assert_close(name: str, actual: Tensor, expected: Tensor) -> None:
         )
 
 
+def relative_error(actual: Tensor, expected: Tensor) -> float:
+    """||actual - expected|| / ||expected||, computed in float64 (0 when both are zero)."""
+    difference = (actual.double() - expected.double()).norm().item()
+    scale = expected.double().norm().item()
+    return difference / scale if scale > 0 else difference
+
+
 MODES = {
     "LSTM": (rnnkit.LSTM, nn.LSTM, {}),
     "GRU": (rnnkit.GRU, nn.GRU, {}),

@@ -5,14 +5,21 @@ per backend with one signature::
 
     op(x (T, B, I), state, weights, lengths=None, reverse=False) -> (output, final_state)
 
-(see ``ops/lstm/naive.py``). ``rnn_stack`` runs the layers and directions of a
-stacked net with it. The ``"torch"`` backend instead hands the whole stack to
-torch's fused kernels (``ops/aten.py``). A new backend is one more file per op
-folder plus its entries in ``DIRECTION_OPS`` and ``unavailable_reason``.
+(see ``ops/lstm/naive.py``), or a *layer op* that runs all directions of a layer at
+once (the Triton kernels)::
+
+    layer_op(x (T, B, I), states (D, B, *), weights (D tuples), lengths=None) -> (output, final_states)
+
+``rnn_stack`` runs the layers of a stacked net with them. The ``"torch"`` backend
+instead hands the whole stack to torch's fused kernels (``ops/aten.py``). A new
+backend is one more file per op folder plus its entries in ``DIRECTION_OPS`` (or
+``layer_op``) and ``unavailable_reason``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable
 from functools import partial
 
@@ -21,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import RNNTypeError
-from . import aten, compiled
+from . import aten, compiled, scan
 from .gru import cpu as gru_cpu
 from .gru.naive import gru, gru_cell
 from .lstm import cpu as lstm_cpu
@@ -42,6 +49,10 @@ DIRECTION_OPS: dict[tuple[str, str], Callable] = {
     ("RNN_RELU", "cpu"): partial(rnn_cpu.rnn, nonlinearity="relu"),
 }
 CPU_DTYPES = (torch.float32, torch.float64)
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Layer ops of the backends that run a whole layer at once; the Triton ones fill in when
+# triton is found usable (``unavailable_reason("triton")``), so tracing never imports.
+LAYER_OPS: dict[tuple[str, str], Callable] = {}
 
 # One step of each cell in the naive ops: (xw, *states, w_hh, b_hh) -> new states.
 NAIVE_CELLS: dict[str, Callable] = {
@@ -57,8 +68,40 @@ def unavailable_reason(backend: str) -> str | None:
     if backend == "cpu":
         return compiled.unavailable_reason()
     if backend == "triton":
-        return "the Triton GPU backend is not part of this version"
+        return _triton_unavailable_reason()
     return None
+
+
+def triton_interpreting() -> bool:
+    """Whether Triton runs kernels on the CPU (``TRITON_INTERPRET=1``), as the tests do without a GPU."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _triton_unavailable_reason() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "it needs the triton package (pip install triton)"
+    if not torch.cuda.is_available() and not triton_interpreting():
+        return "it runs on a CUDA GPU and torch.cuda.is_available() is False"
+    if ("LSTM", "triton") not in LAYER_OPS:
+        from .gru.triton import gru_layer
+        from .lstm.triton import lstm_layer
+        from .rnn.triton import rnn_layer
+
+        LAYER_OPS["LSTM", "triton"] = lstm_layer
+        LAYER_OPS["GRU", "triton"] = gru_layer
+        LAYER_OPS["RNN_TANH", "triton"] = partial(rnn_layer, nonlinearity="tanh")
+        LAYER_OPS["RNN_RELU", "triton"] = partial(rnn_layer, nonlinearity="relu")
+    return None
+
+
+def layer_op(mode: str, backend: str) -> Callable:
+    """``layer_op(x, states, weights, lengths) -> (output, final_states)`` of a concrete backend (not torch)."""
+    if (mode, backend) in LAYER_OPS:
+        return LAYER_OPS[mode, backend]
+    if (mode, backend) not in DIRECTION_OPS:
+        check_backend(backend)  # loads the layer ops of a usable backend, or says why it is not
+        return LAYER_OPS[mode, backend]
+    return partial(scan.layer, DIRECTION_OPS[mode, backend])
 
 
 def check_backend(backend: str) -> None:
@@ -78,7 +121,8 @@ def resolve_backend(backend: str, x: Tensor, mode: str = "LSTM", varying_lengths
     measures it on the CPU: the compiled kernels for GRU and RNN, and for LSTM in
     float64 or with varying lengths; for float32 LSTM on padded input, torch's own
     oneDNN LSTM, whose matrix products the compiled kernels do not beat yet.
-    Elsewhere (CUDA, other dtypes) torch's fused kernels.
+    Elsewhere (CUDA, other dtypes) torch's fused kernels: the Triton kernels are not
+    chosen by ``"auto"`` until ``benchmarks/gpu.py`` has measured them faster.
     """
     on_cpu = x.device.type == "cpu" and x.dtype in CPU_DTYPES
     if backend == "auto":
@@ -88,6 +132,11 @@ def resolve_backend(backend: str, x: Tensor, mode: str = "LSTM", varying_lengths
         raise RNNTypeError(
             f"backend='cpu' runs float32 and float64 tensors on the CPU, got {x.dtype} on {x.device}; "
             "use backend='auto' or 'torch'"
+        )
+    if backend == "triton" and not (x.dtype in TRITON_DTYPES and (x.is_cuda or triton_interpreting())):
+        raise RNNTypeError(
+            f"backend='triton' runs float32, bfloat16 and float16 tensors on a CUDA device, got {x.dtype} on "
+            f"{x.device}; use backend='auto' or 'torch'"
         )
     return backend
 
@@ -123,22 +172,19 @@ def rnn_stack(
         return aten.rnn_stack(
             mode, x, hx, weights, lengths, bidirectional=bidirectional, dropout=dropout, training=training
         )
-    op = DIRECTION_OPS[mode, backend]
+    run_layer = layer_op(mode, backend)
+    if lengths is not None:
+        lengths = lengths.to(x.device)  # once for all layers
     directions = 2 if bidirectional else 1
     num_layers = len(weights) // directions
-    finals: list[list[Tensor]] = [[] for _ in hx]
+    finals: list[tuple[Tensor, ...]] = []
     for layer in range(num_layers):
-        outputs = []
-        for direction in range(directions):
-            k = layer * directions + direction
-            out, state = op(x, tuple(s[k] for s in hx), weights[k], lengths, reverse=direction == 1)
-            outputs.append(out)
-            for final, s in zip(finals, state):
-                final.append(s)
-        x = torch.cat(outputs, dim=2) if directions == 2 else outputs[0]
+        ks = slice(layer * directions, (layer + 1) * directions)
+        x, final = run_layer(x, tuple(s[ks] for s in hx), weights[ks], lengths)
+        finals.append(final)
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
-    return x, tuple(torch.stack(f) for f in finals)
+    return x, tuple(torch.cat(f) for f in zip(*finals))
 
 
 def cell_step(
@@ -148,7 +194,7 @@ def cell_step(
 
     Returns the new states, each (B, *).
     """
-    if backend in ("torch", "cpu"):  # one step has no time loop to fuse: torch's cell kernels serve
+    if backend != "naive":  # one step has no time loop to fuse: torch's cell kernels serve
         return aten.cell(mode, x, hx, weights)
     w_ih, w_hh, b_ih, b_hh = weights
     return NAIVE_CELLS[mode](F.linear(x, w_ih, b_ih), *hx, w_hh, b_hh)

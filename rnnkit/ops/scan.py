@@ -50,3 +50,26 @@ def scan(
             outputs[t] = new[0]
         state = new
     return torch.stack(outputs), state
+
+
+def layer(
+    op: Callable[..., tuple[Tensor, State]],
+    x: Tensor,
+    state: State,
+    weights: list[tuple[Tensor | None, ...]],
+    lengths: Tensor | None = None,
+) -> tuple[Tensor, State]:
+    """Run a direction op (``op(x, state, weights, lengths, reverse)``) over each direction of a layer.
+
+    Args:
+        x: (T, B, I); state: initial states, each (D, B, *); weights: D tuples, forward first.
+
+    Returns:
+        output (T, B, D*H_out), the directions' outputs side by side; final states, each (D, B, *).
+    """
+    outputs, finals = [], []
+    for direction, direction_weights in enumerate(weights):
+        out, final = op(x, tuple(s[direction] for s in state), direction_weights, lengths, reverse=direction == 1)
+        outputs.append(out)
+        finals.append(final)
+    return torch.cat(outputs, dim=2), tuple(torch.stack(f) for f in zip(*finals))

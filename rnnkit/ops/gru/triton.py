@@ -1,0 +1,358 @@
+"""GRU on the GPU: persistent Triton kernels for a whole layer, forward and backward through time.
+
+Dimensions: T steps, B batch, I input features, H hidden units, D directions (both run
+in one launch). ``x @ W_ih^T + b_ih`` for every step is one product before the kernel;
+the kernel runs the recurrence only (``ops/persistent.py`` describes the slicing and the
+barrier). The forward stores r, z, n and ``W_hn h + b_hn`` of every step; the backward
+writes the gradients of ``x W_ih^T`` and ``h W_hh^T`` for every step, and the weights'
+gradients are then a few large products. The two differ only in the n block:
+``dL/d(W_hn h + b_hn) = r * dL/d(W_in x + b_in)``.
+"""
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .. import persistent as ps
+from ..fused import fused_backward
+from .naive import gru as naive_gru
+
+GATES = 3
+
+
+@triton.jit
+def _gru_forward_kernel(
+    p_xw,  # (D, T, B, 3H) W_ih x_t + b_ih
+    p_w_hh,  # (D, 3H, H)
+    p_b_hh,  # (D, 3H)
+    p_lengths,  # (B,)
+    p_h,  # (D, T+1, B, H) states, the initial one in place (ps.stack_states)
+    p_gates,  # (D, T, B, 4H) float32 r, z, n, W_hn h + b_hn
+    p_out,  # (T, B, D*H)
+    p_sync,  # (D,) int32 zeros
+    T,
+    B,
+    H,
+    HAS_BIAS: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_U: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_KH: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_u, i_d = tl.program_id(0), tl.program_id(1)
+    n_programs = tl.num_programs(0)
+    D = tl.num_programs(1)
+    units = i_u * BLOCK_U + tl.arange(0, BLOCK_U)
+    unit_ok = units < H
+    p_w = p_w_hh + i_d * 3 * H * H
+    ks = tl.arange(0, BLOCK_K)
+    b_wr = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step
+    b_wz = b_wr
+    b_wn = b_wr
+    if RESIDENT:  # W_hh[gate rows of my units, :]^T
+        b_wr = ps.weight_tile(p_w, ks, ks < H, units, unit_ok, 1, H)
+        b_wz = ps.weight_tile(p_w, ks, ks < H, H + units, unit_ok, 1, H)
+        b_wn = ps.weight_tile(p_w, ks, ks < H, 2 * H + units, unit_ok, 1, H)
+    b_br = tl.zeros([BLOCK_U], tl.float32)
+    b_bz = b_br
+    b_bn = b_br
+    if HAS_BIAS:
+        p_b = p_b_hh + i_d * 3 * H + units
+        b_br = tl.load(p_b, unit_ok, 0.0).to(tl.float32)
+        b_bz = tl.load(p_b + H, unit_ok, 0.0).to(tl.float32)
+        b_bn = tl.load(p_b + 2 * H, unit_ok, 0.0).to(tl.float32)
+    for step in range(T):
+        t = ps.time_of(step, T, i_d)
+        p_h_prev = p_h + (i_d * (T + 1) + t + i_d) * B * H
+        p_h_new = p_h + (i_d * (T + 1) + t + 1 - i_d) * B * H
+        for b0 in range(0, B, BLOCK_B):
+            rows = b0 + tl.arange(0, BLOCK_B)
+            row_ok = rows < B
+            alive = ps.alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS)
+            p_xw_t = p_xw + (i_d * T + t) * B * 3 * H
+            acc_r = ps.load_tile(p_xw_t, rows, row_ok, units, unit_ok, 3 * H) + b_br[None, :]
+            acc_z = ps.load_tile(p_xw_t, rows, row_ok, H + units, unit_ok, 3 * H) + b_bz[None, :]
+            acc_n = tl.zeros([BLOCK_B, BLOCK_U], tl.float32) + b_bn[None, :]
+            for k0 in range(0, H, BLOCK_K):
+                kk = k0 + ks
+                k_ok = kk < H
+                b_h = ps.load_tile(p_h_prev, rows, row_ok, kk, k_ok, H)
+                w_r = ps.resident_or_load(b_wr, p_w, kk, k_ok, units, unit_ok, 1, H, RESIDENT)
+                w_z = ps.resident_or_load(b_wz, p_w, kk, k_ok, H + units, unit_ok, 1, H, RESIDENT)
+                w_n = ps.resident_or_load(b_wn, p_w, kk, k_ok, 2 * H + units, unit_ok, 1, H, RESIDENT)
+                acc_r = ps.mma(acc_r, b_h, w_r, DOT_DTYPE, PRECISION)
+                acc_z = ps.mma(acc_z, b_h, w_z, DOT_DTYPE, PRECISION)
+                acc_n = ps.mma(acc_n, b_h, w_n, DOT_DTYPE, PRECISION)
+            b_r, b_z = ps.sigmoid(acc_r), ps.sigmoid(acc_z)
+            b_n = ps.tanh(ps.load_tile(p_xw_t, rows, row_ok, 2 * H + units, unit_ok, 3 * H) + b_r * acc_n)
+            b_h_prev = ps.load_tile(p_h_prev, rows, row_ok, units, unit_ok, H)
+            tile = row_ok[:, None] & unit_ok[None, :]
+            live = alive[:, None] & unit_ok[None, :]
+            b_h_new = (1.0 - b_z) * b_n + b_z * b_h_prev
+            p_gates_t = p_gates + ((i_d * T + t) * B + rows[:, None]) * 4 * H + units[None, :]
+            tl.store(p_gates_t, b_r, tile)
+            tl.store(p_gates_t + H, b_z, tile)
+            tl.store(p_gates_t + 2 * H, b_n, tile)
+            tl.store(p_gates_t + 3 * H, acc_n, tile)
+            tl.store(p_h_new + rows[:, None] * H + units[None, :], tl.where(live, b_h_new, b_h_prev), tile)
+            tl.store(
+                p_out + (t * B + rows[:, None]) * D * H + i_d * H + units[None, :], tl.where(live, b_h_new, 0.0), tile
+            )
+        ps.grid_sync(p_sync + i_d, (step + 1) * n_programs)
+
+
+@triton.jit
+def _gru_backward_kernel(
+    p_grad_out,  # (T, B, D*H)
+    p_w_hh,  # (D, 3H, H)
+    p_lengths,  # (B,)
+    p_h,  # (D, T+1, B, H) states from the forward
+    p_gates,  # (D, T, B, 4H) float32 from the forward
+    p_dh,  # (D, B, H) float32: dL/dh_T in, dL/dh_0 out
+    p_dgates,  # (D, T, B, 4H) out: dL/d(h W_hh^T + b_hh) for r, z, n, then dL/d(x W_in^T + b_in)
+    p_sync,  # (D,) int32 zeros
+    T,
+    B,
+    H,
+    HAS_LENGTHS: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_U: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_KH: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_u, i_d = tl.program_id(0), tl.program_id(1)
+    n_programs = tl.num_programs(0)
+    D = tl.num_programs(1)
+    units = i_u * BLOCK_U + tl.arange(0, BLOCK_U)
+    unit_ok = units < H
+    p_w = p_w_hh + i_d * 3 * H * H
+    p_dh_d = p_dh + i_d * B * H
+    b_w0 = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step
+    b_w1 = b_w0
+    b_w2 = b_w0
+    if RESIDENT:  # W_hh[gate rows, my units] per gate
+        b_w0, b_w1, b_w2, _ = ps.backward_weights(p_w, units, unit_ok, H, H, 3, BLOCK_KH)
+    for step in range(T):
+        t = ps.time_of(T - 1 - step, T, i_d)
+        p_h_prev = p_h + (i_d * (T + 1) + t + i_d) * B * H
+        for b0 in range(0, B, BLOCK_B):
+            rows = b0 + tl.arange(0, BLOCK_B)
+            row_ok = rows < B
+            alive = ps.alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS)
+            tile = row_ok[:, None] & unit_ok[None, :]
+            live = alive[:, None] & unit_ok[None, :]
+            b_dh = ps.load_tile(p_dh_d, rows, row_ok, units, unit_ok, H)
+            b_dh += ps.load_tile(p_grad_out + t * B * D * H + i_d * H, rows, alive, units, unit_ok, D * H)
+            p_gates_t = p_gates + ((i_d * T + t) * B + rows[:, None]) * 4 * H + units[None, :]
+            b_r = tl.load(p_gates_t, tile, 0.0)
+            b_z = tl.load(p_gates_t + H, tile, 0.0)
+            b_n = tl.load(p_gates_t + 2 * H, tile, 0.0)
+            b_hn = tl.load(p_gates_t + 3 * H, tile, 0.0)
+            b_h_prev = ps.load_tile(p_h_prev, rows, row_ok, units, unit_ok, H)
+            d_n = tl.where(live, b_dh * (1.0 - b_z) * (1.0 - b_n * b_n), 0.0)
+            d_z = tl.where(live, b_dh * (b_h_prev - b_n) * b_z * (1.0 - b_z), 0.0)
+            d_r = d_n * b_hn * b_r * (1.0 - b_r)
+            p_dg_t = p_dgates + ((i_d * T + t) * B + rows[:, None]) * 4 * H + units[None, :]
+            tl.store(p_dg_t, d_r, tile)
+            tl.store(p_dg_t + H, d_z, tile)
+            tl.store(p_dg_t + 2 * H, d_n * b_r, tile)
+            tl.store(p_dg_t + 3 * H, d_n, tile)
+            tl.store(p_dh_d + rows[:, None] * H + units[None, :], tl.where(live, b_dh * b_z, b_dh), tile)
+        ps.grid_sync(p_sync + i_d, (step + 1) * n_programs)
+        ps.backprop_hidden(
+            p_dh_d,
+            p_dgates + (i_d * T + t) * B * 4 * H,
+            p_w,
+            b_w0,
+            b_w1,
+            b_w2,
+            b_w2,
+            units,
+            unit_ok,
+            B,
+            H,
+            H,
+            4 * H,
+            3,
+            RESIDENT,
+            BLOCK_B,
+            BLOCK_KH,
+            DOT_DTYPE,
+            PRECISION,
+        )
+
+
+def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+    steps, batch, _ = x.shape
+    directions, _, hidden = w_hh.shape
+    plan = ps.plan(hidden, hidden, GATES, batch, directions, x.dtype, x.device)
+    with ps.matmul_precision(x.dtype):
+        xw = ps.input_projection(x, w_ih, b_ih)
+    h = ps.stack_states(h0, steps, x.dtype)
+    gates = x.new_empty(directions, steps, batch, 4 * hidden, dtype=torch.float32)
+    output = x.new_empty(steps, batch, directions * hidden)
+    ps.launch(
+        _gru_forward_kernel,
+        plan,
+        x.dtype,
+        directions,
+        xw,
+        w_hh,
+        xw if b_hh is None else b_hh,
+        xw if lengths is None else lengths,
+        h,
+        gates,
+        output,
+        ps.sync_counters(directions, x.device),
+        steps,
+        batch,
+        hidden,
+        HAS_BIAS=b_hh is not None,
+        HAS_LENGTHS=lengths is not None,
+    )
+    return output, ps.final_states(h), gates, h
+
+
+def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
+    steps, batch, _ = x.shape
+    directions, _, hidden = w_hh.shape
+    plan = ps.plan(hidden, hidden, GATES, batch, directions, x.dtype, x.device)
+    dh = ps.float_copy(grad_h_n)  # the kernel turns it into the gradient of h0
+    dgates = x.new_empty(directions, steps, batch, 4 * hidden)
+    ps.launch(
+        _gru_backward_kernel,
+        plan,
+        x.dtype,
+        directions,
+        grad_output.contiguous(),
+        w_hh,
+        dgates if lengths is None else lengths,
+        h,
+        gates,
+        dh,
+        dgates,
+        ps.sync_counters(directions, x.device),
+        steps,
+        batch,
+        hidden,
+        HAS_LENGTHS=lengths is not None,
+    )
+    d_hw = dgates[..., : 3 * hidden]
+    d_xw = torch.cat([dgates[..., : 2 * hidden], dgates[..., 3 * hidden :]], dim=-1)
+    with ps.matmul_precision(x.dtype):
+        dx, dw_ih, dw_hh, db_ih, db_hh = ps.layer_gradients(x, w_ih, h, d_xw, d_hw)
+    return dx, dh.to(x.dtype), dw_ih, dw_hh, db_ih, db_hh
+
+
+@torch.library.custom_op("rnnkit::gru_triton", mutates_args=())
+def gru_triton(
+    x: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor],
+    b_hh: Optional[Tensor],
+    lengths: Optional[Tensor],
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One GRU layer, all directions: x (T, B, I), h0 (D, B, H), weights stacked (D, ...).
+
+    Returns output (T, B, D*H), h_n (D, B, H) and what the backward reads:
+    r, z, n, W_hn h + b_hn (D, T, B, 4H) and the hidden states (D, T+1, B, H).
+    """
+    return _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+
+
+@gru_triton.register_fake
+def _(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+    steps, batch, _ = x.shape
+    directions, _, hidden = w_hh.shape
+    return (
+        x.new_empty(steps, batch, directions * hidden),
+        h0.new_empty(directions, batch, hidden),
+        x.new_empty(directions, steps, batch, 4 * hidden, dtype=torch.float32),
+        x.new_empty(directions, steps + 1, batch, hidden),
+    )
+
+
+@torch.library.custom_op("rnnkit::gru_triton_backward", mutates_args=())
+def gru_triton_backward(
+    grad_output: Tensor,
+    grad_h_n: Tensor,
+    x: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    lengths: Optional[Tensor],
+    gates: Tensor,
+    h: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of ``gru_triton``: x, h0, w_ih, w_hh, b_ih, b_hh."""
+    return _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h)
+
+
+@gru_triton_backward.register_fake
+def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
+    return (
+        torch.empty_like(x),
+        torch.empty_like(grad_h_n),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        w_hh.new_empty(w_hh.shape[:2]),
+        w_hh.new_empty(w_hh.shape[:2]),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs, *output[2:])
+
+
+def _autograd_backward(ctx, grad_output, grad_h_n, *_):
+    x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, h = ctx.saved_tensors
+
+    def recurrence(x, h0, *weights):
+        return ps.naive_layer(naive_gru, x, (h0,), weights, lengths)
+
+    def kernel(grad_output, grad_h_n):
+        g_x, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh = gru_triton_backward(
+            grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h
+        )
+        return g_x, g_h0, g_w_ih, g_w_hh, None if b_ih is None else g_b_ih, None if b_hh is None else g_b_hh
+
+    inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    likes = (x.new_empty(*x.shape[:2], h.shape[0] * h.shape[-1]), h0)
+    return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n), likes, kernel), None)
+
+
+gru_triton.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def gru_layer(
+    x: Tensor,
+    state: tuple[Tensor],
+    weights: list[tuple[Optional[Tensor], ...]],
+    lengths: Optional[Tensor] = None,
+) -> tuple[Tensor, tuple[Tensor]]:
+    """One GRU layer, both directions in one launch; the layer op of ``ops.rnn_stack``.
+
+    Args:
+        x: (T, B, I) on CUDA, float32, bfloat16 or float16; state: (h_0 (D, B, H),).
+        weights: D tuples (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) | None, b_hh (3H,) | None).
+        lengths: (B,) steps of each sequence, or None for all T.
+
+    Returns:
+        output (T, B, D*H), zero past each length; (h_n (D, B, H),).
+    """
+    lengths = None if lengths is None else lengths.to(x.device)
+    output, h_n, *_ = gru_triton(x.contiguous(), state[0].contiguous(), *ps.stack_weights(weights), lengths)
+    return output, (h_n,)

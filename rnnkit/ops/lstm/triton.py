@@ -1,0 +1,478 @@
+"""LSTM on the GPU: persistent Triton kernels for a whole layer, forward and backward through time.
+
+Dimensions: T steps, B batch, I input features, H hidden units, P = proj_size or H,
+D directions (both run in one launch). ``x @ W_ih^T + b_ih`` for every step is one
+product before the kernel; the kernel runs the recurrence only (``ops/persistent.py``
+describes the slicing and the barrier). The forward stores the gates after their
+nonlinearities and every cell state; the backward reads them instead of recomputing,
+writes the gates' gradients for every step, and the weights' gradients are then a few
+large products. With ``proj_size`` each step has a second phase, ``h_t = W_hr r_t``
+with ``r_t = o_t * tanh(c_t)``, and a second barrier.
+"""
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .. import persistent as ps
+from ..fused import fused_backward
+from .naive import lstm as naive_lstm
+
+GATES = 4
+
+
+@triton.jit
+def _lstm_forward_kernel(
+    p_xw,  # (D, T, B, 4H) W_ih x_t + b_ih
+    p_w_hh,  # (D, 4H, P)
+    p_b_hh,  # (D, 4H)
+    p_w_hr,  # (D, P, H)
+    p_lengths,  # (B,)
+    p_h,  # (D, T+1, B, P) states, the initial one in place (ps.stack_states)
+    p_c,  # (D, T+1, B, H) float32 cell states, likewise
+    p_gates,  # (D, T, B, 4H) float32 i, f, g, o after their nonlinearities
+    p_r,  # (D, T, B, H) o * tanh(c), zero past each length (projection only)
+    p_out,  # (T, B, D*P)
+    p_sync,  # (D,) int32 zeros
+    T,
+    B,
+    H,
+    P,
+    HAS_BIAS: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    PROJ: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_U: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_KH: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_u, i_d = tl.program_id(0), tl.program_id(1)
+    n_programs = tl.num_programs(0)
+    D = tl.num_programs(1)
+    units = i_u * BLOCK_U + tl.arange(0, BLOCK_U)
+    unit_ok = units < H
+    pcols = i_u * BLOCK_P + tl.arange(0, BLOCK_P)
+    pcol_ok = pcols < P
+    p_w = p_w_hh + i_d * 4 * H * P
+    p_wr = p_w_hr + i_d * P * H
+    p_sync_d = p_sync + i_d
+    ks = tl.arange(0, BLOCK_K)
+    khs = tl.arange(0, BLOCK_KH)
+    b_wi = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step
+    b_wf = b_wi
+    b_wg = b_wi
+    b_wo = b_wi
+    b_wr = b_wi
+    if RESIDENT:  # W_hh[gate rows of my units, :]^T, and W_hr[my columns, :]^T
+        b_wi = ps.weight_tile(p_w, ks, ks < P, units, unit_ok, 1, P)
+        b_wf = ps.weight_tile(p_w, ks, ks < P, H + units, unit_ok, 1, P)
+        b_wg = ps.weight_tile(p_w, ks, ks < P, 2 * H + units, unit_ok, 1, P)
+        b_wo = ps.weight_tile(p_w, ks, ks < P, 3 * H + units, unit_ok, 1, P)
+        if PROJ:
+            b_wr = ps.weight_tile(p_wr, khs, khs < H, pcols, pcol_ok, 1, H)
+    if HAS_BIAS:
+        p_b = p_b_hh + i_d * 4 * H + units
+        b_bi = tl.load(p_b, unit_ok, 0.0).to(tl.float32)
+        b_bf = tl.load(p_b + H, unit_ok, 0.0).to(tl.float32)
+        b_bg = tl.load(p_b + 2 * H, unit_ok, 0.0).to(tl.float32)
+        b_bo = tl.load(p_b + 3 * H, unit_ok, 0.0).to(tl.float32)
+    else:
+        b_bi = tl.zeros([BLOCK_U], tl.float32)
+        b_bf = b_bi
+        b_bg = b_bi
+        b_bo = b_bi
+    syncs = 1 + PROJ  # grid barriers per step
+    for step in range(T):
+        t = ps.time_of(step, T, i_d)
+        prev = t + i_d
+        new = t + 1 - i_d
+        p_h_prev = p_h + (i_d * (T + 1) + prev) * B * P
+        p_h_new = p_h + (i_d * (T + 1) + new) * B * P
+        for b0 in range(0, B, BLOCK_B):
+            rows = b0 + tl.arange(0, BLOCK_B)
+            row_ok = rows < B
+            alive = ps.alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS)
+            p_xw_t = p_xw + (i_d * T + t) * B * 4 * H
+            acc_i = ps.load_tile(p_xw_t, rows, row_ok, units, unit_ok, 4 * H) + b_bi[None, :]
+            acc_f = ps.load_tile(p_xw_t, rows, row_ok, H + units, unit_ok, 4 * H) + b_bf[None, :]
+            acc_g = ps.load_tile(p_xw_t, rows, row_ok, 2 * H + units, unit_ok, 4 * H) + b_bg[None, :]
+            acc_o = ps.load_tile(p_xw_t, rows, row_ok, 3 * H + units, unit_ok, 4 * H) + b_bo[None, :]
+            for k0 in range(0, P, BLOCK_K):
+                kk = k0 + ks
+                k_ok = kk < P
+                b_h = ps.load_tile(p_h_prev, rows, row_ok, kk, k_ok, P)
+                w_i = ps.resident_or_load(b_wi, p_w, kk, k_ok, units, unit_ok, 1, P, RESIDENT)
+                w_f = ps.resident_or_load(b_wf, p_w, kk, k_ok, H + units, unit_ok, 1, P, RESIDENT)
+                w_g = ps.resident_or_load(b_wg, p_w, kk, k_ok, 2 * H + units, unit_ok, 1, P, RESIDENT)
+                w_o = ps.resident_or_load(b_wo, p_w, kk, k_ok, 3 * H + units, unit_ok, 1, P, RESIDENT)
+                acc_i = ps.mma(acc_i, b_h, w_i, DOT_DTYPE, PRECISION)
+                acc_f = ps.mma(acc_f, b_h, w_f, DOT_DTYPE, PRECISION)
+                acc_g = ps.mma(acc_g, b_h, w_g, DOT_DTYPE, PRECISION)
+                acc_o = ps.mma(acc_o, b_h, w_o, DOT_DTYPE, PRECISION)
+            b_i, b_f, b_g, b_o = ps.sigmoid(acc_i), ps.sigmoid(acc_f), ps.tanh(acc_g), ps.sigmoid(acc_o)
+            tile = row_ok[:, None] & unit_ok[None, :]
+            live = alive[:, None] & unit_ok[None, :]
+            p_gates_t = p_gates + ((i_d * T + t) * B + rows[:, None]) * 4 * H + units[None, :]
+            tl.store(p_gates_t, b_i, tile)
+            tl.store(p_gates_t + H, b_f, tile)
+            tl.store(p_gates_t + 2 * H, b_g, tile)
+            tl.store(p_gates_t + 3 * H, b_o, tile)
+            b_c_prev = ps.load_tile(p_c + (i_d * (T + 1) + prev) * B * H, rows, row_ok, units, unit_ok, H)
+            b_c = tl.where(live, b_f * b_c_prev + b_i * b_g, b_c_prev)
+            tl.store(p_c + ((i_d * (T + 1) + new) * B + rows[:, None]) * H + units[None, :], b_c, tile)
+            b_r = tl.where(live, b_o * ps.tanh(b_c), 0.0)
+            if PROJ:
+                tl.store(p_r + ((i_d * T + t) * B + rows[:, None]) * H + units[None, :], b_r, tile)
+            else:
+                b_h_prev = ps.load_tile(p_h_prev, rows, row_ok, units, unit_ok, P)
+                tl.store(p_h_new + rows[:, None] * P + units[None, :], tl.where(live, b_r, b_h_prev), tile)
+                tl.store(p_out + (t * B + rows[:, None]) * D * P + i_d * P + units[None, :], b_r, tile)
+        if PROJ:
+            ps.grid_sync(p_sync_d, (step * syncs + 1) * n_programs)
+            p_r_t = p_r + (i_d * T + t) * B * H
+            for b0 in range(0, B, BLOCK_B):
+                rows = b0 + tl.arange(0, BLOCK_B)
+                row_ok = rows < B
+                alive = ps.alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS)
+                acc = tl.zeros([BLOCK_B, BLOCK_P], tl.float32)
+                for k0 in range(0, H, BLOCK_KH):
+                    kk = k0 + khs
+                    k_ok = kk < H
+                    w_r = ps.resident_or_load(b_wr, p_wr, kk, k_ok, pcols, pcol_ok, 1, H, RESIDENT)
+                    acc = ps.mma(acc, ps.load_tile(p_r_t, rows, row_ok, kk, k_ok, H), w_r, DOT_DTYPE, PRECISION)
+                tile = row_ok[:, None] & pcol_ok[None, :]
+                b_h_prev = ps.load_tile(p_h_prev, rows, row_ok, pcols, pcol_ok, P)
+                tl.store(p_h_new + rows[:, None] * P + pcols[None, :], tl.where(alive[:, None], acc, b_h_prev), tile)
+                tl.store(p_out + (t * B + rows[:, None]) * D * P + i_d * P + pcols[None, :], acc, tile)
+        ps.grid_sync(p_sync_d, (step + 1) * syncs * n_programs)
+
+
+@triton.jit
+def _lstm_backward_kernel(
+    p_grad_out,  # (T, B, D*P)
+    p_w_hh,  # (D, 4H, P)
+    p_w_hr,  # (D, P, H)
+    p_lengths,  # (B,)
+    p_gates,  # (D, T, B, 4H) float32 from the forward
+    p_c,  # (D, T+1, B, H) float32 from the forward
+    p_dh,  # (D, B, P) float32: dL/dh_T in, dL/dh_0 out
+    p_dc,  # (D, B, H) float32: dL/dc_T in, dL/dc_0 out
+    p_dgates,  # (D, T, B, 4H) out: gradients of the gates before their nonlinearities
+    p_dh_step,  # (D, T, B, P) out: each step's whole dL/dh_t (projection only)
+    p_sync,  # (D,) int32 zeros
+    T,
+    B,
+    H,
+    P,
+    HAS_LENGTHS: tl.constexpr,
+    PROJ: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_U: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_KH: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_u, i_d = tl.program_id(0), tl.program_id(1)
+    n_programs = tl.num_programs(0)
+    D = tl.num_programs(1)
+    units = i_u * BLOCK_U + tl.arange(0, BLOCK_U)
+    unit_ok = units < H
+    pcols = i_u * BLOCK_P + tl.arange(0, BLOCK_P)
+    pcol_ok = pcols < P
+    p_w = p_w_hh + i_d * 4 * H * P
+    p_wr = p_w_hr + i_d * P * H
+    p_dh_d = p_dh + i_d * B * P
+    p_dc_d = p_dc + i_d * B * H
+    p_sync_d = p_sync + i_d
+    ks = tl.arange(0, BLOCK_K)
+    b_w0 = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step
+    b_w1 = b_w0
+    b_w2 = b_w0
+    b_w3 = b_w0
+    b_wr = b_w0
+    if RESIDENT:  # W_hh[gate rows, my columns] per gate, and W_hr[:, my units]
+        b_w0, b_w1, b_w2, b_w3 = ps.backward_weights(p_w, pcols, pcol_ok, H, P, 4, BLOCK_KH)
+        if PROJ:
+            b_wr = ps.weight_tile(p_wr, ks, ks < P, units, unit_ok, H, 1)
+    syncs = 1 + PROJ  # grid barriers per step
+    for step in range(T):
+        t = ps.time_of(T - 1 - step, T, i_d)
+        prev = t + i_d
+        new = t + 1 - i_d
+        if PROJ:
+            # dL/dh_t of this program's projected columns, kept whole for the products below
+            for b0 in range(0, B, BLOCK_B):
+                rows = b0 + tl.arange(0, BLOCK_B)
+                row_ok = rows < B
+                alive = ps.alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS)
+                tile = row_ok[:, None] & pcol_ok[None, :]
+                b_dh = ps.load_tile(p_dh_d, rows, row_ok, pcols, pcol_ok, P)
+                b_dh += ps.load_tile(p_grad_out + t * B * D * P + i_d * P, rows, alive, pcols, pcol_ok, D * P)
+                tl.store(p_dh_step + ((i_d * T + t) * B + rows[:, None]) * P + pcols[None, :], b_dh, tile)
+                tl.store(p_dh_d + rows[:, None] * P + pcols[None, :], tl.where(alive[:, None], 0.0, b_dh), tile)
+            ps.grid_sync(p_sync_d, (step * syncs + 1) * n_programs)
+        for b0 in range(0, B, BLOCK_B):
+            rows = b0 + tl.arange(0, BLOCK_B)
+            row_ok = rows < B
+            alive = ps.alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS)
+            tile = row_ok[:, None] & unit_ok[None, :]
+            live = alive[:, None] & unit_ok[None, :]
+            if PROJ:  # dL/dr_t = dL/dh_t W_hr
+                b_dr = tl.zeros([BLOCK_B, BLOCK_U], tl.float32)
+                p_dh_t = p_dh_step + (i_d * T + t) * B * P
+                for k0 in range(0, P, BLOCK_K):
+                    kk = k0 + ks
+                    k_ok = kk < P
+                    w_r = ps.resident_or_load(b_wr, p_wr, kk, k_ok, units, unit_ok, H, 1, RESIDENT)
+                    b_dr = ps.mma(b_dr, ps.load_tile(p_dh_t, rows, row_ok, kk, k_ok, P), w_r, DOT_DTYPE, PRECISION)
+            else:
+                b_dr = ps.load_tile(p_dh_d, rows, row_ok, units, unit_ok, P)
+                b_dr += ps.load_tile(p_grad_out + t * B * D * P + i_d * P, rows, alive, units, unit_ok, D * P)
+                tl.store(p_dh_d + rows[:, None] * P + units[None, :], tl.where(live, 0.0, b_dr), tile)
+            p_gates_t = p_gates + ((i_d * T + t) * B + rows[:, None]) * 4 * H + units[None, :]
+            b_i = tl.load(p_gates_t, tile, 0.0)
+            b_f = tl.load(p_gates_t + H, tile, 0.0)
+            b_g = tl.load(p_gates_t + 2 * H, tile, 0.0)
+            b_o = tl.load(p_gates_t + 3 * H, tile, 0.0)
+            b_c = ps.load_tile(p_c + (i_d * (T + 1) + new) * B * H, rows, row_ok, units, unit_ok, H)
+            b_c_prev = ps.load_tile(p_c + (i_d * (T + 1) + prev) * B * H, rows, row_ok, units, unit_ok, H)
+            b_dc = ps.load_tile(p_dc_d, rows, row_ok, units, unit_ok, H)
+            b_tc = ps.tanh(b_c)
+            b_dc_all = b_dc + b_dr * b_o * (1.0 - b_tc * b_tc)
+            d_i = tl.where(live, b_dc_all * b_g * b_i * (1.0 - b_i), 0.0)
+            d_f = tl.where(live, b_dc_all * b_c_prev * b_f * (1.0 - b_f), 0.0)
+            d_g = tl.where(live, b_dc_all * b_i * (1.0 - b_g * b_g), 0.0)
+            d_o = tl.where(live, b_dr * b_tc * b_o * (1.0 - b_o), 0.0)
+            p_dg_t = p_dgates + ((i_d * T + t) * B + rows[:, None]) * 4 * H + units[None, :]
+            tl.store(p_dg_t, d_i, tile)
+            tl.store(p_dg_t + H, d_f, tile)
+            tl.store(p_dg_t + 2 * H, d_g, tile)
+            tl.store(p_dg_t + 3 * H, d_o, tile)
+            tl.store(p_dc_d + rows[:, None] * H + units[None, :], tl.where(live, b_dc_all * b_f, b_dc), tile)
+        ps.grid_sync(p_sync_d, (step + 1) * syncs * n_programs)
+        ps.backprop_hidden(
+            p_dh_d,
+            p_dgates + (i_d * T + t) * B * 4 * H,
+            p_w,
+            b_w0,
+            b_w1,
+            b_w2,
+            b_w3,
+            pcols,
+            pcol_ok,
+            B,
+            H,
+            P,
+            4 * H,
+            4,
+            RESIDENT,
+            BLOCK_B,
+            BLOCK_KH,
+            DOT_DTYPE,
+            PRECISION,
+        )
+
+
+def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+    steps, batch, _ = x.shape
+    directions, gate_rows, proj = w_hh.shape
+    hidden = gate_rows // GATES
+    plan = ps.plan(hidden, proj, GATES, batch, directions, x.dtype, x.device)
+    with ps.matmul_precision(x.dtype):
+        xw = ps.input_projection(x, w_ih, b_ih)
+    h = ps.stack_states(h0, steps, x.dtype)
+    c = ps.stack_states(c0, steps, torch.float32)
+    gates = x.new_empty(directions, steps, batch, gate_rows, dtype=torch.float32)
+    r = x.new_empty(directions, steps, batch, hidden) if w_hr is not None else x.new_empty(0)
+    output = x.new_empty(steps, batch, directions * proj)
+    ps.launch(
+        _lstm_forward_kernel,
+        plan,
+        x.dtype,
+        directions,
+        xw,
+        w_hh,
+        xw if b_hh is None else b_hh,
+        xw if w_hr is None else w_hr,
+        xw if lengths is None else lengths,
+        h,
+        c,
+        gates,
+        r,
+        output,
+        ps.sync_counters(directions, x.device),
+        steps,
+        batch,
+        hidden,
+        proj,
+        HAS_BIAS=b_hh is not None,
+        HAS_LENGTHS=lengths is not None,
+        PROJ=w_hr is not None,
+    )
+    return output, ps.final_states(h), ps.final_states(c).to(c0.dtype), gates, h, c, r
+
+
+def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r):
+    steps, batch, _ = x.shape
+    directions, gate_rows, proj = w_hh.shape
+    hidden = gate_rows // GATES
+    plan = ps.plan(hidden, proj, GATES, batch, directions, x.dtype, x.device)
+    dh = ps.float_copy(grad_h_n)  # the kernel turns them into the gradients of h0 and c0
+    dc = ps.float_copy(grad_c_n)
+    dgates = x.new_empty(directions, steps, batch, gate_rows)
+    dh_step = x.new_empty(directions, steps, batch, proj) if w_hr is not None else x.new_empty(0)
+    ps.launch(
+        _lstm_backward_kernel,
+        plan,
+        x.dtype,
+        directions,
+        grad_output.contiguous(),
+        w_hh,
+        dgates if w_hr is None else w_hr,
+        dgates if lengths is None else lengths,
+        gates,
+        c,
+        dh,
+        dc,
+        dgates,
+        dh_step,
+        ps.sync_counters(directions, x.device),
+        steps,
+        batch,
+        hidden,
+        proj,
+        HAS_LENGTHS=lengths is not None,
+        PROJ=w_hr is not None,
+    )
+    with ps.matmul_precision(x.dtype):
+        dx, dw_ih, dw_hh, db, _ = ps.layer_gradients(x, w_ih, h, dgates, dgates)
+        dw_hr = x.new_empty(0) if w_hr is None else torch.matmul(dh_step.flatten(1, 2).transpose(1, 2), r.flatten(1, 2))
+    return dx, dh.to(x.dtype), dc.to(x.dtype), dw_ih, dw_hh, db, dw_hr
+
+
+@torch.library.custom_op("rnnkit::lstm_triton", mutates_args=())
+def lstm_triton(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor],
+    b_hh: Optional[Tensor],
+    w_hr: Optional[Tensor],
+    lengths: Optional[Tensor],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One LSTM layer, all directions: x (T, B, I), h0 (D, B, P), c0 (D, B, H), weights stacked (D, ...).
+
+    Returns output (T, B, D*P), h_n (D, B, P), c_n (D, B, H) and what the backward reads:
+    gates (D, T, B, 4H), hidden states (D, T+1, B, P), cell states (D, T+1, B, H),
+    r = o * tanh(c) (D, T, B, H) with proj_size, else empty.
+    """
+    return _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
+
+
+@lstm_triton.register_fake
+def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+    steps, batch, _ = x.shape
+    directions, gate_rows, proj = w_hh.shape
+    hidden = gate_rows // GATES
+    return (
+        x.new_empty(steps, batch, directions * proj),
+        h0.new_empty(directions, batch, proj),
+        c0.new_empty(directions, batch, hidden),
+        x.new_empty(directions, steps, batch, gate_rows, dtype=torch.float32),
+        x.new_empty(directions, steps + 1, batch, proj),
+        x.new_empty(directions, steps + 1, batch, hidden, dtype=torch.float32),
+        x.new_empty(directions, steps, batch, hidden) if w_hr is not None else x.new_empty(0),
+    )
+
+
+@torch.library.custom_op("rnnkit::lstm_triton_backward", mutates_args=())
+def lstm_triton_backward(
+    grad_output: Tensor,
+    grad_h_n: Tensor,
+    grad_c_n: Tensor,
+    x: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    w_hr: Optional[Tensor],
+    lengths: Optional[Tensor],
+    gates: Tensor,
+    h: Tensor,
+    c: Tensor,
+    r: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of ``lstm_triton``: x, h0, c0, w_ih, w_hh, the biases (one tensor), w_hr (empty without)."""
+    return _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r)
+
+
+@lstm_triton_backward.register_fake
+def _(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r):
+    return (
+        torch.empty_like(x),
+        torch.empty_like(grad_h_n),
+        torch.empty_like(grad_c_n),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        w_hh.new_empty(w_hh.shape[:2]),
+        x.new_empty(0) if w_hr is None else torch.empty_like(w_hr),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths = inputs
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, *output[3:])
+
+
+def _autograd_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, h, c, r = ctx.saved_tensors
+
+    def recurrence(x, h0, c0, *weights):
+        return ps.naive_layer(naive_lstm, x, (h0, c0), weights, lengths)
+
+    def kernel(grad_output, grad_h_n, grad_c_n):
+        g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b, g_w_hr = lstm_triton_backward(
+            grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r
+        )
+        biases = [None if b is None else g_b for b in (b_ih, b_hh)]
+        return g_x, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
+
+    inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    likes = (x.new_empty(*x.shape[:2], h.shape[0] * h.shape[-1]), h0, c0)
+    return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n, grad_c_n), likes, kernel), None)
+
+
+lstm_triton.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def lstm_layer(
+    x: Tensor,
+    state: tuple[Tensor, Tensor],
+    weights: list[tuple[Optional[Tensor], ...]],
+    lengths: Optional[Tensor] = None,
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """One LSTM layer, both directions in one launch; the layer op of ``ops.rnn_stack``.
+
+    Args:
+        x: (T, B, I) on CUDA, float32, bfloat16 or float16.
+        state: (h_0 (D, B, P), c_0 (D, B, H)).
+        weights: D tuples (w_ih (4H, I), w_hh (4H, P), b_ih | None, b_hh | None, w_hr (P, H) | None).
+        lengths: (B,) steps of each sequence, or None for all T.
+
+    Returns:
+        output (T, B, D*P), zero past each length; (h_n (D, B, P), c_n (D, B, H)).
+    """
+    stacked = ps.stack_weights(weights)
+    lengths = None if lengths is None else lengths.to(x.device)
+    output, h_n, c_n, *_ = lstm_triton(x.contiguous(), *(s.contiguous() for s in state), *stacked, lengths)
+    return output, (h_n, c_n)

@@ -1,0 +1,376 @@
+"""What the persistent Triton kernels of ``ops/*/triton.py`` share: launch plan, grid barrier, tiles.
+
+One kernel launch runs a whole layer, both directions at once: program ``(i_u, i_d)``
+owns a slice of ``BLOCK_U`` hidden units of direction ``i_d`` for every time step.
+Each step multiplies the previous hidden state (read back from global memory, where
+every program wrote its slice) with the program's slice of ``W_hh``, applies the cell,
+writes its slice of the new state and waits at a grid barrier for the other programs
+of its direction. ``W_hh``'s slice stays in registers across the sequence when it fits
+(``resident``); otherwise it is read tile by tile every step (from L2), so any size runs.
+
+The barrier needs every program of a direction resident at once: the grid never
+exceeds the multiprocessor count, and under ``TRITON_INTERPRET=1`` (programs run one
+after another) each direction is one program.
+
+Dimensions: T steps, B batch, H hidden units, P = proj_size or H, G gates, D directions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from . import triton_interpreting
+from .scan import layer
+
+# Bytes of weights one program may keep in registers (8 warps: 64 registers a thread).
+RESIDENT_BYTES = 64 * 1024
+# Largest tiles of the batch and of a product's reduction when the weights are streamed;
+# tests lower them to cover the tile loops.
+MAX_BLOCK_B = 64
+MAX_BLOCK_K = 64
+# Elements of the activation tiles (batch x reduction, one per gate in the backward) a step reads at once.
+MAX_TILE = 16384
+MIN_BLOCK = 16  # tl.dot's smallest tile side
+# Warps per program. With 4, ptxas spilled registers in most backward kernels compiled for sm_90.
+NUM_WARPS = 8
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@functools.cache
+def multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _pow2(n: int) -> int:
+    return max(MIN_BLOCK, triton.next_power_of_2(n))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Block sizes and grid of one layer's launch (see the module docstring)."""
+
+    programs: int  # per direction, each owning block_u hidden units and block_p projected ones
+    block_u: int
+    block_p: int
+    block_b: int
+    block_k: int  # reduction tile over P: the gate products h W_hh^T, and dh W_hr in the backward
+    block_kh: int  # reduction tile over H: r W_hr^T, and each gate's dg W_hh in the backward
+    resident: bool
+    num_warps: int
+
+
+def plan(hidden: int, proj: int, gates: int, batch: int, directions: int, dtype: torch.dtype, device) -> Plan:
+    """Choose the slicing of ``hidden`` units over programs and whether the weights stay in registers.
+
+    One program holds, per gate, a (P, block_u) slice of W_hh for the forward and an
+    (H, block_p) slice for the backward, plus W_hr's slices with a projection. They stay
+    in registers when they fit ``RESIDENT_BYTES``; the reduction then runs in one tile,
+    and the batch tile shrinks so that the activation tile stays within ``MAX_TILE``.
+    """
+    on_gpu = device.type == "cuda" and not triton_interpreting()
+    programs = max(1, multiprocessors(device) // directions) if on_gpu else 1
+    block_u = _pow2(-(-hidden // programs))
+    programs = -(-hidden // block_u)
+    # without a projection a program's columns of h are its units: the backward relies on it
+    block_p = block_u if proj == hidden else _pow2(-(-proj // programs))
+    full_k, full_kh = _pow2(proj), _pow2(hidden)
+    size = torch.empty((), dtype=dtype).element_size()
+    projection = proj != hidden
+    forward = gates * block_u * full_k + projection * full_kh * block_p
+    backward = gates * full_kh * block_p + projection * full_k * block_u
+    resident = max(forward, backward) * size <= RESIDENT_BYTES
+    block_k, block_kh = (full_k, full_kh) if resident else (min(MAX_BLOCK_K, full_k), min(MAX_BLOCK_K, full_kh))
+    block_b = min(MAX_BLOCK_B, _pow2(batch))
+    while block_b > MIN_BLOCK and block_b * max(block_k, block_kh) * gates > MAX_TILE:
+        block_b //= 2
+    return Plan(programs, block_u, block_p, block_b, block_k, block_kh, resident, NUM_WARPS)
+
+
+def launch(kernel, plan: Plan, dtype: torch.dtype, directions: int, *args, **flags) -> None:
+    """Launch a persistent kernel on grid (programs, directions) with the plan's block sizes.
+
+    Every kernel takes the same trailing constexprs (RESIDENT, BLOCK_B, BLOCK_U, BLOCK_P,
+    BLOCK_K, BLOCK_KH, DOT_DTYPE, PRECISION), used or not.
+    """
+    largest = max(a.numel() for a in args if isinstance(a, Tensor))
+    if largest >= 2**31:
+        raise ValueError(
+            f"the Triton kernels index with 32-bit offsets and a buffer of this layer holds {largest} elements; "
+            "split the batch or the sequence, or use backend='torch'"
+        )
+    dot_dtype, precision = dot_types(dtype)
+    kernel[(plan.programs, directions)](
+        *args,
+        **flags,
+        RESIDENT=plan.resident,
+        BLOCK_B=plan.block_b,
+        BLOCK_U=plan.block_u,
+        BLOCK_P=plan.block_p,
+        BLOCK_K=plan.block_k,
+        BLOCK_KH=plan.block_kh,
+        DOT_DTYPE=dot_dtype,
+        PRECISION=precision,
+        num_warps=plan.num_warps,
+        num_stages=1,  # each step waits on the last: nothing to prefetch, and prefetching costs registers
+    )
+
+
+def dot_types(dtype: torch.dtype) -> tuple[tl.dtype, str]:
+    """The operand type and precision of the kernels' products for inputs of ``dtype``.
+
+    float32 follows ``torch.backends.cudnn.allow_tf32`` as torch.nn's cuDNN RNNs do.
+    The interpreter's bfloat16 product is wrong (numpy has no bfloat16), so there it
+    multiplies in float32.
+    """
+    if dtype == torch.float32:
+        return tl.float32, "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    if dtype == torch.bfloat16:
+        return (tl.float32 if triton_interpreting() else tl.bfloat16), "ieee"
+    return tl.float16, "ieee"
+
+
+@contextlib.contextmanager
+def matmul_precision(dtype: torch.dtype) -> Iterator[None]:
+    """Run the host-side products (input projection, weight gradients) at the kernels' precision."""
+    if dtype != torch.float32:
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def float_copy(t: Tensor) -> Tensor:
+    """A contiguous float32 copy of ``t`` that a kernel may overwrite."""
+    return t.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+
+
+def sync_counters(directions: int, device) -> Tensor:
+    """One zeroed barrier counter per direction."""
+    return torch.zeros(directions, dtype=torch.int32, device=device)
+
+
+def stack_states(states: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
+    """(D, T+1, B, *) buffer of every step's state, the initial ones in place.
+
+    Time t reads its previous state from slot t + d and writes slot t + 1 - d, so the
+    forward direction starts at slot 0 and the reverse one at slot T.
+    """
+    directions = states.shape[0]
+    buffer = states.new_empty(directions, steps + 1, *states.shape[1:], dtype=dtype)
+    buffer[0, 0] = states[0]
+    if directions == 2:
+        buffer[1, steps] = states[1]
+    return buffer
+
+
+def final_states(buffer: Tensor) -> Tensor:
+    """(D, B, *) last states of a ``stack_states`` buffer: slot T forward, slot 0 reverse."""
+    finals = [buffer[0, -1]] + ([buffer[1, 0]] if buffer.shape[0] == 2 else [])
+    return torch.stack(finals)
+
+
+def previous_states(buffer: Tensor, direction: int) -> Tensor:
+    """(T, B, *) the state each time step started from, in time order."""
+    return buffer[direction, :-1] if direction == 0 else buffer[direction, 1:]
+
+
+def stack_weights(weights: list[tuple[Tensor | None, ...]]) -> tuple[Tensor | None, ...]:
+    """The D directions' weight tuples of a layer as one tuple of (D, ...) tensors (None stays None).
+
+    One direction is a view; two are copied side by side (a few microseconds against the recurrence).
+    """
+    if len(weights) == 1:
+        return tuple(None if w is None else w.unsqueeze(0).contiguous() for w in weights[0])
+    return tuple(None if ws[0] is None else torch.stack(ws) for ws in zip(*weights))
+
+
+def naive_layer(op, x: Tensor, state: tuple[Tensor, ...], weights: tuple[Tensor | None, ...], lengths) -> tuple:
+    """``(output, *final_states)`` of the layer in the naive direction ``op``, on stacked (D, ...) weights.
+
+    The forward a double backward replays (``ops/fused.py``).
+    """
+    per_direction = [tuple(None if w is None else w[d] for w in weights) for d in range(state[0].shape[0])]
+    output, finals = layer(op, x, state, per_direction, lengths)
+    return (output, *finals)
+
+
+def input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
+    """(D, T, B, G*H) ``x_t W_ih^T + b_ih`` for every step and direction, one batched product."""
+    steps, batch, features = x.shape
+    flat = x.reshape(1, steps * batch, features).expand(w_ih.shape[0], -1, -1)
+    if b_ih is None:
+        xw = torch.bmm(flat, w_ih.transpose(1, 2))
+    else:
+        xw = torch.baddbmm(b_ih.unsqueeze(1), flat, w_ih.transpose(1, 2))
+    return xw.view(w_ih.shape[0], steps, batch, -1)
+
+
+def layer_gradients(
+    x: Tensor, w_ih: Tensor, states: Tensor, d_xw: Tensor, d_hw: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The gradients a layer's weights and input take from the gates' gradients, as large products.
+
+    Args:
+        x: (T, B, I); w_ih: (D, G*H, I); states: (D, T+1, B, P) from ``stack_states``.
+        d_xw: (D, T, B, G*H) gradient of ``x_t W_ih^T + b_ih``.
+        d_hw: (D, T, B, G*H) gradient of ``h_{t-1} W_hh^T + b_hh``.
+
+    Returns:
+        dx (T, B, I), dW_ih (D, G*H, I), dW_hh (D, G*H, P), db_ih (D, G*H), db_hh (D, G*H).
+    """
+    steps, batch, features = x.shape
+    d_xw_flat = d_xw.reshape(d_xw.shape[0], steps * batch, -1)
+    d_hw_flat = d_hw.reshape(d_hw.shape[0], steps * batch, -1)
+    dx = torch.bmm(d_xw_flat, w_ih).sum(0).view(steps, batch, features)
+    dw_ih = torch.matmul(d_xw_flat.transpose(1, 2), x.reshape(steps * batch, features))
+    previous = torch.stack([previous_states(states, d).reshape(steps * batch, -1) for d in range(states.shape[0])])
+    dw_hh = torch.bmm(d_hw_flat.transpose(1, 2), previous)
+    return dx, dw_ih, dw_hh, d_xw_flat.sum(1), d_hw_flat.sum(1)
+
+
+@triton.jit
+def grid_sync(p_counter, target):
+    """Wait until ``target`` arrivals at the direction's counter; this program's arrival included.
+
+    The CTA barriers order every thread's stores before the release and every later load
+    after the acquire, as a cooperative grid sync does.
+    """
+    tl.debug_barrier()
+    tl.atomic_add(p_counter, 1, sem="release")
+    while tl.atomic_add(p_counter, 0, sem="acquire") < target:
+        pass
+    tl.debug_barrier()
+
+
+@triton.jit
+def time_of(step, T, i_d):
+    """The time index of processing step ``step``: forward walks 0..T-1, reverse T-1..0."""
+    return step + i_d * (T - 1 - 2 * step)
+
+
+@triton.jit
+def alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS: tl.constexpr):
+    """(BLOCK_B,) which rows still run at time t."""
+    if HAS_LENGTHS:
+        b_len = tl.load(p_lengths + rows, mask=row_ok, other=0)
+        return row_ok & (t < b_len)
+    return row_ok
+
+
+@triton.jit
+def load_tile(p_base, rows, row_ok, cols, col_ok, stride):
+    """(len(rows), len(cols)) float32 tile of a row-major matrix; written by other programs, so not L1-cached."""
+    b = tl.load(
+        p_base + rows[:, None] * stride + cols[None, :], row_ok[:, None] & col_ok[None, :], 0.0, cache_modifier=".cg"
+    )
+    return b.to(tl.float32)
+
+
+@triton.jit
+def weight_tile(p_w, ks, k_ok, cols, col_ok, stride_k, stride_n):
+    """(len(ks), len(cols)) tile ``W[ks, cols]`` of a weight with strides (stride_k, stride_n).
+
+    ``h @ W_hh^T`` reads W_hh (N, K) with strides (1, K); ``g @ W_hh`` reads it with (N, 1).
+    """
+    return tl.load(p_w + ks[:, None] * stride_k + cols[None, :] * stride_n, k_ok[:, None] & col_ok[None, :], 0.0)
+
+
+@triton.jit
+def resident_or_load(b_w, p_w, ks, k_ok, cols, col_ok, stride_k, stride_n, RESIDENT: tl.constexpr):
+    """The resident tile ``b_w`` when the weights stay in registers, else ``weight_tile`` read now."""
+    if RESIDENT:
+        b = b_w
+    else:
+        b = weight_tile(p_w, ks, k_ok, cols, col_ok, stride_k, stride_n)
+    return b
+
+
+@triton.jit
+def mma(acc, b_a, b_w, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """acc + b_a @ b_w with float32 accumulation."""
+    return tl.dot(b_a.to(DOT_DTYPE), b_w.to(DOT_DTYPE), acc, input_precision=PRECISION)
+
+
+@triton.jit
+def sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def tanh(x):
+    # 2 sigmoid(2x) - 1, which saturates instead of overflowing
+    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+
+
+@triton.jit
+def backprop_hidden(
+    p_dh,  # (B, N) float32: in, the part of dh_{t-1} that skips the product; out, all of it
+    p_dg,  # (B, *) this step's gradients of h W_hh^T, gate g at columns g*H.., row stride dg_stride
+    p_w,  # (G*H, N) W_hh of this direction, row-major
+    b_w0,  # resident (BLOCK_KH, BLOCK_N) slices W_hh[g*H:(g+1)*H, cols] of gates 0..G-1, or unused
+    b_w1,
+    b_w2,
+    b_w3,
+    cols,
+    col_ok,
+    B,
+    H,
+    N,
+    dg_stride,
+    GATES: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_KH: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """dh_{t-1}[:, cols] += sum over gates g of dg_t[:, g] @ W_hh[g, cols]: the backward's step across time."""
+    for b0 in range(0, B, BLOCK_B):
+        rows = b0 + tl.arange(0, BLOCK_B)
+        row_ok = rows < B
+        acc = load_tile(p_dh, rows, row_ok, cols, col_ok, N)
+        for k0 in range(0, H, BLOCK_KH):
+            ks = k0 + tl.arange(0, BLOCK_KH)
+            k_ok = ks < H
+            w = resident_or_load(b_w0, p_w, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
+            acc = mma(acc, load_tile(p_dg, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
+            if GATES > 1:
+                w = resident_or_load(b_w1, p_w + H * N, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
+                acc = mma(acc, load_tile(p_dg + H, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
+            if GATES > 2:
+                w = resident_or_load(b_w2, p_w + 2 * H * N, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
+                acc = mma(acc, load_tile(p_dg + 2 * H, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
+            if GATES > 3:
+                w = resident_or_load(b_w3, p_w + 3 * H * N, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
+                acc = mma(acc, load_tile(p_dg + 3 * H, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
+        tl.store(p_dh + rows[:, None] * N + cols[None, :], acc, row_ok[:, None] & col_ok[None, :])
+    tl.debug_barrier()  # the next step reads these columns of dh from other threads of the program
+
+
+@triton.jit
+def backward_weights(p_w, cols, col_ok, H, N, GATES: tl.constexpr, BLOCK_KH: tl.constexpr):
+    """The resident slices W_hh[g*H:(g+1)*H, cols] of ``backprop_hidden``; placeholders past GATES."""
+    ks = tl.arange(0, BLOCK_KH)
+    b_w0 = weight_tile(p_w, ks, ks < H, cols, col_ok, N, 1)
+    b_w1 = tl.zeros([1, 1], tl.float32)
+    b_w2 = b_w1
+    b_w3 = b_w1
+    if GATES > 1:
+        b_w1 = weight_tile(p_w + H * N, ks, ks < H, cols, col_ok, N, 1)
+    if GATES > 2:
+        b_w2 = weight_tile(p_w + 2 * H * N, ks, ks < H, cols, col_ok, N, 1)
+    if GATES > 3:
+        b_w3 = weight_tile(p_w + 3 * H * N, ks, ks < H, cols, col_ok, N, 1)
+    return b_w0, b_w1, b_w2, b_w3

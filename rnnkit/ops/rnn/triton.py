@@ -1,0 +1,327 @@
+"""Elman RNN on the GPU: persistent Triton kernels for a whole layer, forward and backward through time.
+
+Dimensions: T steps, B batch, I input features, H hidden units, D directions (both run
+in one launch). ``x @ W_ih^T + b_ih`` for every step is one product before the kernel;
+the kernel runs the recurrence only (``ops/persistent.py`` describes the slicing and the
+barrier). The backward takes the nonlinearity's derivative from the stored states
+(``1 - h^2`` for tanh, ``h > 0`` for ReLU) and writes the pre-activation gradient of
+every step; the weights' gradients are then a few large products.
+"""
+
+from functools import partial
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .. import persistent as ps
+from ..fused import fused_backward
+from .naive import rnn as naive_rnn
+
+NONLINEARITIES = ("tanh", "relu")
+
+
+@triton.jit
+def _rnn_forward_kernel(
+    p_xw,  # (D, T, B, H) W_ih x_t + b_ih
+    p_w_hh,  # (D, H, H)
+    p_b_hh,  # (D, H)
+    p_lengths,  # (B,)
+    p_h,  # (D, T+1, B, H) states, the initial one in place (ps.stack_states)
+    p_out,  # (T, B, D*H)
+    p_sync,  # (D,) int32 zeros
+    T,
+    B,
+    H,
+    RELU: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_U: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_KH: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_u, i_d = tl.program_id(0), tl.program_id(1)
+    n_programs = tl.num_programs(0)
+    D = tl.num_programs(1)
+    units = i_u * BLOCK_U + tl.arange(0, BLOCK_U)
+    unit_ok = units < H
+    p_w = p_w_hh + i_d * H * H
+    ks = tl.arange(0, BLOCK_K)
+    b_w = tl.zeros([1, 1], tl.float32)  # placeholder when the weights are read every step
+    if RESIDENT:  # W_hh[my units, :]^T
+        b_w = ps.weight_tile(p_w, ks, ks < H, units, unit_ok, 1, H)
+    b_b = tl.zeros([BLOCK_U], tl.float32)
+    if HAS_BIAS:
+        b_b = tl.load(p_b_hh + i_d * H + units, unit_ok, 0.0).to(tl.float32)
+    for step in range(T):
+        t = ps.time_of(step, T, i_d)
+        p_h_prev = p_h + (i_d * (T + 1) + t + i_d) * B * H
+        p_h_new = p_h + (i_d * (T + 1) + t + 1 - i_d) * B * H
+        for b0 in range(0, B, BLOCK_B):
+            rows = b0 + tl.arange(0, BLOCK_B)
+            row_ok = rows < B
+            alive = ps.alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS)
+            acc = ps.load_tile(p_xw + (i_d * T + t) * B * H, rows, row_ok, units, unit_ok, H) + b_b[None, :]
+            for k0 in range(0, H, BLOCK_K):
+                kk = k0 + ks
+                k_ok = kk < H
+                w = ps.resident_or_load(b_w, p_w, kk, k_ok, units, unit_ok, 1, H, RESIDENT)
+                acc = ps.mma(acc, ps.load_tile(p_h_prev, rows, row_ok, kk, k_ok, H), w, DOT_DTYPE, PRECISION)
+            if RELU:
+                b_h_new = tl.maximum(acc, 0.0)
+            else:
+                b_h_new = ps.tanh(acc)
+            tile = row_ok[:, None] & unit_ok[None, :]
+            live = alive[:, None] & unit_ok[None, :]
+            b_h_prev = ps.load_tile(p_h_prev, rows, row_ok, units, unit_ok, H)
+            tl.store(p_h_new + rows[:, None] * H + units[None, :], tl.where(live, b_h_new, b_h_prev), tile)
+            tl.store(
+                p_out + (t * B + rows[:, None]) * D * H + i_d * H + units[None, :], tl.where(live, b_h_new, 0.0), tile
+            )
+        ps.grid_sync(p_sync + i_d, (step + 1) * n_programs)
+
+
+@triton.jit
+def _rnn_backward_kernel(
+    p_grad_out,  # (T, B, D*H)
+    p_w_hh,  # (D, H, H)
+    p_lengths,  # (B,)
+    p_h,  # (D, T+1, B, H) states from the forward
+    p_dh,  # (D, B, H) float32: dL/dh_T in, dL/dh_0 out
+    p_dpre,  # (D, T, B, H) out: gradient of the pre-activation
+    p_sync,  # (D,) int32 zeros
+    T,
+    B,
+    H,
+    RELU: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_U: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_KH: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_u, i_d = tl.program_id(0), tl.program_id(1)
+    n_programs = tl.num_programs(0)
+    D = tl.num_programs(1)
+    units = i_u * BLOCK_U + tl.arange(0, BLOCK_U)
+    unit_ok = units < H
+    p_w = p_w_hh + i_d * H * H
+    p_dh_d = p_dh + i_d * B * H
+    b_w = tl.zeros([1, 1], tl.float32)  # placeholder when the weights are read every step
+    if RESIDENT:  # W_hh[:, my units]
+        b_w, _, _, _ = ps.backward_weights(p_w, units, unit_ok, H, H, 1, BLOCK_KH)
+    for step in range(T):
+        t = ps.time_of(T - 1 - step, T, i_d)
+        p_h_new = p_h + (i_d * (T + 1) + t + 1 - i_d) * B * H
+        for b0 in range(0, B, BLOCK_B):
+            rows = b0 + tl.arange(0, BLOCK_B)
+            row_ok = rows < B
+            alive = ps.alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS)
+            tile = row_ok[:, None] & unit_ok[None, :]
+            live = alive[:, None] & unit_ok[None, :]
+            b_dh = ps.load_tile(p_dh_d, rows, row_ok, units, unit_ok, H)
+            b_dh += ps.load_tile(p_grad_out + t * B * D * H + i_d * H, rows, alive, units, unit_ok, D * H)
+            b_h = ps.load_tile(p_h_new, rows, row_ok, units, unit_ok, H)
+            if RELU:
+                d_pre = tl.where(b_h > 0.0, b_dh, 0.0)
+            else:
+                d_pre = b_dh * (1.0 - b_h * b_h)
+            d_pre = tl.where(live, d_pre, 0.0)
+            tl.store(p_dpre + ((i_d * T + t) * B + rows[:, None]) * H + units[None, :], d_pre, tile)
+            tl.store(p_dh_d + rows[:, None] * H + units[None, :], tl.where(live, 0.0, b_dh), tile)
+        ps.grid_sync(p_sync + i_d, (step + 1) * n_programs)
+        ps.backprop_hidden(
+            p_dh_d,
+            p_dpre + (i_d * T + t) * B * H,
+            p_w,
+            b_w,
+            b_w,
+            b_w,
+            b_w,
+            units,
+            unit_ok,
+            B,
+            H,
+            H,
+            H,
+            1,
+            RESIDENT,
+            BLOCK_B,
+            BLOCK_KH,
+            DOT_DTYPE,
+            PRECISION,
+        )
+
+
+def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+    steps, batch, _ = x.shape
+    directions, hidden, _ = w_hh.shape
+    plan = ps.plan(hidden, hidden, 1, batch, directions, x.dtype, x.device)
+    with ps.matmul_precision(x.dtype):
+        xw = ps.input_projection(x, w_ih, b_ih)
+    h = ps.stack_states(h0, steps, x.dtype)
+    output = x.new_empty(steps, batch, directions * hidden)
+    ps.launch(
+        _rnn_forward_kernel,
+        plan,
+        x.dtype,
+        directions,
+        xw,
+        w_hh,
+        xw if b_hh is None else b_hh,
+        xw if lengths is None else lengths,
+        h,
+        output,
+        ps.sync_counters(directions, x.device),
+        steps,
+        batch,
+        hidden,
+        RELU=relu,
+        HAS_BIAS=b_hh is not None,
+        HAS_LENGTHS=lengths is not None,
+    )
+    return output, ps.final_states(h), h
+
+
+def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
+    steps, batch, _ = x.shape
+    directions, hidden, _ = w_hh.shape
+    plan = ps.plan(hidden, hidden, 1, batch, directions, x.dtype, x.device)
+    dh = ps.float_copy(grad_h_n)  # the kernel turns it into the gradient of h0
+    dpre = x.new_empty(directions, steps, batch, hidden)
+    ps.launch(
+        _rnn_backward_kernel,
+        plan,
+        x.dtype,
+        directions,
+        grad_output.contiguous(),
+        w_hh,
+        dpre if lengths is None else lengths,
+        h,
+        dh,
+        dpre,
+        ps.sync_counters(directions, x.device),
+        steps,
+        batch,
+        hidden,
+        RELU=relu,
+        HAS_LENGTHS=lengths is not None,
+    )
+    with ps.matmul_precision(x.dtype):
+        dx, dw_ih, dw_hh, db, _ = ps.layer_gradients(x, w_ih, h, dpre, dpre)
+    return dx, dh.to(x.dtype), dw_ih, dw_hh, db
+
+
+@torch.library.custom_op("rnnkit::rnn_triton", mutates_args=())
+def rnn_triton(
+    x: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor],
+    b_hh: Optional[Tensor],
+    lengths: Optional[Tensor],
+    relu: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One RNN layer, all directions: x (T, B, I), h0 (D, B, H), weights stacked (D, ...).
+
+    Returns output (T, B, D*H), h_n (D, B, H) and the hidden states (D, T+1, B, H) the backward reads.
+    """
+    return _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu)
+
+
+@rnn_triton.register_fake
+def _(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+    steps, batch, _ = x.shape
+    directions, hidden, _ = w_hh.shape
+    return (
+        x.new_empty(steps, batch, directions * hidden),
+        h0.new_empty(directions, batch, hidden),
+        x.new_empty(directions, steps + 1, batch, hidden),
+    )
+
+
+@torch.library.custom_op("rnnkit::rnn_triton_backward", mutates_args=())
+def rnn_triton_backward(
+    grad_output: Tensor,
+    grad_h_n: Tensor,
+    x: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    lengths: Optional[Tensor],
+    h: Tensor,
+    relu: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of ``rnn_triton``: x, h0, w_ih, w_hh, the biases (one tensor)."""
+    return _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu)
+
+
+@rnn_triton_backward.register_fake
+def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
+    return (
+        torch.empty_like(x),
+        torch.empty_like(grad_h_n),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        w_hh.new_empty(w_hh.shape[:2]),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    *tensors, relu = inputs
+    ctx.save_for_backward(*tensors, output[2])
+    ctx.relu = relu
+
+
+def _autograd_backward(ctx, grad_output, grad_h_n, _):
+    x, h0, w_ih, w_hh, b_ih, b_hh, lengths, h = ctx.saved_tensors
+    direction_op = partial(naive_rnn, nonlinearity=NONLINEARITIES[ctx.relu])
+
+    def recurrence(x, h0, *weights):
+        return ps.naive_layer(direction_op, x, (h0,), weights, lengths)
+
+    def kernel(grad_output, grad_h_n):
+        g_x, g_h0, g_w_ih, g_w_hh, g_b = rnn_triton_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, ctx.relu)
+        return g_x, g_h0, g_w_ih, g_w_hh, *(None if b is None else g_b for b in (b_ih, b_hh))
+
+    inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    likes = (x.new_empty(*x.shape[:2], h.shape[0] * h.shape[-1]), h0)
+    return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n), likes, kernel), None, None)
+
+
+rnn_triton.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def rnn_layer(
+    x: Tensor,
+    state: tuple[Tensor],
+    weights: list[tuple[Optional[Tensor], ...]],
+    lengths: Optional[Tensor] = None,
+    nonlinearity: str = "tanh",
+) -> tuple[Tensor, tuple[Tensor]]:
+    """One RNN layer, both directions in one launch; the layer op of ``ops.rnn_stack``.
+
+    Args:
+        x: (T, B, I) on CUDA, float32, bfloat16 or float16; state: (h_0 (D, B, H),).
+        weights: D tuples (w_ih (H, I), w_hh (H, H), b_ih (H,) | None, b_hh (H,) | None).
+        lengths: (B,) steps of each sequence, or None for all T.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+
+    Returns:
+        output (T, B, D*H), zero past each length; (h_n (D, B, H),).
+    """
+    lengths = None if lengths is None else lengths.to(x.device)
+    relu = NONLINEARITIES.index(nonlinearity) == 1
+    output, h_n, _ = rnn_triton(x.contiguous(), state[0].contiguous(), *ps.stack_weights(weights), lengths, relu)
+    return output, (h_n,)

@@ -1,0 +1,316 @@
+"""The Triton backend: layer kernels against the naive ops, as a torch op (compile, export), and its limits.
+
+Without a GPU these run in Triton's interpreter on CPU tensors (``conftest.py`` sets
+``TRITON_INTERPRET=1``), one program per direction; tests marked ``gpu`` run the
+compiled kernels with many programs on CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import ops
+from rnnkit.errors import RNNTypeError
+from rnnkit.modules import GATES
+
+from .utils import assert_close, relative_error
+
+pytestmark = pytest.mark.skipif(
+    ops.unavailable_reason("triton") is not None, reason=f"triton backend: {ops.unavailable_reason('triton')}"
+)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Unit roundoff of the low-precision dtypes.
+ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+
+
+def layer_inputs(mode, *, steps=5, batch=3, features=4, hidden=6, proj=0, bias=True, directions=2, seed=0):
+    """float64 inputs of one layer op: x (T, B, I), states (D, B, *), D weight tuples; scaled like torch's init."""
+    g = torch.Generator().manual_seed(seed)
+    out = proj or hidden
+    gates = GATES[mode] * hidden
+
+    def rand(*shape, scale=hidden**-0.5):
+        return (torch.rand(*shape, dtype=torch.float64, generator=g) * 2 - 1) * scale
+
+    x = rand(steps, batch, features, scale=1.0)
+    states = [rand(directions, batch, out, scale=0.5)]
+    if mode == "LSTM":
+        states.append(rand(directions, batch, hidden, scale=0.5))
+    weights = []
+    for _ in range(directions):
+        w = [rand(gates, features), rand(gates, out), rand(gates) if bias else None, rand(gates) if bias else None]
+        if mode == "LSTM":
+            w.append(rand(out, hidden) if proj else None)
+        weights.append(tuple(w))
+    return x, tuple(states), weights
+
+
+def run_layer(backend, mode, x, states, weights, lengths, dtype, upstream_seed=1):
+    """Outputs and every gradient of one layer op after one backward with random upstream gradients."""
+    cast = [t.to(DEVICE, dtype).requires_grad_() for t in (x, *states)]
+    cast_weights = [tuple(None if w is None else w.to(DEVICE, dtype).requires_grad_() for w in ws) for ws in weights]
+    leaves = cast + [w for ws in cast_weights for w in ws if w is not None]
+    output, final = ops.layer_op(mode, backend)(cast[0], tuple(cast[1:]), cast_weights, lengths)
+    results = (output, *final)
+    g = torch.Generator().manual_seed(upstream_seed)
+    upstream = [torch.randn(r.shape, dtype=torch.float64, generator=g).to(DEVICE, dtype) for r in results]
+    grads = torch.autograd.grad(results, leaves, upstream)
+    names = ["output", *(f"final {i}" for i in range(len(final)))]
+    names += ["grad x", *(f"grad state {i}" for i in range(len(states)))]
+    names += [f"grad {n}[{d}]" for d, ws in enumerate(cast_weights) for n, w in zip(WEIGHT_NAMES, ws) if w is not None]
+    return dict(zip(names, [r.detach() for r in results] + list(grads), strict=True))
+
+
+WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+LAYER_CASES = [
+    pytest.param(
+        mode,
+        proj,
+        bias,
+        lengths,
+        directions,
+        id=f"{mode}-P{proj}-{'bias' if bias else 'nobias'}-{'len' if lengths else 'full'}-D{directions}",
+    )
+    for mode in GATES
+    for proj in ([0, 4] if mode == "LSTM" else [0])
+    for bias, lengths, directions in [(True, None, 1), (True, [5, 1, 3], 2), (False, [2, 5, 5], 2), (True, None, 2)]
+]
+
+
+@pytest.mark.parametrize(("mode", "proj", "bias", "lengths", "directions"), LAYER_CASES)
+def test_layer_matches_naive(mode, proj, bias, lengths, directions):
+    x, states, weights = layer_inputs(mode, proj=proj, bias=bias, directions=directions)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
+    actual = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
+    for name, e in expected.items():
+        assert_close(name, actual[name].cpu(), e.float().cpu())
+
+
+@pytest.mark.parametrize("mode", list(GATES))
+def test_tiled_path_matches_naive(mode, monkeypatch):
+    """Weights read tile by tile every step, several reduction and batch tiles, ragged edges."""
+    from rnnkit.ops import persistent
+
+    monkeypatch.setattr(persistent, "RESIDENT_BYTES", 0)
+    monkeypatch.setattr(persistent, "MAX_BLOCK_K", 16)
+    monkeypatch.setattr(persistent, "MAX_BLOCK_B", 16)
+    proj = 24 if mode == "LSTM" else 0
+    x, states, weights = layer_inputs(mode, steps=3, batch=20, features=5, hidden=40, proj=proj)
+    plan = persistent.plan(40, proj or 40, GATES[mode], 20, 2, torch.float32, torch.device(DEVICE))
+    assert not plan.resident and plan.block_k == 16 and plan.block_b == 16
+    lengths = torch.tensor([3, 1, 2, 3] * 5)
+    expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
+    actual = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
+    for name, e in expected.items():
+        assert_close(name, actual[name].cpu(), e.float().cpu())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("mode", list(GATES))
+def test_low_precision_within_the_naive_ops_error(mode, dtype):
+    """fp16/bf16 against float64: no worse than twice the naive ops' own error in that dtype, plus one roundoff.
+
+    Both round every stored state and product input to the dtype; the kernels accumulate
+    in float32, so they should not lose more. A fixed bound would not do for ReLU, whose
+    derivative jumps: rounding flips units near zero in the naive ops as well.
+    """
+    x, states, weights = layer_inputs(mode, steps=8, batch=5, features=8, hidden=24, proj=16 * (mode == "LSTM"))
+    lengths = torch.tensor([8, 3, 7, 1, 8])
+    exact = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
+    naive = run_layer("naive", mode, x, states, weights, lengths, dtype)
+    kernel = run_layer("triton", mode, x, states, weights, lengths, dtype)
+    for name, e in exact.items():
+        bound = 2 * relative_error(naive[name], e) + ROUNDOFF[dtype]
+        error = relative_error(kernel[name], e)
+        assert error <= bound, f"{name}: relative error {error:.2e} > {bound:.2e}"
+
+
+def make_model(cls=rnnkit.LSTM, **kwargs):
+    torch.manual_seed(0)
+    return cls(5, 7, num_layers=2, bidirectional=True, backend="triton", device=DEVICE, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
+def test_torch_compile_traces_without_graph_breaks(cls):
+    model = make_model(cls)
+    x = torch.randn(6, 3, 5, device=DEVICE, requires_grad=True)
+    compiled_model = torch.compile(model, backend="aot_eager", fullgraph=True)
+    eager_out, _ = model(x, lengths=[6, 2, 4])
+    compiled_out, _ = compiled_model(x, lengths=[6, 2, 4])
+    torch.testing.assert_close(compiled_out, eager_out)
+    (eager_grad,) = torch.autograd.grad(eager_out.sum(), x)
+    (compiled_grad,) = torch.autograd.grad(compiled_out.sum(), x)
+    torch.testing.assert_close(compiled_grad, eager_grad)
+
+
+def test_torch_export():
+    model = make_model(proj_size=3)
+    x = torch.randn(6, 3, 5, device=DEVICE)
+    program = torch.export.export(model, (x,))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert "rnnkit.lstm_triton.default" in targets
+    torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_backward_in_eval_mode():
+    """cuDNN refuses 'RNN backward can only be called in training mode'; the kernels do not."""
+    model = make_model(rnnkit.GRU, dropout=0.5).eval()
+    x = torch.randn(4, 2, 5, device=DEVICE, requires_grad=True)
+    output, h_n = model(x)
+    (output.sum() + h_n.sum()).backward()
+    reference = make_model(rnnkit.GRU, dropout=0.5).eval()
+    reference.backend = "naive"
+    x_ref = x.detach().clone().requires_grad_()
+    output_ref, h_n_ref = reference(x_ref)
+    (output_ref.sum() + h_n_ref.sum()).backward()
+    assert_close("grad x", x.grad, x_ref.grad)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_double_backward_replays_naive_with_a_note(mode):
+    x, states, weights = layer_inputs(mode, proj=4 * (mode == "LSTM"))
+    lengths = torch.tensor([4, 1, 2])
+    leaves = [t.float().to(DEVICE).requires_grad_() for t in (x, *states)]
+    cast = [tuple(None if w is None else w.float().to(DEVICE).requires_grad_() for w in ws) for ws in weights]
+    inputs = leaves + [w for ws in cast for w in ws if w is not None]
+
+    def grad_of_sum(backend):
+        output, final = ops.layer_op(mode, backend)(leaves[0], tuple(leaves[1:]), cast, lengths)
+        loss = sum((o * o).sum() for o in (output, *final))
+        return torch.autograd.grad(loss, inputs, create_graph=True)
+
+    with pytest.warns(UserWarning, match="recomputes the forward with the naive ops"):
+        first = grad_of_sum("triton")
+    second = torch.autograd.grad(sum(g.sum() for g in first), inputs)
+    expected = torch.autograd.grad(sum(g.sum() for g in grad_of_sum("naive")), inputs)
+    for i, (a, e) in enumerate(zip(second, expected, strict=True)):
+        assert_close(f"second derivative {i}", a, e)
+
+
+def test_gradients_are_deterministic():
+    """Bit-identical across runs: no atomics in any accumulation, a fixed reduction order."""
+    x, states, weights = layer_inputs("LSTM", proj=4, batch=17)
+    lengths = torch.tensor([5, 1, 3] * 5 + [2, 4])
+    first = run_layer("triton", "LSTM", x, states, weights, lengths, torch.float32)
+    second = run_layer("triton", "LSTM", x, states, weights, lengths, torch.float32)
+    for name, a in first.items():
+        assert torch.equal(a, second[name]), name
+
+
+def test_unsupported_dtype_names_what_to_use():
+    model = rnnkit.LSTM(3, 4, backend="triton", dtype=torch.float64, device=DEVICE)
+    with pytest.raises(
+        RNNTypeError, match=r"float32, bfloat16 and float16 .* got torch.float64 .* backend='auto' or 'torch'"
+    ):
+        model(torch.randn(5, 2, 3, dtype=torch.float64, device=DEVICE))
+
+
+def test_without_cuda_the_backend_says_which_ones_work(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "torch.cuda.is_available() is False" in ops.unavailable_reason("triton")
+    with pytest.raises(RuntimeError, match=r"backend='triton' is not available: .*CUDA.* use one of 'auto', 'naive'"):
+        rnnkit.GRU(3, 4, backend="triton")
+
+
+def test_cells_use_torchs_cell_kernels():
+    cell = rnnkit.LSTMCell(3, 4, backend="triton", device=DEVICE)
+    reference = torch.nn.LSTMCell(3, 4, device=DEVICE)
+    reference.load_state_dict(cell.state_dict())
+    x = torch.randn(2, 3, device=DEVICE)
+    for a, e in zip(cell(x), reference(x), strict=True):
+        assert_close("cell state", a, e)
+
+
+def test_plan_fits_the_grid_on_the_multiprocessors(monkeypatch):
+    """Every program of a direction must be resident at once for the barrier; units never split unevenly."""
+    from rnnkit.ops import persistent
+
+    monkeypatch.setattr(persistent, "triton_interpreting", lambda: False)
+    monkeypatch.setattr(persistent, "multiprocessors", lambda device: 132)
+    cuda = torch.device("cuda")
+    for hidden, proj, gates, directions in itertools.product([1, 40, 128, 1000, 4096], [0, 17], [1, 3, 4], [1, 2]):
+        proj = proj if gates == 4 and proj < hidden else hidden
+        plan = persistent.plan(hidden, proj, gates, 8, directions, torch.bfloat16, cuda)
+        assert plan.programs * directions <= 132
+        assert plan.programs * plan.block_u >= hidden and (plan.programs - 1) * plan.block_u < hidden
+        assert plan.programs * plan.block_p >= proj
+        if proj == hidden:
+            assert plan.block_p == plan.block_u
+    assert persistent.plan(256, 256, 4, 8, 1, torch.float32, cuda).resident
+    assert not persistent.plan(4096, 4096, 4, 8, 1, torch.float32, cuda).resident
+
+
+# --- on a GPU: many programs, the barrier, the precision the issue asks for ------------------------
+
+GPU_SIZES = [
+    pytest.param(mode, hidden, proj, id=f"{mode}-H{hidden}-P{proj}")
+    for mode, hidden, proj in [
+        ("LSTM", 128, 0),
+        ("LSTM", 512, 0),
+        ("LSTM", 1024, 0),
+        ("LSTM", 2048, 0),
+        ("LSTM", 300, 100),
+        ("GRU", 256, 0),
+        ("GRU", 1024, 0),
+        ("RNN_TANH", 512, 0),
+        ("RNN_RELU", 200, 0),
+    ]
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("mode", "hidden", "proj"), GPU_SIZES)
+def test_gpu_fp32_matches_float64(mode, hidden, proj, monkeypatch):
+    """TF32 off: relative error <= 1e-5 on outputs and states, <= 1e-4 on gradients, against naive in float64."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    x, states, weights = layer_inputs(mode, steps=33, batch=19, features=64, hidden=hidden, proj=proj)
+    lengths = torch.randint(1, 34, (19,), generator=torch.Generator().manual_seed(0))
+    lengths[0] = 33
+    expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
+    actual = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
+    for name, e in expected.items():
+        error = relative_error(actual[name], e)
+        assert error <= (1e-4 if name.startswith("grad") else 1e-5), f"{name}: relative error {error:.2e}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize(("mode", "hidden", "proj"), GPU_SIZES[:3] + GPU_SIZES[5:7])
+def test_gpu_low_precision_within_the_naive_ops_error(mode, hidden, proj, dtype):
+    x, states, weights = layer_inputs(mode, steps=33, batch=19, features=64, hidden=hidden, proj=proj)
+    lengths = torch.randint(1, 34, (19,), generator=torch.Generator().manual_seed(0))
+    exact = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
+    naive = run_layer("naive", mode, x, states, weights, lengths, dtype)
+    kernel = run_layer("triton", mode, x, states, weights, lengths, dtype)
+    for name, e in exact.items():
+        bound = 2 * relative_error(naive[name], e) + ROUNDOFF[dtype]
+        error = relative_error(kernel[name], e)
+        assert error <= bound, f"{name}: relative error {error:.2e} > {bound:.2e}"
+
+
+TRITON_BIN = Path(importlib.util.find_spec("triton").origin).parent / "backends" / "nvidia" / "bin"
+
+
+@pytest.mark.skipif(not (TRITON_BIN / "ptxas").exists(), reason="this triton has no ptxas of its own")
+def test_kernels_compile_for_the_h100():
+    """The interpreter runs any Python; this compiles every kernel with Triton's ptxas for sm_90, no GPU needed."""
+    script = Path(__file__).parents[1] / "benchmarks" / "triton_resources.py"
+    configs = ["lstm:40:40:3:2:fp32", "lstm:64:24:17:1:bf16", "gru:48:48:5:2:fp16", "rnn:1100:1100:70:1:fp32"]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(script.parents[1])
+    done = subprocess.run([sys.executable, str(script), *configs], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("REG:") == 2 * len(configs), done.stdout
