@@ -314,6 +314,7 @@ def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
 
 
 def _setup_context(ctx, inputs, output) -> None:
+    ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
     ctx.save_for_backward(*inputs, *output[2:])
 
 

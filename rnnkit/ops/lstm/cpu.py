@@ -55,6 +55,7 @@ def _fake_backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths
 
 
 def _setup_context(ctx, inputs, output) -> None:
+    ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
     *tensors, lengths, reverse = inputs
     ctx.save_for_backward(*tensors, lengths, *output[3:])
     ctx.reverse = reverse

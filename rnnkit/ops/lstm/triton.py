@@ -430,6 +430,7 @@ def _(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c
 
 
 def _setup_context(ctx, inputs, output) -> None:
+    ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths = inputs
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, *output[3:])
 

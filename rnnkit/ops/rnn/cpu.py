@@ -38,6 +38,7 @@ def _fake_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, reverse, relu,
 
 
 def _setup_context(ctx, inputs, output) -> None:
+    ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
     *tensors, lengths, reverse, relu = inputs
     ctx.save_for_backward(*tensors, lengths, output[0], output[2])
     ctx.reverse, ctx.relu = reverse, relu

@@ -279,6 +279,7 @@ def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
 
 
 def _setup_context(ctx, inputs, output) -> None:
+    ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
     *tensors, relu = inputs
     ctx.save_for_backward(*tensors, output[2])
     ctx.relu = relu
