@@ -28,7 +28,6 @@ os.environ.pop("TRITON_INTERPRET", None)  # compile real kernels, not interprete
 
 import torch
 import triton
-import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -73,21 +72,11 @@ def signature(kernel, dtype: str, constants: dict) -> dict[str, str]:
 
 def resources(kernel, dtype: str, plan: persistent.Plan, arch: int, flags: dict) -> str:
     """Compile ``kernel`` for ``sm_<arch>`` with the plan's constants; its resource usage as printed by cuobjdump."""
-    dot_dtype = {"fp32": tl.float32, "bf16": tl.bfloat16, "fp16": tl.float16}[dtype]
-    constants = dict(
-        flags,
-        RESIDENT=plan.resident,
-        BLOCK_B=plan.block_b,
-        BLOCK_U=plan.block_u,
-        BLOCK_P=plan.block_p,
-        BLOCK_K=plan.block_k,
-        BLOCK_KH=plan.block_kh,
-        DOT_DTYPE=dot_dtype,
-        PRECISION="tf32" if dtype == "fp32" else "ieee",
-    )
-    constants = {k: v for k, v in constants.items() if k in kernel.arg_names}
+    constants = {
+        k: v for k, v in {**flags, **persistent.constants(plan, DTYPES[dtype])}.items() if k in kernel.arg_names
+    }
     source = ASTSource(kernel, signature(kernel, dtype, constants), constants)
-    options = {"num_warps": plan.num_warps, "num_stages": 1}
+    options = {"num_warps": plan.num_warps, "num_stages": persistent.NUM_STAGES}
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:

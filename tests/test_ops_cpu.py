@@ -10,7 +10,7 @@ from rnnkit import ops
 from rnnkit.ops import compiled
 
 from .test_naive import CASES, direction_inputs
-from .utils import assert_close
+from .utils import assert_close, assert_compiles_like_eager
 
 pytestmark = pytest.mark.skipif(
     compiled.unavailable_reason() is not None, reason=f"compiled CPU backend: {compiled.unavailable_reason()}"
@@ -71,15 +71,7 @@ def make_model(cls=rnnkit.LSTM, **kwargs):
 
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
 def test_torch_compile_traces_without_graph_breaks(cls):
-    model = make_model(cls)
-    x = torch.randn(6, 3, 5, requires_grad=True)
-    compiled_model = torch.compile(model, backend="aot_eager", fullgraph=True)
-    eager_out, _ = model(x, lengths=[6, 2, 4])
-    compiled_out, _ = compiled_model(x, lengths=[6, 2, 4])
-    torch.testing.assert_close(compiled_out, eager_out)
-    (eager_grad,) = torch.autograd.grad(eager_out.sum(), x)
-    (compiled_grad,) = torch.autograd.grad(compiled_out.sum(), x)
-    torch.testing.assert_close(compiled_grad, eager_grad)
+    assert_compiles_like_eager(make_model(cls), torch.randn(6, 3, 5, requires_grad=True))
 
 
 def test_torch_export():

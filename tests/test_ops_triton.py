@@ -22,7 +22,7 @@ from rnnkit import ops
 from rnnkit.errors import RNNTypeError
 from rnnkit.modules import GATES
 
-from .utils import assert_close, relative_error
+from .utils import assert_close, assert_compiles_like_eager, relative_error
 
 pytestmark = pytest.mark.skipif(
     ops.unavailable_reason("triton") is not None, reason=f"triton backend: {ops.unavailable_reason('triton')}"
@@ -125,7 +125,11 @@ def test_low_precision_within_the_naive_ops_error(mode, dtype):
     derivative jumps: rounding flips units near zero in the naive ops as well.
     """
     x, states, weights = layer_inputs(mode, steps=8, batch=5, features=8, hidden=24, proj=16 * (mode == "LSTM"))
-    lengths = torch.tensor([8, 3, 7, 1, 8])
+    check_low_precision(mode, x, states, weights, torch.tensor([8, 3, 7, 1, 8]), dtype)
+
+
+def check_low_precision(mode, x, states, weights, lengths, dtype):
+    """The kernels' relative error against float64 within twice the naive ops' in ``dtype``, plus one roundoff."""
     exact = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
     naive = run_layer("naive", mode, x, states, weights, lengths, dtype)
     kernel = run_layer("triton", mode, x, states, weights, lengths, dtype)
@@ -142,15 +146,7 @@ def make_model(cls=rnnkit.LSTM, **kwargs):
 
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
 def test_torch_compile_traces_without_graph_breaks(cls):
-    model = make_model(cls)
-    x = torch.randn(6, 3, 5, device=DEVICE, requires_grad=True)
-    compiled_model = torch.compile(model, backend="aot_eager", fullgraph=True)
-    eager_out, _ = model(x, lengths=[6, 2, 4])
-    compiled_out, _ = compiled_model(x, lengths=[6, 2, 4])
-    torch.testing.assert_close(compiled_out, eager_out)
-    (eager_grad,) = torch.autograd.grad(eager_out.sum(), x)
-    (compiled_grad,) = torch.autograd.grad(compiled_out.sum(), x)
-    torch.testing.assert_close(compiled_grad, eager_grad)
+    assert_compiles_like_eager(make_model(cls), torch.randn(6, 3, 5, device=DEVICE, requires_grad=True))
 
 
 def test_torch_export():
@@ -292,13 +288,7 @@ def test_gpu_fp32_matches_float64(mode, hidden, proj, monkeypatch):
 def test_gpu_low_precision_within_the_naive_ops_error(mode, hidden, proj, dtype):
     x, states, weights = layer_inputs(mode, steps=33, batch=19, features=64, hidden=hidden, proj=proj)
     lengths = torch.randint(1, 34, (19,), generator=torch.Generator().manual_seed(0))
-    exact = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
-    naive = run_layer("naive", mode, x, states, weights, lengths, dtype)
-    kernel = run_layer("triton", mode, x, states, weights, lengths, dtype)
-    for name, e in exact.items():
-        bound = 2 * relative_error(naive[name], e) + ROUNDOFF[dtype]
-        error = relative_error(kernel[name], e)
-        assert error <= bound, f"{name}: relative error {error:.2e} > {bound:.2e}"
+    check_low_precision(mode, x, states, weights, lengths, dtype)
 
 
 TRITON_BIN = Path(importlib.util.find_spec("triton").origin).parent / "backends" / "nvidia" / "bin"

@@ -41,6 +41,18 @@ def relative_error(actual: Tensor, expected: Tensor) -> float:
     return difference / scale if scale > 0 else difference
 
 
+def assert_compiles_like_eager(model: nn.Module, x: Tensor) -> None:
+    """torch.compile (aot_eager, fullgraph: no graph break) gives eager's output and input gradient, with lengths."""
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    lengths = [x.shape[0], 2, 4]
+    eager_out, _ = model(x, lengths=lengths)
+    compiled_out, _ = compiled(x, lengths=lengths)
+    torch.testing.assert_close(compiled_out, eager_out)
+    (eager_grad,) = torch.autograd.grad(eager_out.sum(), x)
+    (compiled_grad,) = torch.autograd.grad(compiled_out.sum(), x)
+    torch.testing.assert_close(compiled_grad, eager_grad)
+
+
 MODES = {
     "LSTM": (rnnkit.LSTM, nn.LSTM, {}),
     "GRU": (rnnkit.GRU, nn.GRU, {}),

@@ -41,6 +41,8 @@ MAX_TILE = 16384
 MIN_BLOCK = 16  # tl.dot's smallest tile side
 # Warps per program. With 4, ptxas spilled registers in most backward kernels compiled for sm_90.
 NUM_WARPS = 8
+# Each step waits on the last: nothing to prefetch, and software pipelining costs registers.
+NUM_STAGES = 1
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -94,22 +96,10 @@ def plan(hidden: int, proj: int, gates: int, batch: int, directions: int, dtype:
     return Plan(programs, block_u, block_p, block_b, block_k, block_kh, resident, NUM_WARPS)
 
 
-def launch(kernel, plan: Plan, dtype: torch.dtype, directions: int, *args, **flags) -> None:
-    """Launch a persistent kernel on grid (programs, directions) with the plan's block sizes.
-
-    Every kernel takes the same trailing constexprs (RESIDENT, BLOCK_B, BLOCK_U, BLOCK_P,
-    BLOCK_K, BLOCK_KH, DOT_DTYPE, PRECISION), used or not.
-    """
-    largest = max(a.numel() for a in args if isinstance(a, Tensor))
-    if largest >= 2**31:
-        raise ValueError(
-            f"the Triton kernels index with 32-bit offsets and a buffer of this layer holds {largest} elements; "
-            "split the batch or the sequence, or use backend='torch'"
-        )
+def constants(plan: Plan, dtype: torch.dtype) -> dict:
+    """The constexprs every kernel takes last, used or not: the plan's block sizes and the product's types."""
     dot_dtype, precision = dot_types(dtype)
-    kernel[(plan.programs, directions)](
-        *args,
-        **flags,
+    return dict(
         RESIDENT=plan.resident,
         BLOCK_B=plan.block_b,
         BLOCK_U=plan.block_u,
@@ -118,8 +108,23 @@ def launch(kernel, plan: Plan, dtype: torch.dtype, directions: int, *args, **fla
         BLOCK_KH=plan.block_kh,
         DOT_DTYPE=dot_dtype,
         PRECISION=precision,
+    )
+
+
+def launch(kernel, plan: Plan, dtype: torch.dtype, directions: int, *args, **flags) -> None:
+    """Launch a persistent kernel on grid (programs, directions) with the plan's ``constants``."""
+    largest = max(a.numel() for a in args if isinstance(a, Tensor))
+    if largest >= 2**31:
+        raise ValueError(
+            f"the Triton kernels index with 32-bit offsets and a buffer of this layer holds {largest} elements; "
+            "split the batch or the sequence, or use backend='torch'"
+        )
+    kernel[(plan.programs, directions)](
+        *args,
+        **flags,
+        **constants(plan, dtype),
         num_warps=plan.num_warps,
-        num_stages=1,  # each step waits on the last: nothing to prefetch, and prefetching costs registers
+        num_stages=NUM_STAGES,
     )
 
 
