@@ -10,7 +10,7 @@ from rnnkit import ops
 from rnnkit.ops import compiled
 
 from .test_naive import CASES, direction_inputs
-from .utils import assert_close, assert_compiles_like_eager
+from .utils import assert_accumulates_like_naive, assert_close, assert_compiles_like_eager
 
 pytestmark = pytest.mark.skipif(
     compiled.unavailable_reason() is not None, reason=f"compiled CPU backend: {compiled.unavailable_reason()}"
@@ -72,6 +72,11 @@ def make_model(cls=rnnkit.LSTM, **kwargs):
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
 def test_torch_compile_traces_without_graph_breaks(cls):
     assert_compiles_like_eager(make_model(cls), torch.randn(6, 3, 5, requires_grad=True))
+
+
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
+def test_gradients_accumulate_and_clip_like_naive(cls):
+    assert_accumulates_like_naive(make_model(cls), make_model(cls), torch.randn(4, 3, 5))
 
 
 def test_torch_export():

@@ -22,7 +22,7 @@ from rnnkit import ops
 from rnnkit.errors import RNNTypeError
 from rnnkit.modules import GATES
 
-from .utils import assert_close, assert_compiles_like_eager, relative_error
+from .utils import assert_accumulates_like_naive, assert_close, assert_compiles_like_eager, relative_error
 
 pytestmark = pytest.mark.skipif(
     ops.unavailable_reason("triton") is not None, reason=f"triton backend: {ops.unavailable_reason('triton')}"
@@ -191,6 +191,11 @@ def test_double_backward_replays_naive_with_a_note(mode):
     expected = torch.autograd.grad(sum(g.sum() for g in grad_of_sum("naive")), inputs)
     for i, (a, e) in enumerate(zip(second, expected, strict=True)):
         assert_close(f"second derivative {i}", a, e)
+
+
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
+def test_gradients_accumulate_and_clip_like_naive(cls):
+    assert_accumulates_like_naive(make_model(cls), make_model(cls), torch.randn(4, 3, 5, device=DEVICE))
 
 
 def test_gradients_are_deterministic():

@@ -53,6 +53,22 @@ def assert_compiles_like_eager(model: nn.Module, x: Tensor) -> None:
     torch.testing.assert_close(compiled_grad, eager_grad)
 
 
+def assert_accumulates_like_naive(model: nn.Module, twin: nn.Module, x: Tensor) -> None:
+    """Two backward passes and a gradient clip on ``model`` give its same-weight ``twin``'s .grad on naive.
+
+    Catches parameters whose .grad share memory (a clip or an accumulation then hits them twice).
+    """
+    twin.backend = "naive"
+    for m in (model, twin):
+        for _ in range(2):
+            output, _ = m(x, lengths=[x.shape[0], 1, 3])
+            output.square().sum().backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 0.1)
+    grads = dict(model.named_parameters())
+    for name, p in twin.named_parameters():
+        assert_close(f"accumulated, clipped grad {name}", grads[name].grad, p.grad)
+
+
 MODES = {
     "LSTM": (rnnkit.LSTM, nn.LSTM, {}),
     "GRU": (rnnkit.GRU, nn.GRU, {}),

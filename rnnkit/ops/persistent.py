@@ -112,20 +112,29 @@ def constants(plan: Plan, dtype: torch.dtype) -> dict:
 
 
 def launch(kernel, plan: Plan, dtype: torch.dtype, directions: int, *args, **flags) -> None:
-    """Launch a persistent kernel on grid (programs, directions) with the plan's ``constants``."""
-    largest = max(a.numel() for a in args if isinstance(a, Tensor))
+    """Launch a persistent kernel on grid (programs, directions) with the plan's ``constants``, on the tensors' GPU."""
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    if not all(t.is_contiguous() for t in tensors):
+        raise ValueError("the Triton kernels read and write dense row-major tensors only")
+    largest = max(t.numel() for t in tensors)
     if largest >= 2**31:
         raise ValueError(
             f"the Triton kernels index with 32-bit offsets and a buffer of this layer holds {largest} elements; "
             "split the batch or the sequence, or use backend='torch'"
         )
-    kernel[(plan.programs, directions)](
-        *args,
-        **flags,
-        **constants(plan, dtype),
-        num_warps=plan.num_warps,
-        num_stages=NUM_STAGES,
-    )
+    device = tensors[0].device
+    # A cooperative launch makes the driver refuse a grid whose programs cannot all be resident
+    # (another process holding SMs, say) instead of letting the barrier wait forever.
+    cooperative = {} if triton_interpreting() else {"launch_cooperative_grid": True}
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        kernel[(plan.programs, directions)](
+            *args,
+            **flags,
+            **constants(plan, dtype),
+            num_warps=plan.num_warps,
+            num_stages=NUM_STAGES,
+            **cooperative,
+        )
 
 
 def dot_types(dtype: torch.dtype) -> tuple[tl.dtype, str]:
@@ -154,6 +163,11 @@ def matmul_precision(dtype: torch.dtype) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def contiguous(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The kernels' inputs in the dense row-major layout their offsets assume (None stays None)."""
+    return tuple(None if t is None else t.contiguous() for t in tensors)
 
 
 def float_copy(t: Tensor) -> Tensor:
@@ -315,8 +329,11 @@ def sigmoid(x):
 
 @triton.jit
 def tanh(x):
-    # 2 sigmoid(2x) - 1, which saturates instead of overflowing
-    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+    # 2 sigmoid(2x) - 1 saturates instead of overflowing, but cancels near 0 (absolute error
+    # ~1e-7): there the series x - x^3/3 + 2x^5/15, exact to float32 for |x| < 0.05.
+    x2 = x * x
+    series = x * (1.0 - x2 * (1.0 / 3.0 - x2 * (2.0 / 15.0)))
+    return tl.where(tl.abs(x) < 0.05, series, 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0)
 
 
 @triton.jit

@@ -195,6 +195,7 @@ def _gru_backward_kernel(
 
 
 def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+    x, h0, w_ih, w_hh, b_ih, b_hh, lengths = ps.contiguous(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
     steps, batch, _ = x.shape
     directions, _, hidden = w_hh.shape
     plan = ps.plan(hidden, hidden, GATES, batch, directions, x.dtype, x.device)
@@ -226,6 +227,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
 
 
 def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
+    grad_output, x, w_ih, w_hh, lengths = ps.contiguous(grad_output, x, w_ih, w_hh, lengths)
     steps, batch, _ = x.shape
     directions, _, hidden = w_hh.shape
     plan = ps.plan(hidden, hidden, GATES, batch, directions, x.dtype, x.device)
@@ -236,7 +238,7 @@ def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
         plan,
         x.dtype,
         directions,
-        grad_output.contiguous(),
+        grad_output,
         w_hh,
         dgates if lengths is None else lengths,
         h,
@@ -304,8 +306,8 @@ def gru_triton_backward(
 @gru_triton_backward.register_fake
 def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
     return (
-        torch.empty_like(x),
-        torch.empty_like(grad_h_n),
+        x.new_empty(x.shape),
+        grad_h_n.new_empty(grad_h_n.shape),
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),
         w_hh.new_empty(w_hh.shape[:2]),
@@ -355,5 +357,5 @@ def gru_layer(
         output (T, B, D*H), zero past each length; (h_n (D, B, H),).
     """
     lengths = None if lengths is None else lengths.to(x.device)
-    output, h_n, *_ = gru_triton(x.contiguous(), state[0].contiguous(), *ps.stack_weights(weights), lengths)
+    output, h_n, *_ = gru_triton(x, state[0], *ps.stack_weights(weights), lengths)
     return output, (h_n,)

@@ -284,6 +284,7 @@ def _lstm_backward_kernel(
 
 
 def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths = ps.contiguous(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
     steps, batch, _ = x.shape
     directions, gate_rows, proj = w_hh.shape
     hidden = gate_rows // GATES
@@ -323,6 +324,7 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
 
 
 def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r):
+    grad_output, x, w_ih, w_hh, w_hr, lengths = ps.contiguous(grad_output, x, w_ih, w_hh, w_hr, lengths)
     steps, batch, _ = x.shape
     directions, gate_rows, proj = w_hh.shape
     hidden = gate_rows // GATES
@@ -336,7 +338,7 @@ def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gat
         plan,
         x.dtype,
         directions,
-        grad_output.contiguous(),
+        grad_output,
         w_hh,
         dgates if w_hr is None else w_hr,
         dgates if lengths is None else lengths,
@@ -419,9 +421,9 @@ def lstm_triton_backward(
 @lstm_triton_backward.register_fake
 def _(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r):
     return (
-        torch.empty_like(x),
-        torch.empty_like(grad_h_n),
-        torch.empty_like(grad_c_n),
+        x.new_empty(x.shape),
+        grad_h_n.new_empty(grad_h_n.shape),
+        grad_c_n.new_empty(grad_c_n.shape),
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),
         w_hh.new_empty(w_hh.shape[:2]),
@@ -445,7 +447,8 @@ def _autograd_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
         g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b, g_w_hr = lstm_triton_backward(
             grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r
         )
-        biases = [None if b is None else g_b for b in (b_ih, b_hh)]
+        # one gradient serves both biases; a copy for the second, so that their .grad never share memory
+        biases = [None if b_ih is None else g_b, None if b_hh is None else g_b.clone()]
         return g_x, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
 
     inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
@@ -475,5 +478,5 @@ def lstm_layer(
     """
     stacked = ps.stack_weights(weights)
     lengths = None if lengths is None else lengths.to(x.device)
-    output, h_n, c_n, *_ = lstm_triton(x.contiguous(), *(s.contiguous() for s in state), *stacked, lengths)
+    output, h_n, c_n, *_ = lstm_triton(x, *state, *stacked, lengths)
     return output, (h_n, c_n)

@@ -165,6 +165,7 @@ def _rnn_backward_kernel(
 
 
 def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+    x, h0, w_ih, w_hh, b_ih, b_hh, lengths = ps.contiguous(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
     steps, batch, _ = x.shape
     directions, hidden, _ = w_hh.shape
     plan = ps.plan(hidden, hidden, 1, batch, directions, x.dtype, x.device)
@@ -195,6 +196,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
 
 
 def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
+    grad_output, x, w_ih, w_hh, lengths = ps.contiguous(grad_output, x, w_ih, w_hh, lengths)
     steps, batch, _ = x.shape
     directions, hidden, _ = w_hh.shape
     plan = ps.plan(hidden, hidden, 1, batch, directions, x.dtype, x.device)
@@ -205,7 +207,7 @@ def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
         plan,
         x.dtype,
         directions,
-        grad_output.contiguous(),
+        grad_output,
         w_hh,
         dpre if lengths is None else lengths,
         h,
@@ -270,8 +272,8 @@ def rnn_triton_backward(
 @rnn_triton_backward.register_fake
 def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
     return (
-        torch.empty_like(x),
-        torch.empty_like(grad_h_n),
+        x.new_empty(x.shape),
+        grad_h_n.new_empty(grad_h_n.shape),
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),
         w_hh.new_empty(w_hh.shape[:2]),
@@ -294,7 +296,8 @@ def _autograd_backward(ctx, grad_output, grad_h_n, _):
 
     def kernel(grad_output, grad_h_n):
         g_x, g_h0, g_w_ih, g_w_hh, g_b = rnn_triton_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, ctx.relu)
-        return g_x, g_h0, g_w_ih, g_w_hh, *(None if b is None else g_b for b in (b_ih, b_hh))
+        # one gradient serves both biases; a copy for the second, so that their .grad never share memory
+        return g_x, g_h0, g_w_ih, g_w_hh, None if b_ih is None else g_b, None if b_hh is None else g_b.clone()
 
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
     likes = (x.new_empty(*x.shape[:2], h.shape[0] * h.shape[-1]), h0)
@@ -324,5 +327,5 @@ def rnn_layer(
     """
     lengths = None if lengths is None else lengths.to(x.device)
     relu = NONLINEARITIES.index(nonlinearity) == 1
-    output, h_n, _ = rnn_triton(x.contiguous(), state[0].contiguous(), *ps.stack_weights(weights), lengths, relu)
+    output, h_n, _ = rnn_triton(x, state[0], *ps.stack_weights(weights), lengths, relu)
     return output, (h_n,)
