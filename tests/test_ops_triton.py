@@ -233,6 +233,23 @@ def test_cells_use_torchs_cell_kernels():
         assert_close("cell state", a, e)
 
 
+def test_many_programs_meet_at_the_barrier():
+    """Several programs per direction, one thread each in the interpreter (tests/triton_threads.py)."""
+    specs = ["LSTM:40:0:18:2:0", "LSTM:50:17:20:1:1", "GRU:70:0:18:2:0", "RNN_TANH:40:0:20:1:1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [sys.executable, "-m", "tests.triton_threads", *specs]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).parents[1]
+        )
+    except subprocess.TimeoutExpired as timeout:
+        raise AssertionError(f"the programs did not all pass the barrier within 300 s: {timeout.stdout}") from None
+    if done.returncode == 2:
+        pytest.skip(done.stderr.strip())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("programs of") == len(specs), done.stdout
+
+
 def test_plan_fits_the_grid_on_the_multiprocessors(monkeypatch):
     """Every program of a direction must be resident at once for the barrier; units never split unevenly."""
     from rnnkit.ops import persistent

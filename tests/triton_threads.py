@@ -1,0 +1,134 @@
+"""Run the Triton layer kernels in Triton's interpreter with one thread per program, against naive.
+
+The interpreter runs a grid's programs one after another, so a kernel whose programs wait for
+each other at a grid barrier can only run there with a single program per direction. This
+script replaces the interpreter's grid loop by one Python thread per program, started in a
+random order after random delays, and plans the launch as for a GPU with ``--multiprocessors``
+SMs: several programs per direction then split the hidden units, meet at the barrier every
+step and read each other's states. It checks the barrier protocol and every program's slice
+of the index math, not the GPU's memory model.
+
+It patches interpreter internals (``triton.runtime.interpreter``) and exits with status 2 when
+this Triton lacks them. Each argument is ``mode:H:P:B:directions:tiled`` (P = 0: no projection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import random
+import sys
+import threading
+import time
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import torch
+from triton.runtime import interpreter
+
+from rnnkit.modules import GATES
+from rnnkit.ops import persistent
+
+from .test_ops_triton import layer_inputs, run_layer
+from .utils import relative_error
+
+NEEDED = ("_init_args_hst", "_restore_args_dev")
+
+
+def run_programs_in_threads() -> None:
+    """Make the interpreter run each program of a grid in its own thread, with its own program id."""
+    local = threading.local()
+    builder = type(interpreter.interpreter_builder)
+    builder.grid_idx = property(lambda self: getattr(local, "idx", None), lambda self, v: setattr(local, "idx", v))
+
+    def call(self, *args_dev, **kwargs):
+        parameters = inspect.getfullargspec(self.fn)
+        kwargs = {k: v for k, v in kwargs.items() if k in parameters.args or k in parameters.kwonlyargs}
+        args_hst, kwargs_hst = self._init_args_hst(args_dev, kwargs)
+        scope = interpreter._patch_lang(self.fn)
+        try:
+            args = inspect.getcallargs(self.fn, *args_hst, **kwargs_hst)
+            args = {n: a if n in self.constexprs else interpreter._implicit_cvt(a) for n, a in args.items()}
+            grid = self.grid(args) if callable(self.grid) else self.grid
+            grid = tuple(grid) + (1,) * (3 - len(grid))
+            interpreter.interpreter_builder.set_grid_dim(*grid)
+
+            def program(x, y, z):
+                try:
+                    time.sleep(random.random() * 0.01)
+                    interpreter.interpreter_builder.set_grid_idx(x, y, z)
+                    self.fn(**args)
+                except BaseException as error:  # a dead program would leave the others at the barrier
+                    print(f"program {(x, y, z)} failed: {error!r}", file=sys.stderr, flush=True)
+                    os._exit(3)
+
+            threads = [
+                threading.Thread(target=program, args=(x, y, z))
+                for x in range(grid[0])
+                for y in range(grid[1])
+                for z in range(grid[2])
+            ]
+            random.shuffle(threads)
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            scope.restore()
+        self._restore_args_dev(args_dev, args_hst, kwargs, kwargs_hst)
+
+    interpreter.GridExecutor.__call__ = call
+
+
+def plan_for_gpu(multiprocessors: int):
+    """``persistent.plan`` as on a GPU with ``multiprocessors`` SMs, whatever the device."""
+    plan = persistent.plan
+
+    def planned(hidden, proj, gates, batch, directions, dtype, device):
+        saved = persistent.triton_interpreting, persistent.multiprocessors
+        persistent.triton_interpreting, persistent.multiprocessors = (lambda: False), (lambda d: multiprocessors)
+        try:
+            return plan(hidden, proj, gates, batch, directions, dtype, torch.device("cuda"))
+        finally:
+            persistent.triton_interpreting, persistent.multiprocessors = saved
+
+    return planned
+
+
+def check(spec: str) -> float:
+    """The worst relative error against naive in float64 of one ``mode:H:P:B:directions:tiled`` layer."""
+    mode, hidden, proj, batch, directions, tiled = spec.split(":")
+    hidden, proj, batch, directions = int(hidden), int(proj), int(batch), int(directions)
+    if tiled == "1":
+        persistent.RESIDENT_BYTES, persistent.MAX_BLOCK_K, persistent.MAX_BLOCK_B = 0, 16, 16
+    rng = random.Random(batch)
+    lengths = torch.tensor([4] + [rng.randint(1, 4) for _ in range(batch - 1)])
+    x, states, weights = layer_inputs(
+        mode, steps=4, batch=batch, features=5, hidden=hidden, proj=proj, directions=directions
+    )
+    plan = persistent.plan(hidden, proj or hidden, GATES[mode], batch, directions, torch.float32, None)
+    expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
+    actual = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
+    worst = max(relative_error(actual[name], e) for name, e in expected.items())
+    print(f"{spec}: {plan.programs} programs of {plan.block_u} units, worst relative error {worst:.1e}", flush=True)
+    return worst
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("specs", nargs="+")
+    parser.add_argument("--multiprocessors", type=int, default=8)
+    args = parser.parse_args()
+    if not all(hasattr(interpreter.GridExecutor, name) for name in NEEDED):
+        print("this Triton's interpreter lacks the internals patched here", file=sys.stderr)
+        return 2
+    run_programs_in_threads()
+    persistent.plan = plan_for_gpu(args.multiprocessors)
+    sys.setswitchinterval(1e-6)  # the programs spin at the barrier: switch threads often
+    worst = max(check(spec) for spec in args.specs)
+    return 0 if worst < 1e-5 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
