@@ -98,16 +98,16 @@ void small_matmul(int64_t M, int64_t N, int64_t K, const T* a, const T* wt, T* o
   }
 }
 
-// A weight used at every step: out (M x N) = a (M x K) W^T for a fixed W (N x K), row-major.
-// Large float products go to oneDNN through torch's mkldnn::_linear_pointwise with the weight
-// packed once for the loop (on x86 it is 2-3x faster than the BLAS here); tiny ones to
-// small_matmul with the weight transposed once (float and double); the rest, and the rest
-// of double, to BLAS.
+// A weight used ``uses`` times (once per step, say): out (M x N) = a (M x K) W^T for a fixed W
+// (N x K), row-major. Large float products go to oneDNN through torch's mkldnn::_linear_pointwise
+// with the weight packed once (on x86 it is 2-3x faster than the BLAS here), when the uses
+// together pay for the packing (about 0.1 ms); tiny ones to small_matmul with the weight
+// transposed once (float and double); the rest, and the rest of double, to BLAS.
 class FixedWeight {
  public:
-  FixedWeight(const at::Tensor& weight, int64_t rows) : weight_(weight.contiguous()), rows_(rows) {
+  FixedWeight(const at::Tensor& weight, int64_t rows, int64_t uses = 1) : weight_(weight.contiguous()), rows_(rows) {
     const int64_t work = rows * weight_.size(0) * weight_.size(1);
-    if (onednn_pays(weight_.scalar_type(), work)) {
+    if (onednn_pays(weight_.scalar_type(), work) && work * uses >= kPackedMinWork) {
       c10::Stack stack{weight_, std::optional<int64_t>(rows)};
       pack_op()->callBoxed(&stack);
       packed_ = stack[0].toTensor();
@@ -142,6 +142,7 @@ class FixedWeight {
 
  private:
   static constexpr int64_t kOneDnnMinWork = 1 << 20;  // multiply-adds; below it the call costs more than it saves
+  static constexpr int64_t kPackedMinWork = 1 << 24;  // multiply-adds over all uses that pay for the packing
   static constexpr int64_t kSmallMaxWork = 1 << 16;  // multiply-adds; above it BLAS's blocking pays
   static const std::optional<c10::OperatorHandle>& linear_op() {
     static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});

@@ -36,7 +36,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
   Tensor h_prev = at::empty({T, B, H}, x.options());
   Tensor h = h0.contiguous().clone();
   Tensor hw = at::empty({B, 3 * H}, x.options());  // W_hh h_{t-1}
-  const FixedWeight recurrent(w_hh, B);
+  const FixedWeight recurrent(w_hh, B, T);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
     using T_ = scalar_t;
@@ -96,7 +96,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor dh = grad_h_n.contiguous().clone();
   Tensor carry = at::empty({B, H}, gates.options());  // the part of dh_{t-1} that skips W_hh: z * dh_t
 
-  const FixedWeight recurrent(w_hh.t(), B);  // dh_{t-1} = d(W_hh h) W_hh + carry
+  const FixedWeight recurrent(w_hh.t(), B, T);  // dh_{t-1} = d(W_hh h) W_hh + carry
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
     using T_ = scalar_t;
     T_* pdh = dh.data_ptr<T_>();

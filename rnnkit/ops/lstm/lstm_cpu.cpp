@@ -37,8 +37,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor hw = at::empty({B, 4 * H}, x.options());       // W_hh h_{t-1}
   Tensor m = at::zeros({B, H}, x.options());  // o * tanh(c) before the projection; zero for idle rows
   Tensor projected = at::empty({B, P}, x.options());    // W_hr m
-  const FixedWeight recurrent(w_hh, B);
-  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, *w_hr, B) : std::nullopt;
+  const FixedWeight recurrent(w_hh, B, T);
+  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, *w_hr, B, T) : std::nullopt;
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
     using T_ = scalar_t;
@@ -108,8 +108,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
   Tensor dm = at::empty({B, H}, gates.options());       // d(o * tanh(c)) before the projection
   Tensor dh_all = proj ? at::zeros({T, B, P}, gates.options()) : Tensor();  // for grad W_hr
   Tensor m_all = proj ? at::zeros({T, B, H}, gates.options()) : Tensor();
-  const FixedWeight recurrent(w_hh.t(), B);  // dh_{t-1} = dgates W_hh
-  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, w_hr->t(), B) : std::nullopt;
+  const FixedWeight recurrent(w_hh.t(), B, T);  // dh_{t-1} = dgates W_hh
+  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, w_hr->t(), B, T) : std::nullopt;
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
     using T_ = scalar_t;

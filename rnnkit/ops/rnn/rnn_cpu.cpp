@@ -32,7 +32,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
   Tensor h = h0.contiguous().clone();
   Tensor pre = at::empty({B, H}, xw.options());
 
-  const FixedWeight recurrent(w_hh, B);
+  const FixedWeight recurrent(w_hh, B, T);
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
     using T_ = scalar_t;
     T_* ph = h.data_ptr<T_>();
@@ -76,7 +76,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   Tensor dh = grad_h_n.contiguous().clone();
   Tensor carry = at::empty({B, H}, output.options());  // dh of sequences that skip step t
 
-  const FixedWeight recurrent(w_hh.t(), B);  // dh_{t-1} = dpre W_hh + carry
+  const FixedWeight recurrent(w_hh.t(), B, T);  // dh_{t-1} = dpre W_hh + carry
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "rnn_backward", [&] {
     using T_ = scalar_t;
     T_* pdh = dh.data_ptr<T_>();
