@@ -34,7 +34,7 @@ from .errors import RNNInputError, RNNTypeError
 from .interop import TorchTwin
 from .sequences import packed_to_padded, padded_to_packed
 
-GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+GATES = ops.GATE_COUNTS
 _SLOTS = ("weight_ih_l{}{}", "weight_hh_l{}{}", "bias_ih_l{}{}", "bias_hh_l{}{}", "weight_hr_l{}{}")
 
 
@@ -199,7 +199,13 @@ class RNNBase(TorchTwin, nn.Module):
 
         output, final = ops.rnn_stack(
             self.mode,
-            ops.resolve_backend(self.backend, x, self.mode, varying_lengths=lengths is not None),
+            ops.resolve_backend(
+                self.backend,
+                x,
+                self.mode,
+                varying_lengths=lengths is not None,
+                step_work=ops.step_work(self.mode, batch, self.hidden_size, self.proj_size),
+            ),
             x,
             states,
             self._weights(),

@@ -114,19 +114,34 @@ def check_backend(backend: str) -> None:
         raise RuntimeError(f"backend={backend!r} is not available: {reason}; use one of {usable}")
 
 
-def resolve_backend(backend: str, x: Tensor, mode: str = "LSTM", varying_lengths: bool = False) -> str:
+# Multiply-adds of one step's recurrent product (B x G*H x P) from which the compiled CPU
+# kernels hand it to oneDNN (kOneDnnMinWork in ops/csrc/common.h); below it they run their own.
+ONEDNN_STEP_WORK = 1 << 20
+GATE_COUNTS = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def step_work(mode: str, batch: int, hidden_size: int, proj_size: int = 0) -> int:
+    """Multiply-adds of one time step's recurrent product h_{t-1} W_hh^T: B x G*H x P."""
+    return batch * GATE_COUNTS[mode] * hidden_size * (proj_size or hidden_size)
+
+
+def resolve_backend(
+    backend: str, x: Tensor, mode: str = "LSTM", varying_lengths: bool = False, step_work: int | None = None
+) -> str:
     """The concrete backend for ``backend`` on ``x``'s device and dtype.
 
     ``"auto"`` picks the fastest correct backend available, as ``benchmarks/cpu.py``
     measures it on the CPU: the compiled kernels for GRU and RNN, and for LSTM in
-    float64 or with varying lengths; for float32 LSTM on padded input, torch's own
-    oneDNN LSTM, whose matrix products the compiled kernels do not beat yet.
-    Elsewhere (CUDA, other dtypes) torch's fused kernels: the Triton kernels are not
-    chosen by ``"auto"`` until ``benchmarks/gpu.py`` has measured them faster.
+    float64, with varying lengths, or with a small step (``step_work``, the multiply-adds
+    of one step's recurrent product, below ``ONEDNN_STEP_WORK``); for other float32 LSTMs
+    on padded input, torch's own oneDNN LSTM, whose matrix products the compiled kernels
+    do not beat yet. Elsewhere (CUDA, other dtypes) torch's fused kernels: the Triton
+    kernels are not chosen by ``"auto"`` until ``benchmarks/gpu.py`` has measured them faster.
     """
     on_cpu = x.device.type == "cpu" and x.dtype in CPU_DTYPES
     if backend == "auto":
-        onednn_lstm = mode == "LSTM" and x.dtype == torch.float32 and not varying_lengths
+        small_steps = step_work is not None and step_work < ONEDNN_STEP_WORK
+        onednn_lstm = mode == "LSTM" and x.dtype == torch.float32 and not varying_lengths and not small_steps
         return "cpu" if on_cpu and not onednn_lstm and compiled.unavailable_reason() is None else "torch"
     if backend == "cpu" and not on_cpu:
         raise RNNTypeError(
