@@ -28,6 +28,14 @@ pytestmark = pytest.mark.skipif(
     ops.unavailable_reason("triton") is not None, reason=f"triton backend: {ops.unavailable_reason('triton')}"
 )
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def exact_float32(monkeypatch):
+    """float32 products in full precision: the kernels follow cuDNN's TF32 switch, on by default."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
 # Unit roundoff of the low-precision dtypes.
 ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 
@@ -250,6 +258,17 @@ def test_many_programs_meet_at_the_barrier():
     assert done.stdout.count("programs of") == len(specs), done.stdout
 
 
+def test_float32_products_follow_cudnns_tf32_switch(monkeypatch):
+    from rnnkit.ops import persistent
+
+    for allowed, precision in ((True, "tf32"), (False, "ieee")):
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allowed)
+        assert persistent.dot_types(torch.float32)[1] == precision
+        with persistent.matmul_precision(torch.float32):
+            assert torch.backends.cuda.matmul.allow_tf32 == allowed
+    assert persistent.dot_types(torch.bfloat16)[1] == "ieee"
+
+
 def test_plan_fits_the_grid_on_the_multiprocessors(monkeypatch):
     """Every program of a direction must be resident at once for the barrier; units never split unevenly."""
     from rnnkit.ops import persistent
@@ -290,9 +309,8 @@ GPU_SIZES = [
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize(("mode", "hidden", "proj"), GPU_SIZES)
-def test_gpu_fp32_matches_float64(mode, hidden, proj, monkeypatch):
+def test_gpu_fp32_matches_float64(mode, hidden, proj):
     """TF32 off: relative error <= 1e-5 on outputs and states, <= 1e-4 on gradients, against naive in float64."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     x, states, weights = layer_inputs(mode, steps=33, batch=19, features=64, hidden=hidden, proj=proj)
     lengths = torch.randint(1, 34, (19,), generator=torch.Generator().manual_seed(0))
     lengths[0] = 33

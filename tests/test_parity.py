@@ -44,7 +44,8 @@ def test_matches_torch(config: Config, backend: str) -> None:
 
 @pytest.mark.skipif(_TRITON_REASON is not None, reason=f"triton backend: {_TRITON_REASON}")
 @pytest.mark.parametrize("config", [c for _, c in TRITON_CONFIGS], ids=[f"{i:03d}-{c.id}" for i, c in TRITON_CONFIGS])
-def test_triton_matches_torch(config: Config) -> None:
+def test_triton_matches_torch(config: Config, monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # which the kernels follow, as cuDNN does
     check_parity(config, "triton", "cuda" if torch.cuda.is_available() else "cpu")
 
 
