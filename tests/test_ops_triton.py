@@ -225,7 +225,7 @@ def test_unsupported_dtype_names_what_to_use():
 
 
 def test_without_cuda_the_backend_says_which_ones_work(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "torch.cuda.is_available() is False" in ops.unavailable_reason("triton")
     with pytest.raises(RuntimeError, match=r"backend='triton' is not available: .*CUDA.* use one of 'auto', 'naive'"):
