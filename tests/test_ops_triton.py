@@ -22,7 +22,7 @@ from rnnkit import ops
 from rnnkit.errors import RNNTypeError
 from rnnkit.modules import GATES
 
-from .utils import assert_accumulates_like_naive, assert_close, assert_compiles_like_eager, relative_error
+from .utils import assert_accumulates_like_naive, assert_close, assert_compiles_like_eager, cudnn_tf32, relative_error
 
 pytestmark = pytest.mark.skipif(
     ops.unavailable_reason("triton") is not None, reason=f"triton backend: {ops.unavailable_reason('triton')}"
@@ -31,9 +31,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(autouse=True)
-def exact_float32(monkeypatch):
+def exact_float32():
     """float32 products in full precision: the kernels follow cuDNN's TF32 switch, on by default."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    with cudnn_tf32(False):
+        yield
 
 
 # Unit roundoff of the low-precision dtypes.
@@ -258,14 +259,14 @@ def test_many_programs_meet_at_the_barrier():
     assert done.stdout.count("programs of") == len(specs), done.stdout
 
 
-def test_float32_products_follow_cudnns_tf32_switch(monkeypatch):
+def test_float32_products_follow_cudnns_tf32_switch():
     from rnnkit.ops import persistent
 
     for allowed, precision in ((True, "tf32"), (False, "ieee")):
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allowed)
-        assert persistent.dot_types(torch.float32)[1] == precision
-        with persistent.matmul_precision(torch.float32):
-            assert torch.backends.cuda.matmul.allow_tf32 == allowed
+        with cudnn_tf32(allowed):
+            assert persistent.dot_types(torch.float32)[1] == precision
+            with persistent.matmul_precision(torch.float32):
+                assert torch.backends.cuda.matmul.allow_tf32 == allowed
     assert persistent.dot_types(torch.bfloat16)[1] == "ieee"
 
 

@@ -14,7 +14,17 @@ import torch
 
 from rnnkit import ops
 
-from .utils import MODES, Config, assert_close, make_inputs, make_pair, random_configs, run_ours, run_torch
+from .utils import (
+    MODES,
+    Config,
+    assert_close,
+    cudnn_tf32,
+    make_inputs,
+    make_pair,
+    random_configs,
+    run_ours,
+    run_torch,
+)
 
 CONFIGS_PER_MODE = 200
 _CPU_REASON = ops.unavailable_reason("cpu")
@@ -44,9 +54,9 @@ def test_matches_torch(config: Config, backend: str) -> None:
 
 @pytest.mark.skipif(_TRITON_REASON is not None, reason=f"triton backend: {_TRITON_REASON}")
 @pytest.mark.parametrize("config", [c for _, c in TRITON_CONFIGS], ids=[f"{i:03d}-{c.id}" for i, c in TRITON_CONFIGS])
-def test_triton_matches_torch(config: Config, monkeypatch) -> None:
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # which the kernels follow, as cuDNN does
-    check_parity(config, "triton", "cuda" if torch.cuda.is_available() else "cpu")
+def test_triton_matches_torch(config: Config) -> None:
+    with cudnn_tf32(False):  # the kernels follow cuDNN's TF32 switch, on by default
+        check_parity(config, "triton", "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def check_parity(config: Config, backend: str, device: str = "cpu") -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +34,19 @@ def assert_close(name: str, actual: Tensor, expected: Tensor) -> None:
             f"{name}: max abs error {error.max().item():.3e}, max rel error {rel:.3e} "
             f"beyond atol={tol['atol']}, rtol={tol['rtol']} ({expected.dtype})"
         )
+
+
+@contextlib.contextmanager
+def cudnn_tf32(allowed: bool) -> Iterator[None]:
+    """Set ``torch.backends.cudnn.allow_tf32`` for a block, the other cuDNN flags kept.
+
+    Through cudnn.flags(): torch's own test utilities forbid setting the flags directly.
+    """
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(
+        enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=allowed
+    ):
+        yield
 
 
 def relative_error(actual: Tensor, expected: Tensor) -> float:
