@@ -260,6 +260,13 @@ def layer_gradients(
 
 
 @triton.jit
+def program_slice(H, BLOCK_U: tl.constexpr):
+    """This program's direction i_d, the programs per direction and D, its units (BLOCK_U,) and which exist."""
+    units = tl.program_id(0) * BLOCK_U + tl.arange(0, BLOCK_U)
+    return tl.program_id(1), tl.num_programs(0), tl.num_programs(1), units, units < H
+
+
+@triton.jit
 def grid_sync(p_counter, target):
     """Wait until ``target`` arrivals at the direction's counter; this program's arrival included.
 

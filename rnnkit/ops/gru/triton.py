@@ -47,11 +47,7 @@ def _gru_forward_kernel(
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    i_u, i_d = tl.program_id(0), tl.program_id(1)
-    n_programs = tl.num_programs(0)
-    D = tl.num_programs(1)
-    units = i_u * BLOCK_U + tl.arange(0, BLOCK_U)
-    unit_ok = units < H
+    i_d, n_programs, D, units, unit_ok = ps.program_slice(H, BLOCK_U)
     p_w = p_w_hh + i_d * 3 * H * H
     ks = tl.arange(0, BLOCK_K)
     b_wr = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step
@@ -132,11 +128,7 @@ def _gru_backward_kernel(
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    i_u, i_d = tl.program_id(0), tl.program_id(1)
-    n_programs = tl.num_programs(0)
-    D = tl.num_programs(1)
-    units = i_u * BLOCK_U + tl.arange(0, BLOCK_U)
-    unit_ok = units < H
+    i_d, n_programs, D, units, unit_ok = ps.program_slice(H, BLOCK_U)
     p_w = p_w_hh + i_d * 3 * H * H
     p_dh_d = p_dh + i_d * B * H
     b_w0 = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step

@@ -53,12 +53,8 @@ def _lstm_forward_kernel(
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    i_u, i_d = tl.program_id(0), tl.program_id(1)
-    n_programs = tl.num_programs(0)
-    D = tl.num_programs(1)
-    units = i_u * BLOCK_U + tl.arange(0, BLOCK_U)
-    unit_ok = units < H
-    pcols = i_u * BLOCK_P + tl.arange(0, BLOCK_P)
+    i_d, n_programs, D, units, unit_ok = ps.program_slice(H, BLOCK_U)
+    pcols = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     pcol_ok = pcols < P
     p_w = p_w_hh + i_d * 4 * H * P
     p_wr = p_w_hr + i_d * P * H
@@ -182,12 +178,8 @@ def _lstm_backward_kernel(
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    i_u, i_d = tl.program_id(0), tl.program_id(1)
-    n_programs = tl.num_programs(0)
-    D = tl.num_programs(1)
-    units = i_u * BLOCK_U + tl.arange(0, BLOCK_U)
-    unit_ok = units < H
-    pcols = i_u * BLOCK_P + tl.arange(0, BLOCK_P)
+    i_d, n_programs, D, units, unit_ok = ps.program_slice(H, BLOCK_U)
+    pcols = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     pcol_ok = pcols < P
     p_w = p_w_hh + i_d * 4 * H * P
     p_wr = p_w_hr + i_d * P * H
