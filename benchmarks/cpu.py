@@ -246,8 +246,8 @@ def resolve(backends: Sequence[str], config: Config, cell: str) -> dict[str, str
     """Each backend mapped to the concrete backend it runs on ``config`` in float32 (``auto`` depends on it)."""
     probe = torch.empty(0)
     varying = config.lengths() is not None
-    work = ops.step_work(cell, config.batch, config.hidden_size)
-    return {b: ops.resolve_backend(b, probe, cell, varying_lengths=varying, step_work=work) for b in backends}
+    macs = ops.recurrent_macs(cell, config.batch, config.hidden_size)
+    return {b: ops.resolve_backend(b, probe, cell, varying_lengths=varying, step_macs=macs) for b in backends}
 
 
 def backends_for(config: Config, backends: dict[str, str], quick: bool) -> dict[str, str]:

@@ -91,7 +91,7 @@ def resources(kernel, dtype: str, plan: persistent.Plan, arch: int, flags: dict)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("configs", nargs="*", default=DEFAULT_CONFIGS, help="cell:H:P:B:directions:dtype")
+    parser.add_argument("configs", nargs="*", default=DEFAULT_CONFIGS, help="cell:H:P:B:directions:dtype (P 0: none)")
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 for sm_90")
     parser.add_argument("--multiprocessors", type=int, default=132, help="SMs of the GPU the plan is made for")
     args = parser.parse_args(argv)
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     for config in args.configs:
         cell, hidden, proj, batch, directions, dtype = config.split(":")
         gates, forward, backward = KERNELS[cell]
-        hidden, proj, batch, directions = int(hidden), int(proj), int(batch), int(directions)
+        hidden, batch, directions = int(hidden), int(batch), int(directions)
+        proj = int(proj) or hidden  # 0: no projection
         plan = persistent.plan(hidden, proj, gates, batch, directions, DTYPES[dtype], torch.device("cuda"))
         flags = dict(HAS_BIAS=True, HAS_LENGTHS=True, PROJ=proj != hidden, RELU=False)
         shape = f"programs={plan.programs} block_u={plan.block_u} block_b={plan.block_b} resident={plan.resident}"

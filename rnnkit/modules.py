@@ -204,7 +204,7 @@ class RNNBase(TorchTwin, nn.Module):
                 x,
                 self.mode,
                 varying_lengths=lengths is not None,
-                step_work=ops.step_work(self.mode, batch, self.hidden_size, self.proj_size),
+                step_macs=ops.recurrent_macs(self.mode, batch, self.hidden_size, self.proj_size),
             ),
             x,
             states,
@@ -280,7 +280,9 @@ _ARGS_DOC = """
         device, dtype: of the parameters.
         backend: ``"auto"`` (the fastest correct path available), ``"naive"`` (the equations in
             plain torch ops), ``"cpu"`` (compiled fused kernels with a hand-written backward,
-            float32/float64 on the CPU; built on first use) or ``"torch"`` (torch's fused kernels).
+            float32/float64 on the CPU; built on first use), ``"triton"`` (persistent GPU kernels
+            with a hand-written backward, float32/bfloat16/float16 on CUDA) or ``"torch"``
+            (torch's fused kernels).
             Every backend supports backward in eval mode and double backward (the fused ones by
             recomputing with the naive ops).
 """

@@ -99,8 +99,8 @@ def test_auto_uses_the_compiled_kernels_where_they_are_faster():
     assert ops.resolve_backend("auto", x.float(), "GRU") == "cpu"
     # oneDNN's LSTM is faster where its step products are large, the compiled loop where they are small
     assert ops.resolve_backend("auto", x.float(), "LSTM") == "torch"
-    assert ops.resolve_backend("auto", x.float(), "LSTM", step_work=ops.ONEDNN_STEP_WORK) == "torch"
-    assert ops.resolve_backend("auto", x.float(), "LSTM", step_work=ops.ONEDNN_STEP_WORK - 1) == "cpu"
+    assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=ops.ONEDNN_STEP_MACS) == "torch"
+    assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=ops.ONEDNN_STEP_MACS - 1) == "cpu"
 
 
 def test_unsupported_dtype_names_what_to_use():

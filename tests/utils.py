@@ -38,7 +38,7 @@ def assert_close(name: str, actual: Tensor, expected: Tensor) -> None:
 
 @contextlib.contextmanager
 def cudnn_tf32(allowed: bool) -> Iterator[None]:
-    """Set ``torch.backends.cudnn.allow_tf32`` for a block, the other cuDNN flags kept.
+    """Set ``torch.backends.cudnn.allow_tf32`` for a block, keeping ``enabled``, ``benchmark`` and ``deterministic``.
 
     Through cudnn.flags(): torch's own test utilities forbid setting the flags directly.
     """
@@ -57,7 +57,11 @@ def relative_error(actual: Tensor, expected: Tensor) -> float:
 
 
 def assert_compiles_like_eager(model: nn.Module, x: Tensor) -> None:
-    """torch.compile (aot_eager, fullgraph: no graph break) gives eager's output and input gradient, with lengths."""
+    """torch.compile (aot_eager, fullgraph: no graph break) gives eager's output and input gradient, with lengths.
+
+    x: (T >= 4, 3, I).
+    """
+    assert x.shape[0] >= 4 and x.shape[1] == 3, f"expected x of shape (T >= 4, 3, I), got {tuple(x.shape)}"
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     lengths = [x.shape[0], 2, 4]
     eager_out, _ = model(x, lengths=lengths)
@@ -72,7 +76,9 @@ def assert_accumulates_like_naive(model: nn.Module, twin: nn.Module, x: Tensor) 
     """Two backward passes and a gradient clip on ``model`` give its same-weight ``twin``'s .grad on naive.
 
     Catches parameters whose .grad share memory (a clip or an accumulation then hits them twice).
+    x: (T >= 3, 3, I).
     """
+    assert x.shape[0] >= 3 and x.shape[1] == 3, f"expected x of shape (T >= 3, 3, I), got {tuple(x.shape)}"
     twin.backend = "naive"
     for m in (model, twin):
         for _ in range(2):

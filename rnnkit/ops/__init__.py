@@ -13,7 +13,7 @@ once (the Triton kernels)::
 ``rnn_stack`` runs the layers of a stacked net with them. The ``"torch"`` backend
 instead hands the whole stack to torch's fused kernels (``ops/aten.py``). A new
 backend is one more file per op folder plus its entries in ``DIRECTION_OPS`` (or
-``layer_op``) and ``unavailable_reason``.
+``LAYER_OPS``) and ``unavailable_reason``.
 """
 
 from __future__ import annotations
@@ -83,10 +83,12 @@ def _triton_unavailable_reason() -> str | None:
     if not torch.cuda.is_available() and not triton_interpreting():
         return "it runs on a CUDA GPU and torch.cuda.is_available() is False"
     if ("LSTM", "triton") not in LAYER_OPS:
-        from .gru.triton import gru_layer
-        from .lstm.triton import lstm_layer
-        from .rnn.triton import rnn_layer
-
+        try:
+            from .gru.triton import gru_layer
+            from .lstm.triton import lstm_layer
+            from .rnn.triton import rnn_layer
+        except (ImportError, RuntimeError) as error:
+            return f"importing its kernels failed ({type(error).__name__}: {error})"
         LAYER_OPS["LSTM", "triton"] = lstm_layer
         LAYER_OPS["GRU", "triton"] = gru_layer
         LAYER_OPS["RNN_TANH", "triton"] = partial(rnn_layer, nonlinearity="tanh")
@@ -95,7 +97,9 @@ def _triton_unavailable_reason() -> str | None:
 
 
 def layer_op(mode: str, backend: str) -> Callable:
-    """``layer_op(x, states, weights, lengths) -> (output, final_states)`` of a concrete backend (not torch)."""
+    """``layer_op(x, states, weights, lengths) -> (output, final_states)`` of "naive", "cpu" or "triton"."""
+    if backend not in ("naive", "cpu", "triton"):
+        raise ValueError(f"layer_op takes backend 'naive', 'cpu' or 'triton', got {backend!r}")
     if (mode, backend) in LAYER_OPS:
         return LAYER_OPS[mode, backend]
     if (mode, backend) not in DIRECTION_OPS:
@@ -115,32 +119,33 @@ def check_backend(backend: str) -> None:
 
 
 # Multiply-adds of one step's recurrent product (B x G*H x P) from which the compiled CPU
-# kernels hand it to oneDNN (kOneDnnMinWork in ops/csrc/common.h); below it they run their own.
-ONEDNN_STEP_WORK = 1 << 20
+# kernels call oneDNN for it (kOneDnnMinWork in ops/csrc/common.h); below it they use their
+# own small product or BLAS, and there they beat torch's oneDNN LSTM.
+ONEDNN_STEP_MACS = 1 << 20
 GATE_COUNTS = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
-def step_work(mode: str, batch: int, hidden_size: int, proj_size: int = 0) -> int:
+def recurrent_macs(mode: str, batch: int, hidden_size: int, proj_size: int = 0) -> int:
     """Multiply-adds of one time step's recurrent product h_{t-1} W_hh^T: B x G*H x P."""
     return batch * GATE_COUNTS[mode] * hidden_size * (proj_size or hidden_size)
 
 
 def resolve_backend(
-    backend: str, x: Tensor, mode: str = "LSTM", varying_lengths: bool = False, step_work: int | None = None
+    backend: str, x: Tensor, mode: str = "LSTM", varying_lengths: bool = False, step_macs: int | None = None
 ) -> str:
     """The concrete backend for ``backend`` on ``x``'s device and dtype.
 
     ``"auto"`` picks the fastest correct backend available, as ``benchmarks/cpu.py``
     measures it on the CPU: the compiled kernels for GRU and RNN, and for LSTM in
-    float64, with varying lengths, or with a small step (``step_work``, the multiply-adds
-    of one step's recurrent product, below ``ONEDNN_STEP_WORK``); for other float32 LSTMs
+    float64, with varying lengths, or with a small step (``step_macs``, the multiply-adds
+    of one step's recurrent product, below ``ONEDNN_STEP_MACS``); for other float32 LSTMs
     on padded input, torch's own oneDNN LSTM, whose matrix products the compiled kernels
     do not beat yet. Elsewhere (CUDA, other dtypes) torch's fused kernels: the Triton
     kernels are not chosen by ``"auto"`` until ``benchmarks/gpu.py`` has measured them faster.
     """
     on_cpu = x.device.type == "cpu" and x.dtype in CPU_DTYPES
     if backend == "auto":
-        small_steps = step_work is not None and step_work < ONEDNN_STEP_WORK
+        small_steps = step_macs is not None and step_macs < ONEDNN_STEP_MACS
         onednn_lstm = mode == "LSTM" and x.dtype == torch.float32 and not varying_lengths and not small_steps
         return "cpu" if on_cpu and not onednn_lstm and compiled.unavailable_reason() is None else "torch"
     if backend == "cpu" and not on_cpu:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +42,6 @@ MIN_BLOCK = 16  # tl.dot's smallest tile side
 NUM_WARPS = 8
 # Each step waits on the last: nothing to prefetch, and software pipelining costs registers.
 NUM_STAGES = 1
-TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 @functools.cache
@@ -140,29 +138,34 @@ def launch(kernel, plan: Plan, dtype: torch.dtype, directions: int, *args, **fla
 def dot_types(dtype: torch.dtype) -> tuple[tl.dtype, str]:
     """The operand type and precision of the kernels' products for inputs of ``dtype``.
 
-    float32 follows ``torch.backends.cudnn.allow_tf32`` as torch.nn's cuDNN RNNs do.
-    The interpreter's bfloat16 product is wrong (numpy has no bfloat16), so there it
-    multiplies in float32.
+    float32 follows cuDNN's RNN TF32 setting, as torch.nn's cuDNN RNNs do (``rnn_allows_tf32``);
+    the products before and after the loop are ordinary torch matmuls and follow
+    ``torch.backends.cuda.matmul``. The interpreter's bfloat16 product is wrong (numpy has no
+    bfloat16), so there it multiplies in float32.
     """
     if dtype == torch.float32:
-        return tl.float32, "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+        return tl.float32, "tf32" if rnn_allows_tf32() else "ieee"
     if dtype == torch.bfloat16:
         return (tl.float32 if triton_interpreting() else tl.bfloat16), "ieee"
     return tl.float16, "ieee"
 
 
-@contextlib.contextmanager
-def matmul_precision(dtype: torch.dtype) -> Iterator[None]:
-    """Run the host-side products (input projection, weight gradients) at the kernels' precision."""
-    if dtype != torch.float32:
-        yield
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+def rnn_allows_tf32() -> bool:
+    """Whether cuDNN's RNNs may multiply float32 in TF32.
+
+    torch's per-operator setting (``torch.backends.cudnn.rnn.fp32_precision``, then cuDNN's
+    and the global one) where one says "tf32" or "ieee", else ``torch.backends.cudnn.allow_tf32``
+    (which torch refuses to read once the two styles of setting disagree: then no TF32).
+    """
+    cudnn = torch.backends.cudnn
+    for owner in (getattr(cudnn, "rnn", None), cudnn, torch.backends):
+        precision = getattr(owner, "fp32_precision", None)
+        if precision in ("tf32", "ieee"):
+            return precision == "tf32"
     try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
+        return bool(cudnn.allow_tf32)
+    except RuntimeError:
+        return False
 
 
 def contiguous(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:

@@ -1,4 +1,4 @@
-"""The masked time loop shared by every naive op.
+"""The masked time loop shared by every naive op, and ``layer``: a direction op run over a layer's directions.
 
 Dimensions: T time steps, B batch, G*H gate width (G gates of H units).
 """

@@ -191,8 +191,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
     steps, batch, _ = x.shape
     directions, _, hidden = w_hh.shape
     plan = ps.plan(hidden, hidden, GATES, batch, directions, x.dtype, x.device)
-    with ps.matmul_precision(x.dtype):
-        xw = ps.input_projection(x, w_ih, b_ih)
+    xw = ps.input_projection(x, w_ih, b_ih)
     h = ps.stack_states(h0, steps, x.dtype)
     gates = x.new_empty(directions, steps, batch, 4 * hidden, dtype=torch.float32)
     output = x.new_empty(steps, batch, directions * hidden)
@@ -245,8 +244,7 @@ def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
     )
     d_hw = dgates[..., : 3 * hidden]
     d_xw = torch.cat([dgates[..., : 2 * hidden], dgates[..., 3 * hidden :]], dim=-1)
-    with ps.matmul_precision(x.dtype):
-        dx, dw_ih, dw_hh, db_ih, db_hh = ps.layer_gradients(x, w_ih, h, d_xw, d_hw)
+    dx, dw_ih, dw_hh, db_ih, db_hh = ps.layer_gradients(x, w_ih, h, d_xw, d_hw)
     return dx, dh.to(x.dtype), dw_ih, dw_hh, db_ih, db_hh
 
 

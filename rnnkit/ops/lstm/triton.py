@@ -281,8 +281,7 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
     directions, gate_rows, proj = w_hh.shape
     hidden = gate_rows // GATES
     plan = ps.plan(hidden, proj, GATES, batch, directions, x.dtype, x.device)
-    with ps.matmul_precision(x.dtype):
-        xw = ps.input_projection(x, w_ih, b_ih)
+    xw = ps.input_projection(x, w_ih, b_ih)
     h = ps.stack_states(h0, steps, x.dtype)
     c = ps.stack_states(c0, steps, torch.float32)
     gates = x.new_empty(directions, steps, batch, gate_rows, dtype=torch.float32)
@@ -348,9 +347,8 @@ def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gat
         HAS_LENGTHS=lengths is not None,
         PROJ=w_hr is not None,
     )
-    with ps.matmul_precision(x.dtype):
-        dx, dw_ih, dw_hh, db, _ = ps.layer_gradients(x, w_ih, h, dgates, dgates)
-        dw_hr = x.new_empty(0) if w_hr is None else torch.matmul(dh_step.flatten(1, 2).transpose(1, 2), r.flatten(1, 2))
+    dx, dw_ih, dw_hh, db, _ = ps.layer_gradients(x, w_ih, h, dgates, dgates)
+    dw_hr = x.new_empty(0) if w_hr is None else torch.matmul(dh_step.flatten(1, 2).transpose(1, 2), r.flatten(1, 2))
     return dx, dh.to(x.dtype), dc.to(x.dtype), dw_ih, dw_hh, db, dw_hr
 
 

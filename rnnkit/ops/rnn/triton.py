@@ -20,8 +20,6 @@ from .. import persistent as ps
 from ..fused import fused_backward
 from .naive import rnn as naive_rnn
 
-NONLINEARITIES = ("tanh", "relu")
-
 
 @triton.jit
 def _rnn_forward_kernel(
@@ -161,8 +159,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
     steps, batch, _ = x.shape
     directions, hidden, _ = w_hh.shape
     plan = ps.plan(hidden, hidden, 1, batch, directions, x.dtype, x.device)
-    with ps.matmul_precision(x.dtype):
-        xw = ps.input_projection(x, w_ih, b_ih)
+    xw = ps.input_projection(x, w_ih, b_ih)
     h = ps.stack_states(h0, steps, x.dtype)
     output = x.new_empty(steps, batch, directions * hidden)
     ps.launch(
@@ -212,8 +209,7 @@ def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
         RELU=relu,
         HAS_LENGTHS=lengths is not None,
     )
-    with ps.matmul_precision(x.dtype):
-        dx, dw_ih, dw_hh, db, _ = ps.layer_gradients(x, w_ih, h, dpre, dpre)
+    dx, dw_ih, dw_hh, db, _ = ps.layer_gradients(x, w_ih, h, dpre, dpre)
     return dx, dh.to(x.dtype), dw_ih, dw_hh, db
 
 
@@ -281,7 +277,7 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _autograd_backward(ctx, grad_output, grad_h_n, _):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths, h = ctx.saved_tensors
-    direction_op = partial(naive_rnn, nonlinearity=NONLINEARITIES[ctx.relu])
+    direction_op = partial(naive_rnn, nonlinearity="relu" if ctx.relu else "tanh")
 
     def recurrence(x, h0, *weights):
         return ps.naive_layer(direction_op, x, (h0,), weights, lengths)
@@ -318,6 +314,6 @@ def rnn_layer(
         output (T, B, D*H), zero past each length; (h_n (D, B, H),).
     """
     lengths = None if lengths is None else lengths.to(x.device)
-    relu = NONLINEARITIES.index(nonlinearity) == 1
+    relu = nonlinearity == "relu"
     output, h_n, _ = rnn_triton(x, state[0], *ps.stack_weights(weights), lengths, relu)
     return output, (h_n,)
