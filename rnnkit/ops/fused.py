@@ -52,3 +52,12 @@ def fused_backward(
     if torch.is_grad_enabled():  # create_graph=True: the kernels' backward has no backward itself
         return replay_backward(recurrence, inputs, grads)
     return kernel(*(torch.zeros_like(like) if g is None else g for g, like in zip(grads, likes)))
+
+
+def bias_gradients(grad: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients of b_ih and b_hh, which are both ``grad`` (G*H,) where the bias is present.
+
+    The second is a copy: autograd may keep a returned gradient as the parameter's ``.grad``,
+    and two parameters sharing one would be accumulated and clipped twice.
+    """
+    return (None if b_ih is None else grad, None if b_hh is None else grad.clone())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import fused_backward
+from ..fused import bias_gradients, fused_backward
 from .naive import lstm as naive_lstm
 
 
@@ -72,7 +72,7 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
         g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b, g_w_hr = torch.ops.rnnkit.lstm_backward(
             grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, ctx.reverse, gates, h_prev, c_prev
         )
-        biases = [None if b is None else g_b for b in (b_ih, b_hh)]
+        biases = bias_gradients(g_b, b_ih, b_hh)
         return g_x, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
 
     inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)

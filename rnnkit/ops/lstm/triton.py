@@ -18,7 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import persistent as ps
-from ..fused import fused_backward
+from ..fused import bias_gradients, fused_backward
 from .naive import lstm as naive_lstm
 
 GATES = 4
@@ -437,8 +437,7 @@ def _autograd_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
         g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b, g_w_hr = lstm_triton_backward(
             grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r
         )
-        # one gradient serves both biases; a copy for the second, so that their .grad never share memory
-        biases = [None if b_ih is None else g_b, None if b_hh is None else g_b.clone()]
+        biases = bias_gradients(g_b, b_ih, b_hh)
         return g_x, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
 
     inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)

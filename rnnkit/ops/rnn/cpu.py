@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import fused_backward
+from ..fused import bias_gradients, fused_backward
 from .naive import rnn as naive_rnn
 
 
@@ -56,7 +56,7 @@ def _backward(ctx, grad_output, grad_h_n, _):
         g_x, g_h0, g_w_ih, g_w_hh, g_b = torch.ops.rnnkit.rnn_backward(
             grad_output, grad_h_n, x, w_ih, w_hh, lengths, ctx.reverse, ctx.relu, output, h_prev
         )
-        return g_x, g_h0, g_w_ih, g_w_hh, *(None if b is None else g_b for b in (b_ih, b_hh))
+        return g_x, g_h0, g_w_ih, g_w_hh, *bias_gradients(g_b, b_ih, b_hh)
 
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
     grads = fused_backward(recurrence, inputs, (grad_output, grad_h_n), (output, h0), kernel)

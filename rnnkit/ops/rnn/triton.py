@@ -17,7 +17,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import persistent as ps
-from ..fused import fused_backward
+from ..fused import bias_gradients, fused_backward
 from .naive import rnn as naive_rnn
 
 
@@ -284,8 +284,7 @@ def _autograd_backward(ctx, grad_output, grad_h_n, _):
 
     def kernel(grad_output, grad_h_n):
         g_x, g_h0, g_w_ih, g_w_hh, g_b = rnn_triton_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, ctx.relu)
-        # one gradient serves both biases; a copy for the second, so that their .grad never share memory
-        return g_x, g_h0, g_w_ih, g_w_hh, None if b_ih is None else g_b, None if b_hh is None else g_b.clone()
+        return g_x, g_h0, g_w_ih, g_w_hh, *bias_gradients(g_b, b_ih, b_hh)
 
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
     likes = (x.new_empty(*x.shape[:2], h.shape[0] * h.shape[-1]), h0)
