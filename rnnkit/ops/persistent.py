@@ -203,6 +203,11 @@ def final_states(buffer: Tensor) -> Tensor:
     return torch.stack(finals)
 
 
+def output_like(x: Tensor, buffer: Tensor) -> Tensor:
+    """An empty (T, B, D*P) tensor, the shape of the layer's output, from x (T, B, I) and its states buffer."""
+    return x.new_empty(*x.shape[:2], buffer.shape[0] * buffer.shape[-1])
+
+
 def previous_states(buffer: Tensor, direction: int) -> Tensor:
     """(T, B, *) the state each time step started from, in time order."""
     return buffer[direction, :-1] if direction == 0 else buffer[direction, 1:]

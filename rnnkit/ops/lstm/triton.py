@@ -441,7 +441,7 @@ def _autograd_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
         return g_x, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
 
     inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    likes = (x.new_empty(*x.shape[:2], h.shape[0] * h.shape[-1]), h0, c0)
+    likes = (ps.output_like(x, h), h0, c0)
     return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n, grad_c_n), likes, kernel), None)
 
 

@@ -287,7 +287,7 @@ def _autograd_backward(ctx, grad_output, grad_h_n, _):
         return g_x, g_h0, g_w_ih, g_w_hh, *bias_gradients(g_b, b_ih, b_hh)
 
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
-    likes = (x.new_empty(*x.shape[:2], h.shape[0] * h.shape[-1]), h0)
+    likes = (ps.output_like(x, h), h0)
     return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n), likes, kernel), None, None)
 
 
