@@ -131,7 +131,7 @@ def test_loading_the_library_keeps_denormals():
     ],
 )
 def test_large_float32_steps_match_torch(cls, hidden, kwargs):
-    """Steps of over 2**20 multiply-adds take the oneDNN matmul path; the sweep's small ones take BLAS."""
+    """Steps large enough for the threads to split the hidden units (the sweep's small ones run on one) match torch."""
     torch.manual_seed(0)
     model = cls(48, hidden, bidirectional=True, backend="cpu", **kwargs)
     reference = model.to_torch()
@@ -178,7 +178,7 @@ def test_ops_check_their_arguments():
 
 
 def test_threads_split_the_batch_like_one_thread():
-    """Batches large enough for at::parallel_for to use several threads give the single-thread result."""
+    """Steps split across threads by hidden units give the single-thread result (1 thread against 4)."""
     torch.manual_seed(0)
     model = rnnkit.LSTM(16, 200, bidirectional=True, proj_size=50, backend="cpu", dtype=torch.float64)
     x = torch.randn(6, 300, 16, dtype=torch.float64, requires_grad=True)

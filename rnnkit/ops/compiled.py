@@ -19,9 +19,12 @@ import torch
 
 _OPS = Path(__file__).parent
 SOURCES = [_OPS / "lstm" / "lstm_cpu.cpp", _OPS / "gru" / "gru_cpu.cpp", _OPS / "rnn" / "rnn_cpu.cpp"]
-HEADERS = [_OPS / "csrc" / "common.h"]
+HEADERS = [_OPS / "csrc" / "common.h", _OPS / "csrc" / "packed.h"]
 # -march=native is safe: the library is built on, and cached for, the machine that runs it.
-CFLAGS = ["-O3", "-march=native"]
+# -fopenmp turns on at::parallel_for: without it the header runs every loop on one thread. The
+# library then shares torch's OpenMP runtime (the libgomp.so.1 that torch has loaded already).
+CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
 
 
 def _cpu_flags() -> set[str]:
@@ -81,6 +84,7 @@ def unavailable_reason() -> str | None:
             name="rnnkit_cpu",
             sources=[str(s) for s in SOURCES],
             extra_cflags=CFLAGS + _vector_flags(),
+            extra_ldflags=LDFLAGS,
             build_directory=str(build),
             is_python_module=False,
             verbose=False,

@@ -72,4 +72,6 @@ def layer(
         out, final = op(x, tuple(s[direction] for s in state), direction_weights, lengths, reverse=direction == 1)
         outputs.append(out)
         finals.append(final)
+    if len(outputs) == 1:  # no copy of a one-direction output
+        return outputs[0], tuple(f.unsqueeze(0) for f in finals[0])
     return torch.cat(outputs, dim=2), tuple(torch.stack(f) for f in zip(*finals))

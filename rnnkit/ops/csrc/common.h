@@ -2,8 +2,8 @@
 //
 // Dimensions: T steps, B batch, I input features, H hidden units, P = proj_size or H,
 // G gates (LSTM 4, GRU 3, RNN 1). Matrices are row-major. Each op runs one direction of one
-// layer: the input projection W_ih x_t of every step is one product before the time loop
-// (project_input), the biases are added in the loop's gate math.
+// layer: the input projection W_ih x_t + b of every step is one product before the time loop
+// (project_input); in the loop, threads split the hidden units (packed.h's Split and PackedWeight).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,189 +13,86 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
-extern "C" {
-// BLAS from torch's own library where it exports one (MKL in the x86 wheels); weak, so a
-// build without it still loads and falls back to ATen's matmul.
-void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
-            const int*, const float*, const int*, const float*, float*, const int*) __attribute__((weak));
-void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
-            const int*, const double*, const int*, const double*, double*, const int*) __attribute__((weak));
-}
+#include "packed.h"
 
 namespace rnnkit {
 
-// C (M x N) = op(A) op(B) + beta C, row-major; op(A) is M x K, op(B) is K x N.
+// Loads and stores whole vectors at a pointer, or, for a row's tail, its first ``count`` lanes
+// (unloaded lanes read as zero), so short rows (H = 10, say) stay vectorised too.
 template <typename T>
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  const T one = 1;
-  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
-  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
-  const int m = N, n = M, k = K, la = ldb, lb = lda, lc = ldc;
-  if constexpr (std::is_same_v<T, float>) {
-    if (sgemm_ != nullptr) return sgemm_(&ta, &tb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
-  } else {
-    if (dgemm_ != nullptr) return dgemm_(&ta, &tb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
-  }
-  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  auto a = trans_a ? at::from_blob(const_cast<T*>(A), {K, M}, {lda, 1}, options).t()
-                   : at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, options);
-  auto b = trans_b ? at::from_blob(const_cast<T*>(B), {N, K}, {ldb, 1}, options).t()
-                   : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, options);
-  auto c = at::from_blob(C, {M, N}, {ldc, 1}, options);
-  if (beta == T(0)) {
-    at::mm_out(c, a, b);
-  } else {
-    c.addmm_(a, b);
-  }
-}
-
-// Loads and stores ``count`` lanes of a vector at a pointer; a partial vector for a row's tail,
-// so short rows (H = 10, say) stay vectorised too. Unloaded lanes read as zero.
+struct WholeLanes {
+  using V = at::vec::Vectorized<T>;
+  V load(const T* p) const { return V::loadu(p); }
+  void store(T* p, const V& v) const { v.store(p); }
+};
 template <typename T>
 struct Lanes {
   using V = at::vec::Vectorized<T>;
-  int64_t count;
-  V load(const T* p) const { return count == V::size() ? V::loadu(p) : V::loadu(p, count); }
-  void store(T* p, const V& v) const { count == V::size() ? v.store(p) : v.store(p, static_cast<int>(count)); }
+  int count;
+  V load(const T* p) const { return V::loadu(p, count); }
+  void store(T* p, const V& v) const { v.store(p, count); }
 };
 
-// Calls body(lanes, j) for j = 0, V::size(), ... < n: one vector of a row at a time.
+// Calls body(lanes, j) for j = 0, V::size(), ... < n: one vector of a row at a time. The body is
+// compiled twice, for whole vectors (no test per load) and for the tail.
 template <typename T, typename F>
 inline void vectorized(int64_t n, const F& body) {
   constexpr int64_t width = at::vec::Vectorized<T>::size();
-  for (int64_t j = 0; j < n; j += width) body(Lanes<T>{std::min(width, n - j)}, j);
+  int64_t j = 0;
+  for (; j + width <= n; j += width) body(WholeLanes<T>{}, j);
+  if (j < n) body(Lanes<T>{static_cast<int>(n - j)}, j);
 }
 
-// out (M x N) = a (M x K) wt (K x N), all row-major, for the tiny products of a step (one
-// sequence, or few inputs per unit): a row of out is K vector multiply-adds over wt's rows, kept
-// in four accumulators, with no call overhead. Larger products go to BLAS or oneDNN.
-template <typename T>
-void small_matmul(int64_t M, int64_t N, int64_t K, const T* a, const T* wt, T* out) {
-  using V = at::vec::Vectorized<T>;
-  constexpr int64_t W = V::size();
-  for (int64_t m = 0; m < M; ++m) {
-    const T* am = a + m * K;
-    for (int64_t j0 = 0; j0 < N; j0 += 4 * W) {
-      const Lanes<T> lanes[4] = {{std::clamp<int64_t>(N - j0, 0, W)},
-                                 {std::clamp<int64_t>(N - j0 - W, 0, W)},
-                                 {std::clamp<int64_t>(N - j0 - 2 * W, 0, W)},
-                                 {std::clamp<int64_t>(N - j0 - 3 * W, 0, W)}};
-      V acc[4] = {V(0), V(0), V(0), V(0)};
-      for (int64_t k = 0; k < K; ++k) {
-        const V s(am[k]);
-        const T* row = wt + k * N + j0;
-        for (int v = 0; v < 4; ++v) {
-          if (lanes[v].count > 0) acc[v] = at::vec::fmadd(s, lanes[v].load(row + v * W), acc[v]);
-        }
-      }
-      for (int v = 0; v < 4; ++v) {
-        if (lanes[v].count > 0) lanes[v].store(out + m * N + j0 + v * W, acc[v]);
-      }
-    }
-  }
-}
-
-// A weight used ``uses`` times (once per step, say): out (M x N) = a (M x K) W^T for a fixed W
-// (N x K), row-major. Large float products go to oneDNN through torch's mkldnn::_linear_pointwise
-// with the weight packed once (on x86 it is 2-3x faster than the BLAS here), when the uses
-// together pay for the packing (about 0.1 ms); tiny ones to small_matmul with the weight
-// transposed once (float and double); the rest, and the rest of double, to BLAS.
-class FixedWeight {
- public:
-  FixedWeight(const at::Tensor& weight, int64_t rows, int64_t uses = 1) : weight_(weight.contiguous()), rows_(rows) {
-    const int64_t work = rows * weight_.size(0) * weight_.size(1);
-    if (onednn_pays(weight_.scalar_type(), work) && work * uses >= kPackedMinWork) {
-      c10::Stack stack{weight_, std::optional<int64_t>(rows)};
-      pack_op()->callBoxed(&stack);
-      packed_ = stack[0].toTensor();
-    } else if (work <= kSmallMaxWork) {
-      transposed_ = weight_.t().contiguous();
-    }
-  }
-
-  // Whether a product of ``work`` multiply-adds in ``dtype`` is worth oneDNN's call.
-  static bool onednn_pays(at::ScalarType dtype, int64_t work) {
-    return dtype == at::kFloat && work >= kOneDnnMinWork && linear_op() && pack_op();
-  }
-
-  template <typename T>
-  void apply(const T* a, T* out) const {
-    const int64_t N = weight_.size(0), K = weight_.size(1);
-    if (transposed_.defined()) {
-      small_matmul<T>(rows_, N, K, a, transposed_.data_ptr<T>(), out);
-      return;
-    }
-    if (!packed_.defined()) {
-      gemm<T>(false, true, rows_, N, K, a, K, weight_.data_ptr<T>(), K, T(0), out, N);
-      return;
-    }
-    at::Tensor x = at::from_blob(const_cast<T*>(a), {rows_, K}, weight_.options());
-    c10::Stack stack{x, packed_, std::optional<at::Tensor>(), std::string("none"),
-                     c10::List<std::optional<at::Scalar>>(), std::optional<std::string>("")};
-    linear_op()->callBoxed(&stack);
-    const at::Tensor y = stack[0].toTensor().contiguous();
-    std::copy(y.data_ptr<T>(), y.data_ptr<T>() + rows_ * N, out);
-  }
-
- private:
-  static constexpr int64_t kOneDnnMinWork = 1 << 20;  // multiply-adds; below it the call costs more than it saves
-  static constexpr int64_t kPackedMinWork = 1 << 24;  // multiply-adds over all uses that pay for the packing
-  static constexpr int64_t kSmallMaxWork = 1 << 16;  // multiply-adds; above it BLAS's blocking pays
-  static const std::optional<c10::OperatorHandle>& linear_op() {
-    static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
-    return op;
-  }
-  static const std::optional<c10::OperatorHandle>& pack_op() {
-    static const auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_reorder_linear_weight", ""});
-    return op;
-  }
-  at::Tensor weight_, packed_, transposed_;
-  int64_t rows_;
-};
-
-// x (T, B, I) -> x W_ih^T (T, B, G): the input projection of every step, one product before the loop.
-inline at::Tensor project_input(const at::Tensor& x, const at::Tensor& w_ih) {
-  const int64_t T = x.size(0), B = x.size(1);
-  at::Tensor xw = at::empty({T, B, w_ih.size(0)}, x.options());
-  const FixedWeight weight(w_ih, T * B);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "project_input",
-                             [&] { weight.apply(x.data_ptr<scalar_t>(), xw.data_ptr<scalar_t>()); });
-  return xw;
-}
-
-// The gradient of a weight used at every step: grad (T, B, G) and its input y (T, B, K) over all
-// steps give d W (G, K) = sum_t grad_t^T y_t, one product over T*B rows. Large float ones run on
-// oneDNN, which wants both operands transposed (copies that cost far less than the product).
-inline at::Tensor weight_gradient(const at::Tensor& grad, const at::Tensor& y) {
-  const int64_t G = grad.size(-1), K = y.size(-1), rows = grad.numel() / G;
-  at::Tensor out = at::empty({G, K}, grad.options());
-  // The transposed copies and the packing pay for themselves only on large products.
-  const bool onednn = FixedWeight::onednn_pays(grad.scalar_type(), G * K * rows / 16);
-  const auto weight = onednn ? std::optional<FixedWeight>(std::in_place, y.reshape({rows, K}).t(), G) : std::nullopt;
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "weight_gradient", [&] {
-    if (onednn) {
-      const at::Tensor grad_t = grad.reshape({rows, G}).t().contiguous();
-      weight->apply(grad_t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
-    } else {
-      gemm<scalar_t>(true, false, G, K, rows, grad.data_ptr<scalar_t>(), G, y.data_ptr<scalar_t>(), K, scalar_t(0),
-                     out.data_ptr<scalar_t>(), K);
-    }
+// a (R x K) W^T + bias -> (R x N) for W (N x K): a product over the rows of all steps at once,
+// threads splitting the rows. The bias enters as one more input feature that is always 1.
+inline at::Tensor rows_product(const at::Tensor& a, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  const int64_t R = a.size(0), N = weight.size(0);
+  const at::Tensor inputs = bias.has_value() ? at::cat({a, at::ones({R, 1}, a.options())}, 1) : a.contiguous();
+  const at::Tensor w = bias.has_value() ? at::cat({weight, bias->view({N, 1})}, 1) : weight;
+  const int64_t K = inputs.size(1);
+  at::Tensor out = at::empty({R, N}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rows_product", [&] {
+    const PackedWeight<scalar_t> packed(w.t());
+    const Split rows(R, N * K, 1);
+    rows.run([&](int64_t p) {
+      const int64_t r0 = rows.begin(p);
+      packed.apply(rows.end(p) - r0, inputs.data_ptr<scalar_t>() + r0 * K, K, out.data_ptr<scalar_t>() + r0 * N, N);
+    });
   });
   return out;
 }
 
-// The backward of project_input: d xw (T, B, G) -> (d x (T, B, I), d W_ih (G, I)).
-inline std::tuple<at::Tensor, at::Tensor> project_input_backward(const at::Tensor& grad_xw, const at::Tensor& x,
-                                                                 const at::Tensor& w_ih) {
-  const int64_t T = x.size(0), B = x.size(1), I = w_ih.size(1);
-  at::Tensor grad_x = at::empty({T, B, I}, x.options());
-  const FixedWeight weight(w_ih.t(), T * B);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "project_input_backward",
-                             [&] { weight.apply(grad_xw.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>()); });
-  return {grad_x, weight_gradient(grad_xw, x)};
+// x (T, B, I) -> x W_ih^T + bias (T, B, G): the input projection of every step, one product before the loop.
+inline at::Tensor project_input(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias) {
+  const int64_t T = x.size(0), B = x.size(1);
+  return rows_product(x.reshape({T * B, x.size(2)}), w_ih, bias).view({T, B, w_ih.size(0)});
+}
+
+// The backward of project_input for x: d xw (T, B, G) -> d x (T, B, I) = d xw W_ih.
+inline at::Tensor input_gradient(const at::Tensor& grad_xw, const at::Tensor& w_ih) {
+  const int64_t T = grad_xw.size(0), B = grad_xw.size(1);
+  return rows_product(grad_xw.reshape({T * B, w_ih.size(0)}), w_ih.t(), std::nullopt).view({T, B, w_ih.size(1)});
+}
+
+// The gradients of weights applied at every step to inputs y_i (T, B, K_i), whose products
+// (summed, with the bias when ``bias``) have the gradient grad (T, B, G): [d W_1 (G, K_1), ...,
+// then d b (G) when ``bias``], all from one product over the T*B rows.
+inline std::vector<at::Tensor> step_weight_gradients(const at::Tensor& grad, const std::vector<at::Tensor>& inputs,
+                                                     bool bias) {
+  const int64_t G = grad.size(-1), rows = grad.numel() / G;
+  std::vector<at::Tensor> columns;
+  for (const auto& y : inputs) columns.push_back(y.reshape({rows, y.size(-1)}));
+  if (bias) columns.push_back(at::ones({rows, 1}, grad.options()));
+  const at::Tensor all = weight_gradient(grad.reshape({rows, G}).contiguous(), columns);
+  std::vector<at::Tensor> grads;  // separate memory each: autograd accumulates them one by one
+  for (int64_t offset = 0; const auto& y : columns) {
+    grads.push_back(all.narrow(1, offset, y.size(1)).contiguous());
+    offset += y.size(1);
+  }
+  if (bias) grads.back() = grads.back().view({G});
+  return grads;
 }
 
 // The sum of two optional bias vectors of size G (zeros where neither is given).
@@ -260,13 +157,65 @@ inline Steps make_steps(int64_t T, bool reverse, const std::optional<at::Tensor>
   return Steps{T, reverse, lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr};
 }
 
-// Runs fn(b) for every sequence b, on torch's threads once a step holds enough work to pay for them.
-template <typename F>
-inline void for_each_row(int64_t B, int64_t row_work, const F& fn) {
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(row_work, 1));
-  at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) fn(b);
+// Where the forward loop keeps the state (B x P): step i reads it from its slot of h_prev
+// (T, B, P), which the backward needs, and writes the next step's slot, or h_n after the last.
+template <typename T>
+struct StateSlots {
+  const Steps& steps;
+  T* h_prev;
+  T* h_n;  // holds h0 until the last step
+  int64_t size;  // B * P
+
+  StateSlots(const Steps& steps, T* h_prev, T* h_n, int64_t size) : steps(steps), h_prev(h_prev), h_n(h_n), size(size) {
+    if (steps.T > 0) std::copy(h_n, h_n + size, h_prev + steps.at(0) * size);
+  }
+  const T* in(int64_t i) const { return h_prev + steps.at(i) * size; }
+  T* out(int64_t i) const { return i + 1 < steps.T ? h_prev + steps.at(i + 1) * size : h_n; }
+};
+
+// Packs slice(p), W^T's slice for part p of a split, on the part's own thread: the thread that
+// multiplies by it then finds it in its core's cache.
+template <typename T, typename F>
+std::vector<PackedWeight<T>> pack_parts(const Split& split, const F& slice) {
+  std::vector<PackedWeight<T>> parts(split.parts);
+  split.run([&](int64_t p) { parts[p] = PackedWeight<T>(slice(p)); });
+  return parts;
+}
+
+// The slices of W (G*H x K) that the parts of the units own, for the product h W^T of a step:
+// each part's rows of every gate, so its product holds G blocks of its n units.
+template <typename T>
+std::vector<PackedWeight<T>> unit_rows(const at::Tensor& weight, int64_t gates, const Split& units) {
+  const at::Tensor by_gate = weight.view({gates, -1, weight.size(1)});
+  return pack_parts<T>(units, [&](int64_t p) {
+    return by_gate.slice(1, units.begin(p), units.end(p)).reshape({-1, weight.size(1)}).t();
   });
+}
+
+// The slices of W (N x K) by columns, for the products a W[:, part] of the backward.
+template <typename T>
+std::vector<PackedWeight<T>> column_parts(const at::Tensor& weight, const Split& split) {
+  return pack_parts<T>(split, [&](int64_t p) { return weight.slice(1, split.begin(p), split.end(p)); });
+}
+
+// dh[:, part q] = grad_t (B x G*H) W_hh[:, part q] (+ skip[:, part q]) for the sequences alive at
+// t, in place: the gradient that reaches the state step t started from. The others keep dh.
+template <typename T>
+void carry_back(const std::vector<PackedWeight<T>>& recurrent, const Split& split, int64_t q, const Steps& steps,
+                int64_t t, const T* grad_t, int64_t ld_grad, at::Tensor& products, T* dh, int64_t P,
+                const T* skip = nullptr) {
+  const int64_t B = products.size(1), ld = products.size(2), k0 = split.begin(q), n = split.end(q) - k0;
+  T* y = products.data_ptr<T>() + q * B * ld;
+  recurrent[q].apply(B, grad_t, ld_grad, y, ld);
+  for (int64_t b = 0; b < B; ++b) {
+    if (!steps.alive(t, b)) continue;
+    T* row = dh + b * P + k0;
+    if (skip == nullptr) {
+      std::copy(y + b * ld, y + b * ld + n, row);
+    } else {
+      for (int64_t j = 0; j < n; ++j) row[j] = y[b * ld + j] + skip[b * P + k0 + j];
+    }
+  }
 }
 
 // lengths as the kernels read them: None, or B int64 values in [1, T] on the CPU.

@@ -2,7 +2,7 @@
 //
 // Dimensions: T steps, B batch, I input features, H hidden.
 //   x       (T, B, I)   input; W_ih x_t for every step is one product before the loop
-//   gates   (T, B, 3H)  saved: activated r, z, n of every step (W_ih x_t past a length)
+//   gates   (T, B, 3H)  saved: activated r, z, n of every step (W_ih x_t + b_ih past a length)
 //   hn      (T, B, H)   saved: W_hn h_{t-1} + b_hn, which r scales
 //   h_prev  (T, B, H)   saved: the state each step started from
 // A step at t >= lengths[b] leaves sequence b's state as it is and outputs zero.
@@ -25,51 +25,57 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
   const Tensor x = x_in.contiguous();
   const int64_t T = x.size(0), B = x.size(1);
   // b_hn must stay apart from b_in: r scales it (n = tanh(W_in x + b_in + r * (W_hn h + b_hn))).
-  const Tensor bias_i = add_biases(b_ih, std::nullopt, 3 * H, x.options());
   const Tensor bias_h = add_biases(b_hh, std::nullopt, 3 * H, x.options());
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  Tensor gates = project_input(x, w_ih);  // W_ih x_t, then, step by step, the activated gates
+  // W_ih x_t + b_ih, then, step by step, the activated gates
+  Tensor gates = project_input(x, w_ih, add_biases(b_ih, std::nullopt, 3 * H, x.options()));
   Tensor output = at::zeros({T, B, H}, x.options());
   Tensor hn = at::empty({T, B, H}, x.options());
   Tensor h_prev = at::empty({T, B, H}, x.options());
   Tensor h = h0.contiguous().clone();
-  Tensor hw = at::empty({B, 3 * H}, x.options());  // W_hh h_{t-1}
-  const FixedWeight recurrent(w_hh, B, T);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
     using T_ = scalar_t;
-    T_* ph = h.data_ptr<T_>();
-    T_* phw = hw.data_ptr<T_>();
-    const T_* pbi = bias_i.data_ptr<T_>();
-    const T_* pbh = bias_h.data_ptr<T_>();
+    const Split units(H, B * 3 * H, PackedWeight<T_>::kWidth);  // part p owns its units' rows of W_hh
+    const auto recurrent = unit_rows<T_>(w_hh, 3, units);
+    Tensor products = scratch_for<T_>({&recurrent}, B, x.options());
+    const int64_t ld = products.size(2);
+    const StateSlots<T_> state(steps, h_prev.data_ptr<T_>(), h.data_ptr<T_>(), B * H);
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = steps.at(i);
-      std::copy(ph, ph + B * H, h_prev.data_ptr<T_>() + t * B * H);
+      const T_* h_in = state.in(i);
+      T_* h_out = state.out(i);
       T_* pg = gates.data_ptr<T_>() + t * B * 3 * H;
       T_* pn = hn.data_ptr<T_>() + t * B * H;
       T_* po = output.data_ptr<T_>() + t * B * H;
-      recurrent.apply(ph, phw);
-      for_each_row(B, 3 * H, [&](int64_t b) {
-        if (!steps.alive(t, b)) return;
-        T_* g = pg + b * 3 * H;
-        const T_* w = phw + b * 3 * H;
-        T_* hb = ph + b * H;
-        T_* hn_b = pn + b * H;
-        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
-          using V = at::vec::Vectorized<T_>;
-          auto from_x = [&](int64_t k) { return L.load(g + k * H + j) + L.load(pbi + k * H + j); };
-          auto from_h = [&](int64_t k) { return L.load(w + k * H + j) + L.load(pbh + k * H + j); };
-          const V r = sigmoid_(from_x(0) + from_h(0));
-          const V z = sigmoid_(from_x(1) + from_h(1));
-          const V h_n = from_h(2);
-          const V n = tanh_(from_x(2) + r * h_n);
-          L.store(g + j, r), L.store(g + H + j, z), L.store(g + 2 * H + j, n);
-          L.store(hn_b + j, h_n);
-          L.store(hb + j, (V(1) - z) * n + z * L.load(hb + j));
-        });
-        std::copy(hb, hb + H, po + b * H);
+      units.run([&](int64_t p) {
+        const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+        T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units, gate by gate
+        recurrent[p].apply(B, h_in, H, hw, ld);
+        const T_* pbh = bias_h.data_ptr<T_>() + j0;
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t row = b * H + j0;
+          if (!steps.alive(t, b)) {
+            std::copy(h_in + row, h_in + row + n, h_out + row);
+            continue;
+          }
+          T_* g = pg + b * 3 * H + j0;
+          const T_* w = hw + b * ld;
+          vectorized<T_>(n, [&](const auto& L, int64_t j) {
+            using V = at::vec::Vectorized<T_>;
+            auto from_h = [&](int64_t k) { return L.load(w + k * n + j) + L.load(pbh + k * H + j); };
+            const V r = sigmoid_(L.load(g + j) + from_h(0));
+            const V z = sigmoid_(L.load(g + H + j) + from_h(1));
+            const V h_n = from_h(2);
+            const V gn = tanh_(L.load(g + 2 * H + j) + r * h_n);
+            L.store(g + j, r), L.store(g + H + j, z), L.store(g + 2 * H + j, gn);
+            L.store(pn + row + j, h_n);
+            const V h_new = (V(1) - z) * gn + z * L.load(h_in + row + j);
+            L.store(h_out + row + j, h_new), L.store(po + row + j, h_new);
+          });
+        }
       });
     }
   });
@@ -94,13 +100,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor grad_xw = at::empty({T, B, 3 * H}, gates.options());  // d(W_ih x + b_ih)
   Tensor grad_hw = at::empty({T, B, 3 * H}, gates.options());  // d(W_hh h + b_hh): differs in the n block
   Tensor dh = grad_h_n.contiguous().clone();
-  Tensor carry = at::empty({B, H}, gates.options());  // the part of dh_{t-1} that skips W_hh: z * dh_t
+  Tensor skip = at::zeros({B, H}, gates.options());  // the part of dh_{t-1} that skips W_hh: z * dh_t
 
-  const FixedWeight recurrent(w_hh.t(), B, T);  // dh_{t-1} = d(W_hh h) W_hh + carry
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
     using T_ = scalar_t;
+    const Split units(H, B * 3 * H, PackedWeight<T_>::kWidth);  // part p owns its units and W_hh's columns of them
+    const auto recurrent = column_parts<T_>(w_hh, units);
+    Tensor products = scratch_for<T_>({&recurrent}, B, gates.options());
     T_* pdh = dh.data_ptr<T_>();
-    T_* pcarry = carry.data_ptr<T_>();
+    T_* pskip = skip.data_ptr<T_>();
+    auto carry = [&](int64_t p, int64_t t) {  // dh[:, part p] = d(W_hh h)_t W_hh[:, part p] + z * dh_t
+      carry_back(recurrent, units, p, steps, t, grad_hw.data_ptr<T_>() + t * B * 3 * H, 3 * H, products, pdh, H,
+                 pskip);
+    };
     for (int64_t i = T - 1; i >= 0; --i) {
       const int64_t t = steps.at(i);
       const T_* pgo = grad_output.data_ptr<T_>() + t * B * H;
@@ -109,41 +121,41 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
       const T_* php = h_prev.data_ptr<T_>() + t * B * H;
       T_* pdx = grad_xw.data_ptr<T_>() + t * B * 3 * H;
       T_* pdw = grad_hw.data_ptr<T_>() + t * B * 3 * H;
-      for_each_row(B, 3 * H, [&](int64_t b) {
-        T_* dx = pdx + b * 3 * H;
-        T_* dw = pdw + b * 3 * H;
-        if (!steps.alive(t, b)) {
-          std::fill(dx, dx + 3 * H, T_(0));
-          std::fill(dw, dw + 3 * H, T_(0));
-          std::copy(pdh + b * H, pdh + (b + 1) * H, pcarry + b * H);
-          return;
+      units.run([&](int64_t p) {
+        if (i + 1 < T) carry(p, steps.at(i + 1));
+        const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+        for (int64_t b = 0; b < B; ++b) {
+          T_* dx = pdx + b * 3 * H + j0;
+          T_* dw = pdw + b * 3 * H + j0;
+          if (!steps.alive(t, b)) {
+            for (int64_t k = 0; k < 3; ++k) {
+              std::fill(dx + k * H, dx + k * H + n, T_(0));
+              std::fill(dw + k * H, dw + k * H + n, T_(0));
+            }
+            continue;
+          }
+          const int64_t row = b * H + j0;
+          const T_* g = pg + b * 3 * H + j0;
+          vectorized<T_>(n, [&](const auto& L, int64_t j) {
+            using V = at::vec::Vectorized<T_>;
+            const V r = L.load(g + j), z = L.load(g + H + j), gn = L.load(g + 2 * H + j);
+            const V d = L.load(pdh + row + j) + L.load(pgo + row + j);
+            const V dn = d * (V(1) - z) * (V(1) - gn * gn);
+            const V dr = dn * L.load(pn + row + j) * r * (V(1) - r);
+            const V dz = d * (L.load(php + row + j) - gn) * z * (V(1) - z);
+            L.store(dx + j, dr), L.store(dx + H + j, dz), L.store(dx + 2 * H + j, dn);
+            L.store(dw + j, dr), L.store(dw + H + j, dz), L.store(dw + 2 * H + j, dn * r);
+            L.store(pskip + row + j, d * z);
+          });
         }
-        const T_* g = pg + b * 3 * H;
-        const T_* hn_b = pn + b * H;
-        const T_* hp_b = php + b * H;
-        const T_* dh_b = pdh + b * H;
-        const T_* go_b = pgo + b * H;
-        T_* carry_b = pcarry + b * H;
-        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
-          using V = at::vec::Vectorized<T_>;
-          const V r = L.load(g + j), z = L.load(g + H + j), n = L.load(g + 2 * H + j);
-          const V d = L.load(dh_b + j) + L.load(go_b + j);
-          const V dn = d * (V(1) - z) * (V(1) - n * n);
-          const V dr = dn * L.load(hn_b + j) * r * (V(1) - r);
-          const V dz = d * (L.load(hp_b + j) - n) * z * (V(1) - z);
-          L.store(dx + j, dr), L.store(dx + H + j, dz), L.store(dx + 2 * H + j, dn);
-          L.store(dw + j, dr), L.store(dw + H + j, dz), L.store(dw + 2 * H + j, dn * r);
-          L.store(carry_b + j, d * z);
-        });
       });
-      recurrent.apply(pdw, pdh);
-      for (int64_t k = 0; k < B * H; ++k) pdh[k] += pcarry[k];
     }
+    if (T > 0) units.run([&](int64_t p) { carry(p, steps.at(0)); });
   });
 
-  auto [grad_x, grad_w_ih] = project_input_backward(grad_xw, x, w_ih);
-  Tensor grad_w_hh = weight_gradient(grad_hw, h_prev);
-  return {grad_x, dh, grad_w_ih, grad_w_hh, grad_xw.sum({0, 1}), grad_hw.sum({0, 1})};
+  const auto grads_x = step_weight_gradients(grad_xw, {x}, true);       // W_ih, b_ih
+  const auto grads_h = step_weight_gradients(grad_hw, {h_prev}, true);  // W_hh, b_hh
+  return {input_gradient(grad_xw, w_ih), dh, grads_x[0], grads_h[0], grads_x[1], grads_h[1]};
 }
 
 }  // namespace

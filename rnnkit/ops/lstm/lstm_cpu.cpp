@@ -2,7 +2,7 @@
 //
 // Dimensions: T steps, B batch, I input features, H hidden, P = proj_size or H.
 //   x       (T, B, I)   input; W_ih x_t for every step is one product before the loop
-//   gates   (T, B, 4H)  saved: activated i, f, g, o of every step (W_ih x_t past a length)
+//   gates   (T, B, 4H)  saved: activated i, f, g, o of every step (W_ih x_t + b past a length)
 //   h_prev  (T, B, P), c_prev (T, B, H)  saved: the states each step started from
 // A step at t >= lengths[b] leaves sequence b's states as they are and outputs zero.
 #include <torch/library.h>
@@ -25,61 +25,82 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   TORCH_CHECK(proj || P == H, "lstm_forward: without w_hr, h0 must have H = ", H, " features, got ", P);
   check_tensor("lstm_forward", "c0", c0, {B, H}, x);
   check_tensor("lstm_forward", "w_hr", w_hr, {P, H}, x);
-  const Tensor bias = add_biases(b_ih, b_hh, 4 * H, x.options());
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  Tensor gates = project_input(x, w_ih);  // W_ih x_t, then, step by step, the activated gates
+  // W_ih x_t + b_ih + b_hh, then, step by step, the activated gates
+  Tensor gates = project_input(x, w_ih, add_biases(b_ih, b_hh, 4 * H, x.options()));
   Tensor output = at::zeros({T, B, P}, x.options());
   Tensor h_prev = at::empty({T, B, P}, x.options());
   Tensor c_prev = at::empty({T, B, H}, x.options());
   Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone();
-  Tensor hw = at::empty({B, 4 * H}, x.options());       // W_hh h_{t-1}
-  Tensor m = at::zeros({B, H}, x.options());  // o * tanh(c) before the projection; zero for idle rows
-  Tensor projected = at::empty({B, P}, x.options());    // W_hr m
-  const FixedWeight recurrent(w_hh, B, T);
-  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, *w_hr, B, T) : std::nullopt;
+  Tensor m = proj ? at::zeros({B, H}, x.options()) : Tensor();  // o * tanh(c) before the projection
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
     using T_ = scalar_t;
-    T_* ph = h.data_ptr<T_>();
+    // Part p of the units owns their four gates' rows of W_hh and their cells; with a projection,
+    // part q of the features owns their rows of W_hr.
+    const Split units(H, B * 4 * P, PackedWeight<T_>::kWidth);
+    const Split features(P, B * H, PackedWeight<T_>::kWidth);
+    const auto recurrent = unit_rows<T_>(w_hh, 4, units);
+    const auto projection = proj ? unit_rows<T_>(*w_hr, 1, features) : std::vector<PackedWeight<T_>>();
+    Tensor products = scratch_for<T_>({&recurrent, &projection}, B, x.options());
+    const int64_t ld = products.size(2);
+    const StateSlots<T_> state(steps, h_prev.data_ptr<T_>(), h.data_ptr<T_>(), B * P);
     T_* pc = c.data_ptr<T_>();
-    T_* pm = m.data_ptr<T_>();
-    T_* phw = hw.data_ptr<T_>();
-    const T_* pb = bias.data_ptr<T_>();
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = steps.at(i);
-      std::copy(ph, ph + B * P, h_prev.data_ptr<T_>() + t * B * P);
-      std::copy(pc, pc + B * H, c_prev.data_ptr<T_>() + t * B * H);
+      const T_* h_in = state.in(i);
+      T_* h_out = state.out(i);
       T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
       T_* po = output.data_ptr<T_>() + t * B * P;
-      recurrent.apply(ph, phw);
-      for_each_row(B, 4 * H, [&](int64_t b) {
-        if (!steps.alive(t, b)) return;
-        T_* g = pg + b * 4 * H;
-        const T_* r = phw + b * 4 * H;
-        T_* cb = pc + b * H;
-        T_* out = proj ? pm + b * H : ph + b * P;
-        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
-          using V = at::vec::Vectorized<T_>;
-          auto pre = [&](int64_t k) { return L.load(g + k * H + j) + L.load(r + k * H + j) + L.load(pb + k * H + j); };
-          const V gi = sigmoid_(pre(0)), gf = sigmoid_(pre(1)), gg = tanh_(pre(2)), go = sigmoid_(pre(3));
-          L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, go);
-          const V c_new = gf * L.load(cb + j) + gi * gg;
-          L.store(cb + j, c_new);
-          L.store(out + j, go * tanh_(c_new));
-        });
-        if (!proj) std::copy(out, out + P, po + b * P);
-      });
-      if (proj) {
-        T_* pp = projected.data_ptr<T_>();
-        projection->apply(pm, pp);
+      units.run([&](int64_t p) {
+        const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+        T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units, gate by gate
+        recurrent[p].apply(B, h_in, P, hw, ld);
         for (int64_t b = 0; b < B; ++b) {
-          if (!steps.alive(t, b)) continue;
-          std::copy(pp + b * P, pp + (b + 1) * P, ph + b * P);
-          std::copy(pp + b * P, pp + (b + 1) * P, po + b * P);
+          T_* cb = pc + b * H + j0;
+          T_* cb_prev = c_prev.data_ptr<T_>() + (t * B + b) * H + j0;
+          if (!steps.alive(t, b)) {
+            std::copy(cb, cb + n, cb_prev);
+            if (!proj) std::copy(h_in + b * P + j0, h_in + b * P + j0 + n, h_out + b * P + j0);
+            continue;
+          }
+          T_* g = pg + b * 4 * H + j0;
+          const T_* r = hw + b * ld;
+          // The cell's output o * tanh(c): the new state and output_t, or m for the projection.
+          T_* out = proj ? m.data_ptr<T_>() + b * H + j0 : h_out + b * P + j0;
+          T_* out_t = proj ? nullptr : po + b * P + j0;
+          // Two passes over the row, each with a short chain of dependent operations, so that the
+          // processor overlaps the vectors of a pass (one pass ran ~2x slower, latency-bound).
+          vectorized<T_>(n, [&](const auto& L, int64_t j) {
+            using V = at::vec::Vectorized<T_>;
+            auto pre = [&](int64_t k) { return L.load(g + k * H + j) + L.load(r + k * n + j); };
+            const V gi = sigmoid_(pre(0)), gf = sigmoid_(pre(1)), gg = tanh_(pre(2)), go = sigmoid_(pre(3));
+            L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, go);
+            const V c_old = L.load(cb + j);
+            L.store(cb_prev + j, c_old);
+            L.store(cb + j, gf * c_old + gi * gg);
+          });
+          vectorized<T_>(n, [&](const auto& L, int64_t j) {
+            const auto y = L.load(g + 3 * H + j) * tanh_(L.load(cb + j));
+            L.store(out + j, y);
+            if (!proj) L.store(out_t + j, y);
+          });
         }
-      }
+      });
+      if (!proj) continue;
+      features.run([&](int64_t q) {
+        const int64_t k0 = features.begin(q), n = features.end(q) - k0;
+        T_* y = products.data_ptr<T_>() + q * B * ld;  // W_hr m for the part's features
+        projection[q].apply(B, m.data_ptr<T_>(), H, y, ld);
+        for (int64_t b = 0; b < B; ++b) {
+          const bool alive = steps.alive(t, b);
+          const T_* from = alive ? y + b * ld : h_in + b * P + k0;
+          std::copy(from, from + n, h_out + b * P + k0);
+          if (alive) std::copy(from, from + n, po + b * P + k0);
+        }
+      });
     }
   });
   return {output, h, c, gates, h_prev, c_prev};
@@ -104,55 +125,64 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
 
   Tensor grad_gates = at::empty({T, B, 4 * H}, gates.options());  // d(pre-activations)
   Tensor dh = grad_h_n.contiguous().clone(), dc = grad_c_n.contiguous().clone();
-  Tensor dh_step = at::empty({B, P}, gates.options());  // dh_t: carried dh plus d output_t
-  Tensor dm = at::empty({B, H}, gates.options());       // d(o * tanh(c)) before the projection
+  Tensor dh_step = at::zeros({B, P}, gates.options());  // dh_t: carried dh plus d output_t
   Tensor dh_all = proj ? at::zeros({T, B, P}, gates.options()) : Tensor();  // for grad W_hr
   Tensor m_all = proj ? at::zeros({T, B, H}, gates.options()) : Tensor();
-  const FixedWeight recurrent(w_hh.t(), B, T);  // dh_{t-1} = dgates W_hh
-  const auto projection = proj ? std::optional<FixedWeight>(std::in_place, w_hr->t(), B, T) : std::nullopt;
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
     using T_ = scalar_t;
+    // Part q of the features owns columns of dh (dh_{t-1} = dgates_t W_hh takes W_hh's columns of
+    // the part); part p of the units owns their cells and gates (with a projection, d m = dh_t W_hr
+    // takes W_hr's columns of the part). Without a projection the two splits are one, and a step
+    // is one parallel region.
+    const Split units(H, B * 4 * P, PackedWeight<T_>::kWidth);
+    const Split features = proj ? Split(P, B * 4 * H, PackedWeight<T_>::kWidth) : units;
+    const auto recurrent = column_parts<T_>(w_hh, features);
+    const auto projection = proj ? column_parts<T_>(*w_hr, units) : std::vector<PackedWeight<T_>>();
+    Tensor products = scratch_for<T_>({&recurrent, &projection}, B, gates.options());
+    const int64_t ld = products.size(2);
     T_* pdh = dh.data_ptr<T_>();
-    T_* pdc = dc.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();
-    for (int64_t i = T - 1; i >= 0; --i) {
-      const int64_t t = steps.at(i);
+    T_* pdc = dc.data_ptr<T_>();
+
+    // dh_t[:, part q] = dh + d output_t for the sequences alive at t (output_t is zero past a length).
+    auto step_gradient = [&](int64_t q, int64_t t) {
+      const int64_t k0 = features.begin(q), n = features.end(q) - k0;
       const T_* pgo = grad_output.data_ptr<T_>() + t * B * P;
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = b * P;
-        if (!steps.alive(t, b)) {  // output_t is zero for this sequence: no gradient enters here
-          std::copy(pdh + row, pdh + row + P, pds + row);
-          continue;
-        }
-        vectorized<T_>(P, [&](const Lanes<T_>& L, int64_t j) {
+        if (!steps.alive(t, b)) continue;
+        const int64_t row = b * P + k0;
+        vectorized<T_>(n, [&](const auto& L, int64_t j) {
           L.store(pds + row + j, L.load(pdh + row + j) + L.load(pgo + row + j));
         });
+        if (proj) std::copy(pds + row, pds + row + n, dh_all.data_ptr<T_>() + t * B * P + row);
       }
-      const T_* pdm = pds;
+    };
+    // The gate gradients of part p's units at step t, and dc carried to step t-1.
+    auto gate_gradients = [&](int64_t p, int64_t t) {
+      const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+      const T_* dm = pds + j0;  // d(o * tanh(c)) of the part's units, row stride ld_dm
+      int64_t ld_dm = P;
       if (proj) {
-        T_* pha = dh_all.data_ptr<T_>() + t * B * P;
-        for (int64_t b = 0; b < B; ++b) {
-          if (steps.alive(t, b)) std::copy(pds + b * P, pds + (b + 1) * P, pha + b * P);
-        }
-        projection->apply(pds, dm.data_ptr<T_>());
-        pdm = dm.data_ptr<T_>();
+        T_* y = products.data_ptr<T_>() + p * B * ld;
+        projection[p].apply(B, pds, P, y, ld);
+        dm = y, ld_dm = ld;
       }
-      const T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
-      const T_* pcp = c_prev.data_ptr<T_>() + t * B * H;
-      T_* pgg = grad_gates.data_ptr<T_>() + t * B * 4 * H;
-      T_* pma = proj ? m_all.data_ptr<T_>() + t * B * H : nullptr;
-      for_each_row(B, 4 * H, [&](int64_t b) {
+      const T_* pg = gates.data_ptr<T_>() + t * B * 4 * H + j0;
+      const T_* pcp = c_prev.data_ptr<T_>() + t * B * H + j0;
+      T_* pgg = grad_gates.data_ptr<T_>() + t * B * 4 * H + j0;
+      for (int64_t b = 0; b < B; ++b) {
         T_* dg = pgg + b * 4 * H;
         if (!steps.alive(t, b)) {
-          std::fill(dg, dg + 4 * H, T_(0));
-          return;
+          for (int64_t k = 0; k < 4; ++k) std::fill(dg + k * H, dg + k * H + n, T_(0));
+          continue;
         }
         const T_* g = pg + b * 4 * H;
         const T_* cp = pcp + b * H;
-        const T_* dmb = pdm + b * H;
-        T_* dcb = pdc + b * H;
-        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
+        const T_* dmb = dm + b * ld_dm;
+        T_* dcb = pdc + b * H + j0;
+        T_* mb = proj ? m_all.data_ptr<T_>() + (t * B + b) * H + j0 : nullptr;
+        vectorized<T_>(n, [&](const auto& L, int64_t j) {
           using V = at::vec::Vectorized<T_>;
           const V gi = L.load(g + j), gf = L.load(g + H + j), gg = L.load(g + 2 * H + j);
           const V go = L.load(g + 3 * H + j), c_prev = L.load(cp + j), d_m = L.load(dmb + j);
@@ -163,21 +193,38 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
           L.store(dg + 2 * H + j, dct * gi * (V(1) - gg * gg));
           L.store(dg + 3 * H + j, d_m * tc * go * (V(1) - go));
           L.store(dcb + j, dct * gf);
-          if (proj) L.store(pma + b * H + j, go * tc);
+          if (proj) L.store(mb + j, go * tc);
         });
-      });
-      recurrent.apply(pgg, pdh);
-      for (int64_t b = 0; b < B; ++b) {
-        if (!steps.alive(t, b)) std::copy(pds + b * P, pds + (b + 1) * P, pdh + b * P);
+      }
+    };
+    // dh[:, part q] = dgates_t W_hh[:, part q]: the gradient of the state step t started from.
+    auto carry = [&](int64_t q, int64_t t) {
+      carry_back(recurrent, features, q, steps, t, grad_gates.data_ptr<T_>() + t * B * 4 * H, 4 * H, products, pdh, P);
+    };
+
+    for (int64_t i = T - 1; i >= 0; --i) {
+      const int64_t t = steps.at(i);
+      auto features_step = [&](int64_t q) {
+        if (i + 1 < T) carry(q, steps.at(i + 1));
+        step_gradient(q, t);
+      };
+      if (proj) {
+        features.run(features_step);
+        units.run([&](int64_t p) { gate_gradients(p, t); });
+      } else {
+        units.run([&](int64_t p) {
+          features_step(p);
+          gate_gradients(p, t);
+        });
       }
     }
+    if (T > 0) features.run([&](int64_t q) { carry(q, steps.at(0)); });
   });
 
-  // Weight gradients: one product over all steps each, after the recurrence.
-  auto [grad_x, grad_w_ih] = project_input_backward(grad_gates, x, w_ih);
-  Tensor grad_w_hh = weight_gradient(grad_gates, h_prev);
-  Tensor grad_w_hr = proj ? weight_gradient(dh_all, m_all) : at::empty({0}, gates.options());
-  return {grad_x, dh, dc, grad_w_ih, grad_w_hh, grad_gates.sum({0, 1}), grad_w_hr};
+  // Weight gradients: one product over all steps, after the recurrence.
+  const auto grads = step_weight_gradients(grad_gates, {x, h_prev}, true);  // W_ih, W_hh, bias
+  Tensor grad_w_hr = proj ? step_weight_gradients(dh_all, {m_all}, false)[0] : at::empty({0}, gates.options());
+  return {input_gradient(grad_gates, w_ih), dh, dc, grads[0], grads[1], grads[2], grad_w_hr};
 }
 
 }  // namespace

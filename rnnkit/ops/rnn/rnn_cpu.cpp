@@ -1,7 +1,7 @@
 // Fused Elman RNN layer (one direction; tanh or ReLU) for the CPU: forward and hand-written backward.
 //
 // Dimensions: T steps, B batch, I input features, H hidden.
-//   x       (T, B, I)  input; W_ih x_t for every step is one product before the loop
+//   x       (T, B, I)  input; W_ih x_t + b for every step is one product before the loop
 //   output  (T, B, H)  h_t, zero past each length; saved, since phi'(.) is a function of h_t
 //   h_prev  (T, B, H)  saved: the state each step started from
 // A step at t >= lengths[b] leaves sequence b's state as it is and outputs zero.
@@ -22,37 +22,44 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
   TORCH_CHECK(w_hh.size(1) == H, "rnn_forward: expected w_hh of shape (H, H), got ", w_hh.sizes());
   const Tensor x = x_in.contiguous();
   const int64_t T = x.size(0), B = x.size(1);
-  const Tensor bias = add_biases(b_ih, b_hh, H, x.options());
-  const Tensor xw = project_input(x, w_ih);
+  const Tensor xw = project_input(x, w_ih, add_biases(b_ih, b_hh, H, x.options()));
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
   Tensor output = at::zeros({T, B, H}, xw.options());
   Tensor h_prev = at::empty({T, B, H}, xw.options());
   Tensor h = h0.contiguous().clone();
-  Tensor pre = at::empty({B, H}, xw.options());
 
-  const FixedWeight recurrent(w_hh, B, T);
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
     using T_ = scalar_t;
-    T_* ph = h.data_ptr<T_>();
-    T_* pp = pre.data_ptr<T_>();
-    const T_* pb = bias.data_ptr<T_>();
+    const Split units(H, B * H, PackedWeight<T_>::kWidth);  // part p owns its units' rows of W_hh
+    const auto recurrent = unit_rows<T_>(w_hh, 1, units);
+    Tensor products = scratch_for<T_>({&recurrent}, B, x.options());
+    const int64_t ld = products.size(2);
+    const StateSlots<T_> state(steps, h_prev.data_ptr<T_>(), h.data_ptr<T_>(), B * H);
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = steps.at(i);
-      std::copy(ph, ph + B * H, h_prev.data_ptr<T_>() + t * B * H);
+      const T_* h_in = state.in(i);
+      T_* h_out = state.out(i);
       const T_* px = xw.data_ptr<T_>() + t * B * H;
       T_* po = output.data_ptr<T_>() + t * B * H;
-      recurrent.apply(ph, pp);
-      for_each_row(B, H, [&](int64_t b) {
-        if (!steps.alive(t, b)) return;
-        const int64_t row = b * H;
-        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
-          using V = at::vec::Vectorized<T_>;
-          const V v = L.load(pp + row + j) + L.load(px + row + j) + L.load(pb + j);
-          const V y = relu ? at::vec::maximum(v, V(0)) : tanh_(v);
-          L.store(ph + row + j, y), L.store(po + row + j, y);
-        });
+      units.run([&](int64_t p) {
+        const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+        T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units
+        recurrent[p].apply(B, h_in, H, hw, ld);
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t row = b * H + j0;
+          if (!steps.alive(t, b)) {
+            std::copy(h_in + row, h_in + row + n, h_out + row);
+            continue;
+          }
+          vectorized<T_>(n, [&](const auto& L, int64_t j) {
+            using V = at::vec::Vectorized<T_>;
+            const V v = L.load(hw + b * ld + j) + L.load(px + row + j);
+            const V y = relu ? at::vec::maximum(v, V(0)) : tanh_(v);
+            L.store(h_out + row + j, y), L.store(po + row + j, y);
+          });
+        }
       });
     }
   });
@@ -74,41 +81,44 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
 
   Tensor grad_pre = at::empty({T, B, H}, output.options());  // d(pre-activation) = d xw
   Tensor dh = grad_h_n.contiguous().clone();
-  Tensor carry = at::empty({B, H}, output.options());  // dh of sequences that skip step t
 
-  const FixedWeight recurrent(w_hh.t(), B, T);  // dh_{t-1} = dpre W_hh + carry
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "rnn_backward", [&] {
     using T_ = scalar_t;
+    const Split units(H, B * H, PackedWeight<T_>::kWidth);  // part p owns its units and W_hh's columns of them
+    const auto recurrent = column_parts<T_>(w_hh, units);
+    Tensor products = scratch_for<T_>({&recurrent}, B, output.options());
     T_* pdh = dh.data_ptr<T_>();
-    T_* pcarry = carry.data_ptr<T_>();
+    auto carry = [&](int64_t p, int64_t t) {  // dh[:, part p] = dpre_t W_hh[:, part p]
+      carry_back(recurrent, units, p, steps, t, grad_pre.data_ptr<T_>() + t * B * H, H, products, pdh, H);
+    };
     for (int64_t i = T - 1; i >= 0; --i) {
       const int64_t t = steps.at(i);
       const T_* pgo = grad_output.data_ptr<T_>() + t * B * H;
       const T_* py = output.data_ptr<T_>() + t * B * H;
       T_* pd = grad_pre.data_ptr<T_>() + t * B * H;
-      for_each_row(B, H, [&](int64_t b) {
-        const int64_t row = b * H;
-        if (!steps.alive(t, b)) {
-          std::fill(pd + row, pd + row + H, T_(0));
-          std::copy(pdh + row, pdh + row + H, pcarry + row);
-          return;
+      units.run([&](int64_t p) {
+        if (i + 1 < T) carry(p, steps.at(i + 1));
+        const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t row = b * H + j0;
+          if (!steps.alive(t, b)) {
+            std::fill(pd + row, pd + row + n, T_(0));
+            continue;
+          }
+          vectorized<T_>(n, [&](const auto& L, int64_t j) {
+            using V = at::vec::Vectorized<T_>;
+            const V y = L.load(py + row + j);
+            const V slope = relu ? y.gt(V(0)) : V(1) - y * y;  // gt gives 1 or 0 per lane
+            L.store(pd + row + j, (L.load(pdh + row + j) + L.load(pgo + row + j)) * slope);
+          });
         }
-        std::fill(pcarry + row, pcarry + row + H, T_(0));
-        vectorized<T_>(H, [&](const Lanes<T_>& L, int64_t j) {
-          using V = at::vec::Vectorized<T_>;
-          const V y = L.load(py + row + j);
-          const V slope = relu ? y.gt(V(0)) : V(1) - y * y;  // gt gives 1 or 0 per lane
-          L.store(pd + row + j, (L.load(pdh + row + j) + L.load(pgo + row + j)) * slope);
-        });
       });
-      recurrent.apply(pd, pdh);
-      for (int64_t k = 0; k < B * H; ++k) pdh[k] += pcarry[k];
     }
+    if (T > 0) units.run([&](int64_t p) { carry(p, steps.at(0)); });
   });
 
-  auto [grad_x, grad_w_ih] = project_input_backward(grad_pre, x, w_ih);
-  Tensor grad_w_hh = weight_gradient(grad_pre, h_prev);
-  return {grad_x, dh, grad_w_ih, grad_w_hh, grad_pre.sum({0, 1})};
+  const auto grads = step_weight_gradients(grad_pre, {x, h_prev}, true);  // W_ih, W_hh, bias
+  return {input_gradient(grad_pre, w_ih), dh, grads[0], grads[1], grads[2]};
 }
 
 }  // namespace

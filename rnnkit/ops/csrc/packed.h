@@ -1,0 +1,261 @@
+// The recurrent product of a step, split across torch's threads.
+//
+// Each thread owns a part of the hidden units for the whole sequence: it multiplies the previous
+// state by its own slice of the recurrent weight and applies the cell to its own units at once,
+// so a step is one parallel region with no product shared between threads. The slices are packed
+// once per call into panels for a register-blocked product (PackedWeight), which on one core runs
+// at the speed of a tuned BLAS for these shapes (a few dozen rows, a few hundred columns).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <utility>
+#include <vector>
+
+namespace rnnkit {
+
+// The compiler's vector types (GCC/Clang extensions), as wide as the widest registers built for.
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+constexpr int kMaxBlockRows = 12;  // 24 accumulators of the 32 registers
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+constexpr int kMaxBlockRows = 6;  // 12 accumulators of the 16 registers
+#else
+constexpr int kVectorBytes = 16;
+constexpr int kMaxBlockRows = 6;
+#endif
+
+template <typename T>
+struct VectorOf;
+template <>
+struct VectorOf<float> {
+  typedef float type __attribute__((vector_size(kVectorBytes), aligned(alignof(float))));
+};
+template <>
+struct VectorOf<double> {
+  typedef double type __attribute__((vector_size(kVectorBytes), aligned(alignof(double))));
+};
+
+// A fixed weight W (N x K) for products out (M x N) = a (M x K) W^T, with M small (the batch).
+// W^T is stored in panels of kPanel columns (two vectors), each K rows of kPanel contiguous
+// values and zero past N, so a block of up to kMaxBlockRows rows of out is kept in registers while
+// the panel streams through once. out's rows are padded to padded_n() values.
+template <typename T>
+class PackedWeight {
+ public:
+  using V = typename VectorOf<T>::type;
+  static constexpr int64_t kWidth = kVectorBytes / sizeof(T);
+  static constexpr int64_t kPanel = 2 * kWidth;
+
+  PackedWeight() = default;
+
+  // W^T (K x N), given as column blocks side by side, any strides: W_hh's slice transposed, say,
+  // or the inputs [x | h | 1] whose weights' gradients a product gives at once.
+  explicit PackedWeight(at::TensorList columns) : k_(columns.front().size(0)) {
+    for (const auto& block : columns) n_ += block.size(1);
+    const int64_t panels = (n_ + kPanel - 1) / kPanel;
+    panels_ = at::empty({panels, k_, kPanel}, columns.front().options());
+    T* dst = panels_.data_ptr<T>();
+    // Panel p holds W^T's columns [p kPanel, (p + 1) kPanel), zero past N; a thread per range of K.
+    at::parallel_for(0, k_, 64, [&](int64_t k0, int64_t k1) {
+      auto at = [&](int64_t k, int64_t n) -> T& { return dst[((n / kPanel) * k_ + k) * kPanel + n % kPanel]; };
+      int64_t offset = 0;
+      for (const auto& block : columns) {
+        const T* src = block.data_ptr<T>();
+        const int64_t width = block.size(1), along_k = block.stride(0), along_n = block.stride(1);
+        if (along_n == 1) {  // rows of W^T: runs of up to kPanel values per panel
+          for (int64_t k = k0; k < k1; ++k) {
+            for (int64_t c = 0, run; c < width; c += run) {
+              run = std::min(width - c, kPanel - (offset + c) % kPanel);
+              std::copy(src + k * along_k + c, src + k * along_k + c + run, &at(k, offset + c));
+            }
+          }
+        } else {
+          for (int64_t c = 0; c < width; ++c) {
+            for (int64_t k = k0; k < k1; ++k) at(k, offset + c) = src[k * along_k + c * along_n];
+          }
+        }
+        offset += width;
+      }
+      for (int64_t n = n_; n < panels * kPanel; ++n) {
+        for (int64_t k = k0; k < k1; ++k) at(k, n) = T(0);
+      }
+    });
+  }
+
+  int64_t padded_n() const { return panels_.size(0) * kPanel; }
+
+  // out (M x N, row stride ldo) = a (M x K, row stride lda) W^T.
+  void apply(int64_t M, const T* a, int64_t lda, T* out, int64_t ldo) const {
+    const T* panels = panels_.data_ptr<T>();
+    const int64_t full = n_ / kPanel;  // panels without padding; a last partial one goes through a tile
+    alignas(64) T tile[kMaxBlockRows * kPanel];
+    // Chunks of rows small enough for L2, each passed over by every panel.
+    constexpr int64_t kChunk = 20 * kMaxBlockRows;
+    for (int64_t m0 = 0; m0 < M; m0 += kChunk) {
+      const int64_t chunk = std::min(kChunk, M - m0);
+      for (int64_t p = 0; p < panels_.size(0); ++p) {
+        for_blocks(chunk, [&](int64_t m, int64_t rows) {
+          const T* am = a + (m0 + m) * lda;
+          T* om = out + (m0 + m) * ldo + p * kPanel;
+          if (p < full) return block_of<false>(rows)(k_, am, lda, panels + p * k_ * kPanel, om, ldo);
+          block_of<false>(rows)(k_, am, lda, panels + p * k_ * kPanel, tile, kPanel);
+          for (int64_t r = 0; r < rows; ++r) std::copy(tile + r * kPanel, tile + r * kPanel + n_ - p * kPanel, om + r * ldo);
+        });
+      }
+    }
+  }
+
+  // out (M x padded_n()) += a^T W^T for a (K x M, row stride lda): the gradient of a weight used
+  // on K rows, a being the gradient of its products and W^T the inputs it multiplied.
+  void accumulate_transposed(int64_t M, const T* a, int64_t lda, T* out, int64_t ldo) const {
+    // A block's rows of a^T over a slice of the depth are copied out once (a's rows lie lda
+    // apart, often 4 KB: they would all fall in one set of the L1 cache), then every panel's slice
+    // passes over them while they stay in L1.
+    constexpr int64_t kDepth = 256;
+    alignas(64) T slab[kDepth * kMaxBlockRows];
+    const T* panels = panels_.data_ptr<T>();
+    for (int64_t k0 = 0; k0 < k_; k0 += kDepth) {
+      const int64_t depth = std::min(kDepth, k_ - k0);
+      for_blocks(M, [&](int64_t m, int64_t rows) {
+        for (int64_t k = 0; k < depth; ++k) std::copy(a + (k0 + k) * lda + m, a + (k0 + k) * lda + m + rows, slab + k * rows);
+        for (int64_t p = 0; p < panels_.size(0); ++p) {
+          block_of<true>(rows)(depth, slab, rows, panels + (p * k_ + k0) * kPanel, out + m * ldo + p * kPanel, ldo);
+        }
+      });
+    }
+  }
+
+ private:
+  // A block of rows of out over K steps of the depth: a(m, k) is a[m * lda + k], or a[m + k * lda]
+  // when Transposed; Transposed blocks add to out.
+  template <bool Transposed>
+  using Block = void (*)(int64_t, const T*, int64_t, const T*, T*, int64_t);
+
+  // Calls fn(m, rows) over M rows in blocks of near-equal size: 32 rows as 11 + 11 + 10, not 12 + 12 + 8.
+  template <typename F>
+  static void for_blocks(int64_t M, const F& fn) {
+    const int64_t blocks = (M + kMaxBlockRows - 1) / kMaxBlockRows;
+    for (int64_t block = 0, m = 0; block < blocks; ++block) {
+      const int64_t rows = (M - m) / (blocks - block);
+      fn(m, rows);
+      m += rows;
+    }
+  }
+
+  template <int Rows, bool Transposed>
+  static void block(int64_t K, const T* a, int64_t lda, const T* panel, T* out, int64_t ldo) {
+    V lo[Rows], hi[Rows];
+#pragma GCC unroll 16
+    for (int m = 0; m < Rows; ++m) {
+      lo[m] = Transposed ? *reinterpret_cast<const V*>(out + m * ldo) : V{};
+      hi[m] = Transposed ? *reinterpret_cast<const V*>(out + m * ldo + kWidth) : V{};
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const V w_lo = *reinterpret_cast<const V*>(panel + k * kPanel);
+      const V w_hi = *reinterpret_cast<const V*>(panel + k * kPanel + kWidth);
+#pragma GCC unroll 16
+      for (int m = 0; m < Rows; ++m) {
+        const T s = Transposed ? a[m + k * lda] : a[m * lda + k];
+        lo[m] += s * w_lo;
+        hi[m] += s * w_hi;
+      }
+    }
+#pragma GCC unroll 16
+    for (int m = 0; m < Rows; ++m) {
+      *reinterpret_cast<V*>(out + m * ldo) = lo[m];
+      *reinterpret_cast<V*>(out + m * ldo + kWidth) = hi[m];
+    }
+  }
+
+  template <bool Transposed, int... Rows>
+  static constexpr std::array<Block<Transposed>, sizeof...(Rows)> blocks(std::integer_sequence<int, Rows...>) {
+    return {&block<Rows + 1, Transposed>...};
+  }
+  template <bool Transposed>
+  static Block<Transposed> block_of(int64_t rows) {
+    static constexpr auto table = blocks<Transposed>(std::make_integer_sequence<int, kMaxBlockRows>{});
+    return table[rows - 1];
+  }
+
+  int64_t n_ = 0, k_ = 0;
+  at::Tensor panels_;  // (panels, K, kPanel)
+};
+
+// Room for every part's product of a step: (parts, rows, the widest part's padded_n()).
+template <typename T>
+at::Tensor scratch_for(std::initializer_list<const std::vector<PackedWeight<T>>*> splits, int64_t rows,
+                       const at::TensorOptions& options) {
+  int64_t parts = 0, width = 0;
+  for (const auto* split : splits) {
+    parts = std::max(parts, static_cast<int64_t>(split->size()));
+    for (const auto& weight : *split) width = std::max(width, weight.padded_n());
+  }
+  return at::empty({parts, rows, width}, options);
+}
+
+// ``size`` units (hidden units, or output features) split into parts on vector boundaries, one
+// part per thread: as many parts as torch's threads, units and work allow, where work_per_unit is
+// a step's multiply-adds per unit. Fewer, larger parts when a part's product would cost less than
+// waking a thread.
+struct Split {
+  int64_t size, parts;
+
+  Split(int64_t size, int64_t work_per_unit, int64_t width) : size(size) {
+    const int64_t by_work = size * work_per_unit / kMinPartWork;
+    parts = std::max<int64_t>(1, std::min({static_cast<int64_t>(at::get_num_threads()), size / width, by_work}));
+    width_ = width;
+  }
+
+  int64_t begin(int64_t part) const { return boundary(part); }
+  int64_t end(int64_t part) const { return boundary(part + 1); }
+
+  // Runs fn(part) for every part, one per thread (inline when there is one part).
+  template <typename F>
+  void run(const F& fn) const {
+    if (parts == 1) return fn(0);
+    at::parallel_for(0, parts, 1, [&](int64_t first, int64_t last) {
+      for (int64_t p = first; p < last; ++p) fn(p);
+    });
+  }
+
+ private:
+  static constexpr int64_t kMinPartWork = 1 << 17;  // multiply-adds: about a microsecond
+  int64_t width_ = 1;
+
+  int64_t boundary(int64_t part) const {
+    if (part >= parts) return size;
+    const int64_t even = (size * part / parts + width_ / 2) / width_ * width_;  // nearest vector boundary
+    return std::min(even, size);
+  }
+};
+
+// d W (G x N) = grad^T [y_1 | y_2 | ...] over all R rows, grad (R x G) contiguous and the inputs
+// y_i (R x N_i): the gradient of the weights used on those rows, at once; a column of ones
+// among the inputs gives the bias's. Threads split d W's rows; nothing is transposed.
+inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs) {
+  const int64_t R = grad.size(0), G = grad.size(1);
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "weight_gradient", [&] {
+    const PackedWeight<scalar_t> packed(inputs);
+    out = at::zeros({G, packed.padded_n()}, grad.options());
+    const int64_t ld = out.size(1);
+    const Split rows(G, R * ld, PackedWeight<scalar_t>::kWidth);
+    rows.run([&](int64_t p) {
+      const int64_t m0 = rows.begin(p);
+      packed.accumulate_transposed(rows.end(p) - m0, grad.data_ptr<scalar_t>() + m0, G,
+                                   out.data_ptr<scalar_t>() + m0 * ld, ld);
+    });
+  });
+  int64_t n = 0;
+  for (const auto& y : inputs) n += y.size(1);
+  return out.narrow(1, 0, n);
+}
+
+}  // namespace rnnkit
