@@ -157,20 +157,26 @@ inline Steps make_steps(int64_t T, bool reverse, const std::optional<at::Tensor>
   return Steps{T, reverse, lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr};
 }
 
-// Where the forward loop keeps the state (B x P): step i reads it from its slot of h_prev
-// (T, B, P), which the backward needs, and writes the next step's slot, or h_n after the last.
+// Where the forward loop keeps the state h (B x P): step i reads it from its slot of h_prev
+// (T, B, S), which the backward needs, in the first P values of each row; it writes the next
+// step's slot, or h_n (B x P) after the last.
 template <typename T>
 struct StateSlots {
   const Steps& steps;
-  T* h_prev;
+  T* slots;
   T* h_n;  // holds h0 until the last step
-  int64_t size;  // B * P
+  int64_t B, P, S;
 
-  StateSlots(const Steps& steps, T* h_prev, T* h_n, int64_t size) : steps(steps), h_prev(h_prev), h_n(h_n), size(size) {
-    if (steps.T > 0) std::copy(h_n, h_n + size, h_prev + steps.at(0) * size);
+  StateSlots(const Steps& steps, at::Tensor& h_prev, at::Tensor& h_n)
+      : steps(steps), slots(h_prev.data_ptr<T>()), h_n(h_n.data_ptr<T>()), B(h_n.size(0)), P(h_n.size(1)),
+        S(h_prev.size(2)) {
+    for (int64_t b = 0; steps.T > 0 && b < B; ++b) {
+      std::copy(this->h_n + b * P, this->h_n + (b + 1) * P, slots + (steps.at(0) * B + b) * S);
+    }
   }
-  const T* in(int64_t i) const { return h_prev + steps.at(i) * size; }
-  T* out(int64_t i) const { return i + 1 < steps.T ? h_prev + steps.at(i + 1) * size : h_n; }
+  const T* in(int64_t i) const { return slots + steps.at(i) * B * S; }  // rows S apart
+  T* out(int64_t i) const { return i + 1 < steps.T ? slots + steps.at(i + 1) * B * S : h_n; }
+  int64_t out_stride(int64_t i) const { return i + 1 < steps.T ? S : P; }
 };
 
 // Packs slice(p), W^T's slice for part p of a split, on the part's own thread: the thread that
@@ -188,7 +194,9 @@ template <typename T>
 std::vector<PackedWeight<T>> unit_rows(const at::Tensor& weight, int64_t gates, const Split& units) {
   const at::Tensor by_gate = weight.view({gates, -1, weight.size(1)});
   return pack_parts<T>(units, [&](int64_t p) {
-    return by_gate.slice(1, units.begin(p), units.end(p)).reshape({-1, weight.size(1)}).t();
+    std::vector<at::Tensor> columns;  // W^T's columns of the part's units, gate by gate
+    for (int64_t g = 0; g < gates; ++g) columns.push_back(by_gate[g].slice(0, units.begin(p), units.end(p)).t());
+    return columns;
   });
 }
 

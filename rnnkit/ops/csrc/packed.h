@@ -9,11 +9,15 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/ParallelGuard.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -73,7 +77,14 @@ class PackedWeight {
           for (int64_t k = k0; k < k1; ++k) {
             for (int64_t c = 0, run; c < width; c += run) {
               run = std::min(width - c, kPanel - (offset + c) % kPanel);
-              std::copy(src + k * along_k + c, src + k * along_k + c + run, &at(k, offset + c));
+              const T* from = src + k * along_k + c;
+              T* to = &at(k, offset + c);
+              if (run == kPanel) {  // two vector moves, not a call to memmove
+                *reinterpret_cast<V*>(to) = *reinterpret_cast<const V*>(from);
+                *reinterpret_cast<V*>(to + kWidth) = *reinterpret_cast<const V*>(from + kWidth);
+              } else {
+                std::copy(from, from + run, to);
+              }
             }
           }
         } else {
@@ -234,6 +245,71 @@ struct Split {
     const int64_t even = (size * part / parts + width_ / 2) / width_ * width_;  // nearest vector boundary
     return std::min(even, size);
   }
+};
+
+// Threads that run a whole time loop in one parallel region, meeting at a barrier after each
+// phase of a step: waking the threads for every step (a parallel region each) cost about as much
+// as a small step's work. Member i of the team runs the parts i, i + size, ... of each phase.
+class Team {
+ public:
+  class Member {
+   public:
+    // Runs fn(p) for this member's parts of the split, then waits until every member has.
+    template <typename F>
+    void each(const Split& split, const F& fn) const {
+      for (int64_t p = index_; p < split.parts; p += size_) fn(p);
+      if (size_ > 1) team_->wait();
+    }
+
+   private:
+    friend class Team;
+    Member(int64_t index, int64_t size, Team* team) : index_(index), size_(size), team_(team) {}
+    int64_t index_, size_;
+    Team* team_;
+  };
+
+  // Calls body(member) on min(parts, torch's threads) threads at once (on this one inside
+  // another parallel region, or when there is one part): each runs the same loop of phases.
+  template <typename F>
+  static void run(int64_t parts, const F& body) {
+    Team team;
+    team.size_ = std::min<int64_t>(parts, at::get_num_threads());
+    if (team.size_ == 1 || at::in_parallel_region()) return body(Member(0, 1, &team));
+#pragma omp parallel num_threads(team.size_)
+    {
+      c10::ParallelGuard guard(true);
+      if (omp_get_num_threads() == team.size_) {
+        body(Member(omp_get_thread_num(), team.size_, &team));
+      } else if (omp_get_thread_num() == 0) {  // fewer threads than asked for: one runs every part
+        body(Member(0, 1, &team));
+      }
+    }
+  }
+
+ private:
+  // A barrier that spins (then yields: more threads than cores must not starve the last one).
+  // The last to arrive resets the count before it opens the generation, so no one re-enters early.
+  void wait() {
+    const int64_t generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size_) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int64_t spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins < kSpins) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+  static constexpr int64_t kSpins = 1 << 14;
+  int64_t size_ = 1;
+  std::atomic<int64_t> arrived_{0}, generation_{0};
 };
 
 // d W (G x N) = grad^T [y_1 | y_2 | ...] over all R rows, grad (R x G) contiguous and the inputs

@@ -42,42 +42,44 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
     const auto recurrent = unit_rows<T_>(w_hh, 3, units);
     Tensor products = scratch_for<T_>({&recurrent}, B, x.options());
     const int64_t ld = products.size(2);
-    const StateSlots<T_> state(steps, h_prev.data_ptr<T_>(), h.data_ptr<T_>(), B * H);
-    for (int64_t i = 0; i < T; ++i) {
-      const int64_t t = steps.at(i);
-      const T_* h_in = state.in(i);
-      T_* h_out = state.out(i);
-      T_* pg = gates.data_ptr<T_>() + t * B * 3 * H;
-      T_* pn = hn.data_ptr<T_>() + t * B * H;
-      T_* po = output.data_ptr<T_>() + t * B * H;
-      units.run([&](int64_t p) {
-        const int64_t j0 = units.begin(p), n = units.end(p) - j0;
-        T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units, gate by gate
-        recurrent[p].apply(B, h_in, H, hw, ld);
-        const T_* pbh = bias_h.data_ptr<T_>() + j0;
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t row = b * H + j0;
-          if (!steps.alive(t, b)) {
-            std::copy(h_in + row, h_in + row + n, h_out + row);
-            continue;
+    const StateSlots<T_> state(steps, h_prev, h);  // rows H apart in both
+    Team::run(units.parts, [&](const Team::Member& member) {
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t t = steps.at(i);
+        const T_* h_in = state.in(i);
+        T_* h_out = state.out(i);
+        T_* pg = gates.data_ptr<T_>() + t * B * 3 * H;
+        T_* pn = hn.data_ptr<T_>() + t * B * H;
+        T_* po = output.data_ptr<T_>() + t * B * H;
+        member.each(units, [&](int64_t p) {
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+          T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units, gate by gate
+          recurrent[p].apply(B, h_in, H, hw, ld);
+          const T_* pbh = bias_h.data_ptr<T_>() + j0;
+          for (int64_t b = 0; b < B; ++b) {
+            const int64_t row = b * H + j0;
+            if (!steps.alive(t, b)) {
+              std::copy(h_in + row, h_in + row + n, h_out + row);
+              continue;
+            }
+            T_* g = pg + b * 3 * H + j0;
+            const T_* w = hw + b * ld;
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+              using V = at::vec::Vectorized<T_>;
+              auto from_h = [&](int64_t k) { return L.load(w + k * n + j) + L.load(pbh + k * H + j); };
+              const V r = sigmoid_(L.load(g + j) + from_h(0));
+              const V z = sigmoid_(L.load(g + H + j) + from_h(1));
+              const V h_n = from_h(2);
+              const V gn = tanh_(L.load(g + 2 * H + j) + r * h_n);
+              L.store(g + j, r), L.store(g + H + j, z), L.store(g + 2 * H + j, gn);
+              L.store(pn + row + j, h_n);
+              const V h_new = (V(1) - z) * gn + z * L.load(h_in + row + j);
+              L.store(h_out + row + j, h_new), L.store(po + row + j, h_new);
+            });
           }
-          T_* g = pg + b * 3 * H + j0;
-          const T_* w = hw + b * ld;
-          vectorized<T_>(n, [&](const auto& L, int64_t j) {
-            using V = at::vec::Vectorized<T_>;
-            auto from_h = [&](int64_t k) { return L.load(w + k * n + j) + L.load(pbh + k * H + j); };
-            const V r = sigmoid_(L.load(g + j) + from_h(0));
-            const V z = sigmoid_(L.load(g + H + j) + from_h(1));
-            const V h_n = from_h(2);
-            const V gn = tanh_(L.load(g + 2 * H + j) + r * h_n);
-            L.store(g + j, r), L.store(g + H + j, z), L.store(g + 2 * H + j, gn);
-            L.store(pn + row + j, h_n);
-            const V h_new = (V(1) - z) * gn + z * L.load(h_in + row + j);
-            L.store(h_out + row + j, h_new), L.store(po + row + j, h_new);
-          });
-        }
-      });
-    }
+        });
+      }
+    });
   });
   return {output, h, gates, hn, h_prev};
 }
@@ -113,44 +115,46 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
       carry_back(recurrent, units, p, steps, t, grad_hw.data_ptr<T_>() + t * B * 3 * H, 3 * H, products, pdh, H,
                  pskip);
     };
-    for (int64_t i = T - 1; i >= 0; --i) {
-      const int64_t t = steps.at(i);
-      const T_* pgo = grad_output.data_ptr<T_>() + t * B * H;
-      const T_* pg = gates.data_ptr<T_>() + t * B * 3 * H;
-      const T_* pn = hn.data_ptr<T_>() + t * B * H;
-      const T_* php = h_prev.data_ptr<T_>() + t * B * H;
-      T_* pdx = grad_xw.data_ptr<T_>() + t * B * 3 * H;
-      T_* pdw = grad_hw.data_ptr<T_>() + t * B * 3 * H;
-      units.run([&](int64_t p) {
-        if (i + 1 < T) carry(p, steps.at(i + 1));
-        const int64_t j0 = units.begin(p), n = units.end(p) - j0;
-        for (int64_t b = 0; b < B; ++b) {
-          T_* dx = pdx + b * 3 * H + j0;
-          T_* dw = pdw + b * 3 * H + j0;
-          if (!steps.alive(t, b)) {
-            for (int64_t k = 0; k < 3; ++k) {
-              std::fill(dx + k * H, dx + k * H + n, T_(0));
-              std::fill(dw + k * H, dw + k * H + n, T_(0));
+    Team::run(units.parts, [&](const Team::Member& member) {
+      for (int64_t i = T - 1; i >= 0; --i) {
+        const int64_t t = steps.at(i);
+        const T_* pgo = grad_output.data_ptr<T_>() + t * B * H;
+        const T_* pg = gates.data_ptr<T_>() + t * B * 3 * H;
+        const T_* pn = hn.data_ptr<T_>() + t * B * H;
+        const T_* php = h_prev.data_ptr<T_>() + t * B * H;
+        T_* pdx = grad_xw.data_ptr<T_>() + t * B * 3 * H;
+        T_* pdw = grad_hw.data_ptr<T_>() + t * B * 3 * H;
+        member.each(units, [&](int64_t p) {
+          if (i + 1 < T) carry(p, steps.at(i + 1));
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+          for (int64_t b = 0; b < B; ++b) {
+            T_* dx = pdx + b * 3 * H + j0;
+            T_* dw = pdw + b * 3 * H + j0;
+            if (!steps.alive(t, b)) {
+              for (int64_t k = 0; k < 3; ++k) {
+                std::fill(dx + k * H, dx + k * H + n, T_(0));
+                std::fill(dw + k * H, dw + k * H + n, T_(0));
+              }
+              continue;
             }
-            continue;
+            const int64_t row = b * H + j0;
+            const T_* g = pg + b * 3 * H + j0;
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+              using V = at::vec::Vectorized<T_>;
+              const V r = L.load(g + j), z = L.load(g + H + j), gn = L.load(g + 2 * H + j);
+              const V d = L.load(pdh + row + j) + L.load(pgo + row + j);
+              const V dn = d * (V(1) - z) * (V(1) - gn * gn);
+              const V dr = dn * L.load(pn + row + j) * r * (V(1) - r);
+              const V dz = d * (L.load(php + row + j) - gn) * z * (V(1) - z);
+              L.store(dx + j, dr), L.store(dx + H + j, dz), L.store(dx + 2 * H + j, dn);
+              L.store(dw + j, dr), L.store(dw + H + j, dz), L.store(dw + 2 * H + j, dn * r);
+              L.store(pskip + row + j, d * z);
+            });
           }
-          const int64_t row = b * H + j0;
-          const T_* g = pg + b * 3 * H + j0;
-          vectorized<T_>(n, [&](const auto& L, int64_t j) {
-            using V = at::vec::Vectorized<T_>;
-            const V r = L.load(g + j), z = L.load(g + H + j), gn = L.load(g + 2 * H + j);
-            const V d = L.load(pdh + row + j) + L.load(pgo + row + j);
-            const V dn = d * (V(1) - z) * (V(1) - gn * gn);
-            const V dr = dn * L.load(pn + row + j) * r * (V(1) - r);
-            const V dz = d * (L.load(php + row + j) - gn) * z * (V(1) - z);
-            L.store(dx + j, dr), L.store(dx + H + j, dz), L.store(dx + 2 * H + j, dn);
-            L.store(dw + j, dr), L.store(dw + H + j, dz), L.store(dw + 2 * H + j, dn * r);
-            L.store(pskip + row + j, d * z);
-          });
-        }
-      });
-    }
-    if (T > 0) units.run([&](int64_t p) { carry(p, steps.at(0)); });
+        });
+      }
+      if (T > 0) member.each(units, [&](int64_t p) { carry(p, steps.at(0)); });
+    });
   });
 
   const auto grads_x = step_weight_gradients(grad_xw, {x}, true);       // W_ih, b_ih

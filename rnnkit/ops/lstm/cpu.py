@@ -36,7 +36,7 @@ def _fake_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse):
         h0.new_empty(batch, out),  # h_n
         c0.new_empty(batch, hidden),  # c_n
         x.new_empty(steps, batch, gates),  # gates
-        x.new_empty(steps, batch, out),  # h_prev
+        x.new_empty(steps, batch, out + x.shape[2] + 1),  # h_prev: [h_{t-1} | x_t | 1]
         x.new_empty(steps, batch, hidden),  # c_prev
     )
 
@@ -76,7 +76,8 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
         return g_x, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
 
     inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    grads = fused_backward(recurrence, inputs, (grad_output, grad_h_n, grad_c_n), (h_prev, h0, c0), kernel)
+    output_like = h_prev[..., : h0.shape[-1]]
+    grads = fused_backward(recurrence, inputs, (grad_output, grad_h_n, grad_c_n), (output_like, h0, c0), kernel)
     return (*grads, None, None)
 
 

@@ -1,9 +1,10 @@
 // Fused LSTM layer (one direction) for the CPU: forward and hand-written backward through time.
 //
 // Dimensions: T steps, B batch, I input features, H hidden, P = proj_size or H.
-//   x       (T, B, I)   input; W_ih x_t for every step is one product before the loop
-//   gates   (T, B, 4H)  saved: activated i, f, g, o of every step (W_ih x_t + b past a length)
-//   h_prev  (T, B, P), c_prev (T, B, H)  saved: the states each step started from
+//   x       (T, B, I)   input
+//   h_prev  (T, B, P+I+1)  saved: [h_{t-1} | x_t | 1], what step t multiplies by [W_hh | W_ih | b]
+//   gates   (T, B, 4H)  saved: activated i, f, g, o of every step
+//   c_prev  (T, B, H)   saved: the cell state each step started from
 // A step at t >= lengths[b] leaves sequence b's states as they are and outputs zero.
 #include <torch/library.h>
 
@@ -28,10 +29,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  // W_ih x_t + b_ih + b_hh, then, step by step, the activated gates
-  Tensor gates = project_input(x, w_ih, add_biases(b_ih, b_hh, 4 * H, x.options()));
-  Tensor output = at::zeros({T, B, P}, x.options());
-  Tensor h_prev = at::empty({T, B, P}, x.options());
+  // Each step multiplies [h_{t-1} | x_t | 1] by [W_hh | W_ih | b]: the input's product is made
+  // by the thread that uses it, at the step that uses it, and the weights' gradients are one
+  // product over the saved rows.
+  const int64_t I = x.size(2), S = P + I + 1;
+  const Tensor w_step = at::cat({w_hh, w_ih, add_biases(b_ih, b_hh, 4 * H, x.options()).view({4 * H, 1})}, 1);
+  Tensor h_prev = at::empty({T, B, S}, x.options());
+  h_prev.narrow(2, P, I).copy_(x);
+  h_prev.select(2, P + I).fill_(1);
+  // Past a length nothing is written: zeros there, for the output and the saved gates.
+  auto buffer = [&](at::IntArrayRef shape) {
+    return lengths.has_value() ? at::zeros(shape, x.options()) : at::empty(shape, x.options());
+  };
+  Tensor gates = buffer({T, B, 4 * H});
+  Tensor output = buffer({T, B, P});
   Tensor c_prev = at::empty({T, B, H}, x.options());
   Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone();
   Tensor m = proj ? at::zeros({B, H}, x.options()) : Tensor();  // o * tanh(c) before the projection
@@ -42,66 +53,69 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     // part q of the features owns their rows of W_hr.
     const Split units(H, B * 4 * P, PackedWeight<T_>::kWidth);
     const Split features(P, B * H, PackedWeight<T_>::kWidth);
-    const auto recurrent = unit_rows<T_>(w_hh, 4, units);
+    const auto recurrent = unit_rows<T_>(w_step, 4, units);
     const auto projection = proj ? unit_rows<T_>(*w_hr, 1, features) : std::vector<PackedWeight<T_>>();
     Tensor products = scratch_for<T_>({&recurrent, &projection}, B, x.options());
     const int64_t ld = products.size(2);
-    const StateSlots<T_> state(steps, h_prev.data_ptr<T_>(), h.data_ptr<T_>(), B * P);
+    const StateSlots<T_> state(steps, h_prev, h);
     T_* pc = c.data_ptr<T_>();
-    for (int64_t i = 0; i < T; ++i) {
-      const int64_t t = steps.at(i);
-      const T_* h_in = state.in(i);
-      T_* h_out = state.out(i);
-      T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
-      T_* po = output.data_ptr<T_>() + t * B * P;
-      units.run([&](int64_t p) {
-        const int64_t j0 = units.begin(p), n = units.end(p) - j0;
-        T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units, gate by gate
-        recurrent[p].apply(B, h_in, P, hw, ld);
-        for (int64_t b = 0; b < B; ++b) {
-          T_* cb = pc + b * H + j0;
-          T_* cb_prev = c_prev.data_ptr<T_>() + (t * B + b) * H + j0;
-          if (!steps.alive(t, b)) {
-            std::copy(cb, cb + n, cb_prev);
-            if (!proj) std::copy(h_in + b * P + j0, h_in + b * P + j0 + n, h_out + b * P + j0);
-            continue;
+    Team::run(std::max(units.parts, proj ? features.parts : 1), [&](const Team::Member& member) {
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t t = steps.at(i);
+        const T_* h_in = state.in(i);
+        T_* h_out = state.out(i);
+        const int64_t ld_out = state.out_stride(i);
+        T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
+        T_* po = output.data_ptr<T_>() + t * B * P;
+        member.each(units, [&](int64_t p) {
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+          T_* hw = products.data_ptr<T_>() + p * B * ld;  // the part's units' pre-activations, gate by gate
+          recurrent[p].apply(B, h_in, S, hw, ld);
+          for (int64_t b = 0; b < B; ++b) {
+            T_* cb = pc + b * H + j0;
+            T_* cb_prev = c_prev.data_ptr<T_>() + (t * B + b) * H + j0;
+            if (!steps.alive(t, b)) {
+              std::copy(cb, cb + n, cb_prev);
+              if (!proj) std::copy(h_in + b * S + j0, h_in + b * S + j0 + n, h_out + b * ld_out + j0);
+              continue;
+            }
+            T_* g = pg + b * 4 * H + j0;
+            const T_* r = hw + b * ld;
+            // The cell's output o * tanh(c): the new state and output_t, or m for the projection.
+            T_* out = proj ? m.data_ptr<T_>() + b * H + j0 : h_out + b * ld_out + j0;
+            T_* out_t = proj ? nullptr : po + b * P + j0;
+            // Two passes over the row, each with a short chain of dependent operations, so that the
+            // processor overlaps the vectors of a pass (one pass ran ~2x slower, latency-bound).
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+              using V = at::vec::Vectorized<T_>;
+              auto pre = [&](int64_t k) { return L.load(r + k * n + j); };
+              const V gi = sigmoid_(pre(0)), gf = sigmoid_(pre(1)), gg = tanh_(pre(2)), go = sigmoid_(pre(3));
+              L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, go);
+              const V c_old = L.load(cb + j);
+              L.store(cb_prev + j, c_old);
+              L.store(cb + j, gf * c_old + gi * gg);
+            });
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+              const auto y = L.load(g + 3 * H + j) * tanh_(L.load(cb + j));
+              L.store(out + j, y);
+              if (!proj) L.store(out_t + j, y);
+            });
           }
-          T_* g = pg + b * 4 * H + j0;
-          const T_* r = hw + b * ld;
-          // The cell's output o * tanh(c): the new state and output_t, or m for the projection.
-          T_* out = proj ? m.data_ptr<T_>() + b * H + j0 : h_out + b * P + j0;
-          T_* out_t = proj ? nullptr : po + b * P + j0;
-          // Two passes over the row, each with a short chain of dependent operations, so that the
-          // processor overlaps the vectors of a pass (one pass ran ~2x slower, latency-bound).
-          vectorized<T_>(n, [&](const auto& L, int64_t j) {
-            using V = at::vec::Vectorized<T_>;
-            auto pre = [&](int64_t k) { return L.load(g + k * H + j) + L.load(r + k * n + j); };
-            const V gi = sigmoid_(pre(0)), gf = sigmoid_(pre(1)), gg = tanh_(pre(2)), go = sigmoid_(pre(3));
-            L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, go);
-            const V c_old = L.load(cb + j);
-            L.store(cb_prev + j, c_old);
-            L.store(cb + j, gf * c_old + gi * gg);
-          });
-          vectorized<T_>(n, [&](const auto& L, int64_t j) {
-            const auto y = L.load(g + 3 * H + j) * tanh_(L.load(cb + j));
-            L.store(out + j, y);
-            if (!proj) L.store(out_t + j, y);
-          });
-        }
-      });
-      if (!proj) continue;
-      features.run([&](int64_t q) {
-        const int64_t k0 = features.begin(q), n = features.end(q) - k0;
-        T_* y = products.data_ptr<T_>() + q * B * ld;  // W_hr m for the part's features
-        projection[q].apply(B, m.data_ptr<T_>(), H, y, ld);
-        for (int64_t b = 0; b < B; ++b) {
-          const bool alive = steps.alive(t, b);
-          const T_* from = alive ? y + b * ld : h_in + b * P + k0;
-          std::copy(from, from + n, h_out + b * P + k0);
-          if (alive) std::copy(from, from + n, po + b * P + k0);
-        }
-      });
-    }
+        });
+        if (!proj) continue;
+        member.each(features, [&](int64_t q) {
+          const int64_t k0 = features.begin(q), n = features.end(q) - k0;
+          T_* y = products.data_ptr<T_>() + q * B * ld;  // W_hr m for the part's features
+          projection[q].apply(B, m.data_ptr<T_>(), H, y, ld);
+          for (int64_t b = 0; b < B; ++b) {
+            const bool alive = steps.alive(t, b);
+            const T_* from = alive ? y + b * ld : h_in + b * S + k0;
+            std::copy(from, from + n, h_out + b * ld_out + k0);
+            if (alive) std::copy(from, from + n, po + b * P + k0);
+          }
+        });
+      }
+    });
   });
   return {output, h, c, gates, h_prev, c_prev};
 }
@@ -111,10 +125,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
     const Tensor& w_ih, const Tensor& w_hh, const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths_in,
     bool reverse, const Tensor& gates, const Tensor& h_prev, const Tensor& c_prev) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
-  const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, P = h_prev.size(2);
+  const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, P = w_hh.size(1), I = x.size(2);
   const bool proj = w_hr.has_value();
   check_tensor("lstm_backward", "grad_output", grad_output, {T, B, P}, gates);
   check_tensor("lstm_backward", "grad_h_n", grad_h_n, {B, P}, gates);
+  check_tensor("lstm_backward", "h_prev", h_prev, {T, B, P + I + 1}, gates);
   check_tensor("lstm_backward", "grad_c_n", grad_c_n, {B, H}, gates);
   check_tensor("lstm_backward", "c_prev", c_prev, {T, B, H}, gates);
   check_tensor("lstm_backward", "w_hh", w_hh, {4 * H, P}, gates);
@@ -202,29 +217,32 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
       carry_back(recurrent, features, q, steps, t, grad_gates.data_ptr<T_>() + t * B * 4 * H, 4 * H, products, pdh, P);
     };
 
-    for (int64_t i = T - 1; i >= 0; --i) {
-      const int64_t t = steps.at(i);
-      auto features_step = [&](int64_t q) {
-        if (i + 1 < T) carry(q, steps.at(i + 1));
-        step_gradient(q, t);
-      };
-      if (proj) {
-        features.run(features_step);
-        units.run([&](int64_t p) { gate_gradients(p, t); });
-      } else {
-        units.run([&](int64_t p) {
-          features_step(p);
-          gate_gradients(p, t);
-        });
+    Team::run(std::max(units.parts, features.parts), [&](const Team::Member& member) {
+      for (int64_t i = T - 1; i >= 0; --i) {
+        const int64_t t = steps.at(i);
+        auto features_step = [&](int64_t q) {
+          if (i + 1 < T) carry(q, steps.at(i + 1));
+          step_gradient(q, t);
+        };
+        if (proj) {
+          member.each(features, features_step);
+          member.each(units, [&](int64_t p) { gate_gradients(p, t); });
+        } else {
+          member.each(units, [&](int64_t p) {
+            features_step(p);
+            gate_gradients(p, t);
+          });
+        }
       }
-    }
-    if (T > 0) features.run([&](int64_t q) { carry(q, steps.at(0)); });
+      if (T > 0) member.each(features, [&](int64_t q) { carry(q, steps.at(0)); });
+    });
   });
 
   // Weight gradients: one product over all steps, after the recurrence.
-  const auto grads = step_weight_gradients(grad_gates, {x, h_prev}, true);  // W_ih, W_hh, bias
+  const Tensor grads = step_weight_gradients(grad_gates, {h_prev}, false)[0];  // d [W_hh | W_ih | b]
   Tensor grad_w_hr = proj ? step_weight_gradients(dh_all, {m_all}, false)[0] : at::empty({0}, gates.options());
-  return {input_gradient(grad_gates, w_ih), dh, dc, grads[0], grads[1], grads[2], grad_w_hr};
+  return {input_gradient(grad_gates, w_ih), dh, dc, grads.narrow(1, P, I).contiguous(),
+          grads.narrow(1, 0, P).contiguous(), grads.select(1, P + I).contiguous(), grad_w_hr};
 }
 
 }  // namespace

@@ -36,32 +36,34 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
     const auto recurrent = unit_rows<T_>(w_hh, 1, units);
     Tensor products = scratch_for<T_>({&recurrent}, B, x.options());
     const int64_t ld = products.size(2);
-    const StateSlots<T_> state(steps, h_prev.data_ptr<T_>(), h.data_ptr<T_>(), B * H);
-    for (int64_t i = 0; i < T; ++i) {
-      const int64_t t = steps.at(i);
-      const T_* h_in = state.in(i);
-      T_* h_out = state.out(i);
-      const T_* px = xw.data_ptr<T_>() + t * B * H;
-      T_* po = output.data_ptr<T_>() + t * B * H;
-      units.run([&](int64_t p) {
-        const int64_t j0 = units.begin(p), n = units.end(p) - j0;
-        T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units
-        recurrent[p].apply(B, h_in, H, hw, ld);
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t row = b * H + j0;
-          if (!steps.alive(t, b)) {
-            std::copy(h_in + row, h_in + row + n, h_out + row);
-            continue;
+    const StateSlots<T_> state(steps, h_prev, h);  // rows H apart in both
+    Team::run(units.parts, [&](const Team::Member& member) {
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t t = steps.at(i);
+        const T_* h_in = state.in(i);
+        T_* h_out = state.out(i);
+        const T_* px = xw.data_ptr<T_>() + t * B * H;
+        T_* po = output.data_ptr<T_>() + t * B * H;
+        member.each(units, [&](int64_t p) {
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+          T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units
+          recurrent[p].apply(B, h_in, H, hw, ld);
+          for (int64_t b = 0; b < B; ++b) {
+            const int64_t row = b * H + j0;
+            if (!steps.alive(t, b)) {
+              std::copy(h_in + row, h_in + row + n, h_out + row);
+              continue;
+            }
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+              using V = at::vec::Vectorized<T_>;
+              const V v = L.load(hw + b * ld + j) + L.load(px + row + j);
+              const V y = relu ? at::vec::maximum(v, V(0)) : tanh_(v);
+              L.store(h_out + row + j, y), L.store(po + row + j, y);
+            });
           }
-          vectorized<T_>(n, [&](const auto& L, int64_t j) {
-            using V = at::vec::Vectorized<T_>;
-            const V v = L.load(hw + b * ld + j) + L.load(px + row + j);
-            const V y = relu ? at::vec::maximum(v, V(0)) : tanh_(v);
-            L.store(h_out + row + j, y), L.store(po + row + j, y);
-          });
-        }
-      });
-    }
+        });
+      }
+    });
   });
   return {output, h, h_prev};
 }
@@ -91,30 +93,32 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     auto carry = [&](int64_t p, int64_t t) {  // dh[:, part p] = dpre_t W_hh[:, part p]
       carry_back(recurrent, units, p, steps, t, grad_pre.data_ptr<T_>() + t * B * H, H, products, pdh, H);
     };
-    for (int64_t i = T - 1; i >= 0; --i) {
-      const int64_t t = steps.at(i);
-      const T_* pgo = grad_output.data_ptr<T_>() + t * B * H;
-      const T_* py = output.data_ptr<T_>() + t * B * H;
-      T_* pd = grad_pre.data_ptr<T_>() + t * B * H;
-      units.run([&](int64_t p) {
-        if (i + 1 < T) carry(p, steps.at(i + 1));
-        const int64_t j0 = units.begin(p), n = units.end(p) - j0;
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t row = b * H + j0;
-          if (!steps.alive(t, b)) {
-            std::fill(pd + row, pd + row + n, T_(0));
-            continue;
+    Team::run(units.parts, [&](const Team::Member& member) {
+      for (int64_t i = T - 1; i >= 0; --i) {
+        const int64_t t = steps.at(i);
+        const T_* pgo = grad_output.data_ptr<T_>() + t * B * H;
+        const T_* py = output.data_ptr<T_>() + t * B * H;
+        T_* pd = grad_pre.data_ptr<T_>() + t * B * H;
+        member.each(units, [&](int64_t p) {
+          if (i + 1 < T) carry(p, steps.at(i + 1));
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+          for (int64_t b = 0; b < B; ++b) {
+            const int64_t row = b * H + j0;
+            if (!steps.alive(t, b)) {
+              std::fill(pd + row, pd + row + n, T_(0));
+              continue;
+            }
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+              using V = at::vec::Vectorized<T_>;
+              const V y = L.load(py + row + j);
+              const V slope = relu ? y.gt(V(0)) : V(1) - y * y;  // gt gives 1 or 0 per lane
+              L.store(pd + row + j, (L.load(pdh + row + j) + L.load(pgo + row + j)) * slope);
+            });
           }
-          vectorized<T_>(n, [&](const auto& L, int64_t j) {
-            using V = at::vec::Vectorized<T_>;
-            const V y = L.load(py + row + j);
-            const V slope = relu ? y.gt(V(0)) : V(1) - y * y;  // gt gives 1 or 0 per lane
-            L.store(pd + row + j, (L.load(pdh + row + j) + L.load(pgo + row + j)) * slope);
-          });
-        }
-      });
-    }
-    if (T > 0) units.run([&](int64_t p) { carry(p, steps.at(0)); });
+        });
+      }
+      if (T > 0) member.each(units, [&](int64_t p) { carry(p, steps.at(0)); });
+    });
   });
 
   const auto grads = step_weight_gradients(grad_pre, {x, h_prev}, true);  // W_ih, W_hh, bias
