@@ -3,7 +3,7 @@
 // Dimensions: T steps, B batch, I input features, H hidden units, P = proj_size or H,
 // G gates (LSTM 4, GRU 3, RNN 1). Matrices are row-major. Each op runs one direction of one
 // layer: the input projection W_ih x_t + b of every step is one product before the time loop
-// (project_input); in the loop, threads split the hidden units (packed.h's Split and PackedWeight).
+// (project_input); in the loop, threads split the sequences or the hidden units (packed.h's Tiles).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -179,49 +179,52 @@ struct StateSlots {
   int64_t out_stride(int64_t i) const { return i + 1 < steps.T ? S : P; }
 };
 
-// Packs slice(p), W^T's slice for part p of a split, on the part's own thread: the thread that
-// multiplies by it then finds it in its core's cache.
+// Packs slice(s), W^T's slice s for the parts of the tiles, on the thread that multiplies by it
+// (the packing then leaves it in that core's cache).
 template <typename T, typename F>
-std::vector<PackedWeight<T>> pack_parts(const Split& split, const F& slice) {
-  std::vector<PackedWeight<T>> parts(split.parts);
-  split.run([&](int64_t p) { parts[p] = PackedWeight<T>(slice(p)); });
-  return parts;
+std::vector<PackedWeight<T>> pack_slices(const Tiles& tiles, const F& slice) {
+  std::vector<PackedWeight<T>> slices(tiles.slices());
+  tiles.each_slice([&](int64_t s) { slices[s] = PackedWeight<T>(slice(s)); });
+  return slices;
 }
 
-// The slices of W (G*H x K) that the parts of the units own, for the product h W^T of a step:
-// each part's rows of every gate, so its product holds G blocks of its n units.
+// The slices of W (G*H x K) for the product h W^T of a step: the rows of each slice's units in
+// every gate, so a slice's product holds G blocks of its n units.
 template <typename T>
-std::vector<PackedWeight<T>> unit_rows(const at::Tensor& weight, int64_t gates, const Split& units) {
+std::vector<PackedWeight<T>> unit_rows(const at::Tensor& weight, int64_t gates, const Tiles& tiles) {
   const at::Tensor by_gate = weight.view({gates, -1, weight.size(1)});
-  return pack_parts<T>(units, [&](int64_t p) {
-    std::vector<at::Tensor> columns;  // W^T's columns of the part's units, gate by gate
-    for (int64_t g = 0; g < gates; ++g) columns.push_back(by_gate[g].slice(0, units.begin(p), units.end(p)).t());
+  return pack_slices<T>(tiles, [&](int64_t s) {
+    std::vector<at::Tensor> columns;  // W^T's columns of the slice's units, gate by gate
+    for (int64_t g = 0; g < gates; ++g) columns.push_back(by_gate[g].slice(0, tiles.begin(s), tiles.end(s)).t());
     return columns;
   });
 }
 
-// The slices of W (N x K) by columns, for the products a W[:, part] of the backward.
+// The slices of W (N x K) by columns, for the products a W[:, slice] of the backward.
 template <typename T>
-std::vector<PackedWeight<T>> column_parts(const at::Tensor& weight, const Split& split) {
-  return pack_parts<T>(split, [&](int64_t p) { return weight.slice(1, split.begin(p), split.end(p)); });
+std::vector<PackedWeight<T>> column_parts(const at::Tensor& weight, const Tiles& tiles) {
+  return pack_slices<T>(tiles, [&](int64_t s) { return weight.slice(1, tiles.begin(s), tiles.end(s)); });
 }
 
-// dh[:, part q] = grad_t (B x G*H) W_hh[:, part q] (+ skip[:, part q]) for the sequences alive at
-// t, in place: the gradient that reaches the state step t started from. The others keep dh.
+// dh[part q's tile] = grad_t (B x G*H) W_hh[:, the tile's columns] (+ skip there) for the
+// sequences alive at t, in place: the gradient that reaches the state step t started from. The
+// others keep dh.
 template <typename T>
-void carry_back(const std::vector<PackedWeight<T>>& recurrent, const Split& split, int64_t q, const Steps& steps,
+void carry_back(const std::vector<PackedWeight<T>>& recurrent, const Tiles& tiles, int64_t q, const Steps& steps,
                 int64_t t, const T* grad_t, int64_t ld_grad, at::Tensor& products, T* dh, int64_t P,
                 const T* skip = nullptr) {
-  const int64_t B = products.size(1), ld = products.size(2), k0 = split.begin(q), n = split.end(q) - k0;
-  T* y = products.data_ptr<T>() + q * B * ld;
-  recurrent[q].apply(B, grad_t, ld_grad, y, ld);
-  for (int64_t b = 0; b < B; ++b) {
+  const int64_t ld = products.size(2), k0 = tiles.begin(q), n = tiles.end(q) - k0;
+  const int64_t b0 = tiles.row_begin(q), b1 = tiles.row_end(q);
+  T* y = products.data_ptr<T>() + q * products.size(1) * ld;
+  recurrent[tiles.slice(q)].apply(b1 - b0, grad_t + b0 * ld_grad, ld_grad, y, ld);
+  for (int64_t b = b0; b < b1; ++b) {
     if (!steps.alive(t, b)) continue;
+    const T* from = y + (b - b0) * ld;
     T* row = dh + b * P + k0;
     if (skip == nullptr) {
-      std::copy(y + b * ld, y + b * ld + n, row);
+      std::copy(from, from + n, row);
     } else {
-      for (int64_t j = 0; j < n; ++j) row[j] = y[b * ld + j] + skip[b * P + k0 + j];
+      for (int64_t j = 0; j < n; ++j) row[j] = from[j] + skip[b * P + k0 + j];
     }
   }
 }

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -199,14 +200,13 @@ class PackedWeight {
   at::Tensor panels_;  // (panels, K, kPanel)
 };
 
-// Room for every part's product of a step: (parts, rows, the widest part's padded_n()).
+// Room for every part's product of a step: (parts, rows, the widest padded_n() of the weights).
 template <typename T>
-at::Tensor scratch_for(std::initializer_list<const std::vector<PackedWeight<T>>*> splits, int64_t rows,
+at::Tensor scratch_for(int64_t parts, int64_t rows, std::initializer_list<const std::vector<PackedWeight<T>>*> weights,
                        const at::TensorOptions& options) {
-  int64_t parts = 0, width = 0;
-  for (const auto* split : splits) {
-    parts = std::max(parts, static_cast<int64_t>(split->size()));
-    for (const auto& weight : *split) width = std::max(width, weight.padded_n());
+  int64_t width = 0;
+  for (const auto* slices : weights) {
+    for (const auto& weight : *slices) width = std::max(width, weight.padded_n());
   }
   return at::empty({parts, rows, width}, options);
 }
@@ -247,6 +247,48 @@ struct Split {
   }
 };
 
+// How the threads share a step: part p takes sequences (rows) [row_begin, row_end) times
+// columns (hidden units, or features) [begin, end). By rows, when there are enough sequences for
+// every thread to fill the product's register blocks: each part then runs the whole step for its
+// own sequences, and the parts never wait for each other. Otherwise by slices of the columns over
+// all sequences: a part then multiplies by its own slice of the weight (slice(p)), and the parts
+// meet after every phase of a step, since each reads the state all of them wrote.
+class Tiles {
+ public:
+  static constexpr int64_t kMinRows = 8;
+
+  // Whether a step of ``rows`` sequences goes by rows: the choice for every phase of a loop.
+  static bool by_rows(int64_t rows) { return rows >= 2 * kMinRows && at::get_num_threads() > 1; }
+
+  Tiles(int64_t rows, int64_t size, int64_t work_per_column, int64_t width, bool by_rows)
+      : rows_(rows), size_(size), by_rows_(by_rows),
+        // By rows, the split depends on the rows alone, so that every phase splits them alike.
+        split_(by_rows ? Split(rows, std::numeric_limits<int32_t>::max(), kMinRows)
+                       : Split(size, work_per_column, width)) {}
+
+  int64_t parts() const { return split_.parts; }
+  bool meet() const { return !by_rows_ && split_.parts > 1; }
+  int64_t row_begin(int64_t p) const { return by_rows_ ? split_.begin(p) : 0; }
+  int64_t row_end(int64_t p) const { return by_rows_ ? split_.end(p) : rows_; }
+  int64_t begin(int64_t p) const { return by_rows_ ? 0 : split_.begin(p); }
+  int64_t end(int64_t p) const { return by_rows_ ? size_ : split_.end(p); }
+  // The weight slices the parts multiply by: one, shared, by rows; one per part otherwise.
+  int64_t slices() const { return by_rows_ ? 1 : split_.parts; }
+  int64_t slice(int64_t p) const { return by_rows_ ? 0 : p; }
+
+  // Runs fn(s) for every slice s on its own thread (the weight's slices are packed there).
+  template <typename F>
+  void each_slice(const F& fn) const {
+    if (by_rows_) return fn(0);
+    split_.run(fn);
+  }
+
+ private:
+  int64_t rows_, size_;
+  bool by_rows_;
+  Split split_;
+};
+
 // Threads that run a whole time loop in one parallel region, meeting at a barrier after each
 // phase of a step: waking the threads for every step (a parallel region each) cost about as much
 // as a small step's work. Member i of the team runs the parts i, i + size, ... of each phase.
@@ -254,11 +296,11 @@ class Team {
  public:
   class Member {
    public:
-    // Runs fn(p) for this member's parts of the split, then waits until every member has.
+    // Runs fn(p) for this member's parts, then, where the parts meet, waits until every member has.
     template <typename F>
-    void each(const Split& split, const F& fn) const {
-      for (int64_t p = index_; p < split.parts; p += size_) fn(p);
-      if (size_ > 1) team_->wait();
+    void each(const Tiles& tiles, const F& fn) const {
+      for (int64_t p = index_; p < tiles.parts(); p += size_) fn(p);
+      if (size_ > 1 && tiles.meet()) team_->wait();
     }
 
    private:

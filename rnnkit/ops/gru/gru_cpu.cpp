@@ -38,12 +38,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
     using T_ = scalar_t;
-    const Split units(H, B * 3 * H, PackedWeight<T_>::kWidth);  // part p owns its units' rows of W_hh
+    // A part takes its units' rows of W_hh and their cells: all units for its sequences, or a slice for all.
+    const Tiles units(B, H, B * 3 * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B));
     const auto recurrent = unit_rows<T_>(w_hh, 3, units);
-    Tensor products = scratch_for<T_>({&recurrent}, B, x.options());
+    Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, x.options());
     const int64_t ld = products.size(2);
     const StateSlots<T_> state(steps, h_prev, h);  // rows H apart in both
-    Team::run(units.parts, [&](const Team::Member& member) {
+    Team::run(units.parts(), [&](const Team::Member& member) {
       for (int64_t i = 0; i < T; ++i) {
         const int64_t t = steps.at(i);
         const T_* h_in = state.in(i);
@@ -52,18 +53,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
         T_* pn = hn.data_ptr<T_>() + t * B * H;
         T_* po = output.data_ptr<T_>() + t * B * H;
         member.each(units, [&](int64_t p) {
-          const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
           T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units, gate by gate
-          recurrent[p].apply(B, h_in, H, hw, ld);
+          recurrent[units.slice(p)].apply(units.row_end(p) - b0, h_in + b0 * H, H, hw, ld);
           const T_* pbh = bias_h.data_ptr<T_>() + j0;
-          for (int64_t b = 0; b < B; ++b) {
+          for (int64_t b = b0; b < units.row_end(p); ++b) {
             const int64_t row = b * H + j0;
             if (!steps.alive(t, b)) {
               std::copy(h_in + row, h_in + row + n, h_out + row);
               continue;
             }
             T_* g = pg + b * 3 * H + j0;
-            const T_* w = hw + b * ld;
+            const T_* w = hw + (b - b0) * ld;
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               using V = at::vec::Vectorized<T_>;
               auto from_h = [&](int64_t k) { return L.load(w + k * n + j) + L.load(pbh + k * H + j); };
@@ -106,16 +107,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
     using T_ = scalar_t;
-    const Split units(H, B * 3 * H, PackedWeight<T_>::kWidth);  // part p owns its units and W_hh's columns of them
+    // A part takes its units and W_hh's columns of them: all units for its sequences, or a slice for all.
+    const Tiles units(B, H, B * 3 * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B));
     const auto recurrent = column_parts<T_>(w_hh, units);
-    Tensor products = scratch_for<T_>({&recurrent}, B, gates.options());
+    Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, gates.options());
     T_* pdh = dh.data_ptr<T_>();
     T_* pskip = skip.data_ptr<T_>();
     auto carry = [&](int64_t p, int64_t t) {  // dh[:, part p] = d(W_hh h)_t W_hh[:, part p] + z * dh_t
       carry_back(recurrent, units, p, steps, t, grad_hw.data_ptr<T_>() + t * B * 3 * H, 3 * H, products, pdh, H,
                  pskip);
     };
-    Team::run(units.parts, [&](const Team::Member& member) {
+    Team::run(units.parts(), [&](const Team::Member& member) {
       for (int64_t i = T - 1; i >= 0; --i) {
         const int64_t t = steps.at(i);
         const T_* pgo = grad_output.data_ptr<T_>() + t * B * H;
@@ -127,7 +129,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
         member.each(units, [&](int64_t p) {
           if (i + 1 < T) carry(p, steps.at(i + 1));
           const int64_t j0 = units.begin(p), n = units.end(p) - j0;
-          for (int64_t b = 0; b < B; ++b) {
+          for (int64_t b = units.row_begin(p); b < units.row_end(p); ++b) {
             T_* dx = pdx + b * 3 * H + j0;
             T_* dw = pdw + b * 3 * H + j0;
             if (!steps.alive(t, b)) {

@@ -49,17 +49,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
     using T_ = scalar_t;
-    // Part p of the units owns their four gates' rows of W_hh and their cells; with a projection,
-    // part q of the features owns their rows of W_hr.
-    const Split units(H, B * 4 * P, PackedWeight<T_>::kWidth);
-    const Split features(P, B * H, PackedWeight<T_>::kWidth);
+    // A part takes its units' cells (four gates' rows of the step's weight); with a projection,
+    // then its features (their rows of W_hr): all of them for its sequences, or a slice of them
+    // for every sequence.
+    const bool by_rows = Tiles::by_rows(B);
+    const Tiles units(B, H, B * 4 * S, PackedWeight<T_>::kWidth, by_rows);
+    const Tiles features(B, P, B * H, PackedWeight<T_>::kWidth, by_rows);
     const auto recurrent = unit_rows<T_>(w_step, 4, units);
     const auto projection = proj ? unit_rows<T_>(*w_hr, 1, features) : std::vector<PackedWeight<T_>>();
-    Tensor products = scratch_for<T_>({&recurrent, &projection}, B, x.options());
+    const int64_t parts = std::max(units.parts(), proj ? features.parts() : 1);
+    Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, x.options());
     const int64_t ld = products.size(2);
     const StateSlots<T_> state(steps, h_prev, h);
     T_* pc = c.data_ptr<T_>();
-    Team::run(std::max(units.parts, proj ? features.parts : 1), [&](const Team::Member& member) {
+    Team::run(parts, [&](const Team::Member& member) {
       for (int64_t i = 0; i < T; ++i) {
         const int64_t t = steps.at(i);
         const T_* h_in = state.in(i);
@@ -68,10 +71,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
         T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
         T_* po = output.data_ptr<T_>() + t * B * P;
         member.each(units, [&](int64_t p) {
-          const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
           T_* hw = products.data_ptr<T_>() + p * B * ld;  // the part's units' pre-activations, gate by gate
-          recurrent[p].apply(B, h_in, S, hw, ld);
-          for (int64_t b = 0; b < B; ++b) {
+          recurrent[units.slice(p)].apply(units.row_end(p) - b0, h_in + b0 * S, S, hw, ld);
+          for (int64_t b = b0; b < units.row_end(p); ++b) {
             T_* cb = pc + b * H + j0;
             T_* cb_prev = c_prev.data_ptr<T_>() + (t * B + b) * H + j0;
             if (!steps.alive(t, b)) {
@@ -80,7 +83,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
               continue;
             }
             T_* g = pg + b * 4 * H + j0;
-            const T_* r = hw + b * ld;
+            const T_* r = hw + (b - b0) * ld;
             // The cell's output o * tanh(c): the new state and output_t, or m for the projection.
             T_* out = proj ? m.data_ptr<T_>() + b * H + j0 : h_out + b * ld_out + j0;
             T_* out_t = proj ? nullptr : po + b * P + j0;
@@ -104,12 +107,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
         });
         if (!proj) continue;
         member.each(features, [&](int64_t q) {
-          const int64_t k0 = features.begin(q), n = features.end(q) - k0;
+          const int64_t k0 = features.begin(q), n = features.end(q) - k0, b0 = features.row_begin(q);
           T_* y = products.data_ptr<T_>() + q * B * ld;  // W_hr m for the part's features
-          projection[q].apply(B, m.data_ptr<T_>(), H, y, ld);
-          for (int64_t b = 0; b < B; ++b) {
+          projection[features.slice(q)].apply(features.row_end(q) - b0, m.data_ptr<T_>() + b0 * H, H, y, ld);
+          for (int64_t b = b0; b < features.row_end(q); ++b) {
             const bool alive = steps.alive(t, b);
-            const T_* from = alive ? y + b * ld : h_in + b * S + k0;
+            const T_* from = alive ? y + (b - b0) * ld : h_in + b * S + k0;
             std::copy(from, from + n, h_out + b * ld_out + k0);
             if (alive) std::copy(from, from + n, po + b * P + k0);
           }
@@ -146,25 +149,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
     using T_ = scalar_t;
-    // Part q of the features owns columns of dh (dh_{t-1} = dgates_t W_hh takes W_hh's columns of
-    // the part); part p of the units owns their cells and gates (with a projection, d m = dh_t W_hr
-    // takes W_hr's columns of the part). Without a projection the two splits are one, and a step
-    // is one parallel region.
-    const Split units(H, B * 4 * P, PackedWeight<T_>::kWidth);
-    const Split features = proj ? Split(P, B * 4 * H, PackedWeight<T_>::kWidth) : units;
+    // Part q of the features takes columns of dh (dh_{t-1} = dgates_t W_hh takes W_hh's columns);
+    // part p of the units takes their cells and gates (with a projection, d m = dh_t W_hr takes
+    // W_hr's columns of them): all of them for its sequences, or a slice for every sequence.
+    // Without a projection the features are the units, and a step is one phase.
+    const bool by_rows = Tiles::by_rows(B);
+    const Tiles units(B, H, B * 4 * P, PackedWeight<T_>::kWidth, by_rows);
+    const Tiles features = proj ? Tiles(B, P, B * 4 * H, PackedWeight<T_>::kWidth, by_rows) : units;
     const auto recurrent = column_parts<T_>(w_hh, features);
     const auto projection = proj ? column_parts<T_>(*w_hr, units) : std::vector<PackedWeight<T_>>();
-    Tensor products = scratch_for<T_>({&recurrent, &projection}, B, gates.options());
+    const int64_t parts = std::max(units.parts(), features.parts());
+    Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, gates.options());
     const int64_t ld = products.size(2);
     T_* pdh = dh.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();
     T_* pdc = dc.data_ptr<T_>();
 
-    // dh_t[:, part q] = dh + d output_t for the sequences alive at t (output_t is zero past a length).
+    // dh_t[part q's tile] = dh + d output_t for the sequences alive at t (output_t is zero past a length).
     auto step_gradient = [&](int64_t q, int64_t t) {
       const int64_t k0 = features.begin(q), n = features.end(q) - k0;
       const T_* pgo = grad_output.data_ptr<T_>() + t * B * P;
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = features.row_begin(q); b < features.row_end(q); ++b) {
         if (!steps.alive(t, b)) continue;
         const int64_t row = b * P + k0;
         vectorized<T_>(n, [&](const auto& L, int64_t j) {
@@ -175,18 +180,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
     };
     // The gate gradients of part p's units at step t, and dc carried to step t-1.
     auto gate_gradients = [&](int64_t p, int64_t t) {
-      const int64_t j0 = units.begin(p), n = units.end(p) - j0;
-      const T_* dm = pds + j0;  // d(o * tanh(c)) of the part's units, row stride ld_dm
+      const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
+      const T_* dm = pds + b0 * P + j0;  // d(o * tanh(c)) of the tile, from its first row, row stride ld_dm
       int64_t ld_dm = P;
       if (proj) {
         T_* y = products.data_ptr<T_>() + p * B * ld;
-        projection[p].apply(B, pds, P, y, ld);
+        projection[units.slice(p)].apply(units.row_end(p) - b0, pds + b0 * P, P, y, ld);
         dm = y, ld_dm = ld;
       }
       const T_* pg = gates.data_ptr<T_>() + t * B * 4 * H + j0;
       const T_* pcp = c_prev.data_ptr<T_>() + t * B * H + j0;
       T_* pgg = grad_gates.data_ptr<T_>() + t * B * 4 * H + j0;
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = b0; b < units.row_end(p); ++b) {
         T_* dg = pgg + b * 4 * H;
         if (!steps.alive(t, b)) {
           for (int64_t k = 0; k < 4; ++k) std::fill(dg + k * H, dg + k * H + n, T_(0));
@@ -194,7 +199,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
         }
         const T_* g = pg + b * 4 * H;
         const T_* cp = pcp + b * H;
-        const T_* dmb = dm + b * ld_dm;
+        const T_* dmb = dm + (b - b0) * ld_dm;
         T_* dcb = pdc + b * H + j0;
         T_* mb = proj ? m_all.data_ptr<T_>() + (t * B + b) * H + j0 : nullptr;
         vectorized<T_>(n, [&](const auto& L, int64_t j) {
@@ -212,12 +217,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
         });
       }
     };
-    // dh[:, part q] = dgates_t W_hh[:, part q]: the gradient of the state step t started from.
+    // dh[part q's tile] = dgates_t W_hh[:, its columns]: the gradient of the state step t started from.
     auto carry = [&](int64_t q, int64_t t) {
       carry_back(recurrent, features, q, steps, t, grad_gates.data_ptr<T_>() + t * B * 4 * H, 4 * H, products, pdh, P);
     };
 
-    Team::run(std::max(units.parts, features.parts), [&](const Team::Member& member) {
+    Team::run(parts, [&](const Team::Member& member) {
       for (int64_t i = T - 1; i >= 0; --i) {
         const int64_t t = steps.at(i);
         auto features_step = [&](int64_t q) {

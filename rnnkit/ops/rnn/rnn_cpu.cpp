@@ -32,12 +32,13 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
 
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
     using T_ = scalar_t;
-    const Split units(H, B * H, PackedWeight<T_>::kWidth);  // part p owns its units' rows of W_hh
+    // A part takes its units' rows of W_hh and their cells: all units for its sequences, or a slice for all.
+    const Tiles units(B, H, B * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B));
     const auto recurrent = unit_rows<T_>(w_hh, 1, units);
-    Tensor products = scratch_for<T_>({&recurrent}, B, x.options());
+    Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, x.options());
     const int64_t ld = products.size(2);
     const StateSlots<T_> state(steps, h_prev, h);  // rows H apart in both
-    Team::run(units.parts, [&](const Team::Member& member) {
+    Team::run(units.parts(), [&](const Team::Member& member) {
       for (int64_t i = 0; i < T; ++i) {
         const int64_t t = steps.at(i);
         const T_* h_in = state.in(i);
@@ -45,10 +46,10 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
         const T_* px = xw.data_ptr<T_>() + t * B * H;
         T_* po = output.data_ptr<T_>() + t * B * H;
         member.each(units, [&](int64_t p) {
-          const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
           T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units
-          recurrent[p].apply(B, h_in, H, hw, ld);
-          for (int64_t b = 0; b < B; ++b) {
+          recurrent[units.slice(p)].apply(units.row_end(p) - b0, h_in + b0 * H, H, hw, ld);
+          for (int64_t b = b0; b < units.row_end(p); ++b) {
             const int64_t row = b * H + j0;
             if (!steps.alive(t, b)) {
               std::copy(h_in + row, h_in + row + n, h_out + row);
@@ -56,7 +57,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
             }
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               using V = at::vec::Vectorized<T_>;
-              const V v = L.load(hw + b * ld + j) + L.load(px + row + j);
+              const V v = L.load(hw + (b - b0) * ld + j) + L.load(px + row + j);
               const V y = relu ? at::vec::maximum(v, V(0)) : tanh_(v);
               L.store(h_out + row + j, y), L.store(po + row + j, y);
             });
@@ -86,14 +87,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
 
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "rnn_backward", [&] {
     using T_ = scalar_t;
-    const Split units(H, B * H, PackedWeight<T_>::kWidth);  // part p owns its units and W_hh's columns of them
+    // A part takes its units and W_hh's columns of them: all units for its sequences, or a slice for all.
+    const Tiles units(B, H, B * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B));
     const auto recurrent = column_parts<T_>(w_hh, units);
-    Tensor products = scratch_for<T_>({&recurrent}, B, output.options());
+    Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, output.options());
     T_* pdh = dh.data_ptr<T_>();
     auto carry = [&](int64_t p, int64_t t) {  // dh[:, part p] = dpre_t W_hh[:, part p]
       carry_back(recurrent, units, p, steps, t, grad_pre.data_ptr<T_>() + t * B * H, H, products, pdh, H);
     };
-    Team::run(units.parts, [&](const Team::Member& member) {
+    Team::run(units.parts(), [&](const Team::Member& member) {
       for (int64_t i = T - 1; i >= 0; --i) {
         const int64_t t = steps.at(i);
         const T_* pgo = grad_output.data_ptr<T_>() + t * B * H;
@@ -102,7 +104,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
         member.each(units, [&](int64_t p) {
           if (i + 1 < T) carry(p, steps.at(i + 1));
           const int64_t j0 = units.begin(p), n = units.end(p) - j0;
-          for (int64_t b = 0; b < B; ++b) {
+          for (int64_t b = units.row_begin(p); b < units.row_end(p); ++b) {
             const int64_t row = b * H + j0;
             if (!steps.alive(t, b)) {
               std::fill(pd + row, pd + row + n, T_(0));
