@@ -247,7 +247,10 @@ def resolve(backends: Sequence[str], config: Config, cell: str) -> dict[str, str
     probe = torch.empty(0)
     varying = config.lengths() is not None
     macs = ops.recurrent_macs(cell, config.batch, config.hidden_size)
-    return {b: ops.resolve_backend(b, probe, cell, varying_lengths=varying, step_macs=macs) for b in backends}
+    return {
+        b: ops.resolve_backend(b, probe, cell, varying_lengths=varying, step_macs=macs, batch=config.batch)
+        for b in backends
+    }
 
 
 def backends_for(config: Config, backends: dict[str, str], quick: bool) -> dict[str, str]:

@@ -205,6 +205,7 @@ class RNNBase(TorchTwin, nn.Module):
                 self.mode,
                 varying_lengths=lengths is not None,
                 step_macs=ops.recurrent_macs(self.mode, batch, self.hidden_size, self.proj_size),
+                batch=batch,
             ),
             x,
             states,

@@ -9,11 +9,13 @@ from rnnkit.modules import GATES
 from rnnkit.ops import DIRECTION_OPS
 
 
-def direction_inputs(mode: str, proj: bool, bias: bool):
-    """Small float64 inputs for one direction op: x, states, weights (all requiring grad)."""
+def direction_inputs(mode: str, proj: bool, bias: bool, T: int = 4, B: int = 3, I: int = 2, H: int = 3, P: int = 2):
+    """Float64 inputs for one direction op, small by default: x, states, weights (all requiring grad).
+
+    T steps, B sequences, I input features, H hidden units, P = proj_size where ``proj``.
+    """
     g = torch.Generator().manual_seed(0)
-    T, B, I, H = 4, 3, 2, 3
-    P = 2 if proj else H
+    P = P if proj else H
 
     def rand(*shape):
         return (torch.rand(*shape, dtype=torch.float64, generator=g) - 0.5).requires_grad_()

@@ -45,6 +45,30 @@ def test_direction_op_matches_naive_and_gradcheck(mode, proj, bias, lengths, rev
     assert torch.autograd.gradcheck(fn, inputs)
 
 
+@pytest.mark.parametrize("mode", ["LSTM", "LSTM-proj", "GRU", "RNN_TANH"])
+@pytest.mark.parametrize(("batch", "hidden"), [(4, 256), (48, 64)], ids=["units", "sequences"])
+def test_threads_split_sequences_or_units_like_naive(mode, batch, hidden):
+    """Two threads take blocks of whole sequences (48 of them), or slices of the hidden units (4
+    sequences), meeting after every phase of a step; both match the naive ops, states and gradients."""
+    mode, proj = mode.removesuffix("-proj"), mode.endswith("-proj")
+    x, states, weights = direction_inputs(mode, proj, True, T=5, B=batch, I=8, H=hidden, P=hidden // 3)
+    lengths = torch.randint(1, 6, (batch,), generator=torch.Generator().manual_seed(1))
+    inputs = [x, *states, *(w for w in weights if w is not None)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for reverse in (False, True):
+            expected = run_op("naive", mode, x, states, weights, lengths, reverse)
+            actual = run_op("cpu", mode, x, states, weights, lengths, reverse)
+            upstream = [torch.randn_like(t) for t in expected]
+            grads_e = torch.autograd.grad(expected, inputs, upstream)
+            grads_a = torch.autograd.grad(actual, inputs, upstream)
+            for a, e in zip([*actual, *grads_a], [*expected, *grads_e], strict=True):
+                torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
 def test_double_backward_replays_naive_with_a_note(mode):
     x, states, weights = direction_inputs(mode, mode == "LSTM", True)
@@ -97,10 +121,14 @@ def test_auto_uses_the_compiled_kernels_where_they_are_faster():
         assert ops.resolve_backend("auto", x.float(), mode, varying_lengths=True) == "cpu"
         assert ops.resolve_backend("auto", x.bfloat16(), mode) == "torch"
     assert ops.resolve_backend("auto", x.float(), "GRU") == "cpu"
-    # oneDNN's LSTM is faster where its step products are large, the compiled loop where they are small
-    assert ops.resolve_backend("auto", x.float(), "LSTM") == "torch"
-    assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=ops.ONEDNN_STEP_MACS) == "torch"
-    assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=ops.ONEDNN_STEP_MACS - 1) == "cpu"
+    # oneDNN's LSTM is as fast where a large step is split by hidden units (few sequences per thread)
+    few = ops.ROWS_PER_THREAD * torch.get_num_threads() - 1
+    large = ops.ONEDNN_STEP_MACS
+    assert ops.resolve_backend("auto", x.float(), "LSTM") == "cpu"
+    assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=large, batch=few) == "torch"
+    assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=large, batch=few + 1) == "cpu"
+    assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=large - 1, batch=few) == "cpu"
+    assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=large, batch=few, varying_lengths=True) == "cpu"
 
 
 def test_unsupported_dtype_names_what_to_use():

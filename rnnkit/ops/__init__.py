@@ -118,9 +118,12 @@ def check_backend(backend: str) -> None:
         raise RuntimeError(f"backend={backend!r} is not available: {reason}; use one of {usable}")
 
 
-# Multiply-adds of one step's recurrent product (B x G*H x P) from which torch's oneDNN LSTM
-# can beat the compiled kernels on float32 padded input (benchmarks/cpu.py); below it the
-# kernels win on every configuration measured.
+# The compiled CPU kernels give each thread a block of whole sequences when it gets at least
+# ROWS_PER_THREAD of them (Tiles::kMinRows in ops/csrc/packed.h); with fewer, the threads split
+# the hidden units and meet after every step. There torch's oneDNN LSTM is as fast or faster on
+# float32 padded input once a step's recurrent product reaches ONEDNN_STEP_MACS multiply-adds
+# (B x G*H x P; benchmarks/cpu.py and its extra rows).
+ROWS_PER_THREAD = 8
 ONEDNN_STEP_MACS = 1 << 20
 GATE_COUNTS = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
@@ -131,22 +134,28 @@ def recurrent_macs(mode: str, batch: int, hidden_size: int, proj_size: int = 0) 
 
 
 def resolve_backend(
-    backend: str, x: Tensor, mode: str = "LSTM", varying_lengths: bool = False, step_macs: int | None = None
+    backend: str,
+    x: Tensor,
+    mode: str = "LSTM",
+    varying_lengths: bool = False,
+    step_macs: int | None = None,
+    batch: int | None = None,
 ) -> str:
     """The concrete backend for ``backend`` on ``x``'s device and dtype.
 
     ``"auto"`` picks the fastest correct backend available, as ``benchmarks/cpu.py``
-    measures it on the CPU: the compiled kernels for GRU and RNN, and for LSTM in
-    float64, with varying lengths, or with a small step (``step_macs``, the multiply-adds
-    of one step's recurrent product, below ``ONEDNN_STEP_MACS``); for other float32 LSTMs
-    on padded input, torch's own oneDNN LSTM, whose matrix products the compiled kernels
-    do not beat yet. Elsewhere (CUDA, other dtypes) torch's fused kernels: the Triton
-    kernels are not chosen by ``"auto"`` until ``benchmarks/gpu.py`` has measured them faster.
+    measures it on the CPU: the compiled kernels, except for a float32 LSTM on padded input
+    whose ``batch`` gives each of torch's threads fewer than ``ROWS_PER_THREAD`` sequences and
+    whose step is large (``step_macs``, the multiply-adds of one step's recurrent product, at
+    least ``ONEDNN_STEP_MACS``): there torch's own oneDNN LSTM. Elsewhere (CUDA, other dtypes)
+    torch's fused kernels: the Triton kernels are not chosen by ``"auto"`` until
+    ``benchmarks/gpu.py`` has measured them faster.
     """
     on_cpu = x.device.type == "cpu" and x.dtype in CPU_DTYPES
     if backend == "auto":
-        small_steps = step_macs is not None and step_macs < ONEDNN_STEP_MACS
-        onednn_lstm = mode == "LSTM" and x.dtype == torch.float32 and not varying_lengths and not small_steps
+        large_steps = step_macs is not None and step_macs >= ONEDNN_STEP_MACS
+        few_rows = batch is not None and batch < ROWS_PER_THREAD * torch.get_num_threads()
+        onednn_lstm = mode == "LSTM" and x.dtype == torch.float32 and not varying_lengths and large_steps and few_rows
         return "cpu" if on_cpu and not onednn_lstm and compiled.unavailable_reason() is None else "torch"
     if backend == "cpu" and not on_cpu:
         raise RNNTypeError(

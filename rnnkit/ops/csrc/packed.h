@@ -257,8 +257,13 @@ class Tiles {
  public:
   static constexpr int64_t kMinRows = 8;
 
-  // Whether a step of ``rows`` sequences goes by rows: the choice for every phase of a loop.
-  static bool by_rows(int64_t rows) { return rows >= 2 * kMinRows && at::get_num_threads() > 1; }
+  // Whether a step of ``rows`` sequences with a weight of ``weight_bytes`` goes by rows: the
+  // choice for every phase of a loop. By rows every thread streams the whole weight each step;
+  // past what a core's L2 cache holds, slices of it pay unless each thread has many rows.
+  static bool by_rows(int64_t rows, int64_t weight_bytes) {
+    const int64_t threads = at::get_num_threads(), per_thread = rows / std::max<int64_t>(threads, 1);
+    return threads > 1 && per_thread >= (weight_bytes <= kCachedWeightBytes ? kMinRows : 4 * kMinRows);
+  }
 
   Tiles(int64_t rows, int64_t size, int64_t work_per_column, int64_t width, bool by_rows)
       : rows_(rows), size_(size), by_rows_(by_rows),
@@ -267,7 +272,10 @@ class Tiles {
                        : Split(size, work_per_column, width)) {}
 
   int64_t parts() const { return split_.parts; }
-  bool meet() const { return !by_rows_ && split_.parts > 1; }
+  // Whether the team must meet after a phase on these tiles: by slices, a phase reads what other
+  // members wrote in the one before, even when this phase has one part. By rows, every phase
+  // splits the rows alike, so a member reads only its own sequences.
+  bool meet() const { return !by_rows_; }
   int64_t row_begin(int64_t p) const { return by_rows_ ? split_.begin(p) : 0; }
   int64_t row_end(int64_t p) const { return by_rows_ ? split_.end(p) : rows_; }
   int64_t begin(int64_t p) const { return by_rows_ ? 0 : split_.begin(p); }
@@ -284,6 +292,7 @@ class Tiles {
   }
 
  private:
+  static constexpr int64_t kCachedWeightBytes = 1 << 21;
   int64_t rows_, size_;
   bool by_rows_;
   Split split_;

@@ -39,7 +39,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
     using T_ = scalar_t;
     // A part takes its units' rows of W_hh and their cells: all units for its sequences, or a slice for all.
-    const Tiles units(B, H, B * 3 * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B));
+    const Tiles units(B, H, B * 3 * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = unit_rows<T_>(w_hh, 3, units);
     Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, x.options());
     const int64_t ld = products.size(2);
@@ -108,7 +108,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
     using T_ = scalar_t;
     // A part takes its units and W_hh's columns of them: all units for its sequences, or a slice for all.
-    const Tiles units(B, H, B * 3 * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B));
+    const Tiles units(B, H, B * 3 * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = column_parts<T_>(w_hh, units);
     Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, gates.options());
     T_* pdh = dh.data_ptr<T_>();

@@ -52,7 +52,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     // A part takes its units' cells (four gates' rows of the step's weight); with a projection,
     // then its features (their rows of W_hr): all of them for its sequences, or a slice of them
     // for every sequence.
-    const bool by_rows = Tiles::by_rows(B);
+    const bool by_rows = Tiles::by_rows(B, w_step.numel() * sizeof(T_));
     const Tiles units(B, H, B * 4 * S, PackedWeight<T_>::kWidth, by_rows);
     const Tiles features(B, P, B * H, PackedWeight<T_>::kWidth, by_rows);
     const auto recurrent = unit_rows<T_>(w_step, 4, units);
@@ -153,7 +153,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
     // part p of the units takes their cells and gates (with a projection, d m = dh_t W_hr takes
     // W_hr's columns of them): all of them for its sequences, or a slice for every sequence.
     // Without a projection the features are the units, and a step is one phase.
-    const bool by_rows = Tiles::by_rows(B);
+    const bool by_rows = Tiles::by_rows(B, w_hh.numel() * sizeof(T_));
     const Tiles units(B, H, B * 4 * P, PackedWeight<T_>::kWidth, by_rows);
     const Tiles features = proj ? Tiles(B, P, B * 4 * H, PackedWeight<T_>::kWidth, by_rows) : units;
     const auto recurrent = column_parts<T_>(w_hh, features);
