@@ -206,6 +206,53 @@ std::vector<PackedWeight<T>> column_parts(const at::Tensor& weight, const Tiles&
   return pack_slices<T>(tiles, [&](int64_t s) { return weight.slice(1, tiles.begin(s), tiles.end(s)); });
 }
 
+// Part p's product in a step: the rows of its tile in a (B x K, row stride lda) times its slice
+// of the weight, into its room in products. Returns the product, rows from the tile's first,
+// row stride products.size(2).
+template <typename T>
+T* tile_product(const std::vector<PackedWeight<T>>& slices, const Tiles& tiles, int64_t p, const T* a, int64_t lda,
+                at::Tensor& products) {
+  const int64_t b0 = tiles.row_begin(p), ld = products.size(2);
+  T* out = products.data_ptr<T>() + p * products.size(1) * ld;
+  slices[tiles.slice(p)].apply(tiles.row_end(p) - b0, a + b0 * lda, lda, out, ld);
+  return out;
+}
+
+// The forward time loop of a GRU or Elman RNN layer, state h (B x H), W_hh (G*H x H). Each
+// step, every part multiplies the state by its slice of W_hh, then calls
+// cell(t, b, j0, n, hw, h_in, h_out) for each sequence b of its tile alive at t: hw is the
+// product for units [j0, j0 + n) (G blocks of n), h_in and h_out b's state from unit j0. A
+// sequence past its length keeps its state. The state moves through h_prev's slots to h_n.
+template <typename T, typename Cell>
+void forward_loop(const Steps& steps, const at::Tensor& w_hh, int64_t gates, at::Tensor& h_prev, at::Tensor& h_n,
+                  const Cell& cell) {
+  const int64_t B = h_n.size(0), H = h_n.size(1);
+  // A part takes its units' rows of W_hh and their cells: all units for its sequences, or a slice for all.
+  const Tiles units(B, H, B * gates * H, PackedWeight<T>::kWidth, Tiles::by_rows(B, w_hh.numel() * sizeof(T)));
+  const auto recurrent = unit_rows<T>(w_hh, gates, units);
+  at::Tensor products = scratch_for<T>(units.parts(), B, {&recurrent}, h_n.options());
+  const StateSlots<T> state(steps, h_prev, h_n);  // rows H apart in both
+  Team::run(units.parts(), [&](const Team::Member& member) {
+    for (int64_t i = 0; i < steps.T; ++i) {
+      const int64_t t = steps.at(i);
+      const T* h_in = state.in(i);
+      T* h_out = state.out(i);
+      member.each(units, [&](int64_t p) {
+        const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
+        const T* hw = tile_product(recurrent, units, p, h_in, H, products);
+        for (int64_t b = b0; b < units.row_end(p); ++b) {
+          const int64_t row = b * H + j0;
+          if (steps.alive(t, b)) {
+            cell(t, b, j0, n, hw + (b - b0) * products.size(2), h_in + row, h_out + row);
+          } else {
+            std::copy(h_in + row, h_in + row + n, h_out + row);
+          }
+        }
+      });
+    }
+  });
+}
+
 // dh[part q's tile] = grad_t (B x G*H) W_hh[:, the tile's columns] (+ skip there) for the
 // sequences alive at t, in place: the gradient that reaches the state step t started from. The
 // others keep dh.
@@ -213,11 +260,9 @@ template <typename T>
 void carry_back(const std::vector<PackedWeight<T>>& recurrent, const Tiles& tiles, int64_t q, const Steps& steps,
                 int64_t t, const T* grad_t, int64_t ld_grad, at::Tensor& products, T* dh, int64_t P,
                 const T* skip = nullptr) {
-  const int64_t ld = products.size(2), k0 = tiles.begin(q), n = tiles.end(q) - k0;
-  const int64_t b0 = tiles.row_begin(q), b1 = tiles.row_end(q);
-  T* y = products.data_ptr<T>() + q * products.size(1) * ld;
-  recurrent[tiles.slice(q)].apply(b1 - b0, grad_t + b0 * ld_grad, ld_grad, y, ld);
-  for (int64_t b = b0; b < b1; ++b) {
+  const int64_t ld = products.size(2), k0 = tiles.begin(q), n = tiles.end(q) - k0, b0 = tiles.row_begin(q);
+  const T* y = tile_product(recurrent, tiles, q, grad_t, ld_grad, products);
+  for (int64_t b = b0; b < tiles.row_end(q); ++b) {
     if (!steps.alive(t, b)) continue;
     const T* from = y + (b - b0) * ld;
     T* row = dh + b * P + k0;

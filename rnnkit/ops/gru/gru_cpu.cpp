@@ -38,48 +38,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
     using T_ = scalar_t;
-    // A part takes its units' rows of W_hh and their cells: all units for its sequences, or a slice for all.
-    const Tiles units(B, H, B * 3 * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B, w_hh.numel() * sizeof(T_)));
-    const auto recurrent = unit_rows<T_>(w_hh, 3, units);
-    Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, x.options());
-    const int64_t ld = products.size(2);
-    const StateSlots<T_> state(steps, h_prev, h);  // rows H apart in both
-    Team::run(units.parts(), [&](const Team::Member& member) {
-      for (int64_t i = 0; i < T; ++i) {
-        const int64_t t = steps.at(i);
-        const T_* h_in = state.in(i);
-        T_* h_out = state.out(i);
-        T_* pg = gates.data_ptr<T_>() + t * B * 3 * H;
-        T_* pn = hn.data_ptr<T_>() + t * B * H;
-        T_* po = output.data_ptr<T_>() + t * B * H;
-        member.each(units, [&](int64_t p) {
-          const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
-          T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units, gate by gate
-          recurrent[units.slice(p)].apply(units.row_end(p) - b0, h_in + b0 * H, H, hw, ld);
-          const T_* pbh = bias_h.data_ptr<T_>() + j0;
-          for (int64_t b = b0; b < units.row_end(p); ++b) {
-            const int64_t row = b * H + j0;
-            if (!steps.alive(t, b)) {
-              std::copy(h_in + row, h_in + row + n, h_out + row);
-              continue;
-            }
-            T_* g = pg + b * 3 * H + j0;
-            const T_* w = hw + (b - b0) * ld;
-            vectorized<T_>(n, [&](const auto& L, int64_t j) {
-              using V = at::vec::Vectorized<T_>;
-              auto from_h = [&](int64_t k) { return L.load(w + k * n + j) + L.load(pbh + k * H + j); };
-              const V r = sigmoid_(L.load(g + j) + from_h(0));
-              const V z = sigmoid_(L.load(g + H + j) + from_h(1));
-              const V h_n = from_h(2);
-              const V gn = tanh_(L.load(g + 2 * H + j) + r * h_n);
-              L.store(g + j, r), L.store(g + H + j, z), L.store(g + 2 * H + j, gn);
-              L.store(pn + row + j, h_n);
-              const V h_new = (V(1) - z) * gn + z * L.load(h_in + row + j);
-              L.store(h_out + row + j, h_new), L.store(po + row + j, h_new);
-            });
-          }
-        });
-      }
+    T_* pg = gates.data_ptr<T_>();
+    T_* pn = hn.data_ptr<T_>();
+    T_* po = output.data_ptr<T_>();
+    const T_* pbh = bias_h.data_ptr<T_>();
+    forward_loop<T_>(steps, w_hh, 3, h_prev, h, [&](int64_t t, int64_t b, int64_t j0, int64_t n, const T_* w,
+                                                    const T_* h_in, T_* h_out) {
+      T_* g = pg + (t * B + b) * 3 * H + j0;
+      const int64_t row = (t * B + b) * H + j0;
+      vectorized<T_>(n, [&](const auto& L, int64_t j) {
+        using V = at::vec::Vectorized<T_>;
+        auto from_h = [&](int64_t k) { return L.load(w + k * n + j) + L.load(pbh + k * H + j0 + j); };
+        const V r = sigmoid_(L.load(g + j) + from_h(0));
+        const V z = sigmoid_(L.load(g + H + j) + from_h(1));
+        const V h_n = from_h(2);
+        const V gn = tanh_(L.load(g + 2 * H + j) + r * h_n);
+        L.store(g + j, r), L.store(g + H + j, z), L.store(g + 2 * H + j, gn);
+        L.store(pn + row + j, h_n);
+        const V h_new = (V(1) - z) * gn + z * L.load(h_in + j);
+        L.store(h_out + j, h_new), L.store(po + row + j, h_new);
+      });
     });
   });
   return {output, h, gates, hn, h_prev};

@@ -72,8 +72,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
         T_* po = output.data_ptr<T_>() + t * B * P;
         member.each(units, [&](int64_t p) {
           const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
-          T_* hw = products.data_ptr<T_>() + p * B * ld;  // the part's units' pre-activations, gate by gate
-          recurrent[units.slice(p)].apply(units.row_end(p) - b0, h_in + b0 * S, S, hw, ld);
+          const T_* hw = tile_product(recurrent, units, p, h_in, S, products);  // pre-activations, gate by gate
           for (int64_t b = b0; b < units.row_end(p); ++b) {
             T_* cb = pc + b * H + j0;
             T_* cb_prev = c_prev.data_ptr<T_>() + (t * B + b) * H + j0;
@@ -108,8 +107,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
         if (!proj) continue;
         member.each(features, [&](int64_t q) {
           const int64_t k0 = features.begin(q), n = features.end(q) - k0, b0 = features.row_begin(q);
-          T_* y = products.data_ptr<T_>() + q * B * ld;  // W_hr m for the part's features
-          projection[features.slice(q)].apply(features.row_end(q) - b0, m.data_ptr<T_>() + b0 * H, H, y, ld);
+          const T_* y = tile_product(projection, features, q, m.data_ptr<T_>(), H, products);  // W_hr m
           for (int64_t b = b0; b < features.row_end(q); ++b) {
             const bool alive = steps.alive(t, b);
             const T_* from = alive ? y + (b - b0) * ld : h_in + b * S + k0;
@@ -184,9 +182,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
       const T_* dm = pds + b0 * P + j0;  // d(o * tanh(c)) of the tile, from its first row, row stride ld_dm
       int64_t ld_dm = P;
       if (proj) {
-        T_* y = products.data_ptr<T_>() + p * B * ld;
-        projection[units.slice(p)].apply(units.row_end(p) - b0, pds + b0 * P, P, y, ld);
-        dm = y, ld_dm = ld;
+        dm = tile_product(projection, units, p, pds, P, products), ld_dm = ld;
       }
       const T_* pg = gates.data_ptr<T_>() + t * B * 4 * H + j0;
       const T_* pcp = c_prev.data_ptr<T_>() + t * B * H + j0;

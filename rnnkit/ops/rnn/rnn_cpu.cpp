@@ -32,38 +32,17 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
 
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
     using T_ = scalar_t;
-    // A part takes its units' rows of W_hh and their cells: all units for its sequences, or a slice for all.
-    const Tiles units(B, H, B * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B, w_hh.numel() * sizeof(T_)));
-    const auto recurrent = unit_rows<T_>(w_hh, 1, units);
-    Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, x.options());
-    const int64_t ld = products.size(2);
-    const StateSlots<T_> state(steps, h_prev, h);  // rows H apart in both
-    Team::run(units.parts(), [&](const Team::Member& member) {
-      for (int64_t i = 0; i < T; ++i) {
-        const int64_t t = steps.at(i);
-        const T_* h_in = state.in(i);
-        T_* h_out = state.out(i);
-        const T_* px = xw.data_ptr<T_>() + t * B * H;
-        T_* po = output.data_ptr<T_>() + t * B * H;
-        member.each(units, [&](int64_t p) {
-          const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
-          T_* hw = products.data_ptr<T_>() + p * B * ld;  // W_hh h_{t-1} for the part's units
-          recurrent[units.slice(p)].apply(units.row_end(p) - b0, h_in + b0 * H, H, hw, ld);
-          for (int64_t b = b0; b < units.row_end(p); ++b) {
-            const int64_t row = b * H + j0;
-            if (!steps.alive(t, b)) {
-              std::copy(h_in + row, h_in + row + n, h_out + row);
-              continue;
-            }
-            vectorized<T_>(n, [&](const auto& L, int64_t j) {
-              using V = at::vec::Vectorized<T_>;
-              const V v = L.load(hw + (b - b0) * ld + j) + L.load(px + row + j);
-              const V y = relu ? at::vec::maximum(v, V(0)) : tanh_(v);
-              L.store(h_out + row + j, y), L.store(po + row + j, y);
-            });
-          }
-        });
-      }
+    const T_* px = xw.data_ptr<T_>();
+    T_* po = output.data_ptr<T_>();
+    forward_loop<T_>(steps, w_hh, 1, h_prev, h, [&](int64_t t, int64_t b, int64_t j0, int64_t n, const T_* w,
+                                                    const T_* h_in, T_* h_out) {
+      const int64_t row = (t * B + b) * H + j0;
+      vectorized<T_>(n, [&](const auto& L, int64_t j) {
+        using V = at::vec::Vectorized<T_>;
+        const V v = L.load(w + j) + L.load(px + row + j);
+        const V y = relu ? at::vec::maximum(v, V(0)) : tanh_(v);
+        L.store(h_out + j, y), L.store(po + row + j, y);
+      });
     });
   });
   return {output, h, h_prev};
