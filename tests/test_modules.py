@@ -99,8 +99,10 @@ def test_cells_match_torch(ours, theirs, kwargs, backend):
                 assert_close("cell grad", a, e)
 
 
-@pytest.mark.parametrize("backend", ["naive", "torch"])
+@pytest.mark.parametrize("backend", ["naive", "torch", "cpu"])
 def test_dropout_between_layers(backend):
+    if backend == "cpu" and ops.unavailable_reason("cpu") is not None:
+        pytest.skip(f"cpu backend: {ops.unavailable_reason('cpu')}")
     torch.manual_seed(0)
     reference = nn.LSTM(4, 6, num_layers=3, dropout=1.0)
     model = rnnkit.LSTM.from_torch(reference, backend=backend)

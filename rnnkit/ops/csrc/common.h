@@ -285,6 +285,13 @@ inline std::optional<at::Tensor> checked_lengths(const std::optional<at::Tensor>
   return lengths->contiguous();
 }
 
+// A (T, B, ...) buffer of per-step results: zeros where lengths skip steps (nothing is written
+// past a length), uninitialised where every step writes it.
+inline at::Tensor step_results(at::IntArrayRef shape, const at::TensorOptions& options,
+                               const std::optional<at::Tensor>& lengths) {
+  return lengths.has_value() ? at::zeros(shape, options) : at::empty(shape, options);
+}
+
 // The ops are public (torch.ops.rnnkit.*): every tensor's shape and dtype is checked against x
 // (T, B, I) before a kernel reads it, so a mismatch is an error, never an out-of-bounds read.
 inline void check_tensor(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef shape,

@@ -31,7 +31,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
 
   // W_ih x_t + b_ih, then, step by step, the activated gates
   Tensor gates = project_input(x, w_ih, add_biases(b_ih, std::nullopt, 3 * H, x.options()));
-  Tensor output = at::zeros({T, B, H}, x.options());
+  Tensor output = step_results({T, B, H}, x.options(), lengths);
   Tensor hn = at::empty({T, B, H}, x.options());
   Tensor h_prev = at::empty({T, B, H}, x.options());
   Tensor h = h0.contiguous().clone();

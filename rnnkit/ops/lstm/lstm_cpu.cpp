@@ -37,12 +37,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor h_prev = at::empty({T, B, S}, x.options());
   h_prev.narrow(2, P, I).copy_(x);
   h_prev.select(2, P + I).fill_(1);
-  // Past a length nothing is written: zeros there, for the output and the saved gates.
-  auto buffer = [&](at::IntArrayRef shape) {
-    return lengths.has_value() ? at::zeros(shape, x.options()) : at::empty(shape, x.options());
-  };
-  Tensor gates = buffer({T, B, 4 * H});
-  Tensor output = buffer({T, B, P});
+  Tensor gates = step_results({T, B, 4 * H}, x.options(), lengths);
+  Tensor output = step_results({T, B, P}, x.options(), lengths);
   Tensor c_prev = at::empty({T, B, H}, x.options());
   Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone();
   Tensor m = proj ? at::zeros({B, H}, x.options()) : Tensor();  // o * tanh(c) before the projection

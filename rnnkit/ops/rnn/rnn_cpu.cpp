@@ -26,7 +26,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  Tensor output = at::zeros({T, B, H}, xw.options());
+  Tensor output = step_results({T, B, H}, xw.options(), lengths);
   Tensor h_prev = at::empty({T, B, H}, xw.options());
   Tensor h = h0.contiguous().clone();
 
