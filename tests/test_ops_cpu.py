@@ -45,14 +45,9 @@ def test_direction_op_matches_naive_and_gradcheck(mode, proj, bias, lengths, rev
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-@pytest.mark.parametrize("mode", ["LSTM", "LSTM-proj", "GRU", "RNN_TANH"])
-@pytest.mark.parametrize(("batch", "hidden"), [(4, 256), (48, 64)], ids=["units", "sequences"])
-def test_threads_split_sequences_or_units_like_naive(mode, batch, hidden):
-    """Two threads take blocks of whole sequences (48 of them), or slices of the hidden units (4
-    sequences), meeting after every phase of a step; both match the naive ops, states and gradients."""
-    mode, proj = mode.removesuffix("-proj"), mode.endswith("-proj")
-    x, states, weights = direction_inputs(mode, proj, True, T=5, B=batch, I=8, H=hidden, P=hidden // 3)
-    lengths = torch.randint(1, 6, (batch,), generator=torch.Generator().manual_seed(1))
+def assert_two_threads_match_naive(mode, proj, lengths, **sizes):
+    """Both directions of the op on two threads against naive: outputs, states, every gradient."""
+    x, states, weights = direction_inputs(mode, proj, True, **sizes)
     inputs = [x, *states, *(w for w in weights if w is not None)]
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -67,6 +62,30 @@ def test_threads_split_sequences_or_units_like_naive(mode, batch, hidden):
                 torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "LSTM-proj", "GRU", "RNN_TANH"])
+@pytest.mark.parametrize(("batch", "hidden"), [(4, 256), (48, 64)], ids=["units", "sequences"])
+def test_threads_split_sequences_or_units_like_naive(mode, batch, hidden):
+    """Two threads take blocks of whole sequences (48 of them), or slices of the hidden units (4
+    sequences), meeting after every phase of a step; both match the naive ops, states and gradients."""
+    lengths = torch.randint(1, 6, (batch,), generator=torch.Generator().manual_seed(1))
+    mode, proj = mode.removesuffix("-proj"), mode.endswith("-proj")
+    assert_two_threads_match_naive(mode, proj, lengths, T=5, B=batch, I=8, H=hidden, P=hidden // 3)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "LSTM-proj", "GRU", "RNN_TANH"])
+@pytest.mark.parametrize(
+    ("steps", "batch", "hidden", "features"),
+    [(1, 1, 37, 21), (3, 2, 37, 21), (1, 2, 128, 300), (5, 4, 37, 21)],
+    ids=["one-step", "few-rows", "few-rows-threads", "packed"],
+)
+def test_weights_read_in_place_or_packed_like_naive(mode, steps, batch, hidden, features):
+    """Below 16 rows in all (packed.h's kPackUses) the kernels read W's rows where they lie, as dot
+    products in blocks of four with a ragged tail along K; the input projection then splits W's
+    rows between the threads (the third case has enough work for two); 20 rows pack the weight."""
+    mode, proj = mode.removesuffix("-proj"), mode.endswith("-proj")
+    assert_two_threads_match_naive(mode, proj, None, T=steps, B=batch, I=features, H=hidden, P=hidden // 3)
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])

@@ -46,15 +46,23 @@ inline void vectorized(int64_t n, const F& body) {
 }
 
 // a (R x K) W^T + bias -> (R x N) for W (N x K): a product over the rows of all steps at once,
-// threads splitting the rows. The bias enters as one more input feature that is always 1.
+// threads splitting the rows (or, for a few rows, W's rows).
 inline at::Tensor rows_product(const at::Tensor& a, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  const int64_t R = a.size(0), N = weight.size(0);
-  const at::Tensor inputs = bias.has_value() ? at::cat({a, at::ones({R, 1}, a.options())}, 1) : a.contiguous();
-  const at::Tensor w = bias.has_value() ? at::cat({weight, bias->view({N, 1})}, 1) : weight;
-  const int64_t K = inputs.size(1);
+  const int64_t R = a.size(0), N = weight.size(0), K = a.size(1);
+  const at::Tensor inputs = a.contiguous();
   at::Tensor out = at::empty({R, N}, a.options());
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rows_product", [&] {
-    const PackedWeight<scalar_t> packed(w.t());
+    if (R < PackedWeight<scalar_t>::kPackUses) {  // too few rows to split: threads split W's rows instead
+      const Split columns(N, R * K, PackedWeight<scalar_t>::kWidth);
+      columns.run([&](int64_t p) {
+        const int64_t n0 = columns.begin(p), n = columns.end(p) - n0;
+        const PackedWeight<scalar_t> part(weight.narrow(0, n0, n).t(), R, b.defined() ? b.narrow(0, n0, n) : b);
+        part.apply(R, inputs.data_ptr<scalar_t>(), K, out.data_ptr<scalar_t>() + n0, N);
+      });
+      return;
+    }
+    const PackedWeight<scalar_t> packed(weight.t(), R, b);
     const Split rows(R, N * K, 1);
     rows.run([&](int64_t p) {
       const int64_t r0 = rows.begin(p);
@@ -184,26 +192,33 @@ struct StateSlots {
 template <typename T, typename F>
 std::vector<PackedWeight<T>> pack_slices(const Tiles& tiles, const F& slice) {
   std::vector<PackedWeight<T>> slices(tiles.slices());
-  tiles.each_slice([&](int64_t s) { slices[s] = PackedWeight<T>(slice(s)); });
+  tiles.each_slice([&](int64_t s) { slices[s] = slice(s); });
   return slices;
 }
 
-// The slices of W (G*H x K) for the product h W^T of a step: the rows of each slice's units in
-// every gate, so a slice's product holds G blocks of its n units.
+// The slices of W = [W_1 | W_2 | ...] (G*H x K_1 + K_2 + ...) for the product h W^T (+ bias)
+// of a step: the rows of each slice's units in every gate, so a slice's product holds G blocks of
+// its n units. ``uses``: the rows a slice multiplies over the loop (steps times sequences).
 template <typename T>
-std::vector<PackedWeight<T>> unit_rows(const at::Tensor& weight, int64_t gates, const Tiles& tiles) {
-  const at::Tensor by_gate = weight.view({gates, -1, weight.size(1)});
+std::vector<PackedWeight<T>> unit_rows(at::TensorList weights, int64_t gates, const Tiles& tiles, int64_t uses,
+                                       const at::Tensor& bias = {}) {
   return pack_slices<T>(tiles, [&](int64_t s) {
-    std::vector<at::Tensor> columns;  // W^T's columns of the slice's units, gate by gate
-    for (int64_t g = 0; g < gates; ++g) columns.push_back(by_gate[g].slice(0, tiles.begin(s), tiles.end(s)).t());
-    return columns;
+    typename PackedWeight<T>::Pieces pieces;  // each W_i^T's columns of the slice's units, gate by gate
+    for (const auto& weight : weights) {
+      const at::Tensor by_gate = weight.reshape({gates, -1, weight.size(1)});
+      auto& piece = pieces.emplace_back();
+      for (int64_t g = 0; g < gates; ++g) piece.push_back(by_gate[g].slice(0, tiles.begin(s), tiles.end(s)).t());
+    }
+    const at::Tensor units_bias =
+        bias.defined() ? bias.view({gates, -1}).slice(1, tiles.begin(s), tiles.end(s)).reshape({-1}) : bias;
+    return PackedWeight<T>(std::move(pieces), uses, units_bias);
   });
 }
 
 // The slices of W (N x K) by columns, for the products a W[:, slice] of the backward.
 template <typename T>
 std::vector<PackedWeight<T>> column_parts(const at::Tensor& weight, const Tiles& tiles) {
-  return pack_slices<T>(tiles, [&](int64_t s) { return weight.slice(1, tiles.begin(s), tiles.end(s)); });
+  return pack_slices<T>(tiles, [&](int64_t s) { return PackedWeight<T>(weight.slice(1, tiles.begin(s), tiles.end(s))); });
 }
 
 // Part p's product in a step: the rows of its tile in a (B x K, row stride lda) times its slice
@@ -229,7 +244,7 @@ void forward_loop(const Steps& steps, const at::Tensor& w_hh, int64_t gates, at:
   const int64_t B = h_n.size(0), H = h_n.size(1);
   // A part takes its units' rows of W_hh and their cells: all units for its sequences, or a slice for all.
   const Tiles units(B, H, B * gates * H, PackedWeight<T>::kWidth, Tiles::by_rows(B, w_hh.numel() * sizeof(T)));
-  const auto recurrent = unit_rows<T>(w_hh, gates, units);
+  const auto recurrent = unit_rows<T>({w_hh}, gates, units, steps.T * B);
   at::Tensor products = scratch_for<T>(units.parts(), B, {&recurrent}, h_n.options());
   const StateSlots<T> state(steps, h_prev, h_n);  // rows H apart in both
   Team::run(units.parts(), [&](const Team::Member& member) {

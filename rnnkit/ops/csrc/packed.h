@@ -51,6 +51,8 @@ struct VectorOf<double> {
 // W^T is stored in panels of kPanel columns (two vectors), each K rows of kPanel contiguous
 // values and zero past N, so a block of up to kMaxBlockRows rows of out is kept in registers while
 // the panel streams through once. out's rows are padded to padded_n() values.
+// Packing costs about as much as a few dozen rows' product: a weight that multiplies fewer rows in
+// all (a step of one sequence, when text is generated) is read where it lies, row by row of W.
 template <typename T>
 class PackedWeight {
  public:
@@ -60,52 +62,81 @@ class PackedWeight {
 
   PackedWeight() = default;
 
-  // W^T (K x N), given as column blocks side by side, any strides: W_hh's slice transposed, say,
-  // or the inputs [x | h | 1] whose weights' gradients a product gives at once.
-  explicit PackedWeight(at::TensorList columns) : k_(columns.front().size(0)) {
-    for (const auto& block : columns) n_ += block.size(1);
+  // Rows multiplied in all below which a weight is not packed.
+  static constexpr int64_t kPackUses = 16;
+
+  // W^T (K x N) in pieces along K (W_hh's columns, then W_ih's, say), each piece given as column
+  // blocks side by side along N, any strides; every piece splits N alike.
+  using Pieces = std::vector<std::vector<at::Tensor>>;
+
+  // W^T given as column blocks side by side: W_hh's slice transposed, say, or the inputs
+  // [x | h | 1] whose weights' gradients a product gives at once.
+  explicit PackedWeight(at::TensorList columns, int64_t uses = kPackUses, const at::Tensor& bias = {})
+      : PackedWeight(Pieces{std::vector<at::Tensor>(columns.begin(), columns.end())}, uses, bias) {}
+
+  // ``uses``: the rows the weight will multiply in all; below kPackUses, blocks that are rows of W
+  // stay where they lie. ``bias`` (N), if given, is added to every row of a product.
+  PackedWeight(Pieces pieces, int64_t uses, const at::Tensor& bias) : pieces_(std::move(pieces)) {
+    bool rows_of_w = true;
+    for (const auto& block : pieces_.front()) n_ += block.size(1);
+    for (const auto& piece : pieces_) {
+      k_ += piece.front().size(0);
+      for (const auto& block : piece) rows_of_w = rows_of_w && block.stride(0) == 1;
+    }
+    if (uses < kPackUses && rows_of_w) {
+      bias_ = bias;
+      return;
+    }
     const int64_t panels = (n_ + kPanel - 1) / kPanel;
-    panels_ = at::empty({panels, k_, kPanel}, columns.front().options());
+    const auto options = pieces_.front().front().options();
+    panels_ = at::empty({panels, k_, kPanel}, options);
+    if (bias.defined()) bias_ = at::cat({bias, at::zeros({panels * kPanel - n_}, options)});
     T* dst = panels_.data_ptr<T>();
     // Panel p holds W^T's columns [p kPanel, (p + 1) kPanel), zero past N; a thread per range of K.
     at::parallel_for(0, k_, 64, [&](int64_t k0, int64_t k1) {
       auto at = [&](int64_t k, int64_t n) -> T& { return dst[((n / kPanel) * k_ + k) * kPanel + n % kPanel]; };
-      int64_t offset = 0;
-      for (const auto& block : columns) {
-        const T* src = block.data_ptr<T>();
-        const int64_t width = block.size(1), along_k = block.stride(0), along_n = block.stride(1);
-        if (along_n == 1) {  // rows of W^T: runs of up to kPanel values per panel
-          for (int64_t k = k0; k < k1; ++k) {
-            for (int64_t c = 0, run; c < width; c += run) {
-              run = std::min(width - c, kPanel - (offset + c) % kPanel);
-              const T* from = src + k * along_k + c;
-              T* to = &at(k, offset + c);
-              if (run == kPanel) {  // two vector moves, not a call to memmove
-                *reinterpret_cast<V*>(to) = *reinterpret_cast<const V*>(from);
-                *reinterpret_cast<V*>(to + kWidth) = *reinterpret_cast<const V*>(from + kWidth);
-              } else {
-                std::copy(from, from + run, to);
+      for (int64_t first = 0; const auto& piece : pieces_) {  // first: the piece's first row of W^T
+        const int64_t rows = piece.front().size(0), lo = std::max(k0, first), hi = std::min(k1, first + rows);
+        for (int64_t offset = 0; const auto& block : piece) {
+          const T* src = block.data_ptr<T>();
+          const int64_t width = block.size(1), along_k = block.stride(0), along_n = block.stride(1);
+          if (along_n == 1) {  // rows of W^T: runs of up to kPanel values per panel
+            for (int64_t k = lo; k < hi; ++k) {
+              for (int64_t c = 0, run; c < width; c += run) {
+                run = std::min(width - c, kPanel - (offset + c) % kPanel);
+                const T* from = src + (k - first) * along_k + c;
+                T* to = &at(k, offset + c);
+                if (run == kPanel) {  // two vector moves, not a call to memmove
+                  *reinterpret_cast<V*>(to) = *reinterpret_cast<const V*>(from);
+                  *reinterpret_cast<V*>(to + kWidth) = *reinterpret_cast<const V*>(from + kWidth);
+                } else {
+                  std::copy(from, from + run, to);
+                }
               }
             }
+          } else {
+            for (int64_t c = 0; c < width; ++c) {
+              for (int64_t k = lo; k < hi; ++k) at(k, offset + c) = src[(k - first) * along_k + c * along_n];
+            }
           }
-        } else {
-          for (int64_t c = 0; c < width; ++c) {
-            for (int64_t k = k0; k < k1; ++k) at(k, offset + c) = src[k * along_k + c * along_n];
-          }
+          offset += width;
         }
-        offset += width;
+        first += rows;
       }
       for (int64_t n = n_; n < panels * kPanel; ++n) {
         for (int64_t k = k0; k < k1; ++k) at(k, n) = T(0);
       }
     });
+    pieces_.clear();
   }
 
-  int64_t padded_n() const { return panels_.size(0) * kPanel; }
+  int64_t padded_n() const { return pieces_.empty() ? panels_.size(0) * kPanel : n_; }
 
-  // out (M x N, row stride ldo) = a (M x K, row stride lda) W^T.
+  // out (M x N, row stride ldo) = a (M x K, row stride lda) W^T (+ bias).
   void apply(int64_t M, const T* a, int64_t lda, T* out, int64_t ldo) const {
+    if (!pieces_.empty()) return apply_in_place(M, a, lda, out, ldo);
     const T* panels = panels_.data_ptr<T>();
+    const T* bias = bias_.defined() ? bias_.data_ptr<T>() : nullptr;
     const int64_t full = n_ / kPanel;  // panels without padding; a last partial one goes through a tile
     alignas(64) T tile[kMaxBlockRows * kPanel];
     // Chunks of rows small enough for L2, each passed over by every panel.
@@ -116,8 +147,10 @@ class PackedWeight {
         for_blocks(chunk, [&](int64_t m, int64_t rows) {
           const T* am = a + (m0 + m) * lda;
           T* om = out + (m0 + m) * ldo + p * kPanel;
-          if (p < full) return block_of<false>(rows)(k_, am, lda, panels + p * k_ * kPanel, om, ldo);
-          block_of<false>(rows)(k_, am, lda, panels + p * k_ * kPanel, tile, kPanel);
+          const T* panel = panels + p * k_ * kPanel;
+          const T* init = bias ? bias + p * kPanel : nullptr;
+          if (p < full) return block_of<false>(rows)(k_, am, lda, panel, init, om, ldo);
+          block_of<false>(rows)(k_, am, lda, panel, init, tile, kPanel);
           for (int64_t r = 0; r < rows; ++r) std::copy(tile + r * kPanel, tile + r * kPanel + n_ - p * kPanel, om + r * ldo);
         });
       }
@@ -125,8 +158,10 @@ class PackedWeight {
   }
 
   // out (M x padded_n()) += a^T W^T for a (K x M, row stride lda): the gradient of a weight used
-  // on K rows, a being the gradient of its products and W^T the inputs it multiplied.
+  // on K rows, a being the gradient of its products and W^T the inputs it multiplied. Needs the
+  // weight packed (constructed without ``uses``).
   void accumulate_transposed(int64_t M, const T* a, int64_t lda, T* out, int64_t ldo) const {
+    TORCH_INTERNAL_ASSERT(pieces_.empty(), "accumulate_transposed needs a packed weight");
     // A block's rows of a^T over a slice of the depth are copied out once (a's rows lie lda
     // apart, often 4 KB: they would all fall in one set of the L1 cache), then every panel's slice
     // passes over them while they stay in L1.
@@ -138,7 +173,8 @@ class PackedWeight {
       for_blocks(M, [&](int64_t m, int64_t rows) {
         for (int64_t k = 0; k < depth; ++k) std::copy(a + (k0 + k) * lda + m, a + (k0 + k) * lda + m + rows, slab + k * rows);
         for (int64_t p = 0; p < panels_.size(0); ++p) {
-          block_of<true>(rows)(depth, slab, rows, panels + (p * k_ + k0) * kPanel, out + m * ldo + p * kPanel, ldo);
+          block_of<true>(rows)(depth, slab, rows, panels + (p * k_ + k0) * kPanel, nullptr, out + m * ldo + p * kPanel,
+                               ldo);
         }
       });
     }
@@ -146,9 +182,55 @@ class PackedWeight {
 
  private:
   // A block of rows of out over K steps of the depth: a(m, k) is a[m * lda + k], or a[m + k * lda]
-  // when Transposed; Transposed blocks add to out.
+  // when Transposed; Transposed blocks add to out, others start from init (a panel of the bias) if given.
   template <bool Transposed>
-  using Block = void (*)(int64_t, const T*, int64_t, const T*, T*, int64_t);
+  using Block = void (*)(int64_t, const T*, int64_t, const T*, const T*, T*, int64_t);
+
+  // apply() on W's rows where they lie: each output a dot product along K, four rows of W at a
+  // time against one row of a.
+  void apply_in_place(int64_t M, const T* a, int64_t lda, T* out, int64_t ldo) const {
+    const T* bias = bias_.defined() ? bias_.data_ptr<T>() : nullptr;
+    const auto& blocks = pieces_.front();
+    for (int64_t m = 0; m < M; ++m) {
+      const T* am = a + m * lda;
+      T* om = out + m * ldo;
+      for (int64_t block = 0; block < static_cast<int64_t>(blocks.size()); om += blocks[block++].size(1)) {
+        const int64_t width = blocks[block].size(1);
+        int64_t c = 0;
+        for (; c + 4 <= width; c += 4) dots<4>(am, block, c, om + c);
+        for (; c < width; ++c) dots<1>(am, block, c, om + c);
+      }
+      for (int64_t n = 0; bias && n < n_; ++n) out[m * ldo + n] += bias[n];
+    }
+  }
+
+  // out[i] = a . w_i along K, for W's rows w_i, i < Cols, from column c of W^T's column block
+  // ``block``, piece by piece.
+  template <int Cols>
+  void dots(const T* a, int64_t block, int64_t c, T* out) const {
+    V sums[Cols] = {};
+    T tails[Cols] = {};
+    for (const auto& piece : pieces_) {
+      const at::Tensor& columns = piece[block];
+      const int64_t K = columns.size(0), ldw = columns.stride(1);
+      const T* w = columns.data_ptr<T>() + c * ldw;
+      int64_t k = 0;
+      for (; k + kWidth <= K; k += kWidth) {
+        const V x = *reinterpret_cast<const V*>(a + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < Cols; ++i) sums[i] += x * *reinterpret_cast<const V*>(w + i * ldw + k);
+      }
+      for (int i = 0; i < Cols; ++i) {
+        for (int64_t j = k; j < K; ++j) tails[i] += a[j] * w[i * ldw + j];
+      }
+      a += K;
+    }
+    for (int i = 0; i < Cols; ++i) {
+      T sum = tails[i];
+      for (int64_t lane = 0; lane < kWidth; ++lane) sum += sums[i][lane];
+      out[i] = sum;
+    }
+  }
 
   // Calls fn(m, rows) over M rows in blocks of near-equal size: 32 rows as 11 + 11 + 10, not 12 + 12 + 8.
   template <typename F>
@@ -162,12 +244,13 @@ class PackedWeight {
   }
 
   template <int Rows, bool Transposed>
-  static void block(int64_t K, const T* a, int64_t lda, const T* panel, T* out, int64_t ldo) {
+  static void block(int64_t K, const T* a, int64_t lda, const T* panel, const T* init, T* out, int64_t ldo) {
     V lo[Rows], hi[Rows];
+    const T* start = Transposed ? out : init;
 #pragma GCC unroll 16
     for (int m = 0; m < Rows; ++m) {
-      lo[m] = Transposed ? *reinterpret_cast<const V*>(out + m * ldo) : V{};
-      hi[m] = Transposed ? *reinterpret_cast<const V*>(out + m * ldo + kWidth) : V{};
+      lo[m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0)) : V{};
+      hi[m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0) + kWidth) : V{};
     }
     for (int64_t k = 0; k < K; ++k) {
       const V w_lo = *reinterpret_cast<const V*>(panel + k * kPanel);
@@ -198,6 +281,8 @@ class PackedWeight {
 
   int64_t n_ = 0, k_ = 0;
   at::Tensor panels_;  // (panels, K, kPanel)
+  Pieces pieces_;      // or W^T's blocks where they lie, unpacked
+  at::Tensor bias_;    // (padded_n()) or undefined
 };
 
 // Room for every part's product of a step: (parts, rows, the widest padded_n() of the weights).

@@ -29,11 +29,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  // Each step multiplies [h_{t-1} | x_t | 1] by [W_hh | W_ih | b]: the input's product is made
-  // by the thread that uses it, at the step that uses it, and the weights' gradients are one
-  // product over the saved rows.
+  // Each step multiplies [h_{t-1} | x_t] by [W_hh | W_ih] and adds the bias: the input's product
+  // is made by the thread that uses it, at the step that uses it. The saved rows end in a 1, so
+  // that the gradients of [W_hh | W_ih | b] are one product over them.
   const int64_t I = x.size(2), S = P + I + 1;
-  const Tensor w_step = at::cat({w_hh, w_ih, add_biases(b_ih, b_hh, 4 * H, x.options()).view({4 * H, 1})}, 1);
+  const Tensor bias = add_biases(b_ih, b_hh, 4 * H, x.options());
   Tensor h_prev = at::empty({T, B, S}, x.options());
   h_prev.narrow(2, P, I).copy_(x);
   h_prev.select(2, P + I).fill_(1);
@@ -48,11 +48,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     // A part takes its units' cells (four gates' rows of the step's weight); with a projection,
     // then its features (their rows of W_hr): all of them for its sequences, or a slice of them
     // for every sequence.
-    const bool by_rows = Tiles::by_rows(B, w_step.numel() * sizeof(T_));
+    const bool by_rows = Tiles::by_rows(B, (w_hh.numel() + w_ih.numel()) * sizeof(T_));
     const Tiles units(B, H, B * 4 * S, PackedWeight<T_>::kWidth, by_rows);
     const Tiles features(B, P, B * H, PackedWeight<T_>::kWidth, by_rows);
-    const auto recurrent = unit_rows<T_>(w_step, 4, units);
-    const auto projection = proj ? unit_rows<T_>(*w_hr, 1, features) : std::vector<PackedWeight<T_>>();
+    const auto recurrent = unit_rows<T_>({w_hh, w_ih}, 4, units, T * B, bias);
+    const auto projection = proj ? unit_rows<T_>({*w_hr}, 1, features, T * B) : std::vector<PackedWeight<T_>>();
     const int64_t parts = std::max(units.parts(), proj ? features.parts() : 1);
     Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, x.options());
     const int64_t ld = products.size(2);
