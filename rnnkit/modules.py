@@ -206,6 +206,7 @@ class RNNBase(TorchTwin, nn.Module):
                 varying_lengths=lengths is not None,
                 step_macs=ops.recurrent_macs(self.mode, batch, self.hidden_size, self.proj_size),
                 batch=batch,
+                steps=steps,
             ),
             x,
             states,

@@ -148,6 +148,14 @@ def test_auto_uses_the_compiled_kernels_where_they_are_faster():
     assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=large, batch=few + 1) == "cpu"
     assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=large - 1, batch=few) == "cpu"
     assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=large, batch=few, varying_lengths=True) == "cpu"
+    # a short sequence: torch's kernels cost less per call, but for an LSTM of a few sequences
+    short, rows = ops.SHORT_STEPS - 1, ops.ROWS_PER_THREAD
+    for mode in ("GRU", "RNN_TANH", "LSTM"):
+        assert ops.resolve_backend("auto", x.float(), mode, batch=rows, steps=short) == "torch"
+        assert ops.resolve_backend("auto", x.float(), mode, batch=rows, steps=short + 1) == "cpu"
+        assert ops.resolve_backend("auto", x.float(), mode, batch=rows, steps=short, varying_lengths=True) == "cpu"
+    assert ops.resolve_backend("auto", x.float(), "LSTM", batch=rows - 1, steps=1) == "cpu"
+    assert ops.resolve_backend("auto", x.float(), "GRU", batch=1, steps=1) == "torch"
 
 
 def test_unsupported_dtype_names_what_to_use():

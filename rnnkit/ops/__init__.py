@@ -125,6 +125,10 @@ def check_backend(backend: str) -> None:
 # (B x G*H x P; benchmarks/cpu.py and its extra rows).
 ROWS_PER_THREAD = 8
 ONEDNN_STEP_MACS = 1 << 20
+# A sequence of fewer than SHORT_STEPS steps has little time loop to fuse: torch's kernels then
+# cost less per call, except the LSTM of fewer than ROWS_PER_THREAD sequences (one token at a
+# time when text is generated), where oneDNN's fixed cost is the larger.
+SHORT_STEPS = 8
 GATE_COUNTS = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
@@ -140,23 +144,32 @@ def resolve_backend(
     varying_lengths: bool = False,
     step_macs: int | None = None,
     batch: int | None = None,
+    steps: int | None = None,
 ) -> str:
     """The concrete backend for ``backend`` on ``x``'s device and dtype.
 
     ``"auto"`` picks the fastest correct backend available, as ``benchmarks/cpu.py``
-    measures it on the CPU: the compiled kernels, except for a float32 LSTM on padded input
-    whose ``batch`` gives each of torch's threads fewer than ``ROWS_PER_THREAD`` sequences and
-    whose step is large (``step_macs``, the multiply-adds of one step's recurrent product, at
-    least ``ONEDNN_STEP_MACS``): there torch's own oneDNN LSTM. Elsewhere (CUDA, other dtypes)
-    torch's fused kernels: the Triton kernels are not chosen by ``"auto"`` until
-    ``benchmarks/gpu.py`` has measured them faster.
+    measures it on the CPU: the compiled kernels, except on padded input where torch's own
+    kernels are faster:
+
+    - a float32 LSTM whose ``batch`` gives each of torch's threads fewer than
+      ``ROWS_PER_THREAD`` sequences and whose step is large (``step_macs``, the multiply-adds
+      of one step's recurrent product, at least ``ONEDNN_STEP_MACS``);
+    - fewer than ``SHORT_STEPS`` time ``steps``, but for an LSTM of fewer than
+      ``ROWS_PER_THREAD`` sequences.
+
+    Elsewhere (CUDA, other dtypes) torch's fused kernels: the Triton kernels are not chosen by
+    ``"auto"`` until ``benchmarks/gpu.py`` has measured them faster.
     """
     on_cpu = x.device.type == "cpu" and x.dtype in CPU_DTYPES
     if backend == "auto":
         large_steps = step_macs is not None and step_macs >= ONEDNN_STEP_MACS
         few_rows = batch is not None and batch < ROWS_PER_THREAD * torch.get_num_threads()
-        onednn_lstm = mode == "LSTM" and x.dtype == torch.float32 and not varying_lengths and large_steps and few_rows
-        return "cpu" if on_cpu and not onednn_lstm and compiled.unavailable_reason() is None else "torch"
+        onednn_lstm = mode == "LSTM" and x.dtype == torch.float32 and large_steps and few_rows
+        short = steps is not None and steps < SHORT_STEPS
+        one_token_lstm = mode == "LSTM" and batch is not None and batch < ROWS_PER_THREAD
+        torch_faster = not varying_lengths and (onednn_lstm or (short and not one_token_lstm))
+        return "cpu" if on_cpu and not torch_faster and compiled.unavailable_reason() is None else "torch"
     if backend == "cpu" and not on_cpu:
         raise RNNTypeError(
             f"backend='cpu' runs float32 and float64 tensors on the CPU, got {x.dtype} on {x.device}; "

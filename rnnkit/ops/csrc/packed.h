@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
 #include <c10/util/ParallelGuard.h>
 #include <omp.h>
 
@@ -46,6 +47,56 @@ template <>
 struct VectorOf<double> {
   typedef double type __attribute__((vector_size(kVectorBytes), aligned(alignof(double))));
 };
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+// dst[j * ld_dst + i] = src[i * ld_src + j] for i, j < 16: a tile turned over in registers.
+inline void transpose_16x16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld_src);
+  for (int i = 0; i < 16; i += 2) {  // in each 128-bit lane: pairs of rows interleaved
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // lane l of r[i + j]: column 4l + j of rows i..i+3
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {  // then the lanes gathered across the groups of four rows
+    t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+    t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+    t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm512_storeu_ps(dst + j * ld_dst, _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88));
+    _mm512_storeu_ps(dst + (8 + j) * ld_dst, _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD));
+    _mm512_storeu_ps(dst + (4 + j) * ld_dst, _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88));
+    _mm512_storeu_ps(dst + (12 + j) * ld_dst, _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD));
+  }
+}
+#endif
+
+// dst[k * ld + c] = src[c * along_c + k * along_k] for c < columns, k < depth: 16 x 16 tiles in
+// registers where the values lie along k (float, AVX-512), one value at a time elsewhere.
+template <typename T>
+void transpose(const T* src, int64_t along_c, int64_t along_k, int64_t columns, int64_t depth, T* dst, int64_t ld) {
+  int64_t tiled_columns = 0, tiled_depth = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (along_k == 1) tiled_columns = columns / 16 * 16, tiled_depth = depth / 16 * 16;
+    for (int64_t c = 0; c < tiled_columns; c += 16) {
+      for (int64_t k = 0; k < tiled_depth; k += 16) transpose_16x16(src + c * along_c + k, along_c, dst + k * ld + c, ld);
+    }
+  }
+#endif
+  for (int64_t c = 0; c < columns; ++c) {
+    for (int64_t k = c < tiled_columns ? tiled_depth : 0; k < depth; ++k) dst[k * ld + c] = src[c * along_c + k * along_k];
+  }
+}
 
 // A fixed weight W (N x K) for products out (M x N) = a (M x K) W^T, with M small (the batch).
 // W^T is stored in panels of kPanel columns (two vectors), each K rows of kPanel contiguous
@@ -114,9 +165,11 @@ class PackedWeight {
                 }
               }
             }
-          } else {
-            for (int64_t c = 0; c < width; ++c) {
-              for (int64_t k = lo; k < hi; ++k) at(k, offset + c) = src[(k - first) * along_k + c * along_n];
+          } else if (lo < hi) {  // columns of W^T (rows of W, say): turned over, a panel's run at a time
+            for (int64_t c = 0, run; c < width; c += run) {
+              run = std::min(width - c, kPanel - (offset + c) % kPanel);
+              transpose(src + c * along_n + (lo - first) * along_k, along_n, along_k, run, hi - lo, &at(lo, offset + c),
+                        kPanel);
             }
           }
           offset += width;
@@ -187,38 +240,43 @@ class PackedWeight {
   using Block = void (*)(int64_t, const T*, int64_t, const T*, const T*, T*, int64_t);
 
   // apply() on W's rows where they lie: each output a dot product along K, four rows of W at a
-  // time against one row of a.
+  // time (they stay in L1 while every row of a passes).
   void apply_in_place(int64_t M, const T* a, int64_t lda, T* out, int64_t ldo) const {
-    const T* bias = bias_.defined() ? bias_.data_ptr<T>() : nullptr;
-    const auto& blocks = pieces_.front();
-    for (int64_t m = 0; m < M; ++m) {
-      const T* am = a + m * lda;
-      T* om = out + m * ldo;
-      for (int64_t block = 0; block < static_cast<int64_t>(blocks.size()); om += blocks[block++].size(1)) {
-        const int64_t width = blocks[block].size(1);
-        int64_t c = 0;
-        for (; c + 4 <= width; c += 4) dots<4>(am, block, c, om + c);
-        for (; c < width; ++c) dots<1>(am, block, c, om + c);
+    for (int64_t block = 0, n0 = 0; block < static_cast<int64_t>(pieces_.front().size()); ++block) {
+      const int64_t width = pieces_.front()[block].size(1);
+      int64_t c = 0;
+      for (; c + 4 <= width; c += 4) {
+        for (int64_t m = 0; m < M; ++m) dots<4>(a + m * lda, block, c, out + m * ldo + n0 + c);
       }
-      for (int64_t n = 0; bias && n < n_; ++n) out[m * ldo + n] += bias[n];
+      for (; c < width; ++c) {
+        for (int64_t m = 0; m < M; ++m) dots<1>(a + m * lda, block, c, out + m * ldo + n0 + c);
+      }
+      n0 += width;
+    }
+    if (!bias_.defined()) return;
+    const T* bias = bias_.data_ptr<T>();
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t n = 0; n < n_; ++n) out[m * ldo + n] += bias[n];
     }
   }
 
   // out[i] = a . w_i along K, for W's rows w_i, i < Cols, from column c of W^T's column block
-  // ``block``, piece by piece.
+  // ``block``, piece by piece. Each sum is reduced across its vector's lanes once, by shuffles.
   template <int Cols>
   void dots(const T* a, int64_t block, int64_t c, T* out) const {
-    V sums[Cols] = {};
-    T tails[Cols] = {};
+    using Vec = at::vec::Vectorized<T>;
+    std::array<Vec, Cols> sums;
+    sums.fill(Vec(T(0)));
+    std::array<T, Cols> tails{};
     for (const auto& piece : pieces_) {
       const at::Tensor& columns = piece[block];
       const int64_t K = columns.size(0), ldw = columns.stride(1);
       const T* w = columns.data_ptr<T>() + c * ldw;
       int64_t k = 0;
-      for (; k + kWidth <= K; k += kWidth) {
-        const V x = *reinterpret_cast<const V*>(a + k);
+      for (; k + Vec::size() <= K; k += Vec::size()) {
+        const Vec x = Vec::loadu(a + k);
 #pragma GCC unroll 4
-        for (int i = 0; i < Cols; ++i) sums[i] += x * *reinterpret_cast<const V*>(w + i * ldw + k);
+        for (int i = 0; i < Cols; ++i) sums[i] = at::vec::fmadd(x, Vec::loadu(w + i * ldw + k), sums[i]);
       }
       for (int i = 0; i < Cols; ++i) {
         for (int64_t j = k; j < K; ++j) tails[i] += a[j] * w[i * ldw + j];
@@ -226,9 +284,7 @@ class PackedWeight {
       a += K;
     }
     for (int i = 0; i < Cols; ++i) {
-      T sum = tails[i];
-      for (int64_t lane = 0; lane < kWidth; ++lane) sum += sums[i][lane];
-      out[i] = sum;
+      out[i] = tails[i] + at::vec::vec_reduce_all<T>([](const Vec& x, const Vec& y) { return x + y; }, sums[i]);
     }
   }
 
@@ -245,27 +301,38 @@ class PackedWeight {
 
   template <int Rows, bool Transposed>
   static void block(int64_t K, const T* a, int64_t lda, const T* panel, const T* init, T* out, int64_t ldo) {
-    V lo[Rows], hi[Rows];
+    // A few rows give too few independent sums to cover the latency of a multiply-add: they keep
+    // Chains sets of sums over alternate steps of the depth, added at the end.
+    constexpr int Chains = Rows >= 4 ? 1 : 4 / Rows;
+    V lo[Chains][Rows], hi[Chains][Rows];
     const T* start = Transposed ? out : init;
 #pragma GCC unroll 16
     for (int m = 0; m < Rows; ++m) {
-      lo[m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0)) : V{};
-      hi[m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0) + kWidth) : V{};
+      lo[0][m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0)) : V{};
+      hi[0][m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0) + kWidth) : V{};
+      for (int q = 1; q < Chains; ++q) lo[q][m] = hi[q][m] = V{};
     }
-    for (int64_t k = 0; k < K; ++k) {
+    auto step = [&](int q, int64_t k) {
       const V w_lo = *reinterpret_cast<const V*>(panel + k * kPanel);
       const V w_hi = *reinterpret_cast<const V*>(panel + k * kPanel + kWidth);
 #pragma GCC unroll 16
       for (int m = 0; m < Rows; ++m) {
         const T s = Transposed ? a[m + k * lda] : a[m * lda + k];
-        lo[m] += s * w_lo;
-        hi[m] += s * w_hi;
+        lo[q][m] += s * w_lo;
+        hi[q][m] += s * w_hi;
       }
+    };
+    int64_t k = 0;
+    for (; k + Chains <= K; k += Chains) {
+#pragma GCC unroll 4
+      for (int q = 0; q < Chains; ++q) step(q, k + q);
     }
+    for (; k < K; ++k) step(0, k);
 #pragma GCC unroll 16
     for (int m = 0; m < Rows; ++m) {
-      *reinterpret_cast<V*>(out + m * ldo) = lo[m];
-      *reinterpret_cast<V*>(out + m * ldo + kWidth) = hi[m];
+      for (int q = 1; q < Chains; ++q) lo[0][m] += lo[q][m], hi[0][m] += hi[q][m];
+      *reinterpret_cast<V*>(out + m * ldo) = lo[0][m];
+      *reinterpret_cast<V*>(out + m * ldo + kWidth) = hi[0][m];
     }
   }
 
@@ -341,6 +408,8 @@ struct Split {
 class Tiles {
  public:
   static constexpr int64_t kMinRows = 8;
+  // About what a core's L2 cache holds of a weight.
+  static constexpr int64_t kCachedWeightBytes = 1 << 21;
 
   // Whether a step of ``rows`` sequences with a weight of ``weight_bytes`` goes by rows: the
   // choice for every phase of a loop. By rows every thread streams the whole weight each step;
@@ -377,7 +446,6 @@ class Tiles {
   }
 
  private:
-  static constexpr int64_t kCachedWeightBytes = 1 << 21;
   int64_t rows_, size_;
   bool by_rows_;
   Split split_;

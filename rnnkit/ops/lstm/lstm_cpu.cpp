@@ -30,8 +30,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   const Steps steps = make_steps(T, reverse, lengths);
 
   // Each step multiplies [h_{t-1} | x_t] by [W_hh | W_ih] and adds the bias: the input's product
-  // is made by the thread that uses it, at the step that uses it. The saved rows end in a 1, so
-  // that the gradients of [W_hh | W_ih | b] are one product over them.
+  // is made by the thread that uses it, at the step that uses it (unless the weight is too large
+  // for that, below). The saved rows end in a 1, so that the gradients of [W_hh | W_ih | b] are
+  // one product over them.
   const int64_t I = x.size(2), S = P + I + 1;
   const Tensor bias = add_biases(b_ih, b_hh, 4 * H, x.options());
   Tensor h_prev = at::empty({T, B, S}, x.options());
@@ -48,10 +49,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     // A part takes its units' cells (four gates' rows of the step's weight); with a projection,
     // then its features (their rows of W_hr): all of them for its sequences, or a slice of them
     // for every sequence.
-    const bool by_rows = Tiles::by_rows(B, (w_hh.numel() + w_ih.numel()) * sizeof(T_));
+    const int64_t weight_bytes = (w_hh.numel() + w_ih.numel()) * sizeof(T_);
+    const bool by_rows = Tiles::by_rows(B, weight_bytes);
     const Tiles units(B, H, B * 4 * S, PackedWeight<T_>::kWidth, by_rows);
     const Tiles features(B, P, B * H, PackedWeight<T_>::kWidth, by_rows);
-    const auto recurrent = unit_rows<T_>({w_hh, w_ih}, 4, units, T * B, bias);
+    // A slice of [W_hh | W_ih] beyond a core's cache would stream from memory at every step of
+    // few sequences: then x W_ih^T + b of all steps is one product first, and a step reads W_hh.
+    const bool project = !by_rows && weight_bytes / units.slices() > Tiles::kCachedWeightBytes;
+    const Tensor xw = project ? project_input(x, w_ih, bias) : Tensor();  // (T, B, 4H)
+    const auto recurrent =
+        project ? unit_rows<T_>({w_hh}, 4, units, T * B) : unit_rows<T_>({w_hh, w_ih}, 4, units, T * B, bias);
     const auto projection = proj ? unit_rows<T_>({*w_hr}, 1, features, T * B) : std::vector<PackedWeight<T_>>();
     const int64_t parts = std::max(units.parts(), proj ? features.parts() : 1);
     Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, x.options());
@@ -79,6 +86,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
             }
             T_* g = pg + b * 4 * H + j0;
             const T_* r = hw + (b - b0) * ld;
+            const T_* r_x = project ? xw.data_ptr<T_>() + (t * B + b) * 4 * H + j0 : nullptr;  // x_t's part
             // The cell's output o * tanh(c): the new state and output_t, or m for the projection.
             T_* out = proj ? m.data_ptr<T_>() + b * H + j0 : h_out + b * ld_out + j0;
             T_* out_t = proj ? nullptr : po + b * P + j0;
@@ -86,7 +94,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
             // processor overlaps the vectors of a pass (one pass ran ~2x slower, latency-bound).
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               using V = at::vec::Vectorized<T_>;
-              auto pre = [&](int64_t k) { return L.load(r + k * n + j); };
+              auto pre = [&](int64_t k) {
+                const V v = L.load(r + k * n + j);
+                return r_x ? v + L.load(r_x + k * H + j) : v;
+              };
               const V gi = sigmoid_(pre(0)), gf = sigmoid_(pre(1)), gg = tanh_(pre(2)), go = sigmoid_(pre(3));
               L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, go);
               const V c_old = L.load(cb + j);
