@@ -16,7 +16,8 @@ The variable-length row draws lengths uniformly from [T/4, T] (seeded). There to
 ``pack_padded_sequence(enforce_sorted=False)`` -> module -> ``pad_packed_sequence``, all timed, as a
 torch.nn user would; rnnkit runs ``model(x, lengths=lengths)``. The last row is one step of one
 sequence, as ``rnnkit generate`` feeds the character model a token at a time: the fixed cost of a
-call, left out of the geometric mean, which is over whole sequences.
+call (timed as the mean of 20 calls in a row), left out of the geometric mean, which is over whole
+sequences.
 
 Reading the ratio: it is torch.nn's time / rnnkit's time. Above 1 rnnkit is faster (2.00x: twice as
 fast), below 1 slower. The summary gives each backend's geometric mean of the forward+backward ratios
@@ -89,6 +90,7 @@ class Config:
     steps: int
     bidirectional: bool = False
     variable_lengths: bool = False
+    calls: int = 1  # timed back to back, each measurement their mean: for a call too short to time alone
 
     @property
     def name(self) -> str:
@@ -120,7 +122,7 @@ CONFIGS = (
     Config(100, 100, 1, batch=32, steps=50, variable_lengths=True),
     # One step of one sequence, as the character model calls it to generate text a token at a time:
     # the cost of a call rather than of a sequence, so it stays out of the geometric mean.
-    Config(28, 256, 1, batch=1, steps=1),
+    Config(28, 256, 1, batch=1, steps=1, calls=20),
 )
 
 
@@ -207,30 +209,33 @@ def agrees(forward_diff: float, grad_diff: float) -> bool:
     return forward_diff < TOLERANCE and grad_diff < TOLERANCE
 
 
-def time_forward(contender: Contender) -> float:
-    """Seconds for one forward pass under ``torch.no_grad()``."""
+def time_forward(contender: Contender, calls: int) -> float:
+    """Mean seconds of ``calls`` forward passes in a row under ``torch.no_grad()``."""
     with torch.no_grad():
         start = time.perf_counter()
-        contender.run()
-        return time.perf_counter() - start
+        for _ in range(calls):
+            contender.run()
+        return (time.perf_counter() - start) / calls
 
 
-def time_forward_backward(contender: Contender) -> float:
-    """Seconds for one forward+backward of the benchmark loss, starting from gradients set to None."""
+def time_forward_backward(contender: Contender, calls: int) -> float:
+    """Mean seconds of ``calls`` forward+backward passes of the benchmark loss in a row (gradients set to
+    None before the first; the others accumulate, as the calls of one batch would)."""
     contender.module.zero_grad(set_to_none=True)
     start = time.perf_counter()
-    loss_of(*contender.run()).backward()
-    return time.perf_counter() - start
+    for _ in range(calls):
+        loss_of(*contender.run()).backward()
+    return (time.perf_counter() - start) / calls
 
 
-def best_times(contenders: dict[str, Contender], repeats: int) -> dict[str, tuple[float, float]]:
+def best_times(contenders: dict[str, Contender], repeats: int, calls: int) -> dict[str, tuple[float, float]]:
     """Best (forward, forward+backward) seconds of each contender, all timed in turn within each repeat."""
     forward = dict.fromkeys(contenders, math.inf)
     forward_backward = dict.fromkeys(contenders, math.inf)
     for _ in range(repeats):
         for name, contender in contenders.items():
-            forward[name] = min(forward[name], time_forward(contender))
-            forward_backward[name] = min(forward_backward[name], time_forward_backward(contender))
+            forward[name] = min(forward[name], time_forward(contender, calls))
+            forward_backward[name] = min(forward_backward[name], time_forward_backward(contender, calls))
     return {name: (forward[name], forward_backward[name]) for name in contenders}
 
 
@@ -317,7 +322,7 @@ def bench_case(config: Config, cell: str, backends: dict[str, str], repeats: int
     contenders = build_contenders(config, cell, list(backends))
     diffs = {backend: check(contenders[TORCH_NN], contenders[backend]) for backend in backends}
     correct = [backend for backend in backends if agrees(*diffs[backend])]
-    times = best_times({name: contenders[name] for name in (TORCH_NN, *correct)}, repeats)
+    times = best_times({name: contenders[name] for name in (TORCH_NN, *correct)}, repeats, config.calls)
     return [
         make_row(config, cell, backend, resolved, diffs[backend], times[TORCH_NN], times.get(backend))
         for backend, resolved in backends.items()
