@@ -88,6 +88,23 @@ def test_weights_read_in_place_or_packed_like_naive(mode, steps, batch, hidden, 
     assert_two_threads_match_naive(mode, proj, None, T=steps, B=batch, I=features, H=hidden, P=hidden // 3)
 
 
+@pytest.mark.parametrize("save", [True, False])
+def test_lstm_keeps_one_step_of_activations_without_gradients(save):
+    """With no gradient wanted the LSTM op keeps one step of gates and cell states, rewritten at
+    every step, instead of T: the same results; its fake implementation agrees on every shape."""
+    x, states, weights = direction_inputs("LSTM", True, True, T=6, B=3)
+    lengths = torch.tensor([6, 2, 4])
+    args = tuple(t.detach() if t is not None else None for t in (x, *states, *weights))
+    expected = run_op("cpu", "LSTM", x, states, weights, lengths, False)
+    with torch.no_grad():
+        actual = run_op("cpu", "LSTM", x, states, weights, lengths, False)
+    for a, e in zip(actual, expected, strict=True):
+        assert torch.equal(a, e)
+    results = torch.ops.rnnkit.lstm_forward(*args, lengths, False, save)
+    assert results[3].shape[0] == results[5].shape[0] == (6 if save else 1)
+    torch.library.opcheck(torch.ops.rnnkit.lstm_forward, (*args, lengths, False, save), test_utils="test_faketensor")
+
+
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
 def test_double_backward_replays_naive_with_a_note(mode):
     x, states, weights = direction_inputs(mode, mode == "LSTM", True)

@@ -1,7 +1,8 @@
 """LSTM on the CPU: the fused C++ recurrence of ``lstm_cpu.cpp`` as a torch op with autograd.
 
 ``torch.ops.rnnkit.lstm_forward`` runs one direction of a layer: the input projection as
-one product, then the time loop; ``lstm_backward`` is the hand-written backward through time. Both carry a
+one product, then the time loop, keeping what the backward reads only when a gradient is wanted;
+``lstm_backward`` is the hand-written backward through time. Both carry a
 fake (meta) implementation and the forward an autograd formula, so torch.compile and
 torch.export see one op. Double backward replays the naive ops (``..fused``).
 """
@@ -23,21 +24,24 @@ def lstm(
     reverse: bool = False,
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One direction of one LSTM layer; the signature and result of ``naive.lstm``."""
-    output, h_n, c_n, *_ = torch.ops.rnnkit.lstm_forward(x, *state, *weights, lengths, reverse)
+    tensors = (x, *state, *weights)
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    output, h_n, c_n, *_ = torch.ops.rnnkit.lstm_forward(*tensors, lengths, reverse, save)
     return output, (h_n, c_n)
 
 
-def _fake_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse):
+def _fake_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, save=True):
     steps, batch = x.shape[:2]
     gates, out = w_hh.shape[0], h0.shape[1]
     hidden = gates // 4
+    kept = steps if save else min(steps, 1)
     return (
         x.new_empty(steps, batch, out),  # output
         h0.new_empty(batch, out),  # h_n
         c0.new_empty(batch, hidden),  # c_n
-        x.new_empty(steps, batch, gates),  # gates
+        x.new_empty(kept, batch, gates),  # gates
         x.new_empty(steps, batch, out + x.shape[2] + 1),  # h_prev: [h_{t-1} | x_t | 1]
-        x.new_empty(steps, batch, hidden),  # c_prev
+        x.new_empty(kept, batch, hidden),  # c_prev
     )
 
 
@@ -56,7 +60,7 @@ def _fake_backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths
 
 def _setup_context(ctx, inputs, output) -> None:
     ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
-    *tensors, lengths, reverse = inputs
+    *tensors, lengths, reverse, _save = inputs
     ctx.save_for_backward(*tensors, lengths, *output[3:])
     ctx.reverse = reverse
 
@@ -78,7 +82,7 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     output_like = h_prev[..., : h0.shape[-1]]
     grads = fused_backward(recurrence, inputs, (grad_output, grad_h_n, grad_c_n), (output_like, h0, c0), kernel)
-    return (*grads, None, None)
+    return (*grads, None, None, None)  # lengths, reverse, save
 
 
 def register() -> None:

@@ -5,6 +5,7 @@
 //   h_prev  (T, B, P+I+1)  saved: [h_{t-1} | x_t | 1], what step t multiplies by [W_hh | W_ih | b]
 //   gates   (T, B, 4H)  saved: activated i, f, g, o of every step
 //   c_prev  (T, B, H)   saved: the cell state each step started from
+// Without ``save`` (no gradient wanted) gates and c_prev hold one step, rewritten at every step.
 // A step at t >= lengths[b] leaves sequence b's states as they are and outputs zero.
 #include <torch/library.h>
 
@@ -18,7 +19,7 @@ using at::Tensor;
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Tensor& x_in, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh, const std::optional<Tensor>& w_hr,
-    const std::optional<Tensor>& lengths_in, bool reverse) {
+    const std::optional<Tensor>& lengths_in, bool reverse, bool save) {
   const int64_t H = check_layer("lstm_forward", x_in, h0, w_ih, w_hh, b_ih, b_hh, 4);
   const Tensor x = x_in.contiguous();
   const int64_t T = x.size(0), B = x.size(1), P = h0.size(1);
@@ -38,9 +39,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor h_prev = at::empty({T, B, S}, x.options());
   h_prev.narrow(2, P, I).copy_(x);
   h_prev.select(2, P + I).fill_(1);
-  Tensor gates = step_results({T, B, 4 * H}, x.options(), lengths);
+  const int64_t kept = save ? T : std::min<int64_t>(T, 1);  // steps of gates and c_prev kept
+  Tensor gates = step_results({kept, B, 4 * H}, x.options(), save ? lengths : std::nullopt);
   Tensor output = step_results({T, B, P}, x.options(), lengths);
-  Tensor c_prev = at::empty({T, B, H}, x.options());
+  Tensor c_prev = at::empty({kept, B, H}, x.options());
   Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone();
   Tensor m = proj ? at::zeros({B, H}, x.options()) : Tensor();  // o * tanh(c) before the projection
 
@@ -71,14 +73,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
         const T_* h_in = state.in(i);
         T_* h_out = state.out(i);
         const int64_t ld_out = state.out_stride(i);
-        T_* pg = gates.data_ptr<T_>() + t * B * 4 * H;
+        const int64_t slot = save ? t : 0;  // the step's room in gates and c_prev
+        T_* pg = gates.data_ptr<T_>() + slot * B * 4 * H;
         T_* po = output.data_ptr<T_>() + t * B * P;
         member.each(units, [&](int64_t p) {
           const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
           const T_* hw = tile_product(recurrent, units, p, h_in, S, products);  // pre-activations, gate by gate
           for (int64_t b = b0; b < units.row_end(p); ++b) {
             T_* cb = pc + b * H + j0;
-            T_* cb_prev = c_prev.data_ptr<T_>() + (t * B + b) * H + j0;
+            T_* cb_prev = c_prev.data_ptr<T_>() + (slot * B + b) * H + j0;
             if (!steps.alive(t, b)) {
               std::copy(cb, cb + n, cb_prev);
               if (!proj) std::copy(h_in + b * S + j0, h_in + b * S + j0 + n, h_out + b * ld_out + j0);
@@ -258,7 +261,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
       "lstm_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-      "Tensor? w_hr, Tensor? lengths, bool reverse) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, "
+      "Tensor? w_hr, Tensor? lengths, bool reverse, bool save=True) -> (Tensor output, Tensor h_n, Tensor c_n, "
+      "Tensor gates, "
       "Tensor h_prev, Tensor c_prev)");
   m.def(
       "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor w_ih, Tensor w_hh, "
