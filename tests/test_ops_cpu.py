@@ -77,13 +77,15 @@ def test_threads_split_sequences_or_units_like_naive(mode, batch, hidden):
 @pytest.mark.parametrize("mode", ["LSTM", "LSTM-proj", "GRU", "RNN_TANH"])
 @pytest.mark.parametrize(
     ("steps", "batch", "hidden", "features"),
-    [(1, 1, 37, 21), (3, 2, 37, 21), (1, 2, 128, 300), (5, 4, 37, 21)],
-    ids=["one-step", "few-rows", "few-rows-threads", "packed"],
+    [(1, 1, 37, 21), (3, 2, 37, 21), (1, 2, 128, 300), (5, 4, 37, 21), (3, 2, 256, 300)],
+    ids=["one-step", "few-rows", "few-rows-threads", "packed", "projected-input"],
 )
 def test_weights_read_in_place_or_packed_like_naive(mode, steps, batch, hidden, features):
     """Below 16 rows in all (packed.h's kPackUses) the kernels read W's rows where they lie, as dot
     products in blocks of four with a ragged tail along K; the input projection then splits W's
-    rows between the threads (the third case has enough work for two); 20 rows pack the weight."""
+    rows between the threads (the third case has enough work for two); 20 rows pack the weight.
+    In the last case a thread's slice of the LSTM's [W_hh | W_ih] (float64, no proj) outgrows
+    Tiles::kCachedWeightBytes: x W_ih^T + b of all steps is then one product before the loop."""
     mode, proj = mode.removesuffix("-proj"), mode.endswith("-proj")
     assert_two_threads_match_naive(mode, proj, None, T=steps, B=batch, I=features, H=hidden, P=hidden // 3)
 

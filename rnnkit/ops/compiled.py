@@ -28,10 +28,12 @@ LDFLAGS = ["-fopenmp"]
 
 
 def _cpu_flags() -> set[str]:
+    """The CPU's features from /proc/cpuinfo: its ``flags`` line on x86, ``Features`` on ARM."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
         return set()
-    line = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
+    lines = cpuinfo.read_text().splitlines()
+    line = next((line for line in lines if line.startswith(("flags", "Features"))), "")
     return set(line.split(":", 1)[-1].split())
 
 
@@ -63,6 +65,12 @@ def _build_directory() -> Path:
     return root / f"cpu-{digest.hexdigest()[:16]}"
 
 
+def _first_error(text: str) -> str:
+    """The line of a failed build that says what went wrong: the compiler's first error, else the last line."""
+    lines = text.strip().splitlines()
+    return next((line.strip() for line in lines if "error:" in line), lines[-1] if lines else "no output")
+
+
 @functools.cache
 def unavailable_reason() -> str | None:
     """Build (once) and load the kernels; None when ``torch.ops.rnnkit`` is ready, else why not."""
@@ -75,8 +83,12 @@ def unavailable_reason() -> str | None:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
     except ImportError:
         pass
-    build = _build_directory()
-    build.mkdir(parents=True, exist_ok=True)
+    try:
+        build = _build_directory()
+        build.mkdir(parents=True, exist_ok=True)
+    except (OSError, RuntimeError) as error:  # no home directory, or a cache that cannot be written
+        os.environ["PATH"] = path
+        return f"its build cache could not be made ({error}); set RNNKIT_CACHE to a writable directory"
     if not (build / "rnnkit_cpu.so").exists():
         print("rnnkit: compiling the CPU kernels (once per machine, about a minute)...", file=sys.stderr, flush=True)
     try:
@@ -90,8 +102,7 @@ def unavailable_reason() -> str | None:
             verbose=False,
         )
     except (RuntimeError, OSError, ImportError) as error:
-        detail = str(error).strip().splitlines()
-        return f"compiling its C++ kernels failed ({detail[-1] if detail else type(error).__name__})"
+        return f"compiling its C++ kernels in {build} failed ({_first_error(str(error))})"
     finally:
         os.environ["PATH"] = path
     from .gru import cpu as gru_cpu

@@ -2,8 +2,9 @@
 //
 // Dimensions: T steps, B batch, I input features, H hidden units, P = proj_size or H,
 // G gates (LSTM 4, GRU 3, RNN 1). Matrices are row-major. Each op runs one direction of one
-// layer: the input projection W_ih x_t + b of every step is one product before the time loop
-// (project_input); in the loop, threads split the sequences or the hidden units (packed.h's Tiles).
+// layer: the GRU's and RNN's input projection W_ih x_t + b of every step is one product before
+// the time loop (project_input; the LSTM's step multiplies [h | x_t] instead, unless its weight
+// is too large); in the loop, threads split the sequences or the hidden units (packed.h's Tiles).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -205,12 +206,13 @@ std::vector<PackedWeight<T>> unit_rows(at::TensorList weights, int64_t gates, co
   return pack_slices<T>(tiles, [&](int64_t s) {
     typename PackedWeight<T>::Pieces pieces;  // each W_i^T's columns of the slice's units, gate by gate
     for (const auto& weight : weights) {
-      const at::Tensor by_gate = weight.reshape({gates, -1, weight.size(1)});
+      const at::Tensor by_gate = weight.reshape({gates, weight.size(0) / gates, weight.size(1)});
       auto& piece = pieces.emplace_back();
       for (int64_t g = 0; g < gates; ++g) piece.push_back(by_gate[g].slice(0, tiles.begin(s), tiles.end(s)).t());
     }
     const at::Tensor units_bias =
-        bias.defined() ? bias.view({gates, -1}).slice(1, tiles.begin(s), tiles.end(s)).reshape({-1}) : bias;
+        bias.defined() ? bias.view({gates, bias.size(0) / gates}).slice(1, tiles.begin(s), tiles.end(s)).reshape({-1})
+                       : bias;
     return PackedWeight<T>(std::move(pieces), uses, units_bias);
   });
 }

@@ -1,10 +1,9 @@
-// The recurrent product of a step, split across torch's threads.
+// The products of the CPU kernels, and how torch's threads share a time loop.
 //
-// Each thread owns a part of the hidden units for the whole sequence: it multiplies the previous
-// state by its own slice of the recurrent weight and applies the cell to its own units at once,
-// so a step is one parallel region with no product shared between threads. The slices are packed
-// once per call into panels for a register-blocked product (PackedWeight), which on one core runs
-// at the speed of a tuned BLAS for these shapes (a few dozen rows, a few hundred columns).
+// A thread takes whole sequences of a step, or a slice of the hidden units (Tiles), for the whole
+// loop, in one parallel region (Team). Its weight is packed once per call into panels for a
+// register-blocked product (PackedWeight), which on one core runs at the speed of a tuned BLAS for
+// these shapes (a few dozen rows, a few hundred columns), or, multiplying few rows, read in place.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -22,6 +21,10 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace rnnkit {
 
@@ -49,8 +52,6 @@ struct VectorOf<double> {
 };
 
 #if defined(__AVX512F__)
-#include <immintrin.h>
-
 // dst[j * ld_dst + i] = src[i * ld_src + j] for i, j < 16: a tile turned over in registers.
 inline void transpose_16x16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
   __m512 r[16], t[16];
@@ -135,7 +136,7 @@ class PackedWeight {
       for (const auto& block : piece) rows_of_w = rows_of_w && block.stride(0) == 1;
     }
     if (uses < kPackUses && rows_of_w) {
-      bias_ = bias;
+      bias_ = bias.defined() ? bias.contiguous() : bias;
       return;
     }
     const int64_t panels = (n_ + kPanel - 1) / kPanel;

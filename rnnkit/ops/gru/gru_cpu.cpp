@@ -69,6 +69,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& h_prev) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
+  check_tensor("gru_backward", "x", x, {T, B, x.size(2)}, gates);
   check_tensor("gru_backward", "grad_output", grad_output, {T, B, H}, gates);
   check_tensor("gru_backward", "grad_h_n", grad_h_n, {B, H}, gates);
   check_tensor("gru_backward", "hn", hn, {T, B, H}, gates);

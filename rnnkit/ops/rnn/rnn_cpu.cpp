@@ -53,6 +53,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const std::optional<Tensor>& lengths_in, bool reverse, bool relu, const Tensor& output, const Tensor& h_prev) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = output.size(0), B = output.size(1), H = output.size(2);
+  check_tensor("rnn_backward", "x", x, {T, B, x.size(2)}, output);
   check_tensor("rnn_backward", "grad_output", grad_output, {T, B, H}, output);
   check_tensor("rnn_backward", "grad_h_n", grad_h_n, {B, H}, output);
   check_tensor("rnn_backward", "h_prev", h_prev, {T, B, H}, output);
