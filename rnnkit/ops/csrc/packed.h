@@ -302,38 +302,27 @@ class PackedWeight {
 
   template <int Rows, bool Transposed>
   static void block(int64_t K, const T* a, int64_t lda, const T* panel, const T* init, T* out, int64_t ldo) {
-    // A few rows give too few independent sums to cover the latency of a multiply-add: they keep
-    // Chains sets of sums over alternate steps of the depth, added at the end.
-    constexpr int Chains = Rows >= 4 ? 1 : 4 / Rows;
-    V lo[Chains][Rows], hi[Chains][Rows];
+    V lo[Rows], hi[Rows];
     const T* start = Transposed ? out : init;
 #pragma GCC unroll 16
     for (int m = 0; m < Rows; ++m) {
-      lo[0][m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0)) : V{};
-      hi[0][m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0) + kWidth) : V{};
-      for (int q = 1; q < Chains; ++q) lo[q][m] = hi[q][m] = V{};
+      lo[m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0)) : V{};
+      hi[m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0) + kWidth) : V{};
     }
-    auto step = [&](int q, int64_t k) {
+    for (int64_t k = 0; k < K; ++k) {
       const V w_lo = *reinterpret_cast<const V*>(panel + k * kPanel);
       const V w_hi = *reinterpret_cast<const V*>(panel + k * kPanel + kWidth);
 #pragma GCC unroll 16
       for (int m = 0; m < Rows; ++m) {
         const T s = Transposed ? a[m + k * lda] : a[m * lda + k];
-        lo[q][m] += s * w_lo;
-        hi[q][m] += s * w_hi;
+        lo[m] += s * w_lo;
+        hi[m] += s * w_hi;
       }
-    };
-    int64_t k = 0;
-    for (; k + Chains <= K; k += Chains) {
-#pragma GCC unroll 4
-      for (int q = 0; q < Chains; ++q) step(q, k + q);
     }
-    for (; k < K; ++k) step(0, k);
 #pragma GCC unroll 16
     for (int m = 0; m < Rows; ++m) {
-      for (int q = 1; q < Chains; ++q) lo[0][m] += lo[q][m], hi[0][m] += hi[q][m];
-      *reinterpret_cast<V*>(out + m * ldo) = lo[0][m];
-      *reinterpret_cast<V*>(out + m * ldo + kWidth) = hi[0][m];
+      *reinterpret_cast<V*>(out + m * ldo) = lo[m];
+      *reinterpret_cast<V*>(out + m * ldo + kWidth) = hi[m];
     }
   }
 
