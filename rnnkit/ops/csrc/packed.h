@@ -339,7 +339,7 @@ class PackedWeight {
   int64_t n_ = 0, k_ = 0;
   at::Tensor panels_;  // (panels, K, kPanel)
   Pieces pieces_;      // or W^T's blocks where they lie, unpacked
-  at::Tensor bias_;    // (padded_n()) or undefined
+  at::Tensor bias_;    // (padded_n()), or undefined: added to every row of a product
 };
 
 // Room for every part's product of a step: (parts, rows, the widest padded_n() of the weights).

@@ -2,7 +2,8 @@
 //
 // Dimensions: T steps, B batch, I input features, H hidden, P = proj_size or H.
 //   x       (T, B, I)   input
-//   h_prev  (T, B, P+I+1)  saved: [h_{t-1} | x_t | 1], what step t multiplies by [W_hh | W_ih | b]
+//   h_prev  (T, B, P+I+1)  saved: [h_{t-1} | x_t | 1]; step t multiplies [h_{t-1} | x_t] by
+//                          [W_hh | W_ih], and the 1 gives the bias its gradient in the same product
 //   gates   (T, B, 4H)  saved: activated i, f, g, o of every step
 //   c_prev  (T, B, H)   saved: the cell state each step started from
 // Without ``save`` (no gradient wanted) gates and c_prev hold one step, rewritten at every step.
@@ -262,8 +263,7 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
       "lstm_forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
       "Tensor? w_hr, Tensor? lengths, bool reverse, bool save=True) -> (Tensor output, Tensor h_n, Tensor c_n, "
-      "Tensor gates, "
-      "Tensor h_prev, Tensor c_prev)");
+      "Tensor gates, Tensor h_prev, Tensor c_prev)");
   m.def(
       "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor w_ih, Tensor w_hh, "
       "Tensor? w_hr, Tensor? lengths, bool reverse, Tensor gates, Tensor h_prev, Tensor c_prev) -> (Tensor grad_x, "
