@@ -49,6 +49,7 @@ DEFAULT_CONFIGS = [
     "lstm:128:128:8:1:fp32",
     "lstm:256:256:32:1:fp32",
     "lstm:512:512:32:1:bf16",
+    "lstm:512:512:32:1:fp32",
     "lstm:1024:1024:64:1:fp32",
     "lstm:300:100:19:2:fp32",
     "gru:256:256:8:2:fp16",
@@ -103,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         gates, forward, backward = KERNELS[cell]
         hidden, batch, directions = int(hidden), int(batch), int(directions)
         proj = int(proj) or hidden  # 0: no projection
-        plan = persistent.plan(hidden, proj, gates, batch, directions, DTYPES[dtype], torch.device("cuda"))
         flags = dict(HAS_BIAS=True, HAS_LENGTHS=True, PROJ=proj != hidden, RELU=False)
-        shape = f"programs={plan.programs} block_u={plan.block_u} block_b={plan.block_b} resident={plan.resident}"
         for name, kernel in (("forward", forward), ("backward", backward)):
+            device = torch.device("cuda")
+            plan = persistent.plan(hidden, proj, gates, batch, directions, DTYPES[dtype], device, name == "backward")
+            shape = f"programs={plan.programs} block_u={plan.block_u} block_b={plan.block_b} resident={plan.resident}"
             try:
                 usage = resources(kernel, dtype, plan, args.arch, flags)
             except Exception as error:  # report every kernel, then fail

@@ -252,7 +252,7 @@ def test_cells_use_torchs_cell_kernels(monkeypatch):
 
 def test_many_programs_meet_at_the_barrier():
     """Several programs per direction, one thread each in the interpreter (tests/triton_threads.py)."""
-    specs = ["LSTM:40:0:18:2:0", "LSTM:50:17:20:1:1", "GRU:70:0:18:2:0", "RNN_TANH:40:0:20:1:1"]
+    specs = ["LSTM:28:0:18:1:0", "LSTM:50:17:20:1:1", "GRU:24:0:18:1:1", "GRU:70:0:18:2:0", "RNN_TANH:40:0:20:1:1"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     command = [sys.executable, "-m", "tests.triton_threads", *specs]
     try:
@@ -286,15 +286,25 @@ def test_plan_fits_the_grid_on_the_multiprocessors(monkeypatch):
     monkeypatch.setattr(persistent, "triton_interpreting", lambda: False)
     monkeypatch.setattr(persistent, "multiprocessors", lambda device: 132)
     cuda = torch.device("cuda")
-    for hidden, proj, gates, directions in itertools.product([1, 40, 128, 1000, 4096], [0, 17], [1, 3, 4], [1, 2]):
+    grid = itertools.product([1, 40, 128, 1000, 4096], [0, 17], [1, 3, 4], [1, 2], [False, True])
+    for hidden, proj, gates, directions, backward in grid:
         proj = proj if gates == 4 and 0 < proj < hidden else hidden
-        plan = persistent.plan(hidden, proj, gates, 8, directions, torch.bfloat16, cuda)
+        plan = persistent.plan(hidden, proj, gates, 8, directions, torch.bfloat16, cuda, backward)
         assert plan.programs * directions <= 132
         assert plan.programs * plan.block_u >= hidden and (plan.programs - 1) * plan.block_u < hidden
         assert plan.programs * plan.block_p >= proj
+        # a product's columns: a forward program's units times its gates, else its units
+        assert plan.block_u * (persistent.GATE_SLOTS if gates > 1 and not backward else 1) >= 16
         if proj == hidden:
             assert plan.block_p == plan.block_u
-    assert persistent.plan(256, 256, 4, 8, 1, torch.float32, cuda).resident
+        else:
+            assert plan.block_p >= 16
+    # side by side, an LSTM's gates let 4 units' W_hh stay resident where 16 units' would not
+    forward = persistent.plan(512, 512, 4, 8, 1, torch.float32, cuda)
+    assert forward.resident and (forward.programs, forward.block_u) == (128, 4)
+    assert persistent.plan(1024, 1024, 4, 8, 1, torch.bfloat16, cuda).resident
+    assert persistent.plan(256, 256, 4, 8, 1, torch.float32, cuda, backward=True).resident
+    assert not persistent.plan(512, 512, 4, 8, 1, torch.float32, cuda, backward=True).resident
     assert not persistent.plan(4096, 4096, 4, 8, 1, torch.float32, cuda).resident
 
 

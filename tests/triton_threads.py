@@ -92,11 +92,11 @@ def plan_for_gpu(multiprocessors: int):
     """``persistent.plan`` as on a GPU with ``multiprocessors`` SMs, whatever the device."""
     plan = persistent.plan
 
-    def planned(hidden, proj, gates, batch, directions, dtype, device):
+    def planned(hidden, proj, gates, batch, directions, dtype, device, **options):
         saved = persistent.triton_interpreting, persistent.multiprocessors
         persistent.triton_interpreting, persistent.multiprocessors = (lambda: False), (lambda d: multiprocessors)
         try:
-            return plan(hidden, proj, gates, batch, directions, dtype, torch.device("cuda"))
+            return plan(hidden, proj, gates, batch, directions, dtype, torch.device("cuda"), **options)
         finally:
             persistent.triton_interpreting, persistent.multiprocessors = saved
 

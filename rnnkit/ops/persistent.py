@@ -8,6 +8,13 @@ writes its slice of the new state and waits at a grid barrier for the other prog
 of its direction. ``W_hh``'s slice stays in registers across the sequence when it fits
 (``resident``); otherwise it is read tile by tile every step (from L2), so any size runs.
 
+The forward product of an LSTM or GRU program has its units' gates side by side
+(``gate_columns``): its 16 columns, the least a product tile takes, are 4 units' 4 gates
+rather than 16 units' one gate. So four times as many programs share ``W_hh``, and
+each holds a quarter of what it would: an LSTM's slice stays resident up to H = 512 in
+float32 (1024 in bfloat16) where it would up to 256 (512). The backward's program owns
+16 or more columns of ``dh``, whatever the cell.
+
 The barrier needs every program of a direction resident at once: the grid never
 exceeds the multiprocessor count, and under ``TRITON_INTERPRET=1`` (programs run one
 after another) each direction is one program.
@@ -38,6 +45,8 @@ MAX_BLOCK_K = 64
 # Elements of the activation tiles (batch x reduction, one per gate in the backward) a step reads at once.
 MAX_TILE = 16384
 MIN_BLOCK = 16  # tl.dot's smallest tile side
+# Product columns of one unit in an LSTM or GRU forward: its gates side by side, the GRU's padded.
+GATE_SLOTS = 4
 # Warps per program. With 4, ptxas spilled registers in most backward kernels compiled for sm_90.
 NUM_WARPS = 8
 # Each step waits on the last: nothing to prefetch, and software pipelining costs registers.
@@ -67,26 +76,34 @@ class Plan:
     num_warps: int
 
 
-def plan(hidden: int, proj: int, gates: int, batch: int, directions: int, dtype: torch.dtype, device) -> Plan:
+def plan(
+    hidden: int, proj: int, gates: int, batch: int, directions: int, dtype: torch.dtype, device, backward: bool = False
+) -> Plan:
     """Choose the slicing of ``hidden`` units over programs and whether the weights stay in registers.
 
-    One program holds, per gate, a (P, block_u) slice of W_hh for the forward and an
-    (H, block_p) slice for the backward, plus W_hr's slices with a projection. They stay
-    in registers when they fit ``RESIDENT_BYTES``; the reduction then runs in one tile,
-    and the batch tile shrinks so that the activation tile stays within ``MAX_TILE``.
+    Programs own as few units as a product tile allows, so the weights spread over as many
+    multiprocessors as there are: 16 / ``GATE_SLOTS`` units in an LSTM or GRU forward
+    (``gate_columns``), 16 otherwise. A forward program holds a (P, slots * block_u) slice
+    of W_hh; a backward one an (H, block_p) slice per gate; plus W_hr's slices with a
+    projection. They stay in registers when they fit ``RESIDENT_BYTES``; the reduction then
+    runs in one tile, and the batch tile shrinks so that the activation tile stays within
+    ``MAX_TILE``.
     """
     on_gpu = device.type == "cuda" and not triton_interpreting()
     programs = max(1, multiprocessors(device) // directions) if on_gpu else 1
-    block_u = _pow2(-(-hidden // programs))
+    slots = GATE_SLOTS if gates > 1 and not backward else 1
+    block_u = max(MIN_BLOCK // slots, triton.next_power_of_2(-(-hidden // programs)))
     programs = -(-hidden // block_u)
     # without a projection a program's columns of h are its units: the backward relies on it
     block_p = block_u if proj == hidden else _pow2(-(-proj // programs))
     full_k, full_kh = _pow2(proj), _pow2(hidden)
     size = torch.empty((), dtype=dtype).element_size()
     projection = proj != hidden
-    forward = gates * block_u * full_k + projection * full_kh * block_p
-    backward = gates * full_kh * block_p + projection * full_k * block_u
-    resident = max(forward, backward) * size <= RESIDENT_BYTES
+    if backward:
+        weights = gates * full_kh * block_p + projection * full_k * block_u
+    else:
+        weights = slots * block_u * full_k + projection * full_kh * block_p
+    resident = weights * size <= RESIDENT_BYTES
     block_k, block_kh = (full_k, full_kh) if resident else (min(MAX_BLOCK_K, full_k), min(MAX_BLOCK_K, full_kh))
     block_b = min(MAX_BLOCK_B, _pow2(batch))
     while block_b > MIN_BLOCK and block_b * max(block_k, block_kh) * gates > MAX_TILE:
@@ -286,6 +303,29 @@ def grid_sync(p_counter, target):
     while tl.atomic_add(p_counter, 0, sem="acquire") < target:
         pass
     tl.debug_barrier()
+
+
+@triton.jit
+def gate_columns(H, GATES: tl.constexpr, BLOCK_U: tl.constexpr):
+    """The forward product's columns of this program's units, gates side by side (``GATE_SLOTS`` each).
+
+    Column j is gate j % 4 of unit j // 4. Returns the (4 * BLOCK_U,) rows ``gate * H + unit``
+    of W_hh they multiply (the columns of ``x W_ih^T`` too), which exist (a GRU has no fourth
+    gate), and their gates.
+    """
+    j = tl.arange(0, 4 * BLOCK_U)
+    unit = tl.program_id(0) * BLOCK_U + j // 4
+    gate = j % 4
+    return gate * H + unit, (unit < H) & (gate < GATES), gate
+
+
+@triton.jit
+def split_gates(acc, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr):
+    """Gates 0, 1, 2, 3 as (BLOCK_B, BLOCK_U) tiles of a (BLOCK_B, 4 * BLOCK_U) product laid out by ``gate_columns``."""
+    even, odd = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_U, 2, 2)))  # j = 4 unit + 2 (gate // 2) + gate % 2
+    g0, g2 = tl.split(even)
+    g1, g3 = tl.split(odd)
+    return g0, g1, g2, g3
 
 
 @triton.jit

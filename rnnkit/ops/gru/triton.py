@@ -50,21 +50,13 @@ def _gru_forward_kernel(
     i_d, n_programs, D, units, unit_ok = ps.program_slice(H, BLOCK_U)
     p_w = p_w_hh + i_d * 3 * H * H
     ks = tl.arange(0, BLOCK_K)
-    b_wr = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step
-    b_wz = b_wr
-    b_wn = b_wr
+    gcols, gcol_ok, gate = ps.gate_columns(H, 3, BLOCK_U)
+    b_w = tl.zeros([1, 1], tl.float32)  # placeholder when the weights are read every step
     if RESIDENT:  # W_hh[gate rows of my units, :]^T
-        b_wr = ps.weight_tile(p_w, ks, ks < H, units, unit_ok, 1, H)
-        b_wz = ps.weight_tile(p_w, ks, ks < H, H + units, unit_ok, 1, H)
-        b_wn = ps.weight_tile(p_w, ks, ks < H, 2 * H + units, unit_ok, 1, H)
-    b_br = tl.zeros([BLOCK_U], tl.float32)
-    b_bz = b_br
-    b_bn = b_br
+        b_w = ps.weight_tile(p_w, ks, ks < H, gcols, gcol_ok, 1, H)
+    b_b = tl.zeros([4 * BLOCK_U], tl.float32)
     if HAS_BIAS:
-        p_b = p_b_hh + i_d * 3 * H + units
-        b_br = tl.load(p_b, unit_ok, 0.0).to(tl.float32)
-        b_bz = tl.load(p_b + H, unit_ok, 0.0).to(tl.float32)
-        b_bn = tl.load(p_b + 2 * H, unit_ok, 0.0).to(tl.float32)
+        b_b = tl.load(p_b_hh + i_d * 3 * H + gcols, gcol_ok, 0.0).to(tl.float32)
     for step in range(T):
         t = ps.time_of(step, T, i_d)
         p_h_prev = p_h + (i_d * (T + 1) + t + i_d) * B * H
@@ -74,19 +66,14 @@ def _gru_forward_kernel(
             row_ok = rows < B
             alive = ps.alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS)
             p_xw_t = p_xw + (i_d * T + t) * B * 3 * H
-            acc_r = ps.load_tile(p_xw_t, rows, row_ok, units, unit_ok, 3 * H) + b_br[None, :]
-            acc_z = ps.load_tile(p_xw_t, rows, row_ok, H + units, unit_ok, 3 * H) + b_bz[None, :]
-            acc_n = tl.zeros([BLOCK_B, BLOCK_U], tl.float32) + b_bn[None, :]
+            # r and z add x W_ih^T to the product; n keeps it apart, for r multiplies only W_hn h + b_hn
+            acc = ps.load_tile(p_xw_t, rows, row_ok, gcols, gcol_ok & (gate < 2), 3 * H) + b_b[None, :]
             for k0 in range(0, H, BLOCK_K):
                 kk = k0 + ks
                 k_ok = kk < H
-                b_h = ps.load_tile(p_h_prev, rows, row_ok, kk, k_ok, H)
-                w_r = ps.resident_or_load(b_wr, p_w, kk, k_ok, units, unit_ok, 1, H, RESIDENT)
-                w_z = ps.resident_or_load(b_wz, p_w, kk, k_ok, H + units, unit_ok, 1, H, RESIDENT)
-                w_n = ps.resident_or_load(b_wn, p_w, kk, k_ok, 2 * H + units, unit_ok, 1, H, RESIDENT)
-                acc_r = ps.mma(acc_r, b_h, w_r, DOT_DTYPE, PRECISION)
-                acc_z = ps.mma(acc_z, b_h, w_z, DOT_DTYPE, PRECISION)
-                acc_n = ps.mma(acc_n, b_h, w_n, DOT_DTYPE, PRECISION)
+                w = ps.resident_or_load(b_w, p_w, kk, k_ok, gcols, gcol_ok, 1, H, RESIDENT)
+                acc = ps.mma(acc, ps.load_tile(p_h_prev, rows, row_ok, kk, k_ok, H), w, DOT_DTYPE, PRECISION)
+            acc_r, acc_z, acc_n, _ = ps.split_gates(acc, BLOCK_B, BLOCK_U)
             b_r, b_z = ps.sigmoid(acc_r), ps.sigmoid(acc_z)
             b_n = ps.tanh(ps.load_tile(p_xw_t, rows, row_ok, 2 * H + units, unit_ok, 3 * H) + b_r * acc_n)
             b_h_prev = ps.load_tile(p_h_prev, rows, row_ok, units, unit_ok, H)
@@ -221,7 +208,7 @@ def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
     grad_output, x, w_ih, w_hh, lengths = ps.contiguous(grad_output, x, w_ih, w_hh, lengths)
     steps, batch, _ = x.shape
     directions, _, hidden = w_hh.shape
-    plan = ps.plan(hidden, hidden, GATES, batch, directions, x.dtype, x.device)
+    plan = ps.plan(hidden, hidden, GATES, batch, directions, x.dtype, x.device, backward=True)
     dh = ps.float_copy(grad_h_n)  # the kernel turns it into the gradient of h0
     dgates = x.new_empty(directions, steps, batch, 4 * hidden)
     ps.launch(

@@ -61,29 +61,16 @@ def _lstm_forward_kernel(
     p_sync_d = p_sync + i_d
     ks = tl.arange(0, BLOCK_K)
     khs = tl.arange(0, BLOCK_KH)
-    b_wi = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step
-    b_wf = b_wi
-    b_wg = b_wi
-    b_wo = b_wi
-    b_wr = b_wi
+    gcols, gcol_ok, _ = ps.gate_columns(H, 4, BLOCK_U)
+    b_w = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step
+    b_wr = b_w
     if RESIDENT:  # W_hh[gate rows of my units, :]^T, and W_hr[my columns, :]^T
-        b_wi = ps.weight_tile(p_w, ks, ks < P, units, unit_ok, 1, P)
-        b_wf = ps.weight_tile(p_w, ks, ks < P, H + units, unit_ok, 1, P)
-        b_wg = ps.weight_tile(p_w, ks, ks < P, 2 * H + units, unit_ok, 1, P)
-        b_wo = ps.weight_tile(p_w, ks, ks < P, 3 * H + units, unit_ok, 1, P)
+        b_w = ps.weight_tile(p_w, ks, ks < P, gcols, gcol_ok, 1, P)
         if PROJ:
             b_wr = ps.weight_tile(p_wr, khs, khs < H, pcols, pcol_ok, 1, H)
+    b_b = tl.zeros([4 * BLOCK_U], tl.float32)
     if HAS_BIAS:
-        p_b = p_b_hh + i_d * 4 * H + units
-        b_bi = tl.load(p_b, unit_ok, 0.0).to(tl.float32)
-        b_bf = tl.load(p_b + H, unit_ok, 0.0).to(tl.float32)
-        b_bg = tl.load(p_b + 2 * H, unit_ok, 0.0).to(tl.float32)
-        b_bo = tl.load(p_b + 3 * H, unit_ok, 0.0).to(tl.float32)
-    else:
-        b_bi = tl.zeros([BLOCK_U], tl.float32)
-        b_bf = b_bi
-        b_bg = b_bi
-        b_bo = b_bi
+        b_b = tl.load(p_b_hh + i_d * 4 * H + gcols, gcol_ok, 0.0).to(tl.float32)
     syncs = 1 + PROJ  # grid barriers per step
     for step in range(T):
         t = ps.time_of(step, T, i_d)
@@ -95,23 +82,13 @@ def _lstm_forward_kernel(
             rows = b0 + tl.arange(0, BLOCK_B)
             row_ok = rows < B
             alive = ps.alive_rows(p_lengths, rows, row_ok, t, HAS_LENGTHS)
-            p_xw_t = p_xw + (i_d * T + t) * B * 4 * H
-            acc_i = ps.load_tile(p_xw_t, rows, row_ok, units, unit_ok, 4 * H) + b_bi[None, :]
-            acc_f = ps.load_tile(p_xw_t, rows, row_ok, H + units, unit_ok, 4 * H) + b_bf[None, :]
-            acc_g = ps.load_tile(p_xw_t, rows, row_ok, 2 * H + units, unit_ok, 4 * H) + b_bg[None, :]
-            acc_o = ps.load_tile(p_xw_t, rows, row_ok, 3 * H + units, unit_ok, 4 * H) + b_bo[None, :]
+            acc = ps.load_tile(p_xw + (i_d * T + t) * B * 4 * H, rows, row_ok, gcols, gcol_ok, 4 * H) + b_b[None, :]
             for k0 in range(0, P, BLOCK_K):
                 kk = k0 + ks
                 k_ok = kk < P
-                b_h = ps.load_tile(p_h_prev, rows, row_ok, kk, k_ok, P)
-                w_i = ps.resident_or_load(b_wi, p_w, kk, k_ok, units, unit_ok, 1, P, RESIDENT)
-                w_f = ps.resident_or_load(b_wf, p_w, kk, k_ok, H + units, unit_ok, 1, P, RESIDENT)
-                w_g = ps.resident_or_load(b_wg, p_w, kk, k_ok, 2 * H + units, unit_ok, 1, P, RESIDENT)
-                w_o = ps.resident_or_load(b_wo, p_w, kk, k_ok, 3 * H + units, unit_ok, 1, P, RESIDENT)
-                acc_i = ps.mma(acc_i, b_h, w_i, DOT_DTYPE, PRECISION)
-                acc_f = ps.mma(acc_f, b_h, w_f, DOT_DTYPE, PRECISION)
-                acc_g = ps.mma(acc_g, b_h, w_g, DOT_DTYPE, PRECISION)
-                acc_o = ps.mma(acc_o, b_h, w_o, DOT_DTYPE, PRECISION)
+                w = ps.resident_or_load(b_w, p_w, kk, k_ok, gcols, gcol_ok, 1, P, RESIDENT)
+                acc = ps.mma(acc, ps.load_tile(p_h_prev, rows, row_ok, kk, k_ok, P), w, DOT_DTYPE, PRECISION)
+            acc_i, acc_f, acc_g, acc_o = ps.split_gates(acc, BLOCK_B, BLOCK_U)
             b_i, b_f, b_g, b_o = ps.sigmoid(acc_i), ps.sigmoid(acc_f), ps.tanh(acc_g), ps.sigmoid(acc_o)
             tile = row_ok[:, None] & unit_ok[None, :]
             live = alive[:, None] & unit_ok[None, :]
@@ -319,7 +296,7 @@ def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gat
     steps, batch, _ = x.shape
     directions, gate_rows, proj = w_hh.shape
     hidden = gate_rows // GATES
-    plan = ps.plan(hidden, proj, GATES, batch, directions, x.dtype, x.device)
+    plan = ps.plan(hidden, proj, GATES, batch, directions, x.dtype, x.device, backward=True)
     dh = ps.float_copy(grad_h_n)  # the kernel turns them into the gradients of h0 and c0
     dc = ps.float_copy(grad_c_n)
     dgates = x.new_empty(directions, steps, batch, gate_rows)
