@@ -106,18 +106,39 @@ def test_layer_matches_naive(mode, proj, bias, lengths, directions):
         assert_close(name, actual[name].cpu(), e.float().cpu())
 
 
-@pytest.mark.parametrize("mode", list(GATES))
-def test_tiled_path_matches_naive(mode, monkeypatch):
+TILED_CASES = [("LSTM", 24, False), ("LSTM", 0, True), ("LSTM", 0, False), ("GRU", 0, True), ("GRU", 0, False)]
+
+
+@pytest.mark.parametrize(("mode", "proj", "split"), [*TILED_CASES, ("RNN_TANH", 0, False)])
+def test_tiled_path_matches_naive(mode, proj, split, monkeypatch):
     """Weights read tile by tile every step, several reduction and batch tiles, ragged edges."""
     from rnnkit.ops import persistent
 
     monkeypatch.setattr(persistent, "RESIDENT_BYTES", 0)
     monkeypatch.setattr(persistent, "MAX_BLOCK_K", 16)
     monkeypatch.setattr(persistent, "MAX_BLOCK_B", 16)
-    proj = 24 if mode == "LSTM" else 0
+    if not split:
+        monkeypatch.setattr(persistent, "SHARE_BYTES", 0)
+    check_backward_plan_and_layer(mode, proj, split, resident=False)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_unsplit_backward_matches_naive(mode, monkeypatch):
+    """The backward whose programs own 16 columns of dh, taken when the shares of dh outgrow SHARE_BYTES."""
+    from rnnkit.ops import persistent
+
+    monkeypatch.setattr(persistent, "SHARE_BYTES", 0)
+    check_backward_plan_and_layer(mode, 0, False, resident=True)
+
+
+def check_backward_plan_and_layer(mode, proj, split, resident):
+    from rnnkit.ops import persistent
+
     x, states, weights = layer_inputs(mode, steps=3, batch=20, features=5, hidden=40, proj=proj)
-    plan = persistent.plan(40, proj or 40, GATES[mode], 20, 2, torch.float32, torch.device(DEVICE))
-    assert not plan.resident and plan.block_k == 16 and plan.block_b == 16
+    plan = persistent.plan(40, proj or 40, GATES[mode], 20, 2, torch.float32, torch.device(DEVICE), backward=True)
+    assert (plan.resident, plan.split) == (resident, split)
+    if not resident:
+        assert plan.block_k == 16 and plan.block_b == 16
     lengths = torch.tensor([3, 1, 2, 3] * 5)
     expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
     actual = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
@@ -293,8 +314,10 @@ def test_plan_fits_the_grid_on_the_multiprocessors(monkeypatch):
         assert plan.programs * directions <= 132
         assert plan.programs * plan.block_u >= hidden and (plan.programs - 1) * plan.block_u < hidden
         assert plan.programs * plan.block_p >= proj
-        # a product's columns: a forward program's units times its gates, else its units
-        assert plan.block_u * (persistent.GATE_SLOTS if gates > 1 and not backward else 1) >= 16
+        # a product's columns: a forward or split program's units times its gates, else its units
+        side_by_side = gates > 1 and (not backward or plan.split)
+        assert plan.block_u * (persistent.GATE_SLOTS if side_by_side else 1) >= 16
+        assert plan.split == (backward and side_by_side)
         if proj == hidden:
             assert plan.block_p == plan.block_u
         else:
@@ -303,8 +326,12 @@ def test_plan_fits_the_grid_on_the_multiprocessors(monkeypatch):
     forward = persistent.plan(512, 512, 4, 8, 1, torch.float32, cuda)
     assert forward.resident and (forward.programs, forward.block_u) == (128, 4)
     assert persistent.plan(1024, 1024, 4, 8, 1, torch.bfloat16, cuda).resident
-    assert persistent.plan(256, 256, 4, 8, 1, torch.float32, cuda, backward=True).resident
-    assert not persistent.plan(512, 512, 4, 8, 1, torch.float32, cuda, backward=True).resident
+    # the backward likewise, while the programs' shares of dh fit SHARE_BYTES; else 16 columns of dh each
+    split = persistent.plan(512, 512, 4, 32, 1, torch.float32, cuda, backward=True)
+    assert split.split and split.resident and split.programs == 128
+    unsplit = persistent.plan(512, 512, 4, 256, 1, torch.float32, cuda, backward=True)
+    assert not unsplit.split and not unsplit.resident and unsplit.programs == 32
+    assert not persistent.plan(512, 100, 4, 8, 1, torch.float32, cuda, backward=True).split
     assert not persistent.plan(4096, 4096, 4, 8, 1, torch.float32, cuda).resident
 
 

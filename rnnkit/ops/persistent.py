@@ -12,8 +12,13 @@ The forward product of an LSTM or GRU program has its units' gates side by side
 (``gate_columns``): its 16 columns, the least a product tile takes, are 4 units' 4 gates
 rather than 16 units' one gate. So four times as many programs share ``W_hh``, and
 each holds a quarter of what it would: an LSTM's slice stays resident up to H = 512 in
-float32 (1024 in bfloat16) where it would up to 256 (512). The backward's program owns
-16 or more columns of ``dh``, whatever the cell.
+float32 (1024 in bfloat16) where it would up to 256 (512). The backward's program
+multiplies its own gates' gradients by the same slice: its share of every column of
+dh_{t-1}, written to a buffer; after the barrier each program sums the shares of its own
+columns, in program order, so the sum is the same every run (``split``). Where those
+shares would outgrow L2 (``SHARE_BYTES``), or with a projection, a backward program
+instead owns 16 or more columns of dh_{t-1} and multiplies every gate's gradients, read
+back from global memory, by W_hh's slice of those columns (``backprop_hidden``).
 
 The barrier needs every program of a direction resident at once: the grid never
 exceeds the multiprocessor count, and under ``TRITON_INTERPRET=1`` (programs run one
@@ -47,6 +52,10 @@ MAX_TILE = 16384
 MIN_BLOCK = 16  # tl.dot's smallest tile side
 # Product columns of one unit in an LSTM or GRU forward: its gates side by side, the GRU's padded.
 GATE_SLOTS = 4
+# Most bytes of the programs' shares of dh a split backward keeps (two steps' worth): within L2.
+SHARE_BYTES = 16 * 1024 * 1024
+# Programs' shares summed at once.
+SHARE_TILE = tl.constexpr(32)
 # Warps per program. With 4, ptxas spilled registers in most backward kernels compiled for sm_90.
 NUM_WARPS = 8
 # Each step waits on the last: nothing to prefetch, and software pipelining costs registers.
@@ -73,6 +82,7 @@ class Plan:
     block_k: int  # reduction tile over P: the gate products h W_hh^T, and dh W_hr in the backward
     block_kh: int  # reduction tile over H: r W_hr^T, and each gate's dg W_hh in the backward
     resident: bool
+    split: bool  # backward: programs sum their shares of dh_{t-1} (``share_product``, ``sum_shares``)
     num_warps: int
 
 
@@ -82,33 +92,45 @@ def plan(
     """Choose the slicing of ``hidden`` units over programs and whether the weights stay in registers.
 
     Programs own as few units as a product tile allows, so the weights spread over as many
-    multiprocessors as there are: 16 / ``GATE_SLOTS`` units in an LSTM or GRU forward
-    (``gate_columns``), 16 otherwise. A forward program holds a (P, slots * block_u) slice
-    of W_hh; a backward one an (H, block_p) slice per gate; plus W_hr's slices with a
-    projection. They stay in registers when they fit ``RESIDENT_BYTES``; the reduction then
-    runs in one tile, and the batch tile shrinks so that the activation tile stays within
-    ``MAX_TILE``.
+    multiprocessors as there are. An LSTM or GRU program's product has its units' gates side
+    by side (``gate_columns``), so it may own 16 / ``GATE_SLOTS`` units, and holds a
+    (P, slots * block_u) slice of W_hh. Its backward then multiplies its own gates' gradients
+    by the same slice, and the programs sum their shares of dh_{t-1} (``split``); unless
+    there is a projection, or the shares outgrow ``SHARE_BYTES``: then a backward program
+    owns 16 or more columns of dh and holds an (H, block_p) slice of W_hh per gate. W_hr's
+    slices come on top with a projection. The weights stay in registers when they fit
+    ``RESIDENT_BYTES``; the reduction then runs in one tile, and the batch tile shrinks so
+    that the activation tile stays within ``MAX_TILE``.
     """
     on_gpu = device.type == "cuda" and not triton_interpreting()
-    programs = max(1, multiprocessors(device) // directions) if on_gpu else 1
-    slots = GATE_SLOTS if gates > 1 and not backward else 1
-    block_u = max(MIN_BLOCK // slots, triton.next_power_of_2(-(-hidden // programs)))
-    programs = -(-hidden // block_u)
+    most = max(1, multiprocessors(device) // directions) if on_gpu else 1
+    projection = proj != hidden
+    side_by_side = gates > 1 and not (backward and projection)
+    block_u, programs = _slicing(hidden, most, GATE_SLOTS if side_by_side else 1)
+    if side_by_side and backward and directions * 2 * programs * batch * proj * 4 > SHARE_BYTES:
+        side_by_side = False
+        block_u, programs = _slicing(hidden, most, 1)
     # without a projection a program's columns of h are its units: the backward relies on it
-    block_p = block_u if proj == hidden else _pow2(-(-proj // programs))
+    block_p = block_u if not projection else _pow2(-(-proj // programs))
     full_k, full_kh = _pow2(proj), _pow2(hidden)
     size = torch.empty((), dtype=dtype).element_size()
-    projection = proj != hidden
-    if backward:
+    if backward and not side_by_side:
         weights = gates * full_kh * block_p + projection * full_k * block_u
     else:
-        weights = slots * block_u * full_k + projection * full_kh * block_p
+        weights = (GATE_SLOTS if side_by_side else 1) * block_u * full_k + projection * full_kh * block_p
     resident = weights * size <= RESIDENT_BYTES
     block_k, block_kh = (full_k, full_kh) if resident else (min(MAX_BLOCK_K, full_k), min(MAX_BLOCK_K, full_kh))
     block_b = min(MAX_BLOCK_B, _pow2(batch))
     while block_b > MIN_BLOCK and block_b * max(block_k, block_kh) * gates > MAX_TILE:
         block_b //= 2
-    return Plan(programs, block_u, block_p, block_b, block_k, block_kh, resident, NUM_WARPS)
+    split = backward and side_by_side
+    return Plan(programs, block_u, block_p, block_b, block_k, block_kh, resident, split, NUM_WARPS)
+
+
+def _slicing(hidden: int, most: int, slots: int) -> tuple[int, int]:
+    """Units per program (a power of two, ``slots`` of them at least 16) and programs, at most ``most``."""
+    block_u = max(MIN_BLOCK // slots, triton.next_power_of_2(-(-hidden // most)))
+    return block_u, -(-hidden // block_u)
 
 
 def constants(plan: Plan, dtype: torch.dtype) -> dict:
@@ -121,6 +143,7 @@ def constants(plan: Plan, dtype: torch.dtype) -> dict:
         BLOCK_P=plan.block_p,
         BLOCK_K=plan.block_k,
         BLOCK_KH=plan.block_kh,
+        SPLIT=plan.split,
         DOT_DTYPE=dot_dtype,
         PRECISION=precision,
     )
@@ -198,6 +221,13 @@ def float_copy(t: Tensor) -> Tensor:
 def sync_counters(directions: int, device) -> Tensor:
     """One zeroed barrier counter per direction."""
     return torch.zeros(directions, dtype=torch.int32, device=device)
+
+
+def share_buffer(plan: Plan, directions: int, batch: int, columns: int, device) -> Tensor:
+    """(D, 2, programs, B, columns) float32 room for the programs' shares of dh (``shares``); empty unless split."""
+    if not plan.split:
+        return torch.empty(0, device=device)
+    return torch.empty(directions, 2, plan.programs, batch, columns, device=device)
 
 
 def stack_states(states: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
@@ -329,6 +359,12 @@ def split_gates(acc, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr):
 
 
 @triton.jit
+def join_gates(g0, g1, g2, g3, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr):
+    """``split_gates``' inverse: one (BLOCK_B, 4 * BLOCK_U) tile laid out by ``gate_columns`` of four gates' tiles."""
+    return tl.reshape(tl.join(tl.join(g0, g2), tl.join(g1, g3)), (BLOCK_B, 4 * BLOCK_U))
+
+
+@triton.jit
 def time_of(step, T, i_d):
     """The time index of processing step ``step``: forward walks 0..T-1, reverse T-1..0."""
     return step + i_d * (T - 1 - 2 * step)
@@ -433,6 +469,61 @@ def backprop_hidden(
                 w = resident_or_load(b_w3, p_w + 3 * H * N, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
                 acc = mma(acc, load_tile(p_dg + 3 * H, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
         tl.store(p_dh + rows[:, None] * N + cols[None, :], acc, row_ok[:, None] & col_ok[None, :])
+    tl.debug_barrier()  # the next step reads these columns of dh from other threads of the program
+
+
+@triton.jit
+def shares(p_shares, step, B, N):
+    """(programs, B, N) buffer of step ``step``'s shares of dh_{t-1} from a (2, programs, B, N) one.
+
+    Two steps' buffers take turns: a program writes step t + 1's shares while a slower one
+    may still be summing step t's, but not step t + 2's before all have passed step t + 1's barrier.
+    """
+    return p_shares + (step % 2) * tl.num_programs(0) * B * N
+
+
+@triton.jit
+def share_product(
+    p_share,  # (B, N) float32: this program's share of this step's dh_{t-1}
+    b_dg,  # (BLOCK_B, 4 * BLOCK_U) gradients of this program's columns of h W_hh^T (``gate_columns``)
+    b_w,  # resident (4 * BLOCK_U, BLOCK_K) W_hh[gate rows, :], or unused
+    p_w,  # (G*H, N) W_hh of this direction, row-major
+    gcols,
+    gcol_ok,
+    rows,
+    row_ok,
+    N,
+    RESIDENT: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Write ``b_dg @ W_hh[gate rows, :]`` (rows, N): what this program's gates add to dh_{t-1}."""
+    for n0 in range(0, N, BLOCK_K):
+        cols = n0 + tl.arange(0, BLOCK_K)
+        col_ok = cols < N
+        w = resident_or_load(b_w, p_w, gcols, gcol_ok, cols, col_ok, N, 1, RESIDENT)
+        share = mma(tl.zeros([b_dg.shape[0], BLOCK_K], tl.float32), b_dg, w, DOT_DTYPE, PRECISION)
+        tl.store(p_share + rows[:, None] * N + cols[None, :], share, row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
+def sum_shares(p_dh, p_shares, cols, col_ok, B, N, BLOCK_B: tl.constexpr):
+    """dh_{t-1}[:, cols] += the programs' shares (programs, B, N) of it, summed in program order.
+
+    ``p_dh`` (B, N) float32 holds the part of dh_{t-1} that skips the product.
+    """
+    for b0 in range(0, B, BLOCK_B):
+        rows = b0 + tl.arange(0, BLOCK_B)
+        row_ok = rows < B
+        acc = load_tile(p_dh, rows, row_ok, cols, col_ok, N)
+        tile = row_ok[:, None] & col_ok[None, :]
+        for p0 in range(0, tl.num_programs(0), SHARE_TILE):
+            programs = p0 + tl.arange(0, SHARE_TILE)
+            offsets = programs[:, None, None] * B * N + rows[None, :, None] * N + cols[None, None, :]
+            mask = (programs < tl.num_programs(0))[:, None, None] & tile[None, :, :]
+            acc += tl.sum(tl.load(p_shares + offsets, mask, 0.0, cache_modifier=".cg"), axis=0)
+        tl.store(p_dh + rows[:, None] * N + cols[None, :], acc, tile)
     tl.debug_barrier()  # the next step reads these columns of dh from other threads of the program
 
 

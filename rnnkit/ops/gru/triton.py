@@ -44,6 +44,7 @@ def _gru_forward_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_KH: tl.constexpr,
+    SPLIT: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
@@ -101,6 +102,7 @@ def _gru_backward_kernel(
     p_gates,  # (D, T, B, 4H) float32 from the forward
     p_dh,  # (D, B, H) float32: dL/dh_T in, dL/dh_0 out
     p_dgates,  # (D, T, B, 4H) out: dL/d(h W_hh^T + b_hh) for r, z, n, then dL/d(x W_in^T + b_in)
+    p_shares,  # (D, 2, programs, B, H) float32: the programs' shares of dL/dh_{t-1} (SPLIT only)
     p_sync,  # (D,) int32 zeros
     T,
     B,
@@ -112,16 +114,22 @@ def _gru_backward_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_KH: tl.constexpr,
+    SPLIT: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     i_d, n_programs, D, units, unit_ok = ps.program_slice(H, BLOCK_U)
     p_w = p_w_hh + i_d * 3 * H * H
     p_dh_d = p_dh + i_d * B * H
+    p_shares_d = p_shares + i_d * 2 * n_programs * B * H
+    ks = tl.arange(0, BLOCK_K)
+    gcols, gcol_ok, _ = ps.gate_columns(H, 3, BLOCK_U)
     b_w0 = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step
     b_w1 = b_w0
     b_w2 = b_w0
-    if RESIDENT:  # W_hh[gate rows, my units] per gate
+    if RESIDENT and SPLIT:  # W_hh[gate rows of my units, :]
+        b_w0 = ps.weight_tile(p_w, gcols, gcol_ok, ks, ks < H, H, 1)
+    elif RESIDENT:  # W_hh[gate rows, my units] per gate
         b_w0, b_w1, b_w2, _ = ps.backward_weights(p_w, units, unit_ok, H, H, 3, BLOCK_KH)
     for step in range(T):
         t = ps.time_of(T - 1 - step, T, i_d)
@@ -149,28 +157,37 @@ def _gru_backward_kernel(
             tl.store(p_dg_t + 2 * H, d_n * b_r, tile)
             tl.store(p_dg_t + 3 * H, d_n, tile)
             tl.store(p_dh_d + rows[:, None] * H + units[None, :], tl.where(live, b_dh * b_z, b_dh), tile)
+            if SPLIT:
+                b_dg = ps.join_gates(d_r, d_z, d_n * b_r, tl.zeros_like(d_r), BLOCK_B, BLOCK_U)
+                p_share = ps.shares(p_shares_d, step, B, H) + tl.program_id(0) * B * H
+                ps.share_product(
+                    p_share, b_dg, b_w0, p_w, gcols, gcol_ok, rows, row_ok, H, RESIDENT, BLOCK_K, DOT_DTYPE, PRECISION
+                )
         ps.grid_sync(p_sync + i_d, (step + 1) * n_programs)
-        ps.backprop_hidden(
-            p_dh_d,
-            p_dgates + (i_d * T + t) * B * 4 * H,
-            p_w,
-            b_w0,
-            b_w1,
-            b_w2,
-            b_w2,
-            units,
-            unit_ok,
-            B,
-            H,
-            H,
-            4 * H,
-            3,
-            RESIDENT,
-            BLOCK_B,
-            BLOCK_KH,
-            DOT_DTYPE,
-            PRECISION,
-        )
+        if SPLIT:
+            ps.sum_shares(p_dh_d, ps.shares(p_shares_d, step, B, H), units, unit_ok, B, H, BLOCK_B)
+        else:
+            ps.backprop_hidden(
+                p_dh_d,
+                p_dgates + (i_d * T + t) * B * 4 * H,
+                p_w,
+                b_w0,
+                b_w1,
+                b_w2,
+                b_w2,
+                units,
+                unit_ok,
+                B,
+                H,
+                H,
+                4 * H,
+                3,
+                RESIDENT,
+                BLOCK_B,
+                BLOCK_KH,
+                DOT_DTYPE,
+                PRECISION,
+            )
 
 
 def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
@@ -223,6 +240,7 @@ def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
         gates,
         dh,
         dgates,
+        ps.share_buffer(plan, directions, batch, hidden, x.device),
         ps.sync_counters(directions, x.device),
         steps,
         batch,

@@ -50,6 +50,7 @@ def _lstm_forward_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_KH: tl.constexpr,
+    SPLIT: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
@@ -139,6 +140,7 @@ def _lstm_backward_kernel(
     p_dc,  # (D, B, H) float32: dL/dc_T in, dL/dc_0 out
     p_dgates,  # (D, T, B, 4H) out: gradients of the gates before their nonlinearities
     p_dh_step,  # (D, T, B, P) out: each step's whole dL/dh_t (projection only)
+    p_shares,  # (D, 2, programs, B, P) float32: the programs' shares of dL/dh_{t-1} (SPLIT only)
     p_sync,  # (D,) int32 zeros
     T,
     B,
@@ -152,6 +154,7 @@ def _lstm_backward_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_KH: tl.constexpr,
+    SPLIT: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
@@ -163,13 +166,17 @@ def _lstm_backward_kernel(
     p_dh_d = p_dh + i_d * B * P
     p_dc_d = p_dc + i_d * B * H
     p_sync_d = p_sync + i_d
+    p_shares_d = p_shares + i_d * 2 * n_programs * B * P
     ks = tl.arange(0, BLOCK_K)
+    gcols, gcol_ok, _ = ps.gate_columns(H, 4, BLOCK_U)
     b_w0 = tl.zeros([1, 1], tl.float32)  # placeholders when the weights are read every step
     b_w1 = b_w0
     b_w2 = b_w0
     b_w3 = b_w0
     b_wr = b_w0
-    if RESIDENT:  # W_hh[gate rows, my columns] per gate, and W_hr[:, my units]
+    if RESIDENT and SPLIT:  # W_hh[gate rows of my units, :]
+        b_w0 = ps.weight_tile(p_w, gcols, gcol_ok, ks, ks < P, P, 1)
+    elif RESIDENT:  # W_hh[gate rows, my columns] per gate, and W_hr[:, my units]
         b_w0, b_w1, b_w2, b_w3 = ps.backward_weights(p_w, pcols, pcol_ok, H, P, 4, BLOCK_KH)
         if PROJ:
             b_wr = ps.weight_tile(p_wr, ks, ks < P, units, unit_ok, H, 1)
@@ -228,28 +235,37 @@ def _lstm_backward_kernel(
             tl.store(p_dg_t + 2 * H, d_g, tile)
             tl.store(p_dg_t + 3 * H, d_o, tile)
             tl.store(p_dc_d + rows[:, None] * H + units[None, :], tl.where(live, b_dc_all * b_f, b_dc), tile)
+            if SPLIT:
+                b_dg = ps.join_gates(d_i, d_f, d_g, d_o, BLOCK_B, BLOCK_U)
+                p_share = ps.shares(p_shares_d, step, B, P) + tl.program_id(0) * B * P
+                ps.share_product(
+                    p_share, b_dg, b_w0, p_w, gcols, gcol_ok, rows, row_ok, P, RESIDENT, BLOCK_K, DOT_DTYPE, PRECISION
+                )
         ps.grid_sync(p_sync_d, (step + 1) * syncs * n_programs)
-        ps.backprop_hidden(
-            p_dh_d,
-            p_dgates + (i_d * T + t) * B * 4 * H,
-            p_w,
-            b_w0,
-            b_w1,
-            b_w2,
-            b_w3,
-            pcols,
-            pcol_ok,
-            B,
-            H,
-            P,
-            4 * H,
-            4,
-            RESIDENT,
-            BLOCK_B,
-            BLOCK_KH,
-            DOT_DTYPE,
-            PRECISION,
-        )
+        if SPLIT:
+            ps.sum_shares(p_dh_d, ps.shares(p_shares_d, step, B, P), pcols, pcol_ok, B, P, BLOCK_B)
+        else:
+            ps.backprop_hidden(
+                p_dh_d,
+                p_dgates + (i_d * T + t) * B * 4 * H,
+                p_w,
+                b_w0,
+                b_w1,
+                b_w2,
+                b_w3,
+                pcols,
+                pcol_ok,
+                B,
+                H,
+                P,
+                4 * H,
+                4,
+                RESIDENT,
+                BLOCK_B,
+                BLOCK_KH,
+                DOT_DTYPE,
+                PRECISION,
+            )
 
 
 def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
@@ -316,6 +332,7 @@ def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gat
         dc,
         dgates,
         dh_step,
+        ps.share_buffer(plan, directions, batch, proj, x.device),
         ps.sync_counters(directions, x.device),
         steps,
         batch,

@@ -42,6 +42,7 @@ def _rnn_forward_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_KH: tl.constexpr,
+    SPLIT: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
@@ -102,6 +103,7 @@ def _rnn_backward_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_KH: tl.constexpr,
+    SPLIT: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
