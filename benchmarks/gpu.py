@@ -432,7 +432,21 @@ def make_row(
         row[f"{key}_ratio"] = torch_times[index] / rnnkit_times[index] if both else None
     layers = config.num_layers
     row["rnnkit_us_per_step"] = None if rnnkit_times is None else rnnkit_times[0] * 1e6 / config.steps / layers
+    row["launch"] = launch_plans(config, cell, dtype)
     return row
+
+
+def launch_plans(config: Config, cell: str, dtype: str) -> dict[str, dict[str, Any]]:
+    """How the first layer's forward and backward kernels slice the work (``persistent.plan``) on this machine."""
+    from rnnkit.ops import persistent
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    directions = 2 if config.bidirectional else 1
+    sizes = (config.hidden_size, config.hidden_size, ops.GATE_COUNTS[cell], config.batch, directions)
+    return {
+        name: asdict(persistent.plan(*sizes, DTYPES[dtype][0], device, backward=name == "backward"))
+        for name in ("forward", "backward")
+    }
 
 
 def add_var_over_padded(

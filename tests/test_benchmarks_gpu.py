@@ -60,6 +60,7 @@ def test_smoke_run_writes_every_kind_of_row(tmp_path):
         )
         if row["kind"] == "variable lengths":
             assert row["var_over_padded_fwd_bwd"] > 0
+        assert row["launch"]["forward"]["programs"] >= 1 and not row["launch"]["forward"]["split"]
     assert set(report["summary"]["dtypes"]) == {"fp32"}
     assert report["summary"]["dtypes"]["fp32"]["rows"] == 4  # the padded baseline of the lengths row is left out
     if importlib.util.find_spec("matplotlib") is not None:
