@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         gates, forward, backward = KERNELS[cell]
         hidden, batch, directions = int(hidden), int(batch), int(directions)
         proj = int(proj) or hidden  # 0: no projection
-        flags = dict(HAS_BIAS=True, HAS_LENGTHS=True, PROJ=proj != hidden, RELU=False)
+        flags = dict(HAS_BIAS=True, HAS_LENGTHS=True, PROJ=proj != hidden, RELU=False, SAVE=True)
         for name, kernel in (("forward", forward), ("backward", backward)):
             device = torch.device("cuda")
             plan = persistent.plan(hidden, proj, gates, batch, directions, DTYPES[dtype], device, name == "backward")

@@ -203,6 +203,39 @@ def test_backward_in_eval_mode():
     assert_close("grad x", x.grad, x_ref.grad)
 
 
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_inference_keeps_no_gates(mode, monkeypatch):
+    """Without a gradient wanted the forward keeps no step's gates; with save=False a backward is refused."""
+    import importlib
+
+    from rnnkit.ops import persistent
+
+    module = importlib.import_module(f"rnnkit.ops.{mode.lower()}.triton")
+    name = f"{mode.lower()}_triton"
+    saves = []
+    op = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args: saves.append(args[-1]) or op(*args))
+
+    x, states, weights = layer_inputs(mode, proj=4 if mode == "LSTM" else 0, directions=2)
+    lengths = torch.tensor([5, 1, 3])
+    expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
+    x, states = x.to(DEVICE, torch.float32), tuple(s.to(DEVICE, torch.float32) for s in states)
+    weights = [tuple(None if w is None else w.to(DEVICE, torch.float32) for w in ws) for ws in weights]
+    with torch.no_grad():
+        output, final = ops.layer_op(mode, "triton")(x, states, weights, lengths)
+    for key, actual in zip(["output", "final 0", "final 1"], (output, *final)):
+        assert_close(key, actual.cpu(), expected[key].float().cpu())
+    assert saves == [False]
+    op, gates_at = (torch.ops.rnnkit.lstm_triton, 3) if mode == "LSTM" else (torch.ops.rnnkit.gru_triton, 2)
+    leaves = [w.requires_grad_() for w in persistent.stack_weights(weights)]
+    with torch.no_grad():
+        assert op(x, *states, *leaves, lengths, True)[gates_at].shape == (2, 5, 3, 4 * 6)
+        assert op(x, *states, *leaves, lengths, False)[gates_at].numel() == 0
+    saved = op(x, *states, *leaves, lengths, False)
+    with pytest.raises(RuntimeError, match="save=False"):
+        saved[0].sum().backward()
+
+
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
 def test_double_backward_replays_naive_with_a_note(mode):
     x, states, weights = layer_inputs(mode, proj=4 * (mode == "LSTM"))

@@ -1,4 +1,4 @@
-"""Shared plumbing of the fused ops: their backward, and double backward by replaying the naive equations."""
+"""Shared plumbing of the fused ops: whether to keep steps, their backward, double backward by naive replay."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+
+def gradient_wanted(*tensors: Tensor | None) -> bool:
+    """Whether autograd will ask for a backward of an op on ``tensors``: only then does its forward keep every step."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def replay_backward(

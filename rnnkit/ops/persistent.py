@@ -230,6 +230,17 @@ def share_buffer(plan: Plan, directions: int, batch: int, columns: int, device) 
     return torch.empty(directions, 2, plan.programs, batch, columns, device=device)
 
 
+def saved_shape(directions: int, steps: int, batch: int, columns: int, save: bool) -> tuple[int, ...]:
+    """Shape of the activations a forward keeps for its backward: every step's, or none without ``save``."""
+    return (directions, steps, batch, columns) if save else (0,)
+
+
+def require_saved(save: bool, op: str) -> None:
+    """Raise if the forward of ``op`` kept nothing for a backward (``save=False``) and one is asked for."""
+    if not save:
+        raise RuntimeError(f"{op} ran with save=False, which keeps nothing for a backward; pass save=True")
+
+
 def stack_states(states: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
     """(D, T+1, B, *) buffer of every step's state, the initial ones in place.
 

@@ -17,7 +17,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import persistent as ps
-from ..fused import fused_backward
+from ..fused import fused_backward, gradient_wanted
 from .naive import gru as naive_gru
 
 GATES = 3
@@ -30,7 +30,7 @@ def _gru_forward_kernel(
     p_b_hh,  # (D, 3H)
     p_lengths,  # (B,)
     p_h,  # (D, T+1, B, H) states, the initial one in place (ps.stack_states)
-    p_gates,  # (D, T, B, 4H) float32 r, z, n, W_hn h + b_hn
+    p_gates,  # (D, T, B, 4H) float32 r, z, n, W_hn h + b_hn (SAVE only)
     p_out,  # (T, B, D*H)
     p_sync,  # (D,) int32 zeros
     T,
@@ -38,6 +38,7 @@ def _gru_forward_kernel(
     H,
     HAS_BIAS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
+    SAVE: tl.constexpr,
     RESIDENT: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_U: tl.constexpr,
@@ -81,11 +82,12 @@ def _gru_forward_kernel(
             tile = row_ok[:, None] & unit_ok[None, :]
             live = alive[:, None] & unit_ok[None, :]
             b_h_new = (1.0 - b_z) * b_n + b_z * b_h_prev
-            p_gates_t = p_gates + ((i_d * T + t) * B + rows[:, None]) * 4 * H + units[None, :]
-            tl.store(p_gates_t, b_r, tile)
-            tl.store(p_gates_t + H, b_z, tile)
-            tl.store(p_gates_t + 2 * H, b_n, tile)
-            tl.store(p_gates_t + 3 * H, acc_n, tile)
+            if SAVE:
+                p_gates_t = p_gates + ((i_d * T + t) * B + rows[:, None]) * 4 * H + units[None, :]
+                tl.store(p_gates_t, b_r, tile)
+                tl.store(p_gates_t + H, b_z, tile)
+                tl.store(p_gates_t + 2 * H, b_n, tile)
+                tl.store(p_gates_t + 3 * H, acc_n, tile)
             tl.store(p_h_new + rows[:, None] * H + units[None, :], tl.where(live, b_h_new, b_h_prev), tile)
             tl.store(
                 p_out + (t * B + rows[:, None]) * D * H + i_d * H + units[None, :], tl.where(live, b_h_new, 0.0), tile
@@ -190,14 +192,14 @@ def _gru_backward_kernel(
             )
 
 
-def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths = ps.contiguous(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
     steps, batch, _ = x.shape
     directions, _, hidden = w_hh.shape
     plan = ps.plan(hidden, hidden, GATES, batch, directions, x.dtype, x.device)
     xw = ps.input_projection(x, w_ih, b_ih)
     h = ps.stack_states(h0, steps, x.dtype)
-    gates = x.new_empty(directions, steps, batch, 4 * hidden, dtype=torch.float32)
+    gates = x.new_empty(*ps.saved_shape(directions, steps, batch, 4 * hidden, save), dtype=torch.float32)
     output = x.new_empty(steps, batch, directions * hidden)
     ps.launch(
         _gru_forward_kernel,
@@ -217,6 +219,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
         hidden,
         HAS_BIAS=b_hh is not None,
         HAS_LENGTHS=lengths is not None,
+        SAVE=save,
     )
     return output, ps.final_states(h), gates, h
 
@@ -262,23 +265,25 @@ def gru_triton(
     b_ih: Optional[Tensor],
     b_hh: Optional[Tensor],
     lengths: Optional[Tensor],
+    save: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One GRU layer, all directions: x (T, B, I), h0 (D, B, H), weights stacked (D, ...).
 
     Returns output (T, B, D*H), h_n (D, B, H) and what the backward reads:
-    r, z, n, W_hn h + b_hn (D, T, B, 4H) and the hidden states (D, T+1, B, H).
+    r, z, n, W_hn h + b_hn (D, T, B, 4H), or empty without ``save`` (no backward to come),
+    and the hidden states (D, T+1, B, H).
     """
-    return _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+    return _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save)
 
 
 @gru_triton.register_fake
-def _(x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+def _(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save=True):
     steps, batch, _ = x.shape
     directions, _, hidden = w_hh.shape
     return (
         x.new_empty(steps, batch, directions * hidden),
         h0.new_empty(directions, batch, hidden),
-        x.new_empty(directions, steps, batch, 4 * hidden, dtype=torch.float32),
+        x.new_empty(*ps.saved_shape(directions, steps, batch, 4 * hidden, save), dtype=torch.float32),
         x.new_empty(directions, steps + 1, batch, hidden),
     )
 
@@ -312,10 +317,12 @@ def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
 
 def _setup_context(ctx, inputs, output) -> None:
     ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
-    ctx.save_for_backward(*inputs, *output[2:])
+    *tensors, ctx.saved = inputs
+    ctx.save_for_backward(*tensors, *output[2:])
 
 
 def _autograd_backward(ctx, grad_output, grad_h_n, *_):
+    ps.require_saved(ctx.saved, "rnnkit::gru_triton")
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, h = ctx.saved_tensors
 
     def recurrence(x, h0, *weights):
@@ -329,7 +336,7 @@ def _autograd_backward(ctx, grad_output, grad_h_n, *_):
 
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
     likes = (ps.output_like(x, h), h0)
-    return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n), likes, kernel), None)
+    return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n), likes, kernel), None, None)
 
 
 gru_triton.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -352,5 +359,6 @@ def gru_layer(
         output (T, B, D*H), zero past each length; (h_n (D, B, H),).
     """
     lengths = None if lengths is None else lengths.to(x.device)
-    output, h_n, *_ = gru_triton(x, state[0], *ps.stack_weights(weights), lengths)
+    stacked = ps.stack_weights(weights)
+    output, h_n, *_ = gru_triton(x, state[0], *stacked, lengths, gradient_wanted(x, state[0], *stacked))
     return output, (h_n,)

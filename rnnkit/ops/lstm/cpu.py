@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import bias_gradients, fused_backward
+from ..fused import bias_gradients, fused_backward, gradient_wanted
 from .naive import lstm as naive_lstm
 
 
@@ -25,8 +25,7 @@ def lstm(
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One direction of one LSTM layer; the signature and result of ``naive.lstm``."""
     tensors = (x, *state, *weights)
-    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    output, h_n, c_n, *_ = torch.ops.rnnkit.lstm_forward(*tensors, lengths, reverse, save)
+    output, h_n, c_n, *_ = torch.ops.rnnkit.lstm_forward(*tensors, lengths, reverse, gradient_wanted(*tensors))
     return output, (h_n, c_n)
 
 

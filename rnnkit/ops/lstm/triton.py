@@ -18,7 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import persistent as ps
-from ..fused import bias_gradients, fused_backward
+from ..fused import bias_gradients, fused_backward, gradient_wanted
 from .naive import lstm as naive_lstm
 
 GATES = 4
@@ -33,7 +33,7 @@ def _lstm_forward_kernel(
     p_lengths,  # (B,)
     p_h,  # (D, T+1, B, P) states, the initial one in place (ps.stack_states)
     p_c,  # (D, T+1, B, H) float32 cell states, likewise
-    p_gates,  # (D, T, B, 4H) float32 i, f, g, o after their nonlinearities
+    p_gates,  # (D, T, B, 4H) float32 i, f, g, o after their nonlinearities (SAVE only)
     p_r,  # (D, T, B, H) o * tanh(c), zero past each length (projection only)
     p_out,  # (T, B, D*P)
     p_sync,  # (D,) int32 zeros
@@ -44,6 +44,7 @@ def _lstm_forward_kernel(
     HAS_BIAS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     PROJ: tl.constexpr,
+    SAVE: tl.constexpr,
     RESIDENT: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_U: tl.constexpr,
@@ -93,11 +94,12 @@ def _lstm_forward_kernel(
             b_i, b_f, b_g, b_o = ps.sigmoid(acc_i), ps.sigmoid(acc_f), ps.tanh(acc_g), ps.sigmoid(acc_o)
             tile = row_ok[:, None] & unit_ok[None, :]
             live = alive[:, None] & unit_ok[None, :]
-            p_gates_t = p_gates + ((i_d * T + t) * B + rows[:, None]) * 4 * H + units[None, :]
-            tl.store(p_gates_t, b_i, tile)
-            tl.store(p_gates_t + H, b_f, tile)
-            tl.store(p_gates_t + 2 * H, b_g, tile)
-            tl.store(p_gates_t + 3 * H, b_o, tile)
+            if SAVE:
+                p_gates_t = p_gates + ((i_d * T + t) * B + rows[:, None]) * 4 * H + units[None, :]
+                tl.store(p_gates_t, b_i, tile)
+                tl.store(p_gates_t + H, b_f, tile)
+                tl.store(p_gates_t + 2 * H, b_g, tile)
+                tl.store(p_gates_t + 3 * H, b_o, tile)
             b_c_prev = ps.load_tile(p_c + (i_d * (T + 1) + prev) * B * H, rows, row_ok, units, unit_ok, H)
             b_c = tl.where(live, b_f * b_c_prev + b_i * b_g, b_c_prev)
             tl.store(p_c + ((i_d * (T + 1) + new) * B + rows[:, None]) * H + units[None, :], b_c, tile)
@@ -268,7 +270,7 @@ def _lstm_backward_kernel(
             )
 
 
-def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save):
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths = ps.contiguous(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
     steps, batch, _ = x.shape
     directions, gate_rows, proj = w_hh.shape
@@ -277,7 +279,7 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
     xw = ps.input_projection(x, w_ih, b_ih)
     h = ps.stack_states(h0, steps, x.dtype)
     c = ps.stack_states(c0, steps, torch.float32)
-    gates = x.new_empty(directions, steps, batch, gate_rows, dtype=torch.float32)
+    gates = x.new_empty(*ps.saved_shape(directions, steps, batch, gate_rows, save), dtype=torch.float32)
     r = x.new_empty(directions, steps, batch, hidden) if w_hr is not None else x.new_empty(0)
     output = x.new_empty(steps, batch, directions * proj)
     ps.launch(
@@ -303,6 +305,7 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
         HAS_BIAS=b_hh is not None,
         HAS_LENGTHS=lengths is not None,
         PROJ=w_hr is not None,
+        SAVE=save,
     )
     return output, ps.final_states(h), ps.final_states(c).to(c0.dtype), gates, h, c, r
 
@@ -357,18 +360,20 @@ def lstm_triton(
     b_hh: Optional[Tensor],
     w_hr: Optional[Tensor],
     lengths: Optional[Tensor],
+    save: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One LSTM layer, all directions: x (T, B, I), h0 (D, B, P), c0 (D, B, H), weights stacked (D, ...).
 
     Returns output (T, B, D*P), h_n (D, B, P), c_n (D, B, H) and what the backward reads:
-    gates (D, T, B, 4H), hidden states (D, T+1, B, P), cell states (D, T+1, B, H),
-    r = o * tanh(c) (D, T, B, H) with proj_size, else empty.
+    gates (D, T, B, 4H), or empty without ``save`` (no backward to come), hidden states
+    (D, T+1, B, P), cell states (D, T+1, B, H), r = o * tanh(c) (D, T, B, H) with
+    proj_size, else empty.
     """
-    return _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths)
+    return _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save)
 
 
 @lstm_triton.register_fake
-def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
+def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save=True):
     steps, batch, _ = x.shape
     directions, gate_rows, proj = w_hh.shape
     hidden = gate_rows // GATES
@@ -376,7 +381,7 @@ def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths):
         x.new_empty(steps, batch, directions * proj),
         h0.new_empty(directions, batch, proj),
         c0.new_empty(directions, batch, hidden),
-        x.new_empty(directions, steps, batch, gate_rows, dtype=torch.float32),
+        x.new_empty(*ps.saved_shape(directions, steps, batch, gate_rows, save), dtype=torch.float32),
         x.new_empty(directions, steps + 1, batch, proj),
         x.new_empty(directions, steps + 1, batch, hidden, dtype=torch.float32),
         x.new_empty(directions, steps, batch, hidden) if w_hr is not None else x.new_empty(0),
@@ -417,11 +422,12 @@ def _(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c
 
 def _setup_context(ctx, inputs, output) -> None:
     ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths = inputs
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, ctx.saved = inputs
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, *output[3:])
 
 
 def _autograd_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
+    ps.require_saved(ctx.saved, "rnnkit::lstm_triton")
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, h, c, r = ctx.saved_tensors
 
     def recurrence(x, h0, c0, *weights):
@@ -436,7 +442,7 @@ def _autograd_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
 
     inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     likes = (ps.output_like(x, h), h0, c0)
-    return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n, grad_c_n), likes, kernel), None)
+    return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n, grad_c_n), likes, kernel), None, None)
 
 
 lstm_triton.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -461,5 +467,6 @@ def lstm_layer(
     """
     stacked = ps.stack_weights(weights)
     lengths = None if lengths is None else lengths.to(x.device)
-    output, h_n, c_n, *_ = lstm_triton(x, *state, *stacked, lengths)
+    save = gradient_wanted(x, *state, *stacked)
+    output, h_n, c_n, *_ = lstm_triton(x, *state, *stacked, lengths, save)
     return output, (h_n, c_n)
