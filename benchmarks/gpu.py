@@ -442,7 +442,7 @@ def launch_plans(config: Config, cell: str, dtype: str) -> dict[str, dict[str, A
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     directions = 2 if config.bidirectional else 1
-    sizes = (config.hidden_size, config.hidden_size, ops.GATE_COUNTS[cell], config.batch, directions)
+    sizes = (config.hidden_size, None, ops.GATE_COUNTS[cell], config.batch, directions)
     return {
         name: asdict(persistent.plan(*sizes, DTYPES[dtype][0], device, backward=name == "backward"))
         for name in ("forward", "backward")

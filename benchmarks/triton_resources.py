@@ -12,7 +12,7 @@ Nothing runs, so nothing is timed: spills are a proxy for slow code, not a measu
 Usage::
 
     python benchmarks/triton_resources.py                      # the default configurations
-    python benchmarks/triton_resources.py lstm:512:512:32:1:bf16 gru:256:256:8:2:fp32
+    python benchmarks/triton_resources.py lstm:512:0:32:1:bf16 gru:256:0:8:2:fp32
 """
 
 from __future__ import annotations
@@ -46,15 +46,15 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 POINTER_TYPES = {"p_lengths": "*i64", "p_sync": "*i32", "p_gates": "*fp32", "p_c": "*fp32", "p_dh": "*fp32"}
 POINTER_TYPES.update(p_dc="*fp32", p_shares="*fp32")
 DEFAULT_CONFIGS = [
-    "lstm:128:128:8:1:fp32",
-    "lstm:256:256:32:1:fp32",
-    "lstm:512:512:32:1:bf16",
-    "lstm:512:512:32:1:fp32",
-    "lstm:1024:1024:64:1:fp32",
+    "lstm:128:0:8:1:fp32",
+    "lstm:256:0:32:1:fp32",
+    "lstm:512:0:32:1:bf16",
+    "lstm:512:0:32:1:fp32",
+    "lstm:1024:0:64:1:fp32",
     "lstm:300:100:19:2:fp32",
-    "gru:256:256:8:2:fp16",
-    "gru:1024:1024:32:1:bf16",
-    "rnn:512:512:8:1:fp32",
+    "gru:256:0:8:2:fp16",
+    "gru:1024:0:32:1:bf16",
+    "rnn:512:0:8:1:fp32",
 ]
 
 
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         cell, hidden, proj, batch, directions, dtype = config.split(":")
         gates, forward, backward = KERNELS[cell]
         hidden, batch, directions = int(hidden), int(batch), int(directions)
-        proj = int(proj) or hidden  # 0: no projection
-        flags = dict(HAS_BIAS=True, HAS_LENGTHS=True, PROJ=proj != hidden, RELU=False, SAVE=True)
+        proj = int(proj) or None  # 0: no projection
+        flags = dict(HAS_BIAS=True, HAS_LENGTHS=True, PROJ=proj is not None, RELU=False, SAVE=True)
         for name, kernel in (("forward", forward), ("backward", backward)):
             device = torch.device("cuda")
             plan = persistent.plan(hidden, proj, gates, batch, directions, DTYPES[dtype], device, name == "backward")

@@ -81,19 +81,21 @@ def run_layer(backend, mode, x, states, weights, lengths, dtype, upstream_seed=1
 
 
 WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+
+
+def layer_case(mode, proj, bias, lengths, directions):
+    name = f"{mode}-P{proj}-{'bias' if bias else 'nobias'}-{'len' if lengths else 'full'}-D{directions}"
+    return pytest.param(mode, proj, bias, lengths, directions, id=name)
+
+
 LAYER_CASES = [
-    pytest.param(
-        mode,
-        proj,
-        bias,
-        lengths,
-        directions,
-        id=f"{mode}-P{proj}-{'bias' if bias else 'nobias'}-{'len' if lengths else 'full'}-D{directions}",
-    )
+    layer_case(mode, proj, bias, lengths, directions)
     for mode in GATES
     for proj in ([0, 4] if mode == "LSTM" else [0])
     for bias, lengths, directions in [(True, None, 1), (True, [5, 1, 3], 2), (False, [2, 5, 5], 2), (True, None, 2)]
 ]
+# the op takes a square W_hr (P = H), which the modules refuse: the projection comes from W_hr, not from P < H
+LAYER_CASES.append(layer_case("LSTM", 6, True, [5, 1, 3], 2))
 
 
 @pytest.mark.parametrize(("mode", "proj", "bias", "lengths", "directions"), LAYER_CASES)
@@ -135,7 +137,7 @@ def check_backward_plan_and_layer(mode, proj, split, resident):
     from rnnkit.ops import persistent
 
     x, states, weights = layer_inputs(mode, steps=3, batch=20, features=5, hidden=40, proj=proj)
-    plan = persistent.plan(40, proj or 40, GATES[mode], 20, 2, torch.float32, torch.device(DEVICE), backward=True)
+    plan = persistent.plan(40, proj or None, GATES[mode], 20, 2, torch.float32, torch.device(DEVICE), backward=True)
     assert (plan.resident, plan.split) == (resident, split)
     if not resident:
         assert plan.block_k == 16 and plan.block_b == 16
@@ -340,32 +342,33 @@ def test_plan_fits_the_grid_on_the_multiprocessors(monkeypatch):
     monkeypatch.setattr(persistent, "triton_interpreting", lambda: False)
     monkeypatch.setattr(persistent, "multiprocessors", lambda device: 132)
     cuda = torch.device("cuda")
-    grid = itertools.product([1, 40, 128, 1000, 4096], [0, 17], [1, 3, 4], [1, 2], [False, True])
-    for hidden, proj, gates, directions, backward in grid:
-        proj = proj if gates == 4 and 0 < proj < hidden else hidden
+    grid = itertools.product([1, 40, 128, 1000, 4096], ["none", "smaller", "square"], [1, 3, 4], [1, 2], [False, True])
+    for hidden, projection, gates, directions, backward in grid:
+        proj = {"none": None, "smaller": min(17, hidden), "square": hidden}[projection] if gates == 4 else None
         plan = persistent.plan(hidden, proj, gates, 8, directions, torch.bfloat16, cuda, backward)
         assert plan.programs * directions <= 132
         assert plan.programs * plan.block_u >= hidden and (plan.programs - 1) * plan.block_u < hidden
-        assert plan.programs * plan.block_p >= proj
+        assert plan.programs * plan.block_p >= (proj or hidden)
         # a product's columns: a forward or split program's units times its gates, else its units
         side_by_side = gates > 1 and (not backward or plan.split)
         assert plan.block_u * (persistent.GATE_SLOTS if side_by_side else 1) >= 16
         assert plan.split == (backward and side_by_side)
-        if proj == hidden:
+        if proj is None:
             assert plan.block_p == plan.block_u
         else:
             assert plan.block_p >= 16
     # side by side, an LSTM's gates let 4 units' W_hh stay resident where 16 units' would not
-    forward = persistent.plan(512, 512, 4, 8, 1, torch.float32, cuda)
+    forward = persistent.plan(512, None, 4, 8, 1, torch.float32, cuda)
     assert forward.resident and (forward.programs, forward.block_u) == (128, 4)
-    assert persistent.plan(1024, 1024, 4, 8, 1, torch.bfloat16, cuda).resident
+    assert persistent.plan(1024, None, 4, 8, 1, torch.bfloat16, cuda).resident
     # the backward likewise, while the programs' shares of dh fit SHARE_BYTES; else 16 columns of dh each
-    split = persistent.plan(512, 512, 4, 32, 1, torch.float32, cuda, backward=True)
+    split = persistent.plan(512, None, 4, 32, 1, torch.float32, cuda, backward=True)
     assert split.split and split.resident and split.programs == 128
-    unsplit = persistent.plan(512, 512, 4, 256, 1, torch.float32, cuda, backward=True)
+    unsplit = persistent.plan(512, None, 4, 256, 1, torch.float32, cuda, backward=True)
     assert not unsplit.split and not unsplit.resident and unsplit.programs == 32
     assert not persistent.plan(512, 100, 4, 8, 1, torch.float32, cuda, backward=True).split
-    assert not persistent.plan(4096, 4096, 4, 8, 1, torch.float32, cuda).resident
+    assert not persistent.plan(512, 512, 4, 8, 1, torch.float32, cuda, backward=True).split
+    assert not persistent.plan(4096, None, 4, 8, 1, torch.float32, cuda).resident
 
 
 # --- on a GPU: many programs, the barrier, the precision the issue asks for ------------------------
@@ -419,7 +422,8 @@ TRITON_BIN = None if _TRITON is None else Path(_TRITON.origin).parent / "backend
 def test_kernels_compile_for_the_h100():
     """The interpreter runs any Python; this compiles every kernel with Triton's ptxas for sm_90, no GPU needed."""
     script = Path(__file__).parents[1] / "benchmarks" / "triton_resources.py"
-    configs = ["lstm:40:40:3:2:fp32", "lstm:64:24:17:1:bf16", "gru:48:48:5:2:fp16", "rnn:1100:1100:70:1:fp32"]
+    configs = ["lstm:40:0:3:2:fp32", "lstm:64:24:17:1:bf16", "lstm:24:24:5:1:fp32"]
+    configs += ["gru:48:0:5:2:fp16", "rnn:1100:0:70:1:fp32"]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(script.parents[1])
     done = subprocess.run([sys.executable, str(script), *configs], capture_output=True, text=True, env=env)

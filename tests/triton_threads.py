@@ -124,7 +124,7 @@ def check(spec: str) -> float:
     x, states, weights = layer_inputs(
         mode, steps=4, batch=batch, features=5, hidden=hidden, proj=proj, directions=directions
     )
-    plan = persistent.plan(hidden, proj or hidden, GATES[mode], batch, directions, torch.float32, None)
+    plan = persistent.plan(hidden, proj or None, GATES[mode], batch, directions, torch.float32, None)
     expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
     actual = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
     worst = max(relative_error(actual[name], e) for name, e in expected.items())

@@ -87,9 +87,19 @@ class Plan:
 
 
 def plan(
-    hidden: int, proj: int, gates: int, batch: int, directions: int, dtype: torch.dtype, device, backward: bool = False
+    hidden: int,
+    proj: int | None,
+    gates: int,
+    batch: int,
+    directions: int,
+    dtype: torch.dtype,
+    device,
+    backward: bool = False,
 ) -> Plan:
     """Choose the slicing of ``hidden`` units over programs and whether the weights stay in registers.
+
+    ``proj`` is the LSTM's proj_size, or None without a projection (then P = H); the
+    kernels decide the same way, from whether W_hr is given, whatever its size.
 
     Programs own as few units as a product tile allows, so the weights spread over as many
     multiprocessors as there are. An LSTM or GRU program's product has its units' gates side
@@ -104,7 +114,8 @@ def plan(
     """
     on_gpu = device.type == "cuda" and not triton_interpreting()
     most = max(1, multiprocessors(device) // directions) if on_gpu else 1
-    projection = proj != hidden
+    projection = proj is not None
+    proj = hidden if proj is None else proj
     side_by_side = gates > 1 and not (backward and projection)
     block_u, programs = _slicing(hidden, most, GATE_SLOTS if side_by_side else 1)
     if side_by_side and backward and directions * 2 * programs * batch * proj * 4 > SHARE_BYTES:

@@ -196,7 +196,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths = ps.contiguous(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
     steps, batch, _ = x.shape
     directions, _, hidden = w_hh.shape
-    plan = ps.plan(hidden, hidden, GATES, batch, directions, x.dtype, x.device)
+    plan = ps.plan(hidden, None, GATES, batch, directions, x.dtype, x.device)
     xw = ps.input_projection(x, w_ih, b_ih)
     h = ps.stack_states(h0, steps, x.dtype)
     gates = x.new_empty(*ps.saved_shape(directions, steps, batch, 4 * hidden, save), dtype=torch.float32)
@@ -228,7 +228,7 @@ def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
     grad_output, x, w_ih, w_hh, lengths = ps.contiguous(grad_output, x, w_ih, w_hh, lengths)
     steps, batch, _ = x.shape
     directions, _, hidden = w_hh.shape
-    plan = ps.plan(hidden, hidden, GATES, batch, directions, x.dtype, x.device, backward=True)
+    plan = ps.plan(hidden, None, GATES, batch, directions, x.dtype, x.device, backward=True)
     dh = ps.float_copy(grad_h_n)  # the kernel turns it into the gradient of h0
     dgates = x.new_empty(directions, steps, batch, 4 * hidden)
     ps.launch(

@@ -275,7 +275,7 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save):
     steps, batch, _ = x.shape
     directions, gate_rows, proj = w_hh.shape
     hidden = gate_rows // GATES
-    plan = ps.plan(hidden, proj, GATES, batch, directions, x.dtype, x.device)
+    plan = ps.plan(hidden, None if w_hr is None else proj, GATES, batch, directions, x.dtype, x.device)
     xw = ps.input_projection(x, w_ih, b_ih)
     h = ps.stack_states(h0, steps, x.dtype)
     c = ps.stack_states(c0, steps, torch.float32)
@@ -315,7 +315,7 @@ def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gat
     steps, batch, _ = x.shape
     directions, gate_rows, proj = w_hh.shape
     hidden = gate_rows // GATES
-    plan = ps.plan(hidden, proj, GATES, batch, directions, x.dtype, x.device, backward=True)
+    plan = ps.plan(hidden, None if w_hr is None else proj, GATES, batch, directions, x.dtype, x.device, backward=True)
     dh = ps.float_copy(grad_h_n)  # the kernel turns them into the gradients of h0 and c0
     dc = ps.float_copy(grad_c_n)
     dgates = x.new_empty(directions, steps, batch, gate_rows)

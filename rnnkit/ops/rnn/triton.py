@@ -160,7 +160,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths = ps.contiguous(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
     steps, batch, _ = x.shape
     directions, hidden, _ = w_hh.shape
-    plan = ps.plan(hidden, hidden, 1, batch, directions, x.dtype, x.device)
+    plan = ps.plan(hidden, None, 1, batch, directions, x.dtype, x.device)
     xw = ps.input_projection(x, w_ih, b_ih)
     h = ps.stack_states(h0, steps, x.dtype)
     output = x.new_empty(steps, batch, directions * hidden)
@@ -190,7 +190,7 @@ def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
     grad_output, x, w_ih, w_hh, lengths = ps.contiguous(grad_output, x, w_ih, w_hh, lengths)
     steps, batch, _ = x.shape
     directions, hidden, _ = w_hh.shape
-    plan = ps.plan(hidden, hidden, 1, batch, directions, x.dtype, x.device, backward=True)
+    plan = ps.plan(hidden, None, 1, batch, directions, x.dtype, x.device, backward=True)
     dh = ps.float_copy(grad_h_n)  # the kernel turns it into the gradient of h0
     dpre = x.new_empty(directions, steps, batch, hidden)
     ps.launch(
