@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             device = torch.device("cuda")
             plan = persistent.plan(hidden, proj, gates, batch, directions, DTYPES[dtype], device, name == "backward")
             shape = f"programs={plan.programs} block_u={plan.block_u} block_b={plan.block_b} resident={plan.resident}"
+            shape += " split" * plan.split
             try:
                 usage = resources(kernel, dtype, plan, args.arch, flags)
             except Exception as error:  # report every kernel, then fail

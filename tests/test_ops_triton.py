@@ -368,6 +368,8 @@ def test_plan_fits_the_grid_on_the_multiprocessors(monkeypatch):
     assert not unsplit.split and not unsplit.resident and unsplit.programs == 32
     assert not persistent.plan(512, 100, 4, 8, 1, torch.float32, cuda, backward=True).split
     assert not persistent.plan(512, 512, 4, 8, 1, torch.float32, cuda, backward=True).split
+    # owning 16 units each, programs fill the multiprocessors as well: a split would spread W_hh no wider
+    assert not persistent.plan(4096, None, 4, 2, 1, torch.float32, cuda, backward=True).split
     assert not persistent.plan(4096, None, 4, 8, 1, torch.float32, cuda).resident
 
 

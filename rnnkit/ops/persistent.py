@@ -16,7 +16,8 @@ float32 (1024 in bfloat16) where it would up to 256 (512). The backward's progra
 multiplies its own gates' gradients by the same slice: its share of every column of
 dh_{t-1}, written to a buffer; after the barrier each program sums the shares of its own
 columns, in program order, so the sum is the same every run (``split``). Where those
-shares would outgrow L2 (``SHARE_BYTES``), or with a projection, a backward program
+shares would outgrow L2 (``SHARE_BYTES``), with a projection, or where the split would not
+spread W_hh over more programs (H above 8 units per multiprocessor), a backward program
 instead owns 16 or more columns of dh_{t-1} and multiplies every gate's gradients, read
 back from global memory, by W_hh's slice of those columns (``backprop_hidden``).
 
@@ -106,7 +107,8 @@ def plan(
     by side (``gate_columns``), so it may own 16 / ``GATE_SLOTS`` units, and holds a
     (P, slots * block_u) slice of W_hh. Its backward then multiplies its own gates' gradients
     by the same slice, and the programs sum their shares of dh_{t-1} (``split``); unless
-    there is a projection, or the shares outgrow ``SHARE_BYTES``: then a backward program
+    there is a projection, the shares outgrow ``SHARE_BYTES``, or owning 16 units each the
+    programs fill the multiprocessors as well (H > 8 * multiprocessors): then a backward program
     owns 16 or more columns of dh and holds an (H, block_p) slice of W_hh per gate. W_hr's
     slices come on top with a projection. The weights stay in registers when they fit
     ``RESIDENT_BYTES``; the reduction then runs in one tile, and the batch tile shrinks so
@@ -118,9 +120,12 @@ def plan(
     proj = hidden if proj is None else proj
     side_by_side = gates > 1 and not (backward and projection)
     block_u, programs = _slicing(hidden, most, GATE_SLOTS if side_by_side else 1)
-    if side_by_side and backward and directions * 2 * programs * batch * proj * 4 > SHARE_BYTES:
-        side_by_side = False
-        block_u, programs = _slicing(hidden, most, 1)
+    if side_by_side and backward:
+        unsplit = _slicing(hidden, most, 1)
+        # spreading W_hh no wider, the split would only add the shares' sum tile (registers, spills)
+        if programs == unsplit[1] or directions * 2 * programs * batch * proj * 4 > SHARE_BYTES:
+            side_by_side = False
+            block_u, programs = unsplit
     # without a projection a program's columns of h are its units: the backward relies on it
     block_p = block_u if not projection else _pow2(-(-proj // programs))
     full_k, full_kh = _pow2(proj), _pow2(hidden)
