@@ -122,8 +122,10 @@ def plan(
     block_u, programs = _slicing(hidden, most, GATE_SLOTS if side_by_side else 1)
     if side_by_side and backward:
         unsplit = _slicing(hidden, most, 1)
-        # spreading W_hh no wider, the split would only add the shares' sum tile (registers, spills)
-        if programs == unsplit[1] or directions * 2 * programs * batch * proj * 4 > SHARE_BYTES:
+        # Spreading W_hh no wider, the split would only add the shares' sum tile (registers,
+        # spills). The interpreter's one program splits, as a GPU's do at small H, so CI runs it.
+        wider = programs > unsplit[1] or not on_gpu
+        if not wider or directions * 2 * programs * batch * proj * 4 > SHARE_BYTES:
             side_by_side = False
             block_u, programs = unsplit
     # without a projection a program's columns of h are its units: the backward relies on it
@@ -511,7 +513,8 @@ def shares(p_shares, step, B, N):
 
 @triton.jit
 def share_product(
-    p_share,  # (B, N) float32: this program's share of this step's dh_{t-1}
+    p_shares,  # (2, programs, B, N) float32: the programs' shares of dh_{t-1}, two steps' in turn
+    step,
     b_dg,  # (BLOCK_B, 4 * BLOCK_U) gradients of this program's columns of h W_hh^T (``gate_columns``)
     b_w,  # resident (4 * BLOCK_U, BLOCK_K) W_hh[gate rows, :], or unused
     p_w,  # (G*H, N) W_hh of this direction, row-major
@@ -519,6 +522,7 @@ def share_product(
     gcol_ok,
     rows,
     row_ok,
+    B,
     N,
     RESIDENT: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -526,6 +530,7 @@ def share_product(
     PRECISION: tl.constexpr,
 ):
     """Write ``b_dg @ W_hh[gate rows, :]`` (rows, N): what this program's gates add to dh_{t-1}."""
+    p_share = shares(p_shares, step, B, N) + tl.program_id(0) * B * N
     for n0 in range(0, N, BLOCK_K):
         cols = n0 + tl.arange(0, BLOCK_K)
         col_ok = cols < N
@@ -535,11 +540,13 @@ def share_product(
 
 
 @triton.jit
-def sum_shares(p_dh, p_shares, cols, col_ok, B, N, BLOCK_B: tl.constexpr):
-    """dh_{t-1}[:, cols] += the programs' shares (programs, B, N) of it, summed in program order.
+def sum_shares(p_dh, p_shares, step, cols, col_ok, B, N, BLOCK_B: tl.constexpr):
+    """dh_{t-1}[:, cols] += the programs' shares of it (``share_product``), summed in a fixed order.
 
-    ``p_dh`` (B, N) float32 holds the part of dh_{t-1} that skips the product.
+    ``p_dh`` (B, N) float32 holds the part of dh_{t-1} that skips the product. ``tl.sum``
+    adds SHARE_TILE programs' shares in a fixed tree, and those partial sums in program order.
     """
+    p_shares = shares(p_shares, step, B, N)
     for b0 in range(0, B, BLOCK_B):
         rows = b0 + tl.arange(0, BLOCK_B)
         row_ok = rows < B
@@ -552,6 +559,58 @@ def sum_shares(p_dh, p_shares, cols, col_ok, B, N, BLOCK_B: tl.constexpr):
             acc += tl.sum(tl.load(p_shares + offsets, mask, 0.0, cache_modifier=".cg"), axis=0)
         tl.store(p_dh + rows[:, None] * N + cols[None, :], acc, tile)
     tl.debug_barrier()  # the next step reads these columns of dh from other threads of the program
+
+
+@triton.jit
+def previous_dh(
+    p_dh,  # (B, N) float32: in, the part of dh_{t-1} that skips the product; out, all of it
+    p_shares,  # (2, programs, B, N) float32 shares of dh_{t-1} (SPLIT), else unused
+    step,
+    p_dg,  # (B, *) this step's gradients of h W_hh^T, as ``backprop_hidden`` reads them
+    p_w,
+    b_w0,
+    b_w1,
+    b_w2,
+    b_w3,
+    cols,
+    col_ok,
+    B,
+    H,
+    N,
+    dg_stride,
+    GATES: tl.constexpr,
+    SPLIT: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_KH: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """After the step's barrier, complete this program's columns of dh_{t-1}, split or not (module docstring)."""
+    if SPLIT:
+        sum_shares(p_dh, p_shares, step, cols, col_ok, B, N, BLOCK_B)
+    else:
+        backprop_hidden(
+            p_dh,
+            p_dg,
+            p_w,
+            b_w0,
+            b_w1,
+            b_w2,
+            b_w3,
+            cols,
+            col_ok,
+            B,
+            H,
+            N,
+            dg_stride,
+            GATES,
+            RESIDENT,
+            BLOCK_B,
+            BLOCK_KH,
+            DOT_DTYPE,
+            PRECISION,
+        )
 
 
 @triton.jit

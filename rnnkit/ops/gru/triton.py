@@ -161,35 +161,15 @@ def _gru_backward_kernel(
             tl.store(p_dh_d + rows[:, None] * H + units[None, :], tl.where(live, b_dh * b_z, b_dh), tile)
             if SPLIT:
                 b_dg = ps.join_gates(d_r, d_z, d_n * b_r, tl.zeros_like(d_r), BLOCK_B, BLOCK_U)
-                p_share = ps.shares(p_shares_d, step, B, H) + tl.program_id(0) * B * H
                 ps.share_product(
-                    p_share, b_dg, b_w0, p_w, gcols, gcol_ok, rows, row_ok, H, RESIDENT, BLOCK_K, DOT_DTYPE, PRECISION
-                )
+                    p_shares_d, step, b_dg, b_w0, p_w, gcols, gcol_ok, rows, row_ok, B, H, RESIDENT, BLOCK_K,
+                    DOT_DTYPE, PRECISION,
+                )  # fmt: skip
         ps.grid_sync(p_sync + i_d, (step + 1) * n_programs)
-        if SPLIT:
-            ps.sum_shares(p_dh_d, ps.shares(p_shares_d, step, B, H), units, unit_ok, B, H, BLOCK_B)
-        else:
-            ps.backprop_hidden(
-                p_dh_d,
-                p_dgates + (i_d * T + t) * B * 4 * H,
-                p_w,
-                b_w0,
-                b_w1,
-                b_w2,
-                b_w2,
-                units,
-                unit_ok,
-                B,
-                H,
-                H,
-                4 * H,
-                3,
-                RESIDENT,
-                BLOCK_B,
-                BLOCK_KH,
-                DOT_DTYPE,
-                PRECISION,
-            )
+        ps.previous_dh(
+            p_dh_d, p_shares_d, step, p_dgates + (i_d * T + t) * B * 4 * H, p_w, b_w0, b_w1, b_w2, b_w2,
+            units, unit_ok, B, H, H, 4 * H, 3, SPLIT, RESIDENT, BLOCK_B, BLOCK_KH, DOT_DTYPE, PRECISION,
+        )  # fmt: skip
 
 
 def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save):

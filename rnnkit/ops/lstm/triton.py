@@ -239,35 +239,15 @@ def _lstm_backward_kernel(
             tl.store(p_dc_d + rows[:, None] * H + units[None, :], tl.where(live, b_dc_all * b_f, b_dc), tile)
             if SPLIT:
                 b_dg = ps.join_gates(d_i, d_f, d_g, d_o, BLOCK_B, BLOCK_U)
-                p_share = ps.shares(p_shares_d, step, B, P) + tl.program_id(0) * B * P
                 ps.share_product(
-                    p_share, b_dg, b_w0, p_w, gcols, gcol_ok, rows, row_ok, P, RESIDENT, BLOCK_K, DOT_DTYPE, PRECISION
-                )
+                    p_shares_d, step, b_dg, b_w0, p_w, gcols, gcol_ok, rows, row_ok, B, P, RESIDENT, BLOCK_K,
+                    DOT_DTYPE, PRECISION,
+                )  # fmt: skip
         ps.grid_sync(p_sync_d, (step + 1) * syncs * n_programs)
-        if SPLIT:
-            ps.sum_shares(p_dh_d, ps.shares(p_shares_d, step, B, P), pcols, pcol_ok, B, P, BLOCK_B)
-        else:
-            ps.backprop_hidden(
-                p_dh_d,
-                p_dgates + (i_d * T + t) * B * 4 * H,
-                p_w,
-                b_w0,
-                b_w1,
-                b_w2,
-                b_w3,
-                pcols,
-                pcol_ok,
-                B,
-                H,
-                P,
-                4 * H,
-                4,
-                RESIDENT,
-                BLOCK_B,
-                BLOCK_KH,
-                DOT_DTYPE,
-                PRECISION,
-            )
+        ps.previous_dh(
+            p_dh_d, p_shares_d, step, p_dgates + (i_d * T + t) * B * 4 * H, p_w, b_w0, b_w1, b_w2, b_w3,
+            pcols, pcol_ok, B, H, P, 4 * H, 4, SPLIT, RESIDENT, BLOCK_B, BLOCK_KH, DOT_DTYPE, PRECISION,
+        )  # fmt: skip
 
 
 def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save):
