@@ -264,12 +264,13 @@ def test_gradients_accumulate_and_clip_like_naive(cls):
     assert_accumulates_like_naive(make_model(cls), make_model(cls), torch.randn(4, 3, 5, device=DEVICE))
 
 
-def test_gradients_are_deterministic():
-    """Bit-identical across runs: no atomics in any accumulation, a fixed reduction order."""
-    x, states, weights = layer_inputs("LSTM", proj=4, batch=17)
+@pytest.mark.parametrize(("mode", "proj"), [("LSTM", 4), ("LSTM", 0), ("GRU", 0)], ids=["LSTM-P4", "LSTM", "GRU"])
+def test_gradients_are_deterministic(mode, proj):
+    """Bit-identical across runs: no atomics in any accumulation, a fixed reduction order (split or not)."""
+    x, states, weights = layer_inputs(mode, proj=proj, batch=17)
     lengths = torch.tensor([5, 1, 3] * 5 + [2, 4])
-    first = run_layer("triton", "LSTM", x, states, weights, lengths, torch.float32)
-    second = run_layer("triton", "LSTM", x, states, weights, lengths, torch.float32)
+    first = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
+    second = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
     for name, a in first.items():
         assert torch.equal(a, second[name]), name
 

@@ -5,8 +5,9 @@ each other at a grid barrier can only run there with a single program per direct
 script replaces the interpreter's grid loop by one Python thread per program, started in a
 random order after random delays, and plans the launch as for a GPU with ``--multiprocessors``
 SMs: several programs per direction then split the hidden units, meet at the barrier every
-step and read each other's states. It checks the barrier protocol and every program's slice
-of the index math, not the GPU's memory model.
+step and read each other's states. It checks the barrier protocol, every program's slice of
+the index math, and that a second run, in another thread order, gives the same bits; not
+the GPU's memory model.
 
 It patches interpreter internals (``triton.runtime.interpreter``) and exits with status 2 when
 this Triton lacks them. Each argument is ``mode:H:P:B:directions:tiled`` (P = 0: no projection).
@@ -114,7 +115,10 @@ def plan_for_gpu(multiprocessors: int):
 
 
 def check(spec: str) -> float:
-    """The worst relative error against naive in float64 of one ``mode:H:P:B:directions:tiled`` layer."""
+    """The worst relative error against naive in float64 of one ``mode:H:P:B:directions:tiled`` layer.
+
+    Infinite when a direction has one program, or when a second run's bits differ.
+    """
     mode, hidden, proj, batch, directions, tiled = spec.split(":")
     hidden, proj, batch, directions = int(hidden), int(proj), int(batch), int(directions)
     for name, value in (TILED if tiled == "1" else DEFAULTS).items():
@@ -124,13 +128,21 @@ def check(spec: str) -> float:
     x, states, weights = layer_inputs(
         mode, steps=4, batch=batch, features=5, hidden=hidden, proj=proj, directions=directions
     )
-    plan = persistent.plan(hidden, proj or None, GATES[mode], batch, directions, torch.float32, None)
+    sizes = (hidden, proj or None, GATES[mode], batch, directions, torch.float32, None)
+    plan, backward = persistent.plan(*sizes), persistent.plan(*sizes, backward=True)
     expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
     actual = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
+    again = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
     worst = max(relative_error(actual[name], e) for name, e in expected.items())
-    print(f"{spec}: {plan.programs} programs of {plan.block_u} units, worst relative error {worst:.1e}", flush=True)
+    shape = f"{plan.programs} programs of {plan.block_u} units, backward {backward.programs}"
+    shape += " split" if backward.split else f" of {backward.block_u}"
+    print(f"{spec}: {shape}, worst relative error {worst:.1e}", flush=True)
     if plan.programs < 2:
         print(f"{spec}: one program per direction meets nobody at the barrier", file=sys.stderr)
+        return float("inf")
+    differ = [name for name, a in actual.items() if not torch.equal(a, again[name])]
+    if differ:
+        print(f"{spec}: a second run differs in {differ}", file=sys.stderr)
         return float("inf")
     return worst
 

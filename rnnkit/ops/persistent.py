@@ -15,7 +15,7 @@ each holds a quarter of what it would: an LSTM's slice stays resident up to H = 
 float32 (1024 in bfloat16) where it would up to 256 (512). The backward's program
 multiplies its own gates' gradients by the same slice: its share of every column of
 dh_{t-1}, written to a buffer; after the barrier each program sums the shares of its own
-columns, in program order, so the sum is the same every run (``split``). Where those
+columns, in a fixed order, so the sum is the same every run (``split``). Where those
 shares would outgrow L2 (``SHARE_BYTES``), with a projection, or where the split would not
 spread W_hh over more programs (H above 8 units per multiprocessor), a backward program
 instead owns 16 or more columns of dh_{t-1} and multiplies every gate's gradients, read
@@ -48,10 +48,12 @@ RESIDENT_BYTES = 64 * 1024
 # tests lower them to cover the tile loops.
 MAX_BLOCK_B = 64
 MAX_BLOCK_K = 64
-# Elements of the activation tiles (batch x reduction, one per gate in the backward) a step reads at once.
+# Bound on batch tile x reduction tile x gates, the elements of activation tiles a step may hold at
+# once (the unsplit backward loads one per gate); the batch tile halves until it fits.
 MAX_TILE = 16384
 MIN_BLOCK = 16  # tl.dot's smallest tile side
-# Product columns of one unit in an LSTM or GRU forward: its gates side by side, the GRU's padded.
+# Product columns of one unit in an LSTM or GRU forward (and split backward): its gates side by
+# side, the GRU's padded.
 GATE_SLOTS = 4
 # Most bytes of the programs' shares of dh a split backward keeps (two steps' worth): within L2.
 SHARE_BYTES = 16 * 1024 * 1024
@@ -80,7 +82,7 @@ class Plan:
     block_u: int
     block_p: int
     block_b: int
-    block_k: int  # reduction tile over P: the gate products h W_hh^T, and dh W_hr in the backward
+    block_k: int  # tile over P: reduction of h W_hh^T and dh W_hr; columns of a split backward's share
     block_kh: int  # reduction tile over H: r W_hr^T, and each gate's dg W_hh in the backward
     resident: bool
     split: bool  # backward: programs sum their shares of dh_{t-1} (``share_product``, ``sum_shares``)
@@ -245,7 +247,7 @@ def share_buffer(plan: Plan, directions: int, batch: int, columns: int, device) 
     """(D, 2, programs, B, columns) float32 room for the programs' shares of dh (``shares``); empty unless split."""
     if not plan.split:
         return torch.empty(0, device=device)
-    return torch.empty(directions, 2, plan.programs, batch, columns, device=device)
+    return torch.empty(directions, 2, plan.programs, batch, columns, dtype=torch.float32, device=device)
 
 
 def saved_shape(directions: int, steps: int, batch: int, columns: int, save: bool) -> tuple[int, ...]:
@@ -366,7 +368,7 @@ def grid_sync(p_counter, target):
 
 @triton.jit
 def gate_columns(H, GATES: tl.constexpr, BLOCK_U: tl.constexpr):
-    """The forward product's columns of this program's units, gates side by side (``GATE_SLOTS`` each).
+    """The columns of this program's units in the forward's and split backward's products, gates side by side.
 
     Column j is gate j % 4 of unit j // 4. Returns the (4 * BLOCK_U,) rows ``gate * H + unit``
     of W_hh they multiply (the columns of ``x W_ih^T`` too), which exist (a GRU has no fourth
