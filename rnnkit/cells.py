@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
+from .amp import run_autocast
 from .checks import (
     check_input_dims,
     check_input_features,
@@ -78,9 +79,13 @@ class RNNCellBase(TorchTwin, nn.Module):
 
     def forward(self, input: Tensor, hx: Any = None) -> Any:
         """One step: input (B, I) or (I,) unbatched; states (B, H) or (H,); zeros when hx is None."""
-        name = type(self).__name__
         states = self._states_from_hx(hx)
-        reference = self.weight_ih
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return run_autocast(self.weight_ih.device.type, self._step, input, states, weights)
+
+    def _step(self, input: Tensor, states: tuple[Tensor, ...] | None, weights: tuple[Tensor | None, ...]) -> Any:
+        name = type(self).__name__
+        reference = weights[0]
         check_tensor_like(name, "input", input, reference)
         batched = check_input_dims(name, input, 2)
         check_input_features(name, input.shape[-1], self.input_size)
@@ -95,7 +100,6 @@ class RNNCellBase(TorchTwin, nn.Module):
                 check_state_shape(name, state_name, state, expected, 0 if batched else None)
             if not batched:
                 states = tuple(s.unsqueeze(0) for s in states)
-        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         new = ops.cell_step(self.mode, ops.resolve_backend(self.backend, x, self.mode), x, states, weights)
         if not batched:
             new = tuple(s.squeeze(0) for s in new)

@@ -10,6 +10,7 @@ Dimensions used in the docstrings:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import ops
+from .amp import run_autocast
 from .checks import (
     check_dropout,
     check_flag,
@@ -156,15 +158,21 @@ class RNNBase(TorchTwin, nn.Module):
     def forward(self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None) -> tuple[Any, Any]:
         """Run the net; see the class docstring for the shapes of inputs and outputs."""
         states = self._states_from_hx(hx)
-        output, final = self._run(input, states, lengths)
+        device_type = next(self.parameters()).device.type
+        run = functools.partial(self._run, lengths=lengths)
+        output, final = run_autocast(device_type, run, input, states, self._weights())
         return output, self._hx_from_states(final)
 
     def _run(
-        self, input: Tensor | PackedSequence, states: tuple[Tensor, ...] | None, lengths: Any
+        self,
+        input: Tensor | PackedSequence,
+        states: tuple[Tensor, ...] | None,
+        weights: list[tuple[Tensor | None, ...]],
+        lengths: Any,
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, ...]]:
         """Normalise input and states to (T, B, *) form, run the backend, restore the caller's layout."""
         name = type(self).__name__
-        reference = next(self.parameters())
+        reference = weights[0][0]
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise RNNInputError(
@@ -210,7 +218,7 @@ class RNNBase(TorchTwin, nn.Module):
             ),
             x,
             states,
-            self._weights(),
+            weights,
             lengths,
             bidirectional=self.bidirectional,
             dropout=self.dropout,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -134,6 +139,19 @@ def make_model(cls=rnnkit.LSTM, **kwargs):
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
 def test_torch_compile_traces_without_graph_breaks(cls):
     assert_compiles_like_eager(make_model(cls), torch.randn(6, 3, 5, requires_grad=True))
+
+
+def test_auto_compiles_without_graph_breaks_in_a_fresh_process():
+    """``"auto"`` asks for the thread count and loads the kernels the first time outside the graph."""
+    script = (
+        "import torch, rnnkit\n"
+        "model, x = rnnkit.LSTM(5, 7), torch.randn(4, 1, 5)\n"
+        "output, _ = torch.compile(model, backend='aot_eager', fullgraph=True)(x)\n"
+        "torch.testing.assert_close(output, model(x)[0])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])

@@ -137,6 +137,12 @@ def recurrent_macs(mode: str, batch: int, hidden_size: int, proj_size: int = 0) 
     return batch * GATE_COUNTS[mode] * hidden_size * (proj_size or hidden_size)
 
 
+@torch.compiler.assume_constant_result
+def _threads() -> int:
+    # a constant to torch.compile, which cannot trace torch.get_num_threads() (a graph break)
+    return torch.get_num_threads()
+
+
 def resolve_backend(
     backend: str,
     x: Tensor,
@@ -164,15 +170,16 @@ def resolve_backend(
     on_cpu = x.device.type == "cpu" and x.dtype in CPU_DTYPES
     if backend == "auto":
         large_steps = step_macs is not None and step_macs >= ONEDNN_STEP_MACS
-        few_rows = batch is not None and batch < ROWS_PER_THREAD * torch.get_num_threads()
+        few_rows = batch is not None and batch < ROWS_PER_THREAD * _threads()
         onednn_lstm = mode == "LSTM" and x.dtype == torch.float32 and large_steps and few_rows
         short = steps is not None and steps < SHORT_STEPS
         one_token_lstm = mode == "LSTM" and batch is not None and batch < ROWS_PER_THREAD
         torch_faster = not varying_lengths and (onednn_lstm or (short and not one_token_lstm))
         return "cpu" if on_cpu and not torch_faster and compiled.unavailable_reason() is None else "torch"
     if backend == "cpu" and not on_cpu:
+        autocast = " (inside torch.autocast, a net runs in the region's dtype)" if x.dtype in TRITON_DTYPES else ""
         raise RNNTypeError(
-            f"backend='cpu' runs float32 and float64 tensors on the CPU, got {x.dtype} on {x.device}; "
+            f"backend='cpu' runs float32 and float64 tensors on the CPU, got {x.dtype} on {x.device}{autocast}; "
             "use backend='auto' or 'torch'"
         )
     if backend == "triton" and not (x.dtype in TRITON_DTYPES and (x.is_cuda or triton_interpreting())):

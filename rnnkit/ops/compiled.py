@@ -71,9 +71,14 @@ def _first_error(text: str) -> str:
     return next((line.strip() for line in lines if "error:" in line), lines[-1] if lines else "no output")
 
 
-@functools.cache
+@torch.compiler.assume_constant_result  # torch.compile calls it, rather than tracing into the build
 def unavailable_reason() -> str | None:
     """Build (once) and load the kernels; None when ``torch.ops.rnnkit`` is ready, else why not."""
+    return _build_and_load()
+
+
+@functools.cache  # loading the library twice would register its ops twice, which aborts
+def _build_and_load() -> str | None:
     from torch.utils import cpp_extension
 
     path = os.environ.get("PATH", "")
