@@ -15,7 +15,12 @@ from rnnkit import ops
 from rnnkit.ops import compiled
 
 from .test_naive import CASES, direction_inputs
-from .utils import assert_accumulates_like_naive, assert_close, assert_compiles_like_eager
+from .utils import (
+    assert_accumulates_like_naive,
+    assert_close,
+    assert_compiles_like_eager,
+    assert_frozen_input_not_differentiated,
+)
 
 pytestmark = pytest.mark.skipif(
     compiled.unavailable_reason() is not None, reason=f"compiled CPU backend: {compiled.unavailable_reason()}"
@@ -152,6 +157,12 @@ def test_auto_compiles_without_graph_breaks_in_a_fresh_process():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
+def test_an_input_without_gradient_is_not_differentiated(cls, monkeypatch):
+    name = {rnnkit.LSTM: "lstm_backward", rnnkit.GRU: "gru_backward", rnnkit.RNN: "rnn_backward"}[cls]
+    assert_frozen_input_not_differentiated(make_model(cls), torch.randn(6, 3, 5), torch.ops.rnnkit, name, monkeypatch)
 
 
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])

@@ -7,6 +7,7 @@ compiled kernels with many programs on CUDA.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import itertools
 import os
@@ -23,7 +24,14 @@ from rnnkit import ops
 from rnnkit.errors import RNNTypeError
 from rnnkit.modules import GATES
 
-from .utils import assert_accumulates_like_naive, assert_close, assert_compiles_like_eager, cudnn_tf32, relative_error
+from .utils import (
+    assert_accumulates_like_naive,
+    assert_close,
+    assert_compiles_like_eager,
+    assert_frozen_input_not_differentiated,
+    cudnn_tf32,
+    relative_error,
+)
 
 pytestmark = pytest.mark.skipif(
     ops.unavailable_reason("triton") is not None, reason=f"triton backend: {ops.unavailable_reason('triton')}"
@@ -257,6 +265,14 @@ def test_double_backward_replays_naive_with_a_note(mode):
     expected = torch.autograd.grad(sum(g.sum() for g in grad_of_sum("naive")), inputs)
     for i, (a, e) in enumerate(zip(second, expected, strict=True)):
         assert_close(f"second derivative {i}", a, e)
+
+
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
+def test_an_input_without_gradient_is_not_differentiated(cls, monkeypatch):
+    name = {rnnkit.LSTM: "lstm", rnnkit.GRU: "gru", rnnkit.RNN: "rnn"}[cls]
+    owner = importlib.import_module(f"rnnkit.ops.{name}.triton")
+    x = torch.randn(6, 3, 5, device=DEVICE)
+    assert_frozen_input_not_differentiated(make_model(cls), x, owner, f"{name}_triton_backward", monkeypatch)
 
 
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])

@@ -6,6 +6,7 @@ import contextlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -237,3 +238,30 @@ def run_ours(module: nn.Module, config: Config, x: Tensor, states) -> tuple[Tens
         return output, as_tuple(final)
     output, final = module(x, hx, lengths=config.lengths)
     return output, as_tuple(final)
+
+
+def assert_frozen_input_not_differentiated(model: nn.Module, x: Tensor, owner: Any, name: str, monkeypatch) -> None:
+    """An input that needs no gradient: the first layer's backward ``owner.name`` is asked for none
+    (its last argument, ``input_grad``), and the weights get the same gradients as when it does.
+
+    x: (T, B, I) for ``model``, a stacked net of the backend under test.
+    """
+    asked = []
+    backward = getattr(owner, name)
+
+    def spy(*args):
+        asked.append(args[-1])
+        return backward(*args)
+
+    monkeypatch.setattr(owner, name, spy)
+    grads = []
+    for needs in (True, False):
+        model.zero_grad()
+        output, _ = model(x.detach().requires_grad_(needs))
+        output.sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    calls = len(asked) // 2
+    first_layer = calls // model.num_layers
+    assert calls > 0 and asked == [True] * calls + [True] * (calls - first_layer) + [False] * first_layer, asked
+    for with_input, without in zip(*grads, strict=True):
+        assert torch.equal(with_input, without)

@@ -59,6 +59,11 @@ def fused_backward(
     return kernel(*(torch.zeros_like(like) if g is None else g for g, like in zip(grads, likes)))
 
 
+def input_like(x: Tensor, wanted: bool) -> Tensor:
+    """The fake of a backward's gradient of x: like x where ``wanted``, else empty as the kernels return it."""
+    return torch.empty_like(x, memory_format=torch.contiguous_format) if wanted else x.new_empty(0)
+
+
 def bias_gradients(grad: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
     """The gradients of b_ih and b_hh, which are both ``grad`` (G*H,) where the bias is present.
 

@@ -323,7 +323,7 @@ def input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None) -> Tensor:
 
 
 def layer_gradients(
-    x: Tensor, w_ih: Tensor, states: Tensor, d_xw: Tensor, d_hw: Tensor
+    x: Tensor, w_ih: Tensor, states: Tensor, d_xw: Tensor, d_hw: Tensor, input_grad: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The gradients a layer's weights and input take from the gates' gradients, as large products.
 
@@ -331,14 +331,16 @@ def layer_gradients(
         x: (T, B, I); w_ih: (D, G*H, I); states: (D, T+1, B, P) from ``stack_states``.
         d_xw: (D, T, B, G*H) gradient of ``x_t W_ih^T + b_ih``.
         d_hw: (D, T, B, G*H) gradient of ``h_{t-1} W_hh^T + b_hh``.
+        input_grad: whether x needs its gradient (a first layer's input seldom does).
 
     Returns:
-        dx (T, B, I), dW_ih (D, G*H, I), dW_hh (D, G*H, P), db_ih (D, G*H), db_hh (D, G*H).
+        dx (T, B, I), or empty without ``input_grad``; dW_ih (D, G*H, I), dW_hh (D, G*H, P),
+        db_ih (D, G*H), db_hh (D, G*H).
     """
     steps, batch, features = x.shape
     d_xw_flat = d_xw.reshape(d_xw.shape[0], steps * batch, -1)
     d_hw_flat = d_hw.reshape(d_hw.shape[0], steps * batch, -1)
-    dx = torch.bmm(d_xw_flat, w_ih).sum(0).view(steps, batch, features)
+    dx = torch.bmm(d_xw_flat, w_ih).sum(0).view(steps, batch, features) if input_grad else x.new_empty(0)
     dw_ih = torch.matmul(d_xw_flat.transpose(1, 2), x.reshape(steps * batch, features))
     previous = torch.stack([previous_states(states, d).reshape(steps * batch, -1) for d in range(states.shape[0])])
     dw_hh = torch.bmm(d_hw_flat.transpose(1, 2), previous)

@@ -79,8 +79,11 @@ inline at::Tensor project_input(const at::Tensor& x, const at::Tensor& w_ih, con
   return rows_product(x.reshape({T * B, x.size(2)}), w_ih, bias).view({T, B, w_ih.size(0)});
 }
 
-// The backward of project_input for x: d xw (T, B, G) -> d x (T, B, I) = d xw W_ih.
-inline at::Tensor input_gradient(const at::Tensor& grad_xw, const at::Tensor& w_ih) {
+// The backward of project_input for x: d xw (T, B, G) -> d x (T, B, I) = d xw W_ih; empty unless
+// ``wanted`` (a first layer's input seldom needs a gradient, and this product is a third of the
+// products after the recurrence).
+inline at::Tensor input_gradient(const at::Tensor& grad_xw, const at::Tensor& w_ih, bool wanted) {
+  if (!wanted) return at::empty({0}, grad_xw.options());
   const int64_t T = grad_xw.size(0), B = grad_xw.size(1);
   return rows_product(grad_xw.reshape({T * B, w_ih.size(0)}), w_ih.t(), std::nullopt).view({T, B, w_ih.size(1)});
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import fused_backward
+from ..fused import fused_backward, input_like
 from .naive import gru as naive_gru
 
 
@@ -37,9 +37,9 @@ def _fake_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
     )
 
 
-def _fake_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, reverse, gates, hn, h_prev):
+def _fake_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, reverse, gates, hn, h_prev, input_grad):
     bias = gates.new_empty(gates.shape[2])
-    grad_x = torch.empty_like(x, memory_format=torch.contiguous_format)
+    grad_x = input_like(x, input_grad)
     return grad_x, torch.empty_like(grad_h_n), torch.empty_like(w_ih), torch.empty_like(w_hh), bias, bias.clone()
 
 
@@ -52,6 +52,7 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_output, grad_h_n, *_):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, hn, h_prev = ctx.saved_tensors
+    wanted = ctx.needs_input_grad[0]  # x's gradient
 
     def recurrence(x, h0, *weights):
         output, (h_n,) = naive_gru(x, (h0,), weights, lengths, ctx.reverse)
@@ -59,9 +60,10 @@ def _backward(ctx, grad_output, grad_h_n, *_):
 
     def kernel(grad_output, grad_h_n):
         g_x, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh = torch.ops.rnnkit.gru_backward(
-            grad_output, grad_h_n, x, w_ih, w_hh, lengths, ctx.reverse, gates, hn, h_prev
+            grad_output, grad_h_n, x, w_ih, w_hh, lengths, ctx.reverse, gates, hn, h_prev, wanted
         )
-        return g_x, g_h0, g_w_ih, g_w_hh, None if b_ih is None else g_b_ih, None if b_hh is None else g_b_hh
+        g_b_ih, g_b_hh = None if b_ih is None else g_b_ih, None if b_hh is None else g_b_hh
+        return g_x if wanted else None, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh
 
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
     grads = fused_backward(recurrence, inputs, (grad_output, grad_h_n), (h_prev, h0), kernel)

@@ -66,7 +66,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& x_in, const Tensor& w_ih, const Tensor& w_hh,
     const std::optional<Tensor>& lengths_in, bool reverse, const Tensor& gates, const Tensor& hn,
-    const Tensor& h_prev) {
+    const Tensor& h_prev, bool input_grad) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
   check_tensor("gru_backward", "x", x, {T, B, x.size(2)}, gates);
@@ -140,7 +140,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
 
   const auto grads_x = step_weight_gradients(grad_xw, {x}, true);       // W_ih, b_ih
   const auto grads_h = step_weight_gradients(grad_hw, {h_prev}, true);  // W_hh, b_hh
-  return {input_gradient(grad_xw, w_ih), dh, grads_x[0], grads_h[0], grads_x[1], grads_h[1]};
+  return {input_gradient(grad_xw, w_ih, input_grad), dh, grads_x[0], grads_h[0], grads_x[1], grads_h[1]};
 }
 
 }  // namespace
@@ -151,8 +151,8 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "bool reverse) -> (Tensor output, Tensor h_n, Tensor gates, Tensor hn, Tensor h_prev)");
   m.def(
       "gru_backward(Tensor grad_output, Tensor grad_h_n, Tensor x, Tensor w_ih, Tensor w_hh, Tensor? lengths, "
-      "bool reverse, Tensor gates, Tensor hn, Tensor h_prev) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_w_ih, "
-      "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
+      "bool reverse, Tensor gates, Tensor hn, Tensor h_prev, bool input_grad) -> (Tensor grad_x, Tensor grad_h0, "
+      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

@@ -17,7 +17,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import persistent as ps
-from ..fused import fused_backward, gradient_wanted
+from ..fused import fused_backward, gradient_wanted, input_like
 from .naive import gru as naive_gru
 
 GATES = 3
@@ -204,7 +204,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save):
     return output, ps.final_states(h), gates, h
 
 
-def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
+def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h, input_grad):
     grad_output, x, w_ih, w_hh, lengths = ps.contiguous(grad_output, x, w_ih, w_hh, lengths)
     steps, batch, _ = x.shape
     directions, _, hidden = w_hh.shape
@@ -232,7 +232,7 @@ def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
     )
     d_hw = dgates[..., : 3 * hidden]
     d_xw = torch.cat([dgates[..., : 2 * hidden], dgates[..., 3 * hidden :]], dim=-1)
-    dx, dw_ih, dw_hh, db_ih, db_hh = ps.layer_gradients(x, w_ih, h, d_xw, d_hw)
+    dx, dw_ih, dw_hh, db_ih, db_hh = ps.layer_gradients(x, w_ih, h, d_xw, d_hw, input_grad)
     return dx, dh.to(x.dtype), dw_ih, dw_hh, db_ih, db_hh
 
 
@@ -278,15 +278,16 @@ def gru_triton_backward(
     lengths: Optional[Tensor],
     gates: Tensor,
     h: Tensor,
+    input_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of ``gru_triton``: x, h0, w_ih, w_hh, b_ih, b_hh."""
-    return _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h)
+    """Gradients of ``gru_triton``: x (empty without ``input_grad``), h0, w_ih, w_hh, b_ih, b_hh."""
+    return _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h, input_grad)
 
 
 @gru_triton_backward.register_fake
-def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h):
+def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h, input_grad):
     return (
-        x.new_empty(x.shape),
+        input_like(x, input_grad),
         grad_h_n.new_empty(grad_h_n.shape),
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),
@@ -304,15 +305,17 @@ def _setup_context(ctx, inputs, output) -> None:
 def _autograd_backward(ctx, grad_output, grad_h_n, *_):
     ps.require_saved(ctx.saved, "rnnkit::gru_triton")
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths, gates, h = ctx.saved_tensors
+    wanted = ctx.needs_input_grad[0]  # x's gradient
 
     def recurrence(x, h0, *weights):
         return ps.naive_layer(naive_gru, x, (h0,), weights, lengths)
 
     def kernel(grad_output, grad_h_n):
         g_x, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh = gru_triton_backward(
-            grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h
+            grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h, wanted
         )
-        return g_x, g_h0, g_w_ih, g_w_hh, None if b_ih is None else g_b_ih, None if b_hh is None else g_b_hh
+        g_b_ih, g_b_hh = None if b_ih is None else g_b_ih, None if b_hh is None else g_b_hh
+        return g_x if wanted else None, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh
 
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
     likes = (ps.output_like(x, h), h0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import bias_gradients, fused_backward, gradient_wanted
+from ..fused import bias_gradients, fused_backward, gradient_wanted, input_like
 from .naive import lstm as naive_lstm
 
 
@@ -44,10 +44,12 @@ def _fake_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, sav
     )
 
 
-def _fake_backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, c_prev):
+def _fake_backward(
+    grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, c_prev, input_grad
+):
     grad_w_hr = gates.new_empty(0) if w_hr is None else torch.empty_like(w_hr)
     return (
-        torch.empty_like(x, memory_format=torch.contiguous_format),
+        input_like(x, input_grad),
         torch.empty_like(grad_h_n),
         torch.empty_like(grad_c_n),
         torch.empty_like(w_ih),
@@ -66,6 +68,7 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, h_prev, c_prev = ctx.saved_tensors
+    wanted = ctx.needs_input_grad[0]  # x's gradient
 
     def recurrence(x, h0, c0, *weights):
         output, (h_n, c_n) = naive_lstm(x, (h0, c0), weights, lengths, ctx.reverse)
@@ -73,10 +76,10 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
 
     def kernel(grad_output, grad_h_n, grad_c_n):
         g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b, g_w_hr = torch.ops.rnnkit.lstm_backward(
-            grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, ctx.reverse, gates, h_prev, c_prev
+            grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, ctx.reverse, gates, h_prev, c_prev, wanted
         )
         biases = bias_gradients(g_b, b_ih, b_hh)
-        return g_x, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
+        return g_x if wanted else None, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
 
     inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     output_like = h_prev[..., : h0.shape[-1]]

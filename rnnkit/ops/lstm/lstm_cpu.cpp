@@ -135,7 +135,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x_in,
     const Tensor& w_ih, const Tensor& w_hh, const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths_in,
-    bool reverse, const Tensor& gates, const Tensor& h_prev, const Tensor& c_prev) {
+    bool reverse, const Tensor& gates, const Tensor& h_prev, const Tensor& c_prev, bool input_grad) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, P = w_hh.size(1), I = x.size(2);
   const bool proj = w_hr.has_value();
@@ -253,7 +253,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
   // Weight gradients: one product over all steps, after the recurrence.
   const Tensor grads = step_weight_gradients(grad_gates, {h_prev}, false)[0];  // d [W_hh | W_ih | b]
   Tensor grad_w_hr = proj ? step_weight_gradients(dh_all, {m_all}, false)[0] : at::empty({0}, gates.options());
-  return {input_gradient(grad_gates, w_ih), dh, dc, grads.narrow(1, P, I).contiguous(),
+  return {input_gradient(grad_gates, w_ih, input_grad), dh, dc, grads.narrow(1, P, I).contiguous(),
           grads.narrow(1, 0, P).contiguous(), grads.select(1, P + I).contiguous(), grad_w_hr};
 }
 
@@ -266,8 +266,9 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "Tensor gates, Tensor h_prev, Tensor c_prev)");
   m.def(
       "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor w_ih, Tensor w_hh, "
-      "Tensor? w_hr, Tensor? lengths, bool reverse, Tensor gates, Tensor h_prev, Tensor c_prev) -> (Tensor grad_x, "
-      "Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)");
+      "Tensor? w_hr, Tensor? lengths, bool reverse, Tensor gates, Tensor h_prev, Tensor c_prev, bool input_grad) -> "
+      "(Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias, "
+      "Tensor grad_w_hr)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

@@ -18,7 +18,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import persistent as ps
-from ..fused import bias_gradients, fused_backward, gradient_wanted
+from ..fused import bias_gradients, fused_backward, gradient_wanted, input_like
 from .naive import lstm as naive_lstm
 
 GATES = 4
@@ -290,7 +290,7 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save):
     return output, ps.final_states(h), ps.final_states(c).to(c0.dtype), gates, h, c, r
 
 
-def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r):
+def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r, input_grad):
     grad_output, x, w_ih, w_hh, w_hr, lengths = ps.contiguous(grad_output, x, w_ih, w_hh, w_hr, lengths)
     steps, batch, _ = x.shape
     directions, gate_rows, proj = w_hh.shape
@@ -324,7 +324,7 @@ def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gat
         HAS_LENGTHS=lengths is not None,
         PROJ=w_hr is not None,
     )
-    dx, dw_ih, dw_hh, db, _ = ps.layer_gradients(x, w_ih, h, dgates, dgates)
+    dx, dw_ih, dw_hh, db, _ = ps.layer_gradients(x, w_ih, h, dgates, dgates, input_grad)
     dw_hr = x.new_empty(0) if w_hr is None else torch.matmul(dh_step.flatten(1, 2).transpose(1, 2), r.flatten(1, 2))
     return dx, dh.to(x.dtype), dc.to(x.dtype), dw_ih, dw_hh, db, dw_hr
 
@@ -382,15 +382,17 @@ def lstm_triton_backward(
     h: Tensor,
     c: Tensor,
     r: Tensor,
+    input_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of ``lstm_triton``: x, h0, c0, w_ih, w_hh, the biases (one tensor), w_hr (empty without)."""
-    return _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r)
+    """Gradients of ``lstm_triton``: x (empty without ``input_grad``), h0, c0, w_ih, w_hh, the biases (one
+    tensor), w_hr (empty without)."""
+    return _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r, input_grad)
 
 
 @lstm_triton_backward.register_fake
-def _(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r):
+def _(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r, input_grad):
     return (
-        x.new_empty(x.shape),
+        input_like(x, input_grad),
         grad_h_n.new_empty(grad_h_n.shape),
         grad_c_n.new_empty(grad_c_n.shape),
         torch.empty_like(w_ih),
@@ -409,16 +411,17 @@ def _setup_context(ctx, inputs, output) -> None:
 def _autograd_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     ps.require_saved(ctx.saved, "rnnkit::lstm_triton")
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, h, c, r = ctx.saved_tensors
+    wanted = ctx.needs_input_grad[0]  # x's gradient
 
     def recurrence(x, h0, c0, *weights):
         return ps.naive_layer(naive_lstm, x, (h0, c0), weights, lengths)
 
     def kernel(grad_output, grad_h_n, grad_c_n):
         g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b, g_w_hr = lstm_triton_backward(
-            grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r
+            grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r, wanted
         )
         biases = bias_gradients(g_b, b_ih, b_hh)
-        return g_x, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
+        return g_x if wanted else None, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
 
     inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     likes = (ps.output_like(x, h), h0, c0)

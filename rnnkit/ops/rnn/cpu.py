@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import bias_gradients, fused_backward
+from ..fused import bias_gradients, fused_backward, input_like
 from .naive import rnn as naive_rnn
 
 
@@ -31,10 +31,9 @@ def _fake_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, relu):
     return output, torch.empty_like(h0), torch.empty_like(output)
 
 
-def _fake_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, reverse, relu, output, h_prev):
-    grad_x = torch.empty_like(x, memory_format=torch.contiguous_format)
+def _fake_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, reverse, relu, output, h_prev, input_grad):
     bias = output.new_empty(w_hh.shape[0])
-    return grad_x, torch.empty_like(grad_h_n), torch.empty_like(w_ih), torch.empty_like(w_hh), bias
+    return input_like(x, input_grad), torch.empty_like(grad_h_n), torch.empty_like(w_ih), torch.empty_like(w_hh), bias
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -46,6 +45,7 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_output, grad_h_n, _):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths, output, h_prev = ctx.saved_tensors
+    wanted = ctx.needs_input_grad[0]  # x's gradient
     nonlinearity = "relu" if ctx.relu else "tanh"
 
     def recurrence(x, h0, *weights):
@@ -54,9 +54,9 @@ def _backward(ctx, grad_output, grad_h_n, _):
 
     def kernel(grad_output, grad_h_n):
         g_x, g_h0, g_w_ih, g_w_hh, g_b = torch.ops.rnnkit.rnn_backward(
-            grad_output, grad_h_n, x, w_ih, w_hh, lengths, ctx.reverse, ctx.relu, output, h_prev
+            grad_output, grad_h_n, x, w_ih, w_hh, lengths, ctx.reverse, ctx.relu, output, h_prev, wanted
         )
-        return g_x, g_h0, g_w_ih, g_w_hh, *bias_gradients(g_b, b_ih, b_hh)
+        return g_x if wanted else None, g_h0, g_w_ih, g_w_hh, *bias_gradients(g_b, b_ih, b_hh)
 
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
     grads = fused_backward(recurrence, inputs, (grad_output, grad_h_n), (output, h0), kernel)

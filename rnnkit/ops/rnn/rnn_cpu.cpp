@@ -50,7 +50,8 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& x_in, const Tensor& w_ih, const Tensor& w_hh,
-    const std::optional<Tensor>& lengths_in, bool reverse, bool relu, const Tensor& output, const Tensor& h_prev) {
+    const std::optional<Tensor>& lengths_in, bool reverse, bool relu, const Tensor& output, const Tensor& h_prev,
+    bool input_grad) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = output.size(0), B = output.size(1), H = output.size(2);
   check_tensor("rnn_backward", "x", x, {T, B, x.size(2)}, output);
@@ -104,7 +105,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   });
 
   const auto grads = step_weight_gradients(grad_pre, {x, h_prev}, true);  // W_ih, W_hh, bias
-  return {input_gradient(grad_pre, w_ih), dh, grads[0], grads[1], grads[2]};
+  return {input_gradient(grad_pre, w_ih, input_grad), dh, grads[0], grads[1], grads[2]};
 }
 
 }  // namespace
@@ -115,8 +116,8 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "bool reverse, bool relu) -> (Tensor output, Tensor h_n, Tensor h_prev)");
   m.def(
       "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor x, Tensor w_ih, Tensor w_hh, Tensor? lengths, "
-      "bool reverse, bool relu, Tensor output, Tensor h_prev) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_w_ih, "
-      "Tensor grad_w_hh, Tensor grad_bias)");
+      "bool reverse, bool relu, Tensor output, Tensor h_prev, bool input_grad) -> (Tensor grad_x, Tensor grad_h0, "
+      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

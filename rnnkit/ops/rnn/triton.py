@@ -17,7 +17,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import persistent as ps
-from ..fused import bias_gradients, fused_backward
+from ..fused import bias_gradients, fused_backward, input_like
 from .naive import rnn as naive_rnn
 
 
@@ -186,7 +186,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
     return output, ps.final_states(h), h
 
 
-def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
+def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu, input_grad):
     grad_output, x, w_ih, w_hh, lengths = ps.contiguous(grad_output, x, w_ih, w_hh, lengths)
     steps, batch, _ = x.shape
     directions, hidden, _ = w_hh.shape
@@ -211,7 +211,7 @@ def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
         RELU=relu,
         HAS_LENGTHS=lengths is not None,
     )
-    dx, dw_ih, dw_hh, db, _ = ps.layer_gradients(x, w_ih, h, dpre, dpre)
+    dx, dw_ih, dw_hh, db, _ = ps.layer_gradients(x, w_ih, h, dpre, dpre, input_grad)
     return dx, dh.to(x.dtype), dw_ih, dw_hh, db
 
 
@@ -254,15 +254,16 @@ def rnn_triton_backward(
     lengths: Optional[Tensor],
     h: Tensor,
     relu: bool,
+    input_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of ``rnn_triton``: x, h0, w_ih, w_hh, the biases (one tensor)."""
-    return _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu)
+    """Gradients of ``rnn_triton``: x (empty without ``input_grad``), h0, w_ih, w_hh, the biases (one tensor)."""
+    return _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu, input_grad)
 
 
 @rnn_triton_backward.register_fake
-def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu):
+def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu, input_grad):
     return (
-        x.new_empty(x.shape),
+        input_like(x, input_grad),
         grad_h_n.new_empty(grad_h_n.shape),
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),
@@ -279,14 +280,17 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _autograd_backward(ctx, grad_output, grad_h_n, _):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths, h = ctx.saved_tensors
+    wanted = ctx.needs_input_grad[0]  # x's gradient
     direction_op = partial(naive_rnn, nonlinearity="relu" if ctx.relu else "tanh")
 
     def recurrence(x, h0, *weights):
         return ps.naive_layer(direction_op, x, (h0,), weights, lengths)
 
     def kernel(grad_output, grad_h_n):
-        g_x, g_h0, g_w_ih, g_w_hh, g_b = rnn_triton_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, ctx.relu)
-        return g_x, g_h0, g_w_ih, g_w_hh, *bias_gradients(g_b, b_ih, b_hh)
+        g_x, g_h0, g_w_ih, g_w_hh, g_b = rnn_triton_backward(
+            grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, ctx.relu, wanted
+        )
+        return g_x if wanted else None, g_h0, g_w_ih, g_w_hh, *bias_gradients(g_b, b_ih, b_hh)
 
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
     likes = (ps.output_like(x, h), h0)
