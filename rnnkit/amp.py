@@ -1,10 +1,11 @@
 """``torch.autocast`` for rnnkit's modules and cells: inside a region the whole net runs in its dtype.
 
-torch.nn's LSTM, GRU and RNN on CUDA (cuDNN), and its LSTM on the CPU, cast the input, the
-states and every weight to the region's lower precision and run the recurrence there. rnnkit
-does the same for every module, cell and backend, so a mixed-precision training script runs
-unchanged: the outputs come in the region's dtype, and the gradients flow back through the
-casts to the float32 parameters. A float64 tensor is not cast, as autocast leaves it alone.
+torch.nn's RNNs under autocast run in a lower precision too, though not uniformly (on the
+CPU its GRU and its packed LSTM stay in float32). rnnkit casts the input, the states and every
+weight to the region's dtype for every module, cell and backend, so a mixed-precision training
+script runs unchanged: the outputs come in the region's dtype, and the gradients flow back
+through the casts to the float32 parameters. A float64 tensor is not cast, as autocast leaves
+it alone.
 """
 
 from __future__ import annotations

@@ -213,21 +213,21 @@ def test_backward_in_eval_mode():
     assert_close("grad x", x.grad, x_ref.grad)
 
 
-@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
-def test_inference_keeps_no_gates(mode, monkeypatch):
-    """Without a gradient wanted the forward keeps no step's gates; with save=False a backward is refused."""
-    import importlib
-
+@pytest.mark.parametrize("steps", [5, 4], ids=["odd-T", "even-T"])
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_inference_keeps_two_steps_and_no_gates(mode, steps, monkeypatch):
+    """Without a gradient wanted the forward keeps no step's gates and two steps' states; a backward is refused."""
     from rnnkit.ops import persistent
 
-    module = importlib.import_module(f"rnnkit.ops.{mode.lower()}.triton")
-    name = f"{mode.lower()}_triton"
+    folder = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn"}[mode]
+    module = importlib.import_module(f"rnnkit.ops.{folder}.triton")
+    name = f"{folder}_triton"
     saves = []
     op = getattr(module, name)
     monkeypatch.setattr(module, name, lambda *args: saves.append(args[-1]) or op(*args))
 
-    x, states, weights = layer_inputs(mode, proj=4 if mode == "LSTM" else 0, directions=2)
-    lengths = torch.tensor([5, 1, 3])
+    x, states, weights = layer_inputs(mode, steps=steps, proj=4 if mode == "LSTM" else 0, directions=2)
+    lengths = torch.tensor([steps, 1, 3])
     expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
     x, states = x.to(DEVICE, torch.float32), tuple(s.to(DEVICE, torch.float32) for s in states)
     weights = [tuple(None if w is None else w.to(DEVICE, torch.float32) for w in ws) for ws in weights]
@@ -236,14 +236,20 @@ def test_inference_keeps_no_gates(mode, monkeypatch):
     for key, actual in zip(["output", "final 0", "final 1"], (output, *final)):
         assert_close(key, actual.cpu(), expected[key].float().cpu())
     assert saves == [False]
-    op, gates_at = (torch.ops.rnnkit.lstm_triton, 3) if mode == "LSTM" else (torch.ops.rnnkit.gru_triton, 2)
-    leaves = [w.requires_grad_() for w in persistent.stack_weights(weights)]
+
+    stacked = persistent.stack_weights(weights)
+    flags = (True,) if mode.startswith("RNN") else ()  # the RNN's tanh/relu switch
+    kept = {"LSTM": (3, 4), "GRU": (2, 3), "RNN_TANH": (None, 2)}[mode]  # gates and hidden states in the outputs
     with torch.no_grad():
-        assert op(x, *states, *leaves, lengths, True)[gates_at].shape == (2, 5, 3, 4 * 6)
-        assert op(x, *states, *leaves, lengths, False)[gates_at].numel() == 0
-    saved = op(x, *states, *leaves, lengths, False)
+        for save, slots in ((True, steps + 1), (False, 2)):
+            outputs = op(x, *states, *stacked, lengths, *flags, save)
+            assert outputs[kept[1]].shape[:2] == (2, slots)
+            if kept[0] is not None:
+                assert outputs[kept[0]].numel() == (2 * steps * 3 * 4 * 6 if save else 0)
+    leaves = [w.requires_grad_() for w in stacked]
+    output, *_ = op(x, *states, *leaves, lengths, *flags, False)
     with pytest.raises(RuntimeError, match="save=False"):
-        saved[0].sum().backward()
+        output.sum().backward()
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])

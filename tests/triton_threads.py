@@ -6,8 +6,8 @@ script replaces the interpreter's grid loop by one Python thread per program, st
 random order after random delays, and plans the launch as for a GPU with ``--multiprocessors``
 SMs: several programs per direction then split the hidden units, meet at the barrier every
 step and read each other's states. It checks the barrier protocol, every program's slice of
-the index math, and that a second run, in another thread order, gives the same bits; not
-the GPU's memory model.
+the index math, and that a second run, in another thread order, and a run without gradients
+(two steps' states in turn) give the same bits; not the GPU's memory model.
 
 It patches interpreter internals (``triton.runtime.interpreter``) and exits with status 2 when
 this Triton lacks them. Each argument is ``mode:H:P:B:directions:tiled`` (P = 0: no projection).
@@ -16,12 +16,14 @@ this Triton lacks them. Each argument is ``mode:H:P:B:directions:tiled`` (P = 0:
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import os
 import random
 import sys
 import threading
 import time
+import traceback
 
 os.environ["TRITON_INTERPRET"] = "1"
 
@@ -29,6 +31,7 @@ import torch
 import triton.language as tl
 from triton.runtime import interpreter
 
+from rnnkit import ops
 from rnnkit.modules import GATES
 from rnnkit.ops import persistent
 
@@ -40,6 +43,7 @@ NEEDED = {
     interpreter: ("GridExecutor", "_patch_lang", "_implicit_cvt", "interpreter_builder"),
     getattr(interpreter, "GridExecutor", None): ("_init_args_hst", "_restore_args_dev"),
     type(getattr(interpreter, "interpreter_builder", None)): ("set_grid_dim", "set_grid_idx", "create_barrier"),
+    getattr(interpreter, "InterpretedFunction", None): ("rewrite",),
 }
 # Tiled: weights read every step, and the programs' shares of dh summed a few at a time.
 TILED = {"RESIDENT_BYTES": 0, "MAX_BLOCK_K": 16, "MAX_BLOCK_B": 16, "SHARE_TILE": tl.constexpr(4)}
@@ -70,7 +74,8 @@ def run_programs_in_threads() -> None:
                     interpreter.interpreter_builder.set_grid_idx(x, y, z)
                     self.fn(**args)
                 except BaseException as error:  # a dead program would leave the others at the barrier
-                    print(f"program {(x, y, z)} failed: {error!r}", file=sys.stderr, flush=True)
+                    print(f"program {(x, y, z)} failed: {error!r}", file=sys.stderr)
+                    traceback.print_exc()
                     os._exit(3)
 
             threads = [
@@ -99,6 +104,18 @@ def run_programs_in_threads() -> None:
     builder.create_barrier = dawdle
 
 
+def rewrite_jitted_functions() -> None:
+    """Have the interpreter rewrite every jitted function of the kernels once, before threads share them.
+
+    Its first rewrite of a function adds names to the function's module globals, which a thread
+    calling another function of that module may be iterating at that moment.
+    """
+    for module in (persistent, *(importlib.import_module(f"rnnkit.ops.{op}.triton") for op in ("lstm", "gru", "rnn"))):
+        for value in list(vars(module).values()):
+            if isinstance(value, interpreter.InterpretedFunction):
+                value.rewrite()
+
+
 def plan_for_gpu(multiprocessors: int):
     """``persistent.plan`` as on a GPU with ``multiprocessors`` SMs, whatever the device."""
     plan = persistent.plan
@@ -117,7 +134,8 @@ def plan_for_gpu(multiprocessors: int):
 def check(spec: str) -> float:
     """The worst relative error against naive in float64 of one ``mode:H:P:B:directions:tiled`` layer.
 
-    Infinite when a direction has one program, or when a second run's bits differ.
+    Infinite when a direction has one program, or when the bits of a second run, or of a run
+    without gradients, differ from the first's.
     """
     mode, hidden, proj, batch, directions, tiled = spec.split(":")
     hidden, proj, batch, directions = int(hidden), int(proj), int(batch), int(directions)
@@ -133,6 +151,10 @@ def check(spec: str) -> float:
     expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
     actual = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
     again = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
+    with torch.no_grad():  # the forward without a backward to come: two steps' states in turn
+        weights = [tuple(None if w is None else w.float() for w in ws) for ws in weights]
+        output, final = ops.layer_op(mode, "triton")(x.float(), tuple(s.float() for s in states), weights, lengths)
+    inference = dict(zip(["output", *(f"final {i}" for i in range(len(final)))], (output, *final)))
     worst = max(relative_error(actual[name], e) for name, e in expected.items())
     shape = f"{plan.programs} programs of {plan.block_u} units, backward {backward.programs}"
     shape += " split" if backward.split else f" of {backward.block_u}"
@@ -141,8 +163,9 @@ def check(spec: str) -> float:
         print(f"{spec}: one program per direction meets nobody at the barrier", file=sys.stderr)
         return float("inf")
     differ = [name for name, a in actual.items() if not torch.equal(a, again[name])]
+    differ += [f"{name} without gradients" for name, a in inference.items() if not torch.equal(a, actual[name])]
     if differ:
-        print(f"{spec}: a second run differs in {differ}", file=sys.stderr)
+        print(f"{spec}: bits differ from the first run in {differ}", file=sys.stderr)
         return float("inf")
     return worst
 
@@ -156,6 +179,7 @@ def main() -> int:
         print("this Triton's interpreter lacks the internals patched here", file=sys.stderr)
         return 2
     run_programs_in_threads()
+    rewrite_jitted_functions()
     persistent.plan = plan_for_gpu(args.multiprocessors)
     sys.setswitchinterval(1e-6)  # the programs spin at the barrier: switch threads often
     worst = max(check(spec) for spec in args.specs)

@@ -261,22 +261,32 @@ def require_saved(save: bool, op: str) -> None:
         raise RuntimeError(f"{op} ran with save=False, which keeps nothing for a backward; pass save=True")
 
 
-def stack_states(states: Tensor, steps: int, dtype: torch.dtype) -> Tensor:
-    """(D, T+1, B, *) buffer of every step's state, the initial ones in place.
+def states_shape(directions: int, steps: int, batch: int, columns: int, save: bool) -> tuple[int, ...]:
+    """Shape of a ``stack_states`` buffer: every step's state with ``save``, else two in turn."""
+    return (directions, steps + 1 if save else 2, batch, columns)
 
-    Time t reads its previous state from slot t + d and writes slot t + 1 - d, so the
-    forward direction starts at slot 0 and the reverse one at slot T.
+
+def stack_states(states: Tensor, steps: int, dtype: torch.dtype, save: bool) -> Tensor:
+    """(D, T+1, B, *) buffer of every step's state, the initial ones in place; (D, 2, B, *) without ``save``.
+
+    With ``save`` time t reads its previous state from slot t + d and writes slot t + 1 - d,
+    so the forward direction starts at slot 0 and the reverse one at slot T. Without, step s
+    of either direction reads slot s % 2 and writes the other (``state_slots``): what a
+    forward with no backward to come needs, where T+1 float32 cell states of a long batch
+    could take gigabytes.
     """
     directions = states.shape[0]
-    buffer = states.new_empty(directions, steps + 1, *states.shape[1:], dtype=dtype)
+    buffer = states.new_empty(states_shape(directions, steps, *states.shape[1:], save), dtype=dtype)
     buffer[0, 0] = states[0]
     if directions == 2:
-        buffer[1, steps] = states[1]
+        buffer[1, steps if save else 0] = states[1]
     return buffer
 
 
-def final_states(buffer: Tensor) -> Tensor:
-    """(D, B, *) last states of a ``stack_states`` buffer: slot T forward, slot 0 reverse."""
+def final_states(buffer: Tensor, steps: int, save: bool) -> Tensor:
+    """(D, B, *) last states of a ``stack_states`` buffer: slot T forward, slot 0 reverse; T % 2 without ``save``."""
+    if not save:
+        return buffer[:, steps % 2].clone()  # a custom op's outputs may not alias each other
     finals = [buffer[0, -1]] + ([buffer[1, 0]] if buffer.shape[0] == 2 else [])
     return torch.stack(finals)
 
@@ -395,6 +405,15 @@ def split_gates(acc, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr):
 def join_gates(g0, g1, g2, g3, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr):
     """``split_gates``' inverse: one (BLOCK_B, 4 * BLOCK_U) tile laid out by ``gate_columns`` of four gates' tiles."""
     return tl.reshape(tl.join(tl.join(g0, g2), tl.join(g1, g3)), (BLOCK_B, 4 * BLOCK_U))
+
+
+@triton.jit
+def state_slots(step, t, i_d, T, SAVE: tl.constexpr):
+    """Slots (previous, new) of step ``step`` (time t) in a ``stack_states`` buffer, and its slots per direction."""
+    if SAVE:
+        return t + i_d, t + 1 - i_d, T + 1
+    else:
+        return step % 2, (step + 1) % 2, 2
 
 
 @triton.jit
@@ -595,26 +614,9 @@ def previous_dh(
         sum_shares(p_dh, p_shares, step, cols, col_ok, B, N, BLOCK_B)
     else:
         backprop_hidden(
-            p_dh,
-            p_dg,
-            p_w,
-            b_w0,
-            b_w1,
-            b_w2,
-            b_w3,
-            cols,
-            col_ok,
-            B,
-            H,
-            N,
-            dg_stride,
-            GATES,
-            RESIDENT,
-            BLOCK_B,
-            BLOCK_KH,
-            DOT_DTYPE,
-            PRECISION,
-        )
+            p_dh, p_dg, p_w, b_w0, b_w1, b_w2, b_w3, cols, col_ok, B, H, N, dg_stride,
+            GATES, RESIDENT, BLOCK_B, BLOCK_KH, DOT_DTYPE, PRECISION,
+        )  # fmt: skip
 
 
 @triton.jit

@@ -29,7 +29,7 @@ def _gru_forward_kernel(
     p_w_hh,  # (D, 3H, H)
     p_b_hh,  # (D, 3H)
     p_lengths,  # (B,)
-    p_h,  # (D, T+1, B, H) states, the initial one in place (ps.stack_states)
+    p_h,  # (D, T+1, B, H) states, the initial one in place (ps.stack_states); (D, 2, B, H) without SAVE
     p_gates,  # (D, T, B, 4H) float32 r, z, n, W_hn h + b_hn (SAVE only)
     p_out,  # (T, B, D*H)
     p_sync,  # (D,) int32 zeros
@@ -61,8 +61,9 @@ def _gru_forward_kernel(
         b_b = tl.load(p_b_hh + i_d * 3 * H + gcols, gcol_ok, 0.0).to(tl.float32)
     for step in range(T):
         t = ps.time_of(step, T, i_d)
-        p_h_prev = p_h + (i_d * (T + 1) + t + i_d) * B * H
-        p_h_new = p_h + (i_d * (T + 1) + t + 1 - i_d) * B * H
+        prev, new, slots = ps.state_slots(step, t, i_d, T, SAVE)
+        p_h_prev = p_h + (i_d * slots + prev) * B * H
+        p_h_new = p_h + (i_d * slots + new) * B * H
         for b0 in range(0, B, BLOCK_B):
             rows = b0 + tl.arange(0, BLOCK_B)
             row_ok = rows < B
@@ -178,7 +179,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save):
     directions, _, hidden = w_hh.shape
     plan = ps.plan(hidden, None, GATES, batch, directions, x.dtype, x.device)
     xw = ps.input_projection(x, w_ih, b_ih)
-    h = ps.stack_states(h0, steps, x.dtype)
+    h = ps.stack_states(h0, steps, x.dtype, save)
     gates = x.new_empty(*ps.saved_shape(directions, steps, batch, 4 * hidden, save), dtype=torch.float32)
     output = x.new_empty(steps, batch, directions * hidden)
     ps.launch(
@@ -201,7 +202,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save):
         HAS_LENGTHS=lengths is not None,
         SAVE=save,
     )
-    return output, ps.final_states(h), gates, h
+    return output, ps.final_states(h, steps, save), gates, h
 
 
 def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, gates, h, input_grad):
@@ -250,8 +251,8 @@ def gru_triton(
     """One GRU layer, all directions: x (T, B, I), h0 (D, B, H), weights stacked (D, ...).
 
     Returns output (T, B, D*H), h_n (D, B, H) and what the backward reads:
-    r, z, n, W_hn h + b_hn (D, T, B, 4H), or empty without ``save`` (no backward to come),
-    and the hidden states (D, T+1, B, H).
+    r, z, n, W_hn h + b_hn (D, T, B, 4H) and the hidden states (D, T+1, B, H). Without
+    ``save`` (no backward to come) the gates are empty and the states buffer holds two steps.
     """
     return _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save)
 
@@ -264,7 +265,7 @@ def _(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save=True):
         x.new_empty(steps, batch, directions * hidden),
         h0.new_empty(directions, batch, hidden),
         x.new_empty(*ps.saved_shape(directions, steps, batch, 4 * hidden, save), dtype=torch.float32),
-        x.new_empty(directions, steps + 1, batch, hidden),
+        x.new_empty(ps.states_shape(directions, steps, batch, hidden, save)),
     )
 
 

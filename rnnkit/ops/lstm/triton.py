@@ -31,7 +31,7 @@ def _lstm_forward_kernel(
     p_b_hh,  # (D, 4H)
     p_w_hr,  # (D, P, H)
     p_lengths,  # (B,)
-    p_h,  # (D, T+1, B, P) states, the initial one in place (ps.stack_states)
+    p_h,  # (D, T+1, B, P) states, the initial one in place (ps.stack_states); (D, 2, B, P) without SAVE
     p_c,  # (D, T+1, B, H) float32 cell states, likewise
     p_gates,  # (D, T, B, 4H) float32 i, f, g, o after their nonlinearities (SAVE only)
     p_r,  # (D, T, B, H) o * tanh(c), zero past each length (projection only)
@@ -76,10 +76,9 @@ def _lstm_forward_kernel(
     syncs = 1 + PROJ  # grid barriers per step
     for step in range(T):
         t = ps.time_of(step, T, i_d)
-        prev = t + i_d
-        new = t + 1 - i_d
-        p_h_prev = p_h + (i_d * (T + 1) + prev) * B * P
-        p_h_new = p_h + (i_d * (T + 1) + new) * B * P
+        prev, new, slots = ps.state_slots(step, t, i_d, T, SAVE)
+        p_h_prev = p_h + (i_d * slots + prev) * B * P
+        p_h_new = p_h + (i_d * slots + new) * B * P
         for b0 in range(0, B, BLOCK_B):
             rows = b0 + tl.arange(0, BLOCK_B)
             row_ok = rows < B
@@ -100,9 +99,9 @@ def _lstm_forward_kernel(
                 tl.store(p_gates_t + H, b_f, tile)
                 tl.store(p_gates_t + 2 * H, b_g, tile)
                 tl.store(p_gates_t + 3 * H, b_o, tile)
-            b_c_prev = ps.load_tile(p_c + (i_d * (T + 1) + prev) * B * H, rows, row_ok, units, unit_ok, H)
+            b_c_prev = ps.load_tile(p_c + (i_d * slots + prev) * B * H, rows, row_ok, units, unit_ok, H)
             b_c = tl.where(live, b_f * b_c_prev + b_i * b_g, b_c_prev)
-            tl.store(p_c + ((i_d * (T + 1) + new) * B + rows[:, None]) * H + units[None, :], b_c, tile)
+            tl.store(p_c + ((i_d * slots + new) * B + rows[:, None]) * H + units[None, :], b_c, tile)
             b_r = tl.where(live, b_o * ps.tanh(b_c), 0.0)
             if PROJ:
                 tl.store(p_r + ((i_d * T + t) * B + rows[:, None]) * H + units[None, :], b_r, tile)
@@ -257,8 +256,8 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save):
     hidden = gate_rows // GATES
     plan = ps.plan(hidden, None if w_hr is None else proj, GATES, batch, directions, x.dtype, x.device)
     xw = ps.input_projection(x, w_ih, b_ih)
-    h = ps.stack_states(h0, steps, x.dtype)
-    c = ps.stack_states(c0, steps, torch.float32)
+    h = ps.stack_states(h0, steps, x.dtype, save)
+    c = ps.stack_states(c0, steps, torch.float32, save)
     gates = x.new_empty(*ps.saved_shape(directions, steps, batch, gate_rows, save), dtype=torch.float32)
     r = x.new_empty(directions, steps, batch, hidden) if w_hr is not None else x.new_empty(0)
     output = x.new_empty(steps, batch, directions * proj)
@@ -287,7 +286,8 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save):
         PROJ=w_hr is not None,
         SAVE=save,
     )
-    return output, ps.final_states(h), ps.final_states(c).to(c0.dtype), gates, h, c, r
+    h_n, c_n = ps.final_states(h, steps, save), ps.final_states(c, steps, save).to(c0.dtype)
+    return output, h_n, c_n, gates, h, c, r
 
 
 def _backward(grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, gates, h, c, r, input_grad):
@@ -345,9 +345,9 @@ def lstm_triton(
     """One LSTM layer, all directions: x (T, B, I), h0 (D, B, P), c0 (D, B, H), weights stacked (D, ...).
 
     Returns output (T, B, D*P), h_n (D, B, P), c_n (D, B, H) and what the backward reads:
-    gates (D, T, B, 4H), or empty without ``save`` (no backward to come), hidden states
-    (D, T+1, B, P), cell states (D, T+1, B, H), r = o * tanh(c) (D, T, B, H) with
-    proj_size, else empty.
+    gates (D, T, B, 4H), hidden states (D, T+1, B, P), cell states (D, T+1, B, H),
+    r = o * tanh(c) (D, T, B, H) with proj_size, else empty. Without ``save`` (no backward
+    to come) the gates are empty and the states buffers hold two steps (``ps.stack_states``).
     """
     return _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save)
 
@@ -362,8 +362,8 @@ def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save=True):
         h0.new_empty(directions, batch, proj),
         c0.new_empty(directions, batch, hidden),
         x.new_empty(*ps.saved_shape(directions, steps, batch, gate_rows, save), dtype=torch.float32),
-        x.new_empty(directions, steps + 1, batch, proj),
-        x.new_empty(directions, steps + 1, batch, hidden, dtype=torch.float32),
+        x.new_empty(ps.states_shape(directions, steps, batch, proj, save)),
+        x.new_empty(ps.states_shape(directions, steps, batch, hidden, save), dtype=torch.float32),
         x.new_empty(directions, steps, batch, hidden) if w_hr is not None else x.new_empty(0),
     )
 

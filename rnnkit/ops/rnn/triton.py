@@ -17,7 +17,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import persistent as ps
-from ..fused import bias_gradients, fused_backward, input_like
+from ..fused import bias_gradients, fused_backward, gradient_wanted, input_like
 from .naive import rnn as naive_rnn
 
 
@@ -27,7 +27,7 @@ def _rnn_forward_kernel(
     p_w_hh,  # (D, H, H)
     p_b_hh,  # (D, H)
     p_lengths,  # (B,)
-    p_h,  # (D, T+1, B, H) states, the initial one in place (ps.stack_states)
+    p_h,  # (D, T+1, B, H) states, the initial one in place (ps.stack_states); (D, 2, B, H) without SAVE
     p_out,  # (T, B, D*H)
     p_sync,  # (D,) int32 zeros
     T,
@@ -36,6 +36,7 @@ def _rnn_forward_kernel(
     RELU: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
+    SAVE: tl.constexpr,
     RESIDENT: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_U: tl.constexpr,
@@ -57,8 +58,9 @@ def _rnn_forward_kernel(
         b_b = tl.load(p_b_hh + i_d * H + units, unit_ok, 0.0).to(tl.float32)
     for step in range(T):
         t = ps.time_of(step, T, i_d)
-        p_h_prev = p_h + (i_d * (T + 1) + t + i_d) * B * H
-        p_h_new = p_h + (i_d * (T + 1) + t + 1 - i_d) * B * H
+        prev, new, slots = ps.state_slots(step, t, i_d, T, SAVE)
+        p_h_prev = p_h + (i_d * slots + prev) * B * H
+        p_h_new = p_h + (i_d * slots + new) * B * H
         for b0 in range(0, B, BLOCK_B):
             rows = b0 + tl.arange(0, BLOCK_B)
             row_ok = rows < B
@@ -156,13 +158,13 @@ def _rnn_backward_kernel(
         )
 
 
-def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu, save):
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths = ps.contiguous(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
     steps, batch, _ = x.shape
     directions, hidden, _ = w_hh.shape
     plan = ps.plan(hidden, None, 1, batch, directions, x.dtype, x.device)
     xw = ps.input_projection(x, w_ih, b_ih)
-    h = ps.stack_states(h0, steps, x.dtype)
+    h = ps.stack_states(h0, steps, x.dtype, save)
     output = x.new_empty(steps, batch, directions * hidden)
     ps.launch(
         _rnn_forward_kernel,
@@ -182,8 +184,9 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
         RELU=relu,
         HAS_BIAS=b_hh is not None,
         HAS_LENGTHS=lengths is not None,
+        SAVE=save,
     )
-    return output, ps.final_states(h), h
+    return output, ps.final_states(h, steps, save), h
 
 
 def _backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu, input_grad):
@@ -225,22 +228,24 @@ def rnn_triton(
     b_hh: Optional[Tensor],
     lengths: Optional[Tensor],
     relu: bool,
+    save: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One RNN layer, all directions: x (T, B, I), h0 (D, B, H), weights stacked (D, ...).
 
-    Returns output (T, B, D*H), h_n (D, B, H) and the hidden states (D, T+1, B, H) the backward reads.
+    Returns output (T, B, D*H), h_n (D, B, H) and the hidden states (D, T+1, B, H) the backward
+    reads; two steps of them without ``save`` (no backward to come, ``ps.stack_states``).
     """
-    return _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu)
+    return _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu, save)
 
 
 @rnn_triton.register_fake
-def _(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+def _(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu, save=True):
     steps, batch, _ = x.shape
     directions, hidden, _ = w_hh.shape
     return (
         x.new_empty(steps, batch, directions * hidden),
         h0.new_empty(directions, batch, hidden),
-        x.new_empty(directions, steps + 1, batch, hidden),
+        x.new_empty(ps.states_shape(directions, steps, batch, hidden, save)),
     )
 
 
@@ -273,12 +278,12 @@ def _(grad_output, grad_h_n, x, w_ih, w_hh, lengths, h, relu, input_grad):
 
 def _setup_context(ctx, inputs, output) -> None:
     ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
-    *tensors, relu = inputs
+    *tensors, ctx.relu, ctx.saved = inputs
     ctx.save_for_backward(*tensors, output[2])
-    ctx.relu = relu
 
 
 def _autograd_backward(ctx, grad_output, grad_h_n, _):
+    ps.require_saved(ctx.saved, "rnnkit::rnn_triton")
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths, h = ctx.saved_tensors
     wanted = ctx.needs_input_grad[0]  # x's gradient
     direction_op = partial(naive_rnn, nonlinearity="relu" if ctx.relu else "tanh")
@@ -294,7 +299,7 @@ def _autograd_backward(ctx, grad_output, grad_h_n, _):
 
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
     likes = (ps.output_like(x, h), h0)
-    return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n), likes, kernel), None, None)
+    return (*fused_backward(recurrence, inputs, (grad_output, grad_h_n), likes, kernel), None, None, None)
 
 
 rnn_triton.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -318,7 +323,8 @@ def rnn_layer(
     Returns:
         output (T, B, D*H), zero past each length; (h_n (D, B, H),).
     """
+    stacked = ps.stack_weights(weights)
     lengths = None if lengths is None else lengths.to(x.device)
-    relu = nonlinearity == "relu"
-    output, h_n, _ = rnn_triton(x, state[0], *ps.stack_weights(weights), lengths, relu)
+    save = gradient_wanted(x, *state, *stacked)
+    output, h_n, _ = rnn_triton(x, state[0], *stacked, lengths, nonlinearity == "relu", save)
     return output, (h_n,)
