@@ -2,10 +2,11 @@
 
 torch.nn's RNNs under autocast run in a lower precision too, though not uniformly (on the
 CPU its GRU and its packed LSTM stay in float32). rnnkit casts the input, the states and every
-weight to the region's dtype for every module, cell and backend, so a mixed-precision training
-script runs unchanged: the outputs come in the region's dtype, and the gradients flow back
-through the casts to the float32 parameters. A float64 tensor is not cast, as autocast leaves
-it alone.
+weight of a module or cell to the region's dtype, so a mixed-precision training script runs
+unchanged: the outputs come in the region's dtype, and the gradients flow back through the
+casts to the float32 parameters. A backend that does not take that dtype (``"cpu"``: float32
+and float64) gets float32 instead, as autocast gives its float32 ops. A float64 tensor is not
+cast, as autocast leaves it alone.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, TypeVar
 
 import torch
 from torch.nn.utils.rnn import PackedSequence
+
+from . import ops
 
 Result = TypeVar("Result")
 
@@ -40,14 +43,17 @@ def cast(value: Any, dtype: torch.dtype) -> Any:
     return value
 
 
-def run_autocast(device_type: str, run: Callable[..., Result], *args: Any) -> Result:
+def run_autocast(device_type: str, backend: str, run: Callable[..., Result], *args: Any) -> Result:
     """``run(*args)``; inside an autocast region on ``device_type``, with ``args`` cast to its dtype and autocast off.
 
     Autocast is off inside so that every op of the recurrence sees the one dtype, as in a
     net converted with ``.to(dtype)``, whichever ops autocast would otherwise keep in float32.
+    Where ``backend`` does not take the region's dtype, ``args`` are cast to float32.
     """
     dtype = autocast_dtype(device_type)
     if dtype is None:
         return run(*args)
+    if not ops.takes_dtype(backend, dtype):
+        dtype = torch.float32
     with torch.autocast(device_type, enabled=False):
         return run(*cast(args, dtype))

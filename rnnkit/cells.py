@@ -81,7 +81,7 @@ class RNNCellBase(TorchTwin, nn.Module):
         """One step: input (B, I) or (I,) unbatched; states (B, H) or (H,); zeros when hx is None."""
         states = self._states_from_hx(hx)
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        return run_autocast(self.weight_ih.device.type, self._step, input, states, weights)
+        return run_autocast(self.weight_ih.device.type, self.backend, self._step, input, states, weights)
 
     def _step(self, input: Tensor, states: tuple[Tensor, ...] | None, weights: tuple[Tensor | None, ...]) -> Any:
         name = type(self).__name__

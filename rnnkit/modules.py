@@ -160,7 +160,7 @@ class RNNBase(TorchTwin, nn.Module):
         states = self._states_from_hx(hx)
         device_type = next(self.parameters()).device.type
         run = functools.partial(self._run, lengths=lengths)
-        output, final = run_autocast(device_type, run, input, states, self._weights())
+        output, final = run_autocast(device_type, self.backend, run, input, states, self._weights())
         return output, self._hx_from_states(final)
 
     def _run(

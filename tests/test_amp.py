@@ -23,6 +23,11 @@ def autocast():
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
+def flatten(out):
+    """The tensors of a module's or cell's result: a tensor, or nested tuples of them."""
+    return [t for part in out for t in flatten(part)] if isinstance(out, tuple) else [out]
+
+
 def run_both(model, inputs, **kwargs):
     """The model under autocast, and a bfloat16 copy of it on bfloat16 inputs: outputs, then parameter gradients."""
     twin = copy.deepcopy(model).to(torch.bfloat16)
@@ -31,7 +36,7 @@ def run_both(model, inputs, **kwargs):
     theirs = twin(*[t.to(torch.bfloat16) for t in inputs], **kwargs)
     results = []
     for net, out in ((model, ours), (twin, theirs)):
-        flat = [t for t in (out if isinstance(out, tuple) else (out,)) for t in (t if isinstance(t, tuple) else (t,))]
+        flat = flatten(out)
         sum(t.float().sum() for t in flat).backward()
         results.append((flat, [p.grad for p in net.parameters()]))
     return results
@@ -88,10 +93,15 @@ def test_float64_is_left_alone():
     assert output.dtype == h_n.dtype == torch.float64
 
 
-def test_a_backend_without_the_regions_dtype_says_so():
-    model = rnnkit.LSTM(5, 6, backend="cpu")
-    with autocast(), pytest.raises(TypeError, match=r"got torch.bfloat16 .* torch.autocast"):
-        model(torch.randn(3, 2, 5))
+@pytest.mark.parametrize("model", [rnnkit.LSTM(5, 6, backend="cpu"), rnnkit.GRUCell(5, 6, backend="cpu")])
+def test_a_backend_without_the_regions_dtype_runs_float32(model):
+    """As autocast's float32 ops: the input, here bfloat16 from a Linear, cast up to float32."""
+    x = torch.randn(3, 5) if isinstance(model, rnnkit.GRUCell) else torch.randn(3, 2, 5)
+    with autocast():
+        actual = model(x.bfloat16())
+    expected = model(x.bfloat16().float())
+    for a, e in zip(flatten(actual), flatten(expected), strict=True):
+        assert a.dtype == torch.float32 and torch.equal(a, e)
 
 
 def test_compiles_under_autocast_without_graph_breaks():

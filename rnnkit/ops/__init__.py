@@ -137,9 +137,15 @@ def recurrent_macs(mode: str, batch: int, hidden_size: int, proj_size: int = 0) 
     return batch * GATE_COUNTS[mode] * hidden_size * (proj_size or hidden_size)
 
 
+def takes_dtype(backend: str, dtype: torch.dtype) -> bool:
+    """Whether ``backend`` (as a module names it) runs tensors of ``dtype``: ``"cpu"`` float32 and float64 only."""
+    return backend != "cpu" or dtype in CPU_DTYPES
+
+
 @torch.compiler.assume_constant_result
 def _threads() -> int:
-    # a constant to torch.compile, which cannot trace torch.get_num_threads() (a graph break)
+    # A constant to torch.compile, which cannot trace torch.get_num_threads() (a graph break):
+    # a graph compiled before torch.set_num_threads keeps the choice of backend it made.
     return torch.get_num_threads()
 
 
@@ -177,9 +183,8 @@ def resolve_backend(
         torch_faster = not varying_lengths and (onednn_lstm or (short and not one_token_lstm))
         return "cpu" if on_cpu and not torch_faster and compiled.unavailable_reason() is None else "torch"
     if backend == "cpu" and not on_cpu:
-        autocast = " (inside torch.autocast, a net runs in the region's dtype)" if x.dtype in TRITON_DTYPES else ""
         raise RNNTypeError(
-            f"backend='cpu' runs float32 and float64 tensors on the CPU, got {x.dtype} on {x.device}{autocast}; "
+            f"backend='cpu' runs float32 and float64 tensors on the CPU, got {x.dtype} on {x.device}; "
             "use backend='auto' or 'torch'"
         )
     if backend == "triton" and not (x.dtype in TRITON_DTYPES and (x.is_cuda or triton_interpreting())):
