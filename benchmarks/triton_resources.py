@@ -2,10 +2,11 @@
 
 For each configuration (cell, H, P, B, directions, dtype) this builds the launch plan that
 ``rnnkit.ops.persistent.plan`` would choose on a GPU with ``--multiprocessors`` SMs, compiles
-the forward and backward kernels with Triton's own ptxas for ``--arch`` (default sm_90, the
-H100), and prints the registers per thread and the bytes spilled to local memory (STACK), as
-``cuobjdump --dump-resource-usage`` reads them off the binary. A kernel that does not compile
-shows FAILED with Triton's message and makes the exit status 1.
+the forward (with and without a backward to come) and backward kernels with Triton's own
+ptxas for ``--arch`` (default sm_90, the H100), and prints the registers per thread and the
+bytes spilled to local memory (STACK), as ``cuobjdump --dump-resource-usage`` reads them off
+the binary. A kernel that does not compile shows FAILED with Triton's message and makes the
+exit status 1.
 
 Nothing runs, so nothing is timed: spills are a proxy for slow code, not a measurement.
 
@@ -104,18 +105,23 @@ def main(argv: list[str] | None = None) -> int:
         gates, forward, backward = KERNELS[cell]
         hidden, batch, directions = int(hidden), int(batch), int(directions)
         proj = int(proj) or None  # 0: no projection
-        flags = dict(HAS_BIAS=True, HAS_LENGTHS=True, PROJ=proj is not None, RELU=False, SAVE=True)
-        for name, kernel in (("forward", forward), ("backward", backward)):
+        flags = dict(HAS_BIAS=True, HAS_LENGTHS=True, PROJ=proj is not None, RELU=False)
+        # the forward with a backward to come keeps every step (SAVE); for inference, two steps' states
+        for name, kernel, save in (
+            ("forward", forward, True),
+            ("inference", forward, False),
+            ("backward", backward, True),
+        ):
             device = torch.device("cuda")
             plan = persistent.plan(hidden, proj, gates, batch, directions, DTYPES[dtype], device, name == "backward")
             shape = f"programs={plan.programs} block_u={plan.block_u} block_b={plan.block_b} resident={plan.resident}"
             shape += " split" * plan.split
             try:
-                usage = resources(kernel, dtype, plan, args.arch, flags)
+                usage = resources(kernel, dtype, plan, args.arch, {**flags, "SAVE": save})
             except Exception as error:  # report every kernel, then fail
                 failures += 1
                 usage = f"FAILED {type(error).__name__}: {error}"
-            print(f"{config:26} {name:8} {shape} | {usage}", flush=True)
+            print(f"{config:26} {name:9} {shape} | {usage}", flush=True)
     return 1 if failures else 0
 
 

@@ -161,7 +161,7 @@ def test_auto_compiles_without_graph_breaks_in_a_fresh_process():
 
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
 def test_an_input_without_gradient_is_not_differentiated(cls, monkeypatch):
-    name = {rnnkit.LSTM: "lstm_backward", rnnkit.GRU: "gru_backward", rnnkit.RNN: "rnn_backward"}[cls]
+    name = f"{cls.__name__.lower()}_backward"
     assert_frozen_input_not_differentiated(make_model(cls), torch.randn(6, 3, 5), torch.ops.rnnkit, name, monkeypatch)
 
 

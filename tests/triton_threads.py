@@ -142,9 +142,9 @@ def check(spec: str) -> float:
     for name, value in (TILED if tiled == "1" else DEFAULTS).items():
         setattr(persistent, name, value)
     rng = random.Random(batch)
-    lengths = torch.tensor([4] + [rng.randint(1, 4) for _ in range(batch - 1)])
+    lengths = torch.tensor([5] + [rng.randint(1, 5) for _ in range(batch - 1)])
     x, states, weights = layer_inputs(
-        mode, steps=4, batch=batch, features=5, hidden=hidden, proj=proj, directions=directions
+        mode, steps=5, batch=batch, features=5, hidden=hidden, proj=proj, directions=directions
     )
     sizes = (hidden, proj or None, GATES[mode], batch, directions, torch.float32, None)
     plan, backward = persistent.plan(*sizes), persistent.plan(*sizes, backward=True)

@@ -251,7 +251,9 @@ def assert_frozen_input_not_differentiated(model: nn.Module, x: Tensor, owner: A
 
     def spy(*args):
         asked.append(args[-1])
-        return backward(*args)
+        grads = backward(*args)
+        assert args[-1] or grads[0].numel() == 0, "the input's gradient was computed though not asked for"
+        return grads
 
     monkeypatch.setattr(owner, name, spy)
     grads = []

@@ -17,9 +17,9 @@ multiplies its own gates' gradients by the same slice: its share of every column
 dh_{t-1}, written to a buffer; after the barrier each program sums the shares of its own
 columns, in a fixed order, so the sum is the same every run (``split``). Where those
 shares would outgrow L2 (``SHARE_BYTES``), with a projection, or where the split would not
-spread W_hh over more programs (H above 8 units per multiprocessor), a backward program
-instead owns 16 or more columns of dh_{t-1} and multiplies every gate's gradients, read
-back from global memory, by W_hh's slice of those columns (``backprop_hidden``).
+spread W_hh over more programs (H above 8 units per multiprocessor of a direction), a
+backward program instead owns 16 or more columns of dh_{t-1} and multiplies every gate's
+gradients, read back from global memory, by W_hh's slice of those columns (``backprop_hidden``).
 
 The barrier needs every program of a direction resident at once: the grid never
 exceeds the multiprocessor count, and under ``TRITON_INTERPRET=1`` (programs run one
@@ -110,7 +110,7 @@ def plan(
     (P, slots * block_u) slice of W_hh. Its backward then multiplies its own gates' gradients
     by the same slice, and the programs sum their shares of dh_{t-1} (``split``); unless
     there is a projection, the shares outgrow ``SHARE_BYTES``, or owning 16 units each the
-    programs fill the multiprocessors as well (H > 8 * multiprocessors): then a backward program
+    programs fill the multiprocessors as well (H > 8 * multiprocessors / D): then a backward program
     owns 16 or more columns of dh and holds an (H, block_p) slice of W_hh per gate. W_hr's
     slices come on top with a projection. The weights stay in registers when they fit
     ``RESIDENT_BYTES``; the reduction then runs in one tile, and the batch tile shrinks so

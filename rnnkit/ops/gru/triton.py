@@ -3,10 +3,10 @@
 Dimensions: T steps, B batch, I input features, H hidden units, D directions (both run
 in one launch). ``x @ W_ih^T + b_ih`` for every step is one product before the kernel;
 the kernel runs the recurrence only (``ops/persistent.py`` describes the slicing and the
-barrier). The forward stores r, z, n and ``W_hn h + b_hn`` of every step; the backward
-writes the gradients of ``x W_ih^T`` and ``h W_hh^T`` for every step, and the weights'
-gradients are then a few large products. The two differ only in the n block:
-``dL/d(W_hn h + b_hn) = r * dL/d(W_in x + b_in)``.
+barrier). With a backward to come (``save``) the forward stores r, z, n and
+``W_hn h + b_hn`` of every step; the backward writes the gradients of ``x W_ih^T`` and
+``h W_hh^T`` for every step, and the weights' gradients are then a few large products.
+The two differ only in the n block: ``dL/d(W_hn h + b_hn) = r * dL/d(W_in x + b_in)``.
 """
 
 from typing import Optional
@@ -136,7 +136,8 @@ def _gru_backward_kernel(
         b_w0, b_w1, b_w2, _ = ps.backward_weights(p_w, units, unit_ok, H, H, 3, BLOCK_KH)
     for step in range(T):
         t = ps.time_of(T - 1 - step, T, i_d)
-        p_h_prev = p_h + (i_d * (T + 1) + t + i_d) * B * H
+        prev, _new, slots = ps.state_slots(step, t, i_d, T, True)
+        p_h_prev = p_h + (i_d * slots + prev) * B * H
         for b0 in range(0, B, BLOCK_B):
             rows = b0 + tl.arange(0, BLOCK_B)
             row_ok = rows < B

@@ -3,10 +3,10 @@
 Dimensions: T steps, B batch, I input features, H hidden units, P = proj_size or H,
 D directions (both run in one launch). ``x @ W_ih^T + b_ih`` for every step is one
 product before the kernel; the kernel runs the recurrence only (``ops/persistent.py``
-describes the slicing and the barrier). The forward stores the gates after their
-nonlinearities and every cell state; the backward reads them instead of recomputing,
-writes the gates' gradients for every step, and the weights' gradients are then a few
-large products. With ``proj_size`` each step has a second phase, ``h_t = W_hr r_t``
+describes the slicing and the barrier). With a backward to come (``save``) the forward
+stores the gates after their nonlinearities and every cell state; the backward reads them
+instead of recomputing, writes the gates' gradients for every step, and the weights'
+gradients are then a few large products. With ``proj_size`` each step has a second phase, ``h_t = W_hr r_t``
 with ``r_t = o_t * tanh(c_t)``, and a second barrier.
 """
 
@@ -34,7 +34,7 @@ def _lstm_forward_kernel(
     p_h,  # (D, T+1, B, P) states, the initial one in place (ps.stack_states); (D, 2, B, P) without SAVE
     p_c,  # (D, T+1, B, H) float32 cell states, likewise
     p_gates,  # (D, T, B, 4H) float32 i, f, g, o after their nonlinearities (SAVE only)
-    p_r,  # (D, T, B, H) o * tanh(c), zero past each length (projection only)
+    p_r,  # (D, T, B, H) o * tanh(c), zero past each length (projection only); (D, 1, B, H) without SAVE
     p_out,  # (T, B, D*P)
     p_sync,  # (D,) int32 zeros
     T,
@@ -77,6 +77,8 @@ def _lstm_forward_kernel(
     for step in range(T):
         t = ps.time_of(step, T, i_d)
         prev, new, slots = ps.state_slots(step, t, i_d, T, SAVE)
+        # without a backward one step of r suffices: all have read it before the next is written
+        p_r_t = p_r + ((i_d * T + t) if SAVE else i_d) * B * H
         p_h_prev = p_h + (i_d * slots + prev) * B * P
         p_h_new = p_h + (i_d * slots + new) * B * P
         for b0 in range(0, B, BLOCK_B):
@@ -104,14 +106,13 @@ def _lstm_forward_kernel(
             tl.store(p_c + ((i_d * slots + new) * B + rows[:, None]) * H + units[None, :], b_c, tile)
             b_r = tl.where(live, b_o * ps.tanh(b_c), 0.0)
             if PROJ:
-                tl.store(p_r + ((i_d * T + t) * B + rows[:, None]) * H + units[None, :], b_r, tile)
+                tl.store(p_r_t + rows[:, None] * H + units[None, :], b_r, tile)
             else:
                 b_h_prev = ps.load_tile(p_h_prev, rows, row_ok, units, unit_ok, P)
                 tl.store(p_h_new + rows[:, None] * P + units[None, :], tl.where(live, b_r, b_h_prev), tile)
                 tl.store(p_out + (t * B + rows[:, None]) * D * P + i_d * P + units[None, :], b_r, tile)
         if PROJ:
             ps.grid_sync(p_sync_d, (step * syncs + 1) * n_programs)
-            p_r_t = p_r + (i_d * T + t) * B * H
             for b0 in range(0, B, BLOCK_B):
                 rows = b0 + tl.arange(0, BLOCK_B)
                 row_ok = rows < B
@@ -184,8 +185,7 @@ def _lstm_backward_kernel(
     syncs = 1 + PROJ  # grid barriers per step
     for step in range(T):
         t = ps.time_of(T - 1 - step, T, i_d)
-        prev = t + i_d
-        new = t + 1 - i_d
+        prev, new, slots = ps.state_slots(step, t, i_d, T, True)
         if PROJ:
             # dL/dh_t of this program's projected columns, kept whole for the products below
             for b0 in range(0, B, BLOCK_B):
@@ -221,8 +221,8 @@ def _lstm_backward_kernel(
             b_f = tl.load(p_gates_t + H, tile, 0.0)
             b_g = tl.load(p_gates_t + 2 * H, tile, 0.0)
             b_o = tl.load(p_gates_t + 3 * H, tile, 0.0)
-            b_c = ps.load_tile(p_c + (i_d * (T + 1) + new) * B * H, rows, row_ok, units, unit_ok, H)
-            b_c_prev = ps.load_tile(p_c + (i_d * (T + 1) + prev) * B * H, rows, row_ok, units, unit_ok, H)
+            b_c = ps.load_tile(p_c + (i_d * slots + new) * B * H, rows, row_ok, units, unit_ok, H)
+            b_c_prev = ps.load_tile(p_c + (i_d * slots + prev) * B * H, rows, row_ok, units, unit_ok, H)
             b_dc = ps.load_tile(p_dc_d, rows, row_ok, units, unit_ok, H)
             b_tc = ps.tanh(b_c)
             b_dc_all = b_dc + b_dr * b_o * (1.0 - b_tc * b_tc)
@@ -259,7 +259,7 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save):
     h = ps.stack_states(h0, steps, x.dtype, save)
     c = ps.stack_states(c0, steps, torch.float32, save)
     gates = x.new_empty(*ps.saved_shape(directions, steps, batch, gate_rows, save), dtype=torch.float32)
-    r = x.new_empty(directions, steps, batch, hidden) if w_hr is not None else x.new_empty(0)
+    r = x.new_empty(directions, steps if save else 1, batch, hidden) if w_hr is not None else x.new_empty(0)
     output = x.new_empty(steps, batch, directions * proj)
     ps.launch(
         _lstm_forward_kernel,
@@ -347,7 +347,8 @@ def lstm_triton(
     Returns output (T, B, D*P), h_n (D, B, P), c_n (D, B, H) and what the backward reads:
     gates (D, T, B, 4H), hidden states (D, T+1, B, P), cell states (D, T+1, B, H),
     r = o * tanh(c) (D, T, B, H) with proj_size, else empty. Without ``save`` (no backward
-    to come) the gates are empty and the states buffers hold two steps (``ps.stack_states``).
+    to come) the gates are empty, the states buffers hold two steps (``ps.stack_states``)
+    and r one.
     """
     return _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save)
 
@@ -364,7 +365,7 @@ def _(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save=True):
         x.new_empty(*ps.saved_shape(directions, steps, batch, gate_rows, save), dtype=torch.float32),
         x.new_empty(ps.states_shape(directions, steps, batch, proj, save)),
         x.new_empty(ps.states_shape(directions, steps, batch, hidden, save), dtype=torch.float32),
-        x.new_empty(directions, steps, batch, hidden) if w_hr is not None else x.new_empty(0),
+        x.new_empty(directions, steps if save else 1, batch, hidden) if w_hr is not None else x.new_empty(0),
     )
 
 

@@ -117,7 +117,8 @@ def _rnn_backward_kernel(
         b_w, _, _, _ = ps.backward_weights(p_w, units, unit_ok, H, H, 1, BLOCK_KH)
     for step in range(T):
         t = ps.time_of(T - 1 - step, T, i_d)
-        p_h_new = p_h + (i_d * (T + 1) + t + 1 - i_d) * B * H
+        _prev, new, slots = ps.state_slots(step, t, i_d, T, True)
+        p_h_new = p_h + (i_d * slots + new) * B * H
         for b0 in range(0, B, BLOCK_B):
             rows = b0 + tl.arange(0, BLOCK_B)
             row_ok = rows < B
@@ -135,27 +136,11 @@ def _rnn_backward_kernel(
             tl.store(p_dpre + ((i_d * T + t) * B + rows[:, None]) * H + units[None, :], d_pre, tile)
             tl.store(p_dh_d + rows[:, None] * H + units[None, :], tl.where(live, 0.0, b_dh), tile)
         ps.grid_sync(p_sync + i_d, (step + 1) * n_programs)
-        ps.backprop_hidden(
-            p_dh_d,
-            p_dpre + (i_d * T + t) * B * H,
-            p_w,
-            b_w,
-            b_w,
-            b_w,
-            b_w,
-            units,
-            unit_ok,
-            B,
-            H,
-            H,
-            H,
-            1,
-            RESIDENT,
-            BLOCK_B,
-            BLOCK_KH,
-            DOT_DTYPE,
-            PRECISION,
-        )
+        # one gate has no side-by-side slicing to split (``ps.plan``): no shares buffer
+        ps.previous_dh(
+            p_dh_d, p_dh_d, step, p_dpre + (i_d * T + t) * B * H, p_w, b_w, b_w, b_w, b_w,
+            units, unit_ok, B, H, H, H, 1, False, RESIDENT, BLOCK_B, BLOCK_KH, DOT_DTYPE, PRECISION,
+        )  # fmt: skip
 
 
 def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu, save):
