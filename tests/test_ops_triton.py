@@ -74,17 +74,37 @@ def layer_inputs(mode, *, steps=5, batch=3, features=4, hidden=6, proj=0, bias=T
     return x, tuple(states), weights
 
 
+def cast_layer(x, states, weights, dtype, requires_grad=False):
+    """``layer_inputs``' x, states and weights on DEVICE in ``dtype``, leaves wanting gradients if ``requires_grad``."""
+
+    def cast(t):
+        return None if t is None else t.detach().to(DEVICE, dtype).requires_grad_(requires_grad)
+
+    return cast(x), tuple(cast(s) for s in states), [tuple(cast(w) for w in ws) for ws in weights]
+
+
+def output_names(final):
+    return ["output", *(f"final {i}" for i in range(len(final)))]
+
+
+def run_inference(mode, x, states, weights, lengths, dtype):
+    """Outputs of the Triton layer op with no gradient wanted (the forward keeps two steps' states)."""
+    x, states, weights = cast_layer(x, states, weights, dtype)
+    with torch.no_grad():
+        output, final = ops.layer_op(mode, "triton")(x, states, weights, lengths)
+    return dict(zip(output_names(final), (output, *final), strict=True))
+
+
 def run_layer(backend, mode, x, states, weights, lengths, dtype, upstream_seed=1):
     """Outputs and every gradient of one layer op after one backward with random upstream gradients."""
-    cast = [t.to(DEVICE, dtype).requires_grad_() for t in (x, *states)]
-    cast_weights = [tuple(None if w is None else w.to(DEVICE, dtype).requires_grad_() for w in ws) for ws in weights]
-    leaves = cast + [w for ws in cast_weights for w in ws if w is not None]
-    output, final = ops.layer_op(mode, backend)(cast[0], tuple(cast[1:]), cast_weights, lengths)
+    x, states, cast_weights = cast_layer(x, states, weights, dtype, requires_grad=True)
+    leaves = [x, *states] + [w for ws in cast_weights for w in ws if w is not None]
+    output, final = ops.layer_op(mode, backend)(x, states, cast_weights, lengths)
     results = (output, *final)
     g = torch.Generator().manual_seed(upstream_seed)
     upstream = [torch.randn(r.shape, dtype=torch.float64, generator=g).to(DEVICE, dtype) for r in results]
     grads = torch.autograd.grad(results, leaves, upstream)
-    names = ["output", *(f"final {i}" for i in range(len(final)))]
+    names = output_names(final)
     names += ["grad x", *(f"grad state {i}" for i in range(len(states)))]
     names += [f"grad {n}[{d}]" for d, ws in enumerate(cast_weights) for n, w in zip(WEIGHT_NAMES, ws) if w is not None]
     return dict(zip(names, [r.detach() for r in results] + list(grads), strict=True))
@@ -231,13 +251,11 @@ def test_inference_keeps_two_steps_and_no_gates(mode, steps, monkeypatch):
     x, states, weights = layer_inputs(mode, steps=steps, proj=4 if mode == "LSTM" else 0, directions=2)
     lengths = torch.tensor([steps, 1, 3])
     expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
-    x, states = x.to(DEVICE, torch.float32), tuple(s.to(DEVICE, torch.float32) for s in states)
-    weights = [tuple(None if w is None else w.to(DEVICE, torch.float32) for w in ws) for ws in weights]
-    with torch.no_grad():
-        output, final = ops.layer_op(mode, "triton")(x, states, weights, lengths)
-    for key, actual in zip(["output", "final 0", "final 1"], (output, *final)):
+    for key, actual in run_inference(mode, x, states, weights, lengths, torch.float32).items():
         assert_close(key, actual.cpu(), expected[key].float().cpu())
     assert saves == [False]
+
+    x, states, weights = cast_layer(x, states, weights, torch.float32)
 
     stacked = persistent.stack_weights(weights)
     flags = (True,) if mode.startswith("RNN") else ()  # the RNN's tanh/relu switch
@@ -258,12 +276,11 @@ def test_inference_keeps_two_steps_and_no_gates(mode, steps, monkeypatch):
 def test_double_backward_replays_naive_with_a_note(mode):
     x, states, weights = layer_inputs(mode, proj=4 * (mode == "LSTM"))
     lengths = torch.tensor([4, 1, 2])
-    leaves = [t.float().to(DEVICE).requires_grad_() for t in (x, *states)]
-    cast = [tuple(None if w is None else w.float().to(DEVICE).requires_grad_() for w in ws) for ws in weights]
-    inputs = leaves + [w for ws in cast for w in ws if w is not None]
+    x, states, cast = cast_layer(x, states, weights, torch.float32, requires_grad=True)
+    inputs = [x, *states] + [w for ws in cast for w in ws if w is not None]
 
     def grad_of_sum(backend):
-        output, final = ops.layer_op(mode, backend)(leaves[0], tuple(leaves[1:]), cast, lengths)
+        output, final = ops.layer_op(mode, backend)(x, states, cast, lengths)
         loss = sum((o * o).sum() for o in (output, *final))
         return torch.autograd.grad(loss, inputs, create_graph=True)
 

@@ -31,11 +31,10 @@ import torch
 import triton.language as tl
 from triton.runtime import interpreter
 
-from rnnkit import ops
 from rnnkit.modules import GATES
 from rnnkit.ops import persistent
 
-from .test_ops_triton import layer_inputs, run_layer
+from .test_ops_triton import layer_inputs, run_inference, run_layer
 from .utils import relative_error
 
 # The interpreter internals patched here.
@@ -151,10 +150,7 @@ def check(spec: str) -> float:
     expected = run_layer("naive", mode, x, states, weights, lengths, torch.float64)
     actual = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
     again = run_layer("triton", mode, x, states, weights, lengths, torch.float32)
-    with torch.no_grad():  # the forward without a backward to come: two steps' states in turn
-        weights = [tuple(None if w is None else w.float() for w in ws) for ws in weights]
-        output, final = ops.layer_op(mode, "triton")(x.float(), tuple(s.float() for s in states), weights, lengths)
-    inference = dict(zip(["output", *(f"final {i}" for i in range(len(final)))], (output, *final)))
+    inference = run_inference(mode, x, states, weights, lengths, torch.float32)
     worst = max(relative_error(actual[name], e) for name, e in expected.items())
     shape = f"{plan.programs} programs of {plan.block_u} units, backward {backward.programs}"
     shape += " split" if backward.split else f" of {backward.block_u}"

@@ -19,7 +19,7 @@ columns, in a fixed order, so the sum is the same every run (``split``). Where t
 shares would outgrow L2 (``SHARE_BYTES``), with a projection, or where the split would not
 spread W_hh over more programs (H above 8 units per multiprocessor of a direction), a
 backward program instead owns 16 or more columns of dh_{t-1} and multiplies every gate's
-gradients, read back from global memory, by W_hh's slice of those columns (``backprop_hidden``).
+gradients, read back from global memory, by W_hh's slice of those columns (``previous_dh``).
 
 The barrier needs every program of a direction resident at once: the grid never
 exceeds the multiprocessor count, and under ``TRITON_INTERPRET=1`` (programs run one
@@ -480,8 +480,10 @@ def tanh(x):
 
 
 @triton.jit
-def backprop_hidden(
+def previous_dh(
     p_dh,  # (B, N) float32: in, the part of dh_{t-1} that skips the product; out, all of it
+    p_shares,  # (2, programs, B, N) float32 shares of dh_{t-1} (SPLIT), else unused
+    step,
     p_dg,  # (B, *) this step's gradients of h W_hh^T, gate g at columns g*H.., row stride dg_stride
     p_w,  # (G*H, N) W_hh of this direction, row-major
     b_w0,  # resident (BLOCK_KH, BLOCK_N) slices W_hh[g*H:(g+1)*H, cols] of gates 0..G-1, or unused
@@ -495,33 +497,41 @@ def backprop_hidden(
     N,
     dg_stride,
     GATES: tl.constexpr,
+    SPLIT: tl.constexpr,
     RESIDENT: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_KH: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """dh_{t-1}[:, cols] += sum over gates g of dg_t[:, g] @ W_hh[g, cols]: the backward's step across time."""
-    for b0 in range(0, B, BLOCK_B):
-        rows = b0 + tl.arange(0, BLOCK_B)
-        row_ok = rows < B
-        acc = load_tile(p_dh, rows, row_ok, cols, col_ok, N)
-        for k0 in range(0, H, BLOCK_KH):
-            ks = k0 + tl.arange(0, BLOCK_KH)
-            k_ok = ks < H
-            w = resident_or_load(b_w0, p_w, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
-            acc = mma(acc, load_tile(p_dg, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
-            if GATES > 1:
-                w = resident_or_load(b_w1, p_w + H * N, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
-                acc = mma(acc, load_tile(p_dg + H, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
-            if GATES > 2:
-                w = resident_or_load(b_w2, p_w + 2 * H * N, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
-                acc = mma(acc, load_tile(p_dg + 2 * H, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
-            if GATES > 3:
-                w = resident_or_load(b_w3, p_w + 3 * H * N, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
-                acc = mma(acc, load_tile(p_dg + 3 * H, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
-        tl.store(p_dh + rows[:, None] * N + cols[None, :], acc, row_ok[:, None] & col_ok[None, :])
-    tl.debug_barrier()  # the next step reads these columns of dh from other threads of the program
+    """After the step's barrier, this program's columns of dh_{t-1}: the backward's step across time.
+
+    Split, the sum of the programs' shares (``sum_shares``); else dh_{t-1}[:, cols] += sum
+    over gates g of dg_t[:, g] @ W_hh[g, cols].
+    """
+    if SPLIT:
+        sum_shares(p_dh, p_shares, step, cols, col_ok, B, N, BLOCK_B)
+    else:
+        for b0 in range(0, B, BLOCK_B):
+            rows = b0 + tl.arange(0, BLOCK_B)
+            row_ok = rows < B
+            acc = load_tile(p_dh, rows, row_ok, cols, col_ok, N)
+            for k0 in range(0, H, BLOCK_KH):
+                ks = k0 + tl.arange(0, BLOCK_KH)
+                k_ok = ks < H
+                w = resident_or_load(b_w0, p_w, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
+                acc = mma(acc, load_tile(p_dg, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
+                if GATES > 1:
+                    w = resident_or_load(b_w1, p_w + H * N, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
+                    acc = mma(acc, load_tile(p_dg + H, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
+                if GATES > 2:
+                    w = resident_or_load(b_w2, p_w + 2 * H * N, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
+                    acc = mma(acc, load_tile(p_dg + 2 * H, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
+                if GATES > 3:
+                    w = resident_or_load(b_w3, p_w + 3 * H * N, ks, k_ok, cols, col_ok, N, 1, RESIDENT)
+                    acc = mma(acc, load_tile(p_dg + 3 * H, rows, row_ok, ks, k_ok, dg_stride), w, DOT_DTYPE, PRECISION)
+            tl.store(p_dh + rows[:, None] * N + cols[None, :], acc, row_ok[:, None] & col_ok[None, :])
+        tl.debug_barrier()  # the next step reads these columns of dh from other threads of the program
 
 
 @triton.jit
@@ -585,43 +595,8 @@ def sum_shares(p_dh, p_shares, step, cols, col_ok, B, N, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def previous_dh(
-    p_dh,  # (B, N) float32: in, the part of dh_{t-1} that skips the product; out, all of it
-    p_shares,  # (2, programs, B, N) float32 shares of dh_{t-1} (SPLIT), else unused
-    step,
-    p_dg,  # (B, *) this step's gradients of h W_hh^T, as ``backprop_hidden`` reads them
-    p_w,
-    b_w0,
-    b_w1,
-    b_w2,
-    b_w3,
-    cols,
-    col_ok,
-    B,
-    H,
-    N,
-    dg_stride,
-    GATES: tl.constexpr,
-    SPLIT: tl.constexpr,
-    RESIDENT: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    BLOCK_KH: tl.constexpr,
-    DOT_DTYPE: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    """After the step's barrier, complete this program's columns of dh_{t-1}, split or not (module docstring)."""
-    if SPLIT:
-        sum_shares(p_dh, p_shares, step, cols, col_ok, B, N, BLOCK_B)
-    else:
-        backprop_hidden(
-            p_dh, p_dg, p_w, b_w0, b_w1, b_w2, b_w3, cols, col_ok, B, H, N, dg_stride,
-            GATES, RESIDENT, BLOCK_B, BLOCK_KH, DOT_DTYPE, PRECISION,
-        )  # fmt: skip
-
-
-@triton.jit
 def backward_weights(p_w, cols, col_ok, H, N, GATES: tl.constexpr, BLOCK_KH: tl.constexpr):
-    """The resident slices W_hh[g*H:(g+1)*H, cols] of ``backprop_hidden``; placeholders past GATES."""
+    """The resident slices W_hh[g*H:(g+1)*H, cols] of an unsplit ``previous_dh``; placeholders past GATES."""
     ks = tl.arange(0, BLOCK_KH)
     b_w0 = weight_tile(p_w, ks, ks < H, cols, col_ok, N, 1)
     b_w1 = tl.zeros([1, 1], tl.float32)

@@ -6,8 +6,8 @@ product before the kernel; the kernel runs the recurrence only (``ops/persistent
 describes the slicing and the barrier). With a backward to come (``save``) the forward
 stores the gates after their nonlinearities and every cell state; the backward reads them
 instead of recomputing, writes the gates' gradients for every step, and the weights'
-gradients are then a few large products. With ``proj_size`` each step has a second phase, ``h_t = W_hr r_t``
-with ``r_t = o_t * tanh(c_t)``, and a second barrier.
+gradients are then a few large products. With ``proj_size`` each step has a second phase,
+``h_t = W_hr r_t`` with ``r_t = o_t * tanh(c_t)``, and a second barrier.
 """
 
 from typing import Optional
