@@ -8,8 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -30,6 +29,17 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     return torch.device(device)
 
 
+# Every collective this module starts is kept here until the interpreter exits. Gloo's worker
+# thread holds on to the last collective it ran until the process group shuts down, and were its
+# reference the last one, it would then release the collective's tensors, which takes the
+# interpreter's lock for tensors Python has seen. The group shuts down when its last reference
+# goes (often DistributedDataParallel's), from the main thread, which holds that lock and joins the
+# worker: the worker waits for the lock, the main thread for the worker, and the process never
+# exits (seen once in about 25 two-process runs on a loaded 2-core machine). Kept here, a
+# collective is released by the main thread alone. They hold the buffers of ``Process``, reused.
+_STARTED: list[dist.Work] = []
+
+
 @dataclass
 class Process:
     """This process's place among ``world`` processes and its device."""
@@ -37,6 +47,7 @@ class Process:
     rank: int
     world: int
     device: torch.device
+    _buffers: dict[tuple[str, torch.Size, torch.dtype], Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def main(self) -> bool:
@@ -50,20 +61,33 @@ class Process:
         return DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
 
     def sum(self, stats: Tensor) -> Tensor:
-        """``stats`` summed over all processes (a copy)."""
+        """``stats`` summed over all processes (a copy on the CPU)."""
         if self.world == 1:
             return stats.clone()
-        total = stats.to(self.device, copy=True)  # all_reduce works in place: keep the caller's stats
-        dist.all_reduce(total)
-        return total.cpu()
+        total = self._buffer("sum", stats).copy_(stats)
+        _wait(dist.all_reduce(total, async_op=True))
+        return total.to("cpu", copy=True)
 
-    def gather(self, item: Any) -> list[Any]:
-        """``item`` of every process, by rank."""
+    def gather(self, tensor: Tensor) -> list[Tensor]:
+        """``tensor``, of the same shape and dtype on every process, from every process by rank (CPU copies)."""
         if self.world == 1:
-            return [item]
-        items: list[Any] = [None] * self.world
-        dist.all_gather_object(items, item)
-        return items
+            return [tensor.clone()]
+        sent = self._buffer("sent", tensor).copy_(tensor)
+        received = [self._buffer(f"from {rank}", tensor) for rank in range(self.world)]
+        _wait(dist.all_gather(received, sent, async_op=True))
+        return [r.to("cpu", copy=True) for r in received]
+
+    def _buffer(self, role: str, like: Tensor) -> Tensor:
+        """The buffer for ``role`` shaped like ``like`` on this device, made once: the kept collectives share it."""
+        key = (role, like.shape, like.dtype)
+        if key not in self._buffers:
+            self._buffers[key] = torch.empty(like.shape, dtype=like.dtype, device=self.device)
+        return self._buffers[key]
+
+
+def _wait(work: dist.Work) -> None:
+    work.wait()
+    _STARTED.append(work)
 
 
 @contextmanager

@@ -122,7 +122,7 @@ def train(config: TrainConfig) -> list[dict[str, float]]:
                 {"lr": lr, "seconds": round(seconds, 3), f"{task.unit}_per_s": round(float(totals[1]) / seconds)}
             )
             history.append(metrics)
-            rng = process.gather(_rng_state(process.device))
+            rng = _rng_states(process)
             if process.main:
                 if (epoch + 1) % config.log_every == 0 or epoch + 1 == config.epochs:
                     print(_line(task, metrics, config.epochs))
@@ -168,9 +168,13 @@ def _schedule(config: TrainConfig) -> Callable[[int], float]:
     return lambda epoch: 1.0
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return {"torch": torch.get_rng_state(), "cuda": cuda}
+def _rng_states(process: distributed.Process) -> list[dict[str, Any]]:
+    """Every process's random generator states, by rank: {"torch": CPU state, "cuda": CUDA state or None}."""
+    torch_states = process.gather(torch.get_rng_state())
+    if process.device.type != "cuda":
+        return [{"torch": state, "cuda": None} for state in torch_states]
+    cuda_states = process.gather(torch.cuda.get_rng_state(process.device))
+    return [{"torch": t, "cuda": c} for t, c in zip(torch_states, cuda_states, strict=True)]
 
 
 def _set_rng(states: list[dict[str, Any]], process: distributed.Process) -> None:
