@@ -68,8 +68,13 @@ def test_cell_runs_in_the_regions_dtype(cls):
         assert a.dtype == torch.float32 and torch.equal(a, e.float())
 
 
-def test_lstm_under_autocast_matches_torch():
-    """A mixed-precision script: bfloat16 from a Linear into the LSTM, float32 states, a PackedSequence."""
+def test_lstm_under_autocast_runs_in_bfloat16_close_to_torch():
+    """A mixed-precision script: bfloat16 from a Linear into the LSTM, float32 states, a PackedSequence.
+
+    rnnkit's contract is the region's dtype on any CPU; torch.nn's CPU LSTM returns bfloat16 or
+    float32 here depending on the CPU (float32 where it has no bfloat16 instructions, and always
+    for a PackedSequence), so only its values are the reference, at bfloat16's precision.
+    """
     torch.manual_seed(0)
     ours, linear = rnnkit.LSTM(6, 7, num_layers=2), nn.Linear(5, 6)
     theirs = ours.to_torch()
@@ -78,12 +83,12 @@ def test_lstm_under_autocast_matches_torch():
         features = linear(x)
         assert features.dtype == torch.bfloat16
         packed = pack_padded_sequence(features, [4, 2, 3], enforce_sorted=False)
-        for a, e in zip(ours(features, states), theirs(features, states), strict=True):
-            torch.testing.assert_close(a, e)
-        (out, _), (expected, _) = ours(packed, states), theirs(packed, states)
-    # torch's packed LSTM on the CPU stays in float32 under autocast; cuDNN's, like rnnkit, does not
-    assert out.data.dtype == torch.bfloat16
-    torch.testing.assert_close(out.data.float(), expected.data, rtol=2e-2, atol=1e-2)
+        (out, (h_n, c_n)), (expected, (expected_h, expected_c)) = ours(features, states), theirs(features, states)
+        (packed_out, _), (packed_expected, _) = ours(packed, states), theirs(packed, states)
+    pairs = [(out, expected), (h_n, expected_h), (c_n, expected_c), (packed_out.data, packed_expected.data)]
+    for actual, reference in pairs:
+        assert actual.dtype == torch.bfloat16
+        torch.testing.assert_close(actual.float(), reference.float(), rtol=2e-2, atol=1e-2)
 
 
 def test_float64_is_left_alone():
