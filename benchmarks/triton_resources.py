@@ -45,7 +45,7 @@ KERNELS = {
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Pointers that are not of the input's dtype.
 POINTER_TYPES = {"p_lengths": "*i64", "p_sync": "*i32", "p_gates": "*fp32", "p_c": "*fp32", "p_dh": "*fp32"}
-POINTER_TYPES.update(p_dc="*fp32", p_shares="*fp32")
+POINTER_TYPES.update(p_dc="*fp32", p_shares="*fp32", p_bias="*fp32")
 DEFAULT_CONFIGS = [
     "lstm:128:0:8:1:fp32",
     "lstm:256:0:32:1:fp32",

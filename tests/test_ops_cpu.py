@@ -32,6 +32,7 @@ def run_op(backend, mode, x, states, weights, lengths, reverse):
     return (output, *final)
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize(("mode", "proj", "bias", "lengths", "reverse"), CASES)
 def test_direction_op_matches_naive_and_gradcheck(mode, proj, bias, lengths, reverse):
     x, states, weights = direction_inputs(mode, proj, bias)
@@ -74,6 +75,7 @@ def assert_two_threads_match_naive(mode, proj, lengths, **sizes):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("mode", ["LSTM", "LSTM-proj", "GRU", "RNN_TANH"])
 @pytest.mark.parametrize(("batch", "hidden"), [(4, 256), (48, 64)], ids=["units", "sequences"])
 def test_threads_split_sequences_or_units_like_naive(mode, batch, hidden):
@@ -84,6 +86,7 @@ def test_threads_split_sequences_or_units_like_naive(mode, batch, hidden):
     assert_two_threads_match_naive(mode, proj, lengths, T=5, B=batch, I=8, H=hidden, P=hidden // 3)
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("mode", ["LSTM", "LSTM-proj", "GRU", "RNN_TANH"])
 @pytest.mark.parametrize(
     ("steps", "batch", "hidden", "features"),
@@ -100,6 +103,7 @@ def test_weights_read_in_place_or_packed_like_naive(mode, steps, batch, hidden, 
     assert_two_threads_match_naive(mode, proj, None, T=steps, B=batch, I=features, H=hidden, P=hidden // 3)
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("save", [True, False])
 def test_lstm_keeps_one_step_of_activations_without_gradients(save):
     """With no gradient wanted the LSTM op keeps one step of gates and cell states, rewritten at
@@ -159,12 +163,14 @@ def test_auto_compiles_without_graph_breaks_in_a_fresh_process():
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
 def test_an_input_without_gradient_is_not_differentiated(cls, monkeypatch):
     name = f"{cls.__name__.lower()}_backward"
     assert_frozen_input_not_differentiated(make_model(cls), torch.randn(6, 3, 5), torch.ops.rnnkit, name, monkeypatch)
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
 def test_gradients_accumulate_and_clip_like_naive(cls):
     assert_accumulates_like_naive(make_model(cls), make_model(cls), torch.randn(4, 3, 5))
@@ -196,14 +202,13 @@ def test_auto_uses_the_compiled_kernels_where_they_are_faster():
     assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=large, batch=few + 1) == "cpu"
     assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=large - 1, batch=few) == "cpu"
     assert ops.resolve_backend("auto", x.float(), "LSTM", step_macs=large, batch=few, varying_lengths=True) == "cpu"
-    # a short sequence: torch's kernels cost less per call, but for an LSTM of a few sequences
+    # a short sequence: torch's kernels cost less per call, but for a few sequences (one token)
     short, rows = ops.SHORT_STEPS - 1, ops.ROWS_PER_THREAD
     for mode in ("GRU", "RNN_TANH", "LSTM"):
         assert ops.resolve_backend("auto", x.float(), mode, batch=rows, steps=short) == "torch"
         assert ops.resolve_backend("auto", x.float(), mode, batch=rows, steps=short + 1) == "cpu"
         assert ops.resolve_backend("auto", x.float(), mode, batch=rows, steps=short, varying_lengths=True) == "cpu"
-    assert ops.resolve_backend("auto", x.float(), "LSTM", batch=rows - 1, steps=1) == "cpu"
-    assert ops.resolve_backend("auto", x.float(), "GRU", batch=1, steps=1) == "torch"
+        assert ops.resolve_backend("auto", x.float(), mode, batch=rows - 1, steps=1) == "cpu"
 
 
 def test_unsupported_dtype_names_what_to_use():
@@ -219,11 +224,39 @@ def test_without_a_compiler_auto_falls_back_and_cpu_says_why(monkeypatch):
         rnnkit.LSTM(3, 4, backend="cpu")
 
 
+@pytest.mark.cpu_kernels
+def test_the_library_is_built_for_the_selected_path():
+    assert torch.ops.rnnkit.vector_isa() == compiled.selected_isa()
+
+
+def test_paths_are_chosen_from_the_cpu_and_the_environment(monkeypatch):
+    monkeypatch.setattr(compiled, "_cpu_flags", lambda: {"avx2", "fma", "sse4_2"})
+    monkeypatch.setattr(compiled, "_X86", True)
+    monkeypatch.delenv(compiled.ISA_VARIABLE, raising=False)
+    assert compiled.supported_isas() == ["avx2", "default"] and compiled.selected_isa() == "avx2"
+    monkeypatch.setenv(compiled.ISA_VARIABLE, "DEFAULT")
+    assert compiled.selected_isa() == "default"
+    monkeypatch.setenv(compiled.ISA_VARIABLE, "avx512")
+    lacks = r"RNNKIT_CPU_ISA='avx512' cannot be built here \(this CPU lacks its instructions\); this CPU runs 'avx2'"
+    with pytest.raises(ValueError, match=lacks):
+        compiled.selected_isa()
+    monkeypatch.setenv(compiled.ISA_VARIABLE, "sse")
+    with pytest.raises(ValueError, match="the paths are 'avx512', 'avx2', 'default'"):
+        compiled.selected_isa()
+
+
+def test_the_build_cache_keys_on_the_path():
+    directories = {isa.name: compiled._build_directory(isa.name) for isa in compiled.ISAS}
+    assert len(set(directories.values())) == len(compiled.ISAS)
+    assert all(f"cpu-{name}-" in directory.name for name, directory in directories.items())
+
+
 def test_loading_the_library_keeps_denormals():
     """Loading the kernels does not switch the process to flush-to-zero (no -ffast-math at link time)."""
     assert (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() != 0.0
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize(
     ("cls", "hidden", "kwargs"),
     [
@@ -253,6 +286,7 @@ def test_large_float32_steps_match_torch(cls, hidden, kwargs):
     torch.testing.assert_close(grads[0], expected_grads[0], rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_saturated_gates_stay_finite(mode, dtype):
@@ -280,6 +314,7 @@ def test_ops_check_their_arguments():
         )
 
 
+@pytest.mark.cpu_kernels
 def test_threads_split_the_batch_like_one_thread():
     """Steps split across threads by hidden units give the single-thread result (1 thread against 4)."""
     torch.manual_seed(0)

@@ -13,18 +13,52 @@ import hashlib
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 _OPS = Path(__file__).parent
-SOURCES = [_OPS / "lstm" / "lstm_cpu.cpp", _OPS / "gru" / "gru_cpu.cpp", _OPS / "rnn" / "rnn_cpu.cpp"]
-HEADERS = [_OPS / "csrc" / "common.h", _OPS / "csrc" / "packed.h"]
+SOURCES = [
+    _OPS / "lstm" / "lstm_cpu.cpp",
+    _OPS / "gru" / "gru_cpu.cpp",
+    _OPS / "rnn" / "rnn_cpu.cpp",
+    _OPS / "csrc" / "activations.cpp",
+]
+HEADERS = [_OPS / "csrc" / name for name in ("common.h", "packed.h", "activations.h")]
 # -march=native is safe: the library is built on, and cached for, the machine that runs it.
 # -fopenmp turns on at::parallel_for: without it the header runs every loop on one thread. The
 # library then shares torch's OpenMP runtime (the libgomp.so.1 that torch has loaded already).
 CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
+
+
+# The instruction-set paths the kernels can be built for, widest first: at::vec's implementation
+# of that name and the compiler's flags for it (on top of -march=native, which may offer more).
+# "default" is at::vec's portable code: without AVX on x86, what a CPU without AVX2 runs.
+ISA_VARIABLE = "RNNKIT_CPU_ISA"
+_X86 = platform.machine() in ("x86_64", "AMD64", "i686")
+
+
+@dataclass(frozen=True)
+class Isa:
+    """One path: the CPU features it needs (as /proc/cpuinfo names them) and its compiler flags."""
+
+    name: str
+    needs: frozenset[str]
+    flags: tuple[str, ...]
+
+
+ISAS = (
+    Isa(
+        "avx512",
+        frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"}),
+        ("-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq"),
+    ),
+    # -mno-avx512f turns off every AVX-512 extension -march=native would add.
+    Isa("avx2", frozenset({"avx2", "fma"}), ("-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mno-avx512f")),
+    Isa("default", frozenset(), ("-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT", *["-mno-avx"] * _X86)),
+)
 
 
 def _cpu_flags() -> set[str]:
@@ -37,32 +71,40 @@ def _cpu_flags() -> set[str]:
     return set(line.split(":", 1)[-1].split())
 
 
-def _vector_flags() -> list[str]:
-    """Select at::vec's widest implementation the CPU has: AVX-512, AVX2, or its portable default."""
+def supported_isas() -> list[str]:
+    """The paths this CPU runs, widest first (``"default"`` always; AVX2 and AVX-512 on x86 that has them)."""
     flags = _cpu_flags()
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"} <= flags:
-        return [
-            "-DCPU_CAPABILITY=AVX512",
-            "-DCPU_CAPABILITY_AVX512",
-            "-mavx512f",
-            "-mavx512bw",
-            "-mavx512vl",
-            "-mavx512dq",
-            "-mfma",
-        ]
-    if {"avx2", "fma"} <= flags:
-        return ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma"]
-    return []
+    return [isa.name for isa in ISAS if isa.needs <= flags and (_X86 or not isa.needs)]
 
 
-def _build_directory() -> Path:
+def selected_isa() -> str:
+    """The path the kernels are built for: ``$RNNKIT_CPU_ISA`` if set, else the widest this CPU runs.
+
+    Raises ValueError for a name that is not a path, or a path this CPU cannot run.
+    """
+    supported = supported_isas()
+    name = os.environ.get(ISA_VARIABLE, "").strip().lower() or supported[0]
+    if name not in supported:
+        known = ", ".join(repr(isa.name) for isa in ISAS)
+        why = "this CPU lacks its instructions" if any(isa.name == name for isa in ISAS) else f"the paths are {known}"
+        raise ValueError(
+            f"{ISA_VARIABLE}={name!r} cannot be built here ({why}); this CPU runs {', '.join(map(repr, supported))}"
+        )
+    return name
+
+
+def _isa_flags(name: str) -> list[str]:
+    return list(next(isa.flags for isa in ISAS if isa.name == name))
+
+
+def _build_directory(isa: str) -> Path:
     digest = hashlib.sha256()
     for path in SOURCES + HEADERS:
         digest.update(path.read_bytes())
-    digest.update(" ".join(CFLAGS + _vector_flags()).encode() + torch.__version__.encode())
+    digest.update(" ".join(CFLAGS + _isa_flags(isa)).encode() + torch.__version__.encode())
     digest.update(platform.machine().encode() + " ".join(sorted(_cpu_flags())).encode())
     root = Path(os.environ.get("RNNKIT_CACHE", Path.home() / ".cache" / "rnnkit"))
-    return root / f"cpu-{digest.hexdigest()[:16]}"
+    return root / f"cpu-{isa}-{digest.hexdigest()[:16]}"
 
 
 def _first_error(text: str) -> str:
@@ -81,6 +123,25 @@ def unavailable_reason() -> str | None:
 def _build_and_load() -> str | None:
     from torch.utils import cpp_extension
 
+    try:
+        isa = selected_isa()
+        build = _build_directory(isa)
+        build.mkdir(parents=True, exist_ok=True)
+        unity = build / "rnnkit_cpu.cpp"
+        # One translation unit of all the sources: ATen's headers, most of the compile time, are read once.
+        text = "".join(f'#include "{source}"\n' for source in SOURCES)
+        if not unity.exists() or unity.read_text() != text:
+            unity.write_text(text)
+    except ValueError as error:  # a path RNNKIT_CPU_ISA names that this CPU cannot run
+        return str(error)
+    except (OSError, RuntimeError) as error:  # no home directory, or a cache that cannot be written
+        return f"its build cache could not be made ({error}); set RNNKIT_CACHE to a writable directory"
+    if not (build / "rnnkit_cpu.so").exists():
+        print(
+            f"rnnkit: compiling the CPU kernels for {isa} (once per machine, about a minute)...",
+            file=sys.stderr,
+            flush=True,
+        )
     path = os.environ.get("PATH", "")
     try:
         import ninja  # the pip package puts a ninja binary beside itself; cpp_extension looks on PATH
@@ -89,18 +150,10 @@ def _build_and_load() -> str | None:
     except ImportError:
         pass
     try:
-        build = _build_directory()
-        build.mkdir(parents=True, exist_ok=True)
-    except (OSError, RuntimeError) as error:  # no home directory, or a cache that cannot be written
-        os.environ["PATH"] = path
-        return f"its build cache could not be made ({error}); set RNNKIT_CACHE to a writable directory"
-    if not (build / "rnnkit_cpu.so").exists():
-        print("rnnkit: compiling the CPU kernels (once per machine, about a minute)...", file=sys.stderr, flush=True)
-    try:
         cpp_extension.load(
             name="rnnkit_cpu",
-            sources=[str(s) for s in SOURCES],
-            extra_cflags=CFLAGS + _vector_flags(),
+            sources=[str(unity)],
+            extra_cflags=CFLAGS + _isa_flags(isa),
             extra_ldflags=LDFLAGS,
             build_directory=str(build),
             is_python_module=False,

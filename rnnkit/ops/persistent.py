@@ -472,11 +472,14 @@ def sigmoid(x):
 
 @triton.jit
 def tanh(x):
-    # 2 sigmoid(2x) - 1 saturates instead of overflowing, but cancels near 0 (absolute error
-    # ~1e-7): there the series x - x^3/3 + 2x^5/15, exact to float32 for |x| < 0.05.
-    x2 = x * x
-    series = x * (1.0 - x2 * (1.0 / 3.0 - x2 * (2.0 / 15.0)))
-    return tl.where(tl.abs(x) < 0.05, series, 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0)
+    # As the CPU kernels (ops/csrc/activations.h): 1 - 2 / (exp(2|x|) + 1) with x's sign saturates
+    # instead of overflowing but cancels digits near 0, where Cephes' x + x^3 P(x^2) takes over.
+    z = x * x
+    p = (((-5.70498872745e-3 * z + 2.06390887954e-2) * z - 5.37397155531e-2) * z + 1.33314422036e-1) * z
+    near_zero = x + x * z * (p - 3.33332819422e-1)
+    a = tl.minimum(tl.abs(x), 20.0)
+    far = 1.0 - 2.0 / (tl.exp(2.0 * a) + 1.0)
+    return tl.where(tl.abs(x) < 0.625, near_zero, tl.where(x < 0, -far, far))
 
 
 @triton.jit

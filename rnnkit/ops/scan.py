@@ -1,4 +1,5 @@
-"""The masked time loop shared by every naive op, and ``layer``: a direction op run over a layer's directions.
+"""The masked time loop shared by every naive op, ``layer``: a direction op run over a layer's directions,
+and ``summed_bias``.
 
 Dimensions: T time steps, B batch, G*H gate width (G gates of H units).
 """
@@ -75,3 +76,14 @@ def layer(
     if len(outputs) == 1:  # no copy of a one-direction output
         return outputs[0], tuple(f.unsqueeze(0) for f in finals[0])
     return torch.cat(outputs, dim=2), tuple(torch.stack(f) for f in zip(*finals))
+
+
+def summed_bias(b_ih: Tensor | None, b_hh: Tensor | None, dtype: torch.dtype | None = None) -> Tensor | None:
+    """b_ih + b_hh (in ``dtype``, else theirs), for a cell that adds both to the same products (LSTM,
+    Elman RNN), or None without biases.
+
+    Summed first, as torch.nn's CPU LSTM (oneDNN) does: where they nearly cancel their sum is exact,
+    while adding them to the products one at a time rounds at their size.
+    """
+    b_ih, b_hh = (b if b is None or dtype is None else b.to(dtype) for b in (b_ih, b_hh))
+    return b_ih if b_hh is None else b_hh if b_ih is None else b_ih + b_hh

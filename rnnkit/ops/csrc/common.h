@@ -12,10 +12,12 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <optional>
 #include <vector>
 
+#include "activations.h"
 #include "packed.h"
 
 namespace rnnkit {
@@ -54,16 +56,18 @@ inline at::Tensor rows_product(const at::Tensor& a, const at::Tensor& weight, co
   at::Tensor out = at::empty({R, N}, a.options());
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rows_product", [&] {
+    const scalar_t* pb = b.defined() ? b.data_ptr<scalar_t>() : nullptr;
+    const auto w = Columns<scalar_t>::transposed(weight);
     if (R < PackedWeight<scalar_t>::kPackUses) {  // too few rows to split: threads split W's rows instead
       const Split columns(N, R * K, PackedWeight<scalar_t>::kWidth);
       columns.run([&](int64_t p) {
         const int64_t n0 = columns.begin(p), n = columns.end(p) - n0;
-        const PackedWeight<scalar_t> part(weight.narrow(0, n0, n).t(), R, b.defined() ? b.narrow(0, n0, n) : b);
+        const PackedWeight<scalar_t> part({w.columns(n0, n)}, R, pb == nullptr ? pb : pb + n0);
         part.apply(R, inputs.data_ptr<scalar_t>(), K, out.data_ptr<scalar_t>() + n0, N);
       });
       return;
     }
-    const PackedWeight<scalar_t> packed(weight.t(), R, b);
+    const PackedWeight<scalar_t> packed({w}, R, pb);
     const Split rows(R, N * K, 1);
     rows.run([&](int64_t p) {
       const int64_t r0 = rows.begin(p);
@@ -88,71 +92,73 @@ inline at::Tensor input_gradient(const at::Tensor& grad_xw, const at::Tensor& w_
   return rows_product(grad_xw.reshape({T * B, w_ih.size(0)}), w_ih.t(), std::nullopt).view({T, B, w_ih.size(1)});
 }
 
+// out (G) = the sums of the columns of a (rows x G, row-major), by halves: each sum's rounding error
+// grows with log2(rows), not with rows as in one running sum. scratch: room for G values per halving.
+template <typename T>
+void column_sums(const T* a, int64_t rows, int64_t G, T* out, T* scratch) {
+  if (rows <= 8) {
+    std::fill(out, out + G, T(0));
+    for (int64_t r = 0; r < rows; ++r) {
+      vectorized<T>(G, [&](const auto& L, int64_t j) { L.store(out + j, L.load(out + j) + L.load(a + r * G + j)); });
+    }
+    return;
+  }
+  const int64_t half = rows / 2;
+  column_sums(a, half, G, out, scratch + G);
+  column_sums(a + half * G, rows - half, G, scratch, scratch + G);
+  vectorized<T>(G, [&](const auto& L, int64_t j) { L.store(out + j, L.load(out + j) + L.load(scratch + j)); });
+}
+
 // The gradients of weights applied at every step to inputs y_i (T, B, K_i), whose products
 // (summed, with the bias when ``bias``) have the gradient grad (T, B, G): [d W_1 (G, K_1), ...,
-// then d b (G) when ``bias``], all from one product over the T*B rows.
+// then d b (G) when ``bias``], the weights' from one product over the T*B rows, the bias's summed
+// by halves (as exact as torch's per-step sums).
 inline std::vector<at::Tensor> step_weight_gradients(const at::Tensor& grad, const std::vector<at::Tensor>& inputs,
                                                      bool bias) {
   const int64_t G = grad.size(-1), rows = grad.numel() / G;
   std::vector<at::Tensor> columns;
   for (const auto& y : inputs) columns.push_back(y.reshape({rows, y.size(-1)}));
-  if (bias) columns.push_back(at::ones({rows, 1}, grad.options()));
-  const at::Tensor all = weight_gradient(grad.reshape({rows, G}).contiguous(), columns);
+  const at::Tensor by_row = grad.reshape({rows, G}).contiguous();
+  const at::Tensor all = weight_gradient(by_row, columns);
   std::vector<at::Tensor> grads;  // separate memory each: autograd accumulates them one by one
   for (int64_t offset = 0; const auto& y : columns) {
     grads.push_back(all.narrow(1, offset, y.size(1)).contiguous());
     offset += y.size(1);
   }
-  if (bias) grads.back() = grads.back().view({G});
+  if (bias) {
+    at::Tensor sums = at::empty({G}, grad.options());
+    at::Tensor scratch = at::empty({65 * G}, grad.options());  // a halving per bit of rows
+    AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "column_sums", [&] {
+      column_sums(by_row.data_ptr<scalar_t>(), rows, G, sums.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>());
+    });
+    grads.push_back(sums);
+  }
   return grads;
+}
+
+// A contiguous copy of t. (The small tensors a one-token step copies cost less this way than
+// through clone's TensorIterator, as in add_biases.)
+inline at::Tensor copy_of(const at::Tensor& t) {
+  const at::Tensor from = t.contiguous();
+  at::Tensor copy = at::empty(from.sizes(), from.options());
+  std::memcpy(copy.data_ptr(), from.data_ptr(), from.nbytes());
+  return copy;
 }
 
 // The sum of two optional bias vectors of size G (zeros where neither is given).
 inline at::Tensor add_biases(const std::optional<at::Tensor>& a, const std::optional<at::Tensor>& b, int64_t G,
                              const at::TensorOptions& options) {
-  at::Tensor sum = at::zeros({G}, options);
-  if (a.has_value()) sum += *a;
-  if (b.has_value()) sum += *b;
+  if (!a.has_value() || !b.has_value()) {
+    return a.has_value() || b.has_value() ? (a.has_value() ? *a : *b).contiguous() : at::zeros({G}, options);
+  }
+  at::Tensor sum = copy_of(*a);
+  const at::Tensor other = b->contiguous();
+  AT_DISPATCH_FLOATING_TYPES(sum.scalar_type(), "add_biases", [&] {
+    scalar_t* s = sum.data_ptr<scalar_t>();
+    const scalar_t* o = other.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < G; ++i) s[i] += o[i];
+  });
   return sum;
-}
-
-// Elementwise math on at::vec::Vectorized<T>. For float, exp is at::vec's inline polynomial
-// exp_u20 (relative error ~2e-6, far inside float32's tolerance against the oracle) rather than
-// Sleef's call: at small H the gate math, not the matmul, is most of a step. tanh is written
-// through the sigmoid, tanh(x) = 2 sigmoid(2x) - 1, exact to the precision of exp in absolute terms.
-template <typename T>
-inline at::vec::Vectorized<T> exp_(const at::vec::Vectorized<T>& x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return x.exp_u20();
-  } else {
-    return x.exp();
-  }
-}
-// 1 / x. For float, the hardware's reciprocal estimate refined by one Newton step
-// (r' = r (2 - x r), about 1e-7 relative): a division costs several times more.
-template <typename T>
-inline at::vec::Vectorized<T> reciprocal_(const at::vec::Vectorized<T>& x) {
-  if constexpr (std::is_same_v<T, float>) {
-#if defined(CPU_CAPABILITY_AVX512)
-    const __m512 r = _mm512_rcp14_ps(x);
-    return _mm512_mul_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(2.0f)));
-#elif defined(CPU_CAPABILITY_AVX2)
-    const __m256 r = _mm256_rcp_ps(x);
-    return _mm256_mul_ps(r, _mm256_fnmadd_ps(x, r, _mm256_set1_ps(2.0f)));
-#endif
-  }
-  return x.reciprocal();
-}
-// sigmoid(x) = 1 / (1 + exp(-x)). The exponent is clamped to [-80, 80], where the result is
-// already 0 or 1 to working precision, so exp never overflows to inf: the reciprocal estimate
-// would turn 1 / inf into NaN.
-template <typename V>
-inline V sigmoid_(const V& x) {
-  return reciprocal_(V(1) + exp_(at::vec::clamp(V(0) - x, V(-80), V(80))));
-}
-template <typename V>
-inline V tanh_(const V& x) {
-  return V(2) * sigmoid_(V(2) * x) - V(1);
 }
 
 // Which sequences take part in step t: all of them without lengths, else those with t < lengths[b].
@@ -206,24 +212,31 @@ std::vector<PackedWeight<T>> pack_slices(const Tiles& tiles, const F& slice) {
 template <typename T>
 std::vector<PackedWeight<T>> unit_rows(at::TensorList weights, int64_t gates, const Tiles& tiles, int64_t uses,
                                        const at::Tensor& bias = {}) {
+  const int64_t H = weights[0].size(0) / gates;
   return pack_slices<T>(tiles, [&](int64_t s) {
+    const int64_t j0 = tiles.begin(s), n = tiles.end(s) - j0;
     typename PackedWeight<T>::Pieces pieces;  // each W_i^T's columns of the slice's units, gate by gate
     for (const auto& weight : weights) {
-      const at::Tensor by_gate = weight.reshape({gates, weight.size(0) / gates, weight.size(1)});
+      const auto w = Columns<T>::transposed(weight);
       auto& piece = pieces.emplace_back();
-      for (int64_t g = 0; g < gates; ++g) piece.push_back(by_gate[g].slice(0, tiles.begin(s), tiles.end(s)).t());
+      for (int64_t g = 0; g < gates; ++g) piece.push_back(w.columns(g * H + j0, n));
     }
-    const at::Tensor units_bias =
-        bias.defined() ? bias.view({gates, bias.size(0) / gates}).slice(1, tiles.begin(s), tiles.end(s)).reshape({-1})
-                       : bias;
-    return PackedWeight<T>(std::move(pieces), uses, units_bias);
+    std::vector<T> units_bias;
+    for (int64_t g = 0; bias.defined() && g < gates; ++g) {
+      const T* from = bias.data_ptr<T>() + g * H + j0;
+      units_bias.insert(units_bias.end(), from, from + n);
+    }
+    return PackedWeight<T>(std::move(pieces), uses, bias.defined() ? units_bias.data() : nullptr);
   });
 }
 
 // The slices of W (N x K) by columns, for the products a W[:, slice] of the backward.
 template <typename T>
 std::vector<PackedWeight<T>> column_parts(const at::Tensor& weight, const Tiles& tiles) {
-  return pack_slices<T>(tiles, [&](int64_t s) { return PackedWeight<T>(weight.slice(1, tiles.begin(s), tiles.end(s))); });
+  const auto w = Columns<T>::of(weight);
+  return pack_slices<T>(tiles, [&](int64_t s) {
+    return PackedWeight<T>({w.columns(tiles.begin(s), tiles.end(s) - tiles.begin(s))});
+  });
 }
 
 // Part p's product in a step: the rows of its tile in a (B x K, row stride lda) times its slice

@@ -99,6 +99,24 @@ void transpose(const T* src, int64_t along_c, int64_t along_k, int64_t columns, 
   }
 }
 
+// A block of W^T's columns where it lies: element (k, n) at data[k * along_k + n * along_n] for
+// k < rows (the depth K) and n < cols. A view of a weight without ATen's view ops, each of which
+// costs more than a one-token step's product.
+template <typename T>
+struct Columns {
+  const T* data;
+  int64_t rows, cols, along_k, along_n;
+
+  // A 2-D tensor taken as W^T (K x N): the inputs whose weights' gradients a product gives, say.
+  static Columns of(const at::Tensor& t) { return {t.data_ptr<T>(), t.size(0), t.size(1), t.stride(0), t.stride(1)}; }
+  // W^T of a weight W (N x K): its rows are the columns.
+  static Columns transposed(const at::Tensor& w) {
+    return {w.data_ptr<T>(), w.size(1), w.size(0), w.stride(1), w.stride(0)};
+  }
+  // Columns [c0, c0 + n).
+  Columns columns(int64_t c0, int64_t n) const { return {data + c0 * along_n, rows, n, along_k, along_n}; }
+};
+
 // A fixed weight W (N x K) for products out (M x N) = a (M x K) W^T, with M small (the batch).
 // W^T is stored in panels of kPanel columns (two vectors), each K rows of kPanel contiguous
 // values and zero past N, so a block of up to kMaxBlockRows rows of out is kept in registers while
@@ -118,40 +136,43 @@ class PackedWeight {
   static constexpr int64_t kPackUses = 16;
 
   // W^T (K x N) in pieces along K (W_hh's columns, then W_ih's, say), each piece given as column
-  // blocks side by side along N, any strides; every piece splits N alike.
-  using Pieces = std::vector<std::vector<at::Tensor>>;
+  // blocks side by side along N; every piece splits N alike.
+  using Pieces = std::vector<std::vector<Columns<T>>>;
 
   // W^T given as column blocks side by side: W_hh's slice transposed, say, or the inputs
-  // [x | h | 1] whose weights' gradients a product gives at once.
-  explicit PackedWeight(at::TensorList columns, int64_t uses = kPackUses, const at::Tensor& bias = {})
-      : PackedWeight(Pieces{std::vector<at::Tensor>(columns.begin(), columns.end())}, uses, bias) {}
+  // [h | x] whose weights' gradients a product gives at once.
+  explicit PackedWeight(std::vector<Columns<T>> columns, int64_t uses = kPackUses, const T* bias = nullptr)
+      : PackedWeight(Pieces{std::move(columns)}, uses, bias) {}
 
   // ``uses``: the rows the weight will multiply in all; below kPackUses, blocks that are rows of W
-  // stay where they lie. ``bias`` (N), if given, is added to every row of a product.
-  PackedWeight(Pieces pieces, int64_t uses, const at::Tensor& bias) : pieces_(std::move(pieces)) {
+  // stay where they lie (the weight must outlive this). ``bias`` (N values), if given, is added to
+  // every row of a product.
+  PackedWeight(Pieces pieces, int64_t uses, const T* bias) : pieces_(std::move(pieces)) {
     bool rows_of_w = true;
-    for (const auto& block : pieces_.front()) n_ += block.size(1);
+    for (const auto& block : pieces_.front()) n_ += block.cols;
     for (const auto& piece : pieces_) {
-      k_ += piece.front().size(0);
-      for (const auto& block : piece) rows_of_w = rows_of_w && block.stride(0) == 1;
+      k_ += piece.front().rows;
+      for (const auto& block : piece) rows_of_w = rows_of_w && block.along_k == 1;
     }
     if (uses < kPackUses && rows_of_w) {
-      bias_ = bias.defined() ? bias.contiguous() : bias;
+      if (bias != nullptr) bias_.assign(bias, bias + n_);
       return;
     }
     const int64_t panels = (n_ + kPanel - 1) / kPanel;
-    const auto options = pieces_.front().front().options();
-    panels_ = at::empty({panels, k_, kPanel}, options);
-    if (bias.defined()) bias_ = at::cat({bias, at::zeros({panels * kPanel - n_}, options)});
+    panels_ = at::empty({panels, k_, kPanel}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    if (bias != nullptr) {
+      bias_.assign(panels * kPanel, T(0));
+      std::copy(bias, bias + n_, bias_.begin());
+    }
     T* dst = panels_.data_ptr<T>();
     // Panel p holds W^T's columns [p kPanel, (p + 1) kPanel), zero past N; a thread per range of K.
     at::parallel_for(0, k_, 64, [&](int64_t k0, int64_t k1) {
       auto at = [&](int64_t k, int64_t n) -> T& { return dst[((n / kPanel) * k_ + k) * kPanel + n % kPanel]; };
       for (int64_t first = 0; const auto& piece : pieces_) {  // first: the piece's first row of W^T
-        const int64_t rows = piece.front().size(0), lo = std::max(k0, first), hi = std::min(k1, first + rows);
+        const int64_t rows = piece.front().rows, lo = std::max(k0, first), hi = std::min(k1, first + rows);
         for (int64_t offset = 0; const auto& block : piece) {
-          const T* src = block.data_ptr<T>();
-          const int64_t width = block.size(1), along_k = block.stride(0), along_n = block.stride(1);
+          const T* src = block.data;
+          const int64_t width = block.cols, along_k = block.along_k, along_n = block.along_n;
           if (along_n == 1) {  // rows of W^T: runs of up to kPanel values per panel
             for (int64_t k = lo; k < hi; ++k) {
               for (int64_t c = 0, run; c < width; c += run) {
@@ -190,7 +211,7 @@ class PackedWeight {
   void apply(int64_t M, const T* a, int64_t lda, T* out, int64_t ldo) const {
     if (!pieces_.empty()) return apply_in_place(M, a, lda, out, ldo);
     const T* panels = panels_.data_ptr<T>();
-    const T* bias = bias_.defined() ? bias_.data_ptr<T>() : nullptr;
+    const T* bias = bias_.empty() ? nullptr : bias_.data();
     const int64_t full = n_ / kPanel;  // panels without padding; a last partial one goes through a tile
     alignas(64) T tile[kMaxBlockRows * kPanel];
     // Chunks of rows small enough for L2, each passed over by every panel.
@@ -218,8 +239,9 @@ class PackedWeight {
     TORCH_INTERNAL_ASSERT(pieces_.empty(), "accumulate_transposed needs a packed weight");
     // A block's rows of a^T over a slice of the depth are copied out once (a's rows lie lda
     // apart, often 4 KB: they would all fall in one set of the L1 cache), then every panel's slice
-    // passes over them while they stay in L1.
-    constexpr int64_t kDepth = 256;
+    // passes over them while they stay in L1. Each slice's sum starts from zero and is then added to
+    // out, so the K products round as a blocked GEMM's do, not as one chain of K sums.
+    constexpr int64_t kDepth = 64;
     alignas(64) T slab[kDepth * kMaxBlockRows];
     const T* panels = panels_.data_ptr<T>();
     for (int64_t k0 = 0; k0 < k_; k0 += kDepth) {
@@ -236,7 +258,7 @@ class PackedWeight {
 
  private:
   // A block of rows of out over K steps of the depth: a(m, k) is a[m * lda + k], or a[m + k * lda]
-  // when Transposed; Transposed blocks add to out, others start from init (a panel of the bias) if given.
+  // when Transposed; Transposed blocks add to out, others add init (a panel of the bias) if given.
   template <bool Transposed>
   using Block = void (*)(int64_t, const T*, int64_t, const T*, const T*, T*, int64_t);
 
@@ -244,7 +266,7 @@ class PackedWeight {
   // time (they stay in L1 while every row of a passes).
   void apply_in_place(int64_t M, const T* a, int64_t lda, T* out, int64_t ldo) const {
     for (int64_t block = 0, n0 = 0; block < static_cast<int64_t>(pieces_.front().size()); ++block) {
-      const int64_t width = pieces_.front()[block].size(1);
+      const int64_t width = pieces_.front()[block].cols;
       int64_t c = 0;
       for (; c + 4 <= width; c += 4) {
         for (int64_t m = 0; m < M; ++m) dots<4>(a + m * lda, block, c, out + m * ldo + n0 + c);
@@ -254,8 +276,8 @@ class PackedWeight {
       }
       n0 += width;
     }
-    if (!bias_.defined()) return;
-    const T* bias = bias_.data_ptr<T>();
+    if (bias_.empty()) return;
+    const T* bias = bias_.data();
     for (int64_t m = 0; m < M; ++m) {
       for (int64_t n = 0; n < n_; ++n) out[m * ldo + n] += bias[n];
     }
@@ -270,9 +292,9 @@ class PackedWeight {
     sums.fill(Vec(T(0)));
     std::array<T, Cols> tails{};
     for (const auto& piece : pieces_) {
-      const at::Tensor& columns = piece[block];
-      const int64_t K = columns.size(0), ldw = columns.stride(1);
-      const T* w = columns.data_ptr<T>() + c * ldw;
+      const Columns<T>& columns = piece[block];
+      const int64_t K = columns.rows, ldw = columns.along_n;
+      const T* w = columns.data + c * ldw;
       int64_t k = 0;
       for (; k + Vec::size() <= K; k += Vec::size()) {
         const Vec x = Vec::loadu(a + k);
@@ -303,12 +325,8 @@ class PackedWeight {
   template <int Rows, bool Transposed>
   static void block(int64_t K, const T* a, int64_t lda, const T* panel, const T* init, T* out, int64_t ldo) {
     V lo[Rows], hi[Rows];
-    const T* start = Transposed ? out : init;
 #pragma GCC unroll 16
-    for (int m = 0; m < Rows; ++m) {
-      lo[m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0)) : V{};
-      hi[m] = start ? *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0) + kWidth) : V{};
-    }
+    for (int m = 0; m < Rows; ++m) lo[m] = hi[m] = V{};
     for (int64_t k = 0; k < K; ++k) {
       const V w_lo = *reinterpret_cast<const V*>(panel + k * kPanel);
       const V w_hi = *reinterpret_cast<const V*>(panel + k * kPanel + kWidth);
@@ -319,8 +337,15 @@ class PackedWeight {
         hi[m] += s * w_hi;
       }
     }
+    // What the products are added to (the bias, or the sum so far) comes last: summed from zero, the
+    // products round at their own size, not at that of a larger bias (as torch's addmm does).
+    const T* start = Transposed ? out : init;
 #pragma GCC unroll 16
     for (int m = 0; m < Rows; ++m) {
+      if (start) {
+        lo[m] += *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0));
+        hi[m] += *reinterpret_cast<const V*>(start + (Transposed ? m * ldo : 0) + kWidth);
+      }
       *reinterpret_cast<V*>(out + m * ldo) = lo[m];
       *reinterpret_cast<V*>(out + m * ldo + kWidth) = hi[m];
     }
@@ -338,8 +363,8 @@ class PackedWeight {
 
   int64_t n_ = 0, k_ = 0;
   at::Tensor panels_;  // (panels, K, kPanel)
-  Pieces pieces_;      // or W^T's blocks where they lie, unpacked
-  at::Tensor bias_;    // (padded_n()), or undefined: added to every row of a product
+  Pieces pieces_;         // or W^T's blocks where they lie, unpacked
+  std::vector<T> bias_;  // (padded_n()), or empty: added to every row of a product
 };
 
 // Room for every part's product of a step: (parts, rows, the widest padded_n() of the weights).
@@ -400,13 +425,16 @@ class Tiles {
   static constexpr int64_t kMinRows = 8;
   // About what a core's L2 cache holds of a weight.
   static constexpr int64_t kCachedWeightBytes = 1 << 21;
+  // A weight up to this size every thread streams from its L2 at each step at little cost.
+  static constexpr int64_t kSharedWeightBytes = 1 << 19;
 
   // Whether a step of ``rows`` sequences with a weight of ``weight_bytes`` goes by rows: the
   // choice for every phase of a loop. By rows every thread streams the whole weight each step;
-  // past what a core's L2 cache holds, slices of it pay unless each thread has many rows.
+  // past a small weight, slices of it pay unless each thread has many rows (LSTM I28 H256 B32 on
+  // two threads, 1.2 MB of weights: its forward took 0.95x torch.nn's time by slices, 1.05x by rows).
   static bool by_rows(int64_t rows, int64_t weight_bytes) {
     const int64_t threads = at::get_num_threads(), per_thread = rows / std::max<int64_t>(threads, 1);
-    return threads > 1 && per_thread >= (weight_bytes <= kCachedWeightBytes ? kMinRows : 4 * kMinRows);
+    return threads > 1 && per_thread >= (weight_bytes <= kSharedWeightBytes ? kMinRows : 4 * kMinRows);
   }
 
   Tiles(int64_t rows, int64_t size, int64_t work_per_column, int64_t width, bool by_rows)
@@ -513,7 +541,9 @@ inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs)
   const int64_t R = grad.size(0), G = grad.size(1);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "weight_gradient", [&] {
-    const PackedWeight<scalar_t> packed(inputs);
+    std::vector<Columns<scalar_t>> columns;
+    for (const auto& input : inputs) columns.push_back(Columns<scalar_t>::of(input));
+    const PackedWeight<scalar_t> packed(std::move(columns));
     out = at::zeros({G, packed.padded_n()}, grad.options());
     const int64_t ld = out.size(1);
     const Split rows(G, R * ld, PackedWeight<scalar_t>::kWidth);

@@ -34,7 +34,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
   Tensor output = step_results({T, B, H}, x.options(), lengths);
   Tensor hn = at::empty({T, B, H}, x.options());
   Tensor h_prev = at::empty({T, B, H}, x.options());
-  Tensor h = h0.contiguous().clone();
+  Tensor h = copy_of(h0);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
     using T_ = scalar_t;
@@ -55,7 +55,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
         const V gn = tanh_(L.load(g + 2 * H + j) + r * h_n);
         L.store(g + j, r), L.store(g + H + j, z), L.store(g + 2 * H + j, gn);
         L.store(pn + row + j, h_n);
-        const V h_new = (V(1) - z) * gn + z * L.load(h_in + j);
+        const V h_new = at::vec::fmadd(z, L.load(h_in + j) - gn, gn);  // (1 - z) n + z h, as torch's kernel
         L.store(h_out + j, h_new), L.store(po + row + j, h_new);
       });
     });
@@ -81,7 +81,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
 
   Tensor grad_xw = at::empty({T, B, 3 * H}, gates.options());  // d(W_ih x + b_ih)
   Tensor grad_hw = at::empty({T, B, 3 * H}, gates.options());  // d(W_hh h + b_hh): differs in the n block
-  Tensor dh = grad_h_n.contiguous().clone();
+  Tensor dh = copy_of(grad_h_n);
   Tensor skip = at::zeros({B, H}, gates.options());  // the part of dh_{t-1} that skips W_hh: z * dh_t
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {

@@ -47,7 +47,8 @@ def gru_cell(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None = None) ->
         (h_t (B, H),)
     """
     _, z, n = gru_gates(xw, h, w_hh, b_hh)
-    return ((1 - z) * n + z * h,)
+    # (1 - z) n + z h as torch's kernels compute it: the gradient in z is then (h - n), exact where h ~ n.
+    return (n + z * (h - n),)
 
 
 def gru(

@@ -2,8 +2,8 @@
 //
 // Dimensions: T steps, B batch, I input features, H hidden, P = proj_size or H.
 //   x       (T, B, I)   input
-//   h_prev  (T, B, P+I+1)  saved: [h_{t-1} | x_t | 1]; step t multiplies [h_{t-1} | x_t] by
-//                          [W_hh | W_ih], and the 1 gives the bias its gradient in the same product
+//   h_prev  (T, B, P+I) saved: [h_{t-1} | x_t]; step t multiplies it by [W_hh | W_ih], and the
+//                       gradients of both weights are one product over these rows
 //   gates   (T, B, 4H)  saved: activated i, f, g, o of every step
 //   c_prev  (T, B, H)   saved: the cell state each step started from
 // Without ``save`` (no gradient wanted) gates and c_prev hold one step, rewritten at every step.
@@ -33,18 +33,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
 
   // Each step multiplies [h_{t-1} | x_t] by [W_hh | W_ih] and adds the bias: the input's product
   // is made by the thread that uses it, at the step that uses it (unless the weight is too large
-  // for that, below). The saved rows end in a 1, so that the gradients of [W_hh | W_ih | b] are
-  // one product over them.
-  const int64_t I = x.size(2), S = P + I + 1;
+  // for that, below).
+  const int64_t I = x.size(2), S = P + I;
   const Tensor bias = add_biases(b_ih, b_hh, 4 * H, x.options());
   Tensor h_prev = at::empty({T, B, S}, x.options());
   h_prev.narrow(2, P, I).copy_(x);
-  h_prev.select(2, P + I).fill_(1);
   const int64_t kept = save ? T : std::min<int64_t>(T, 1);  // steps of gates and c_prev kept
   Tensor gates = step_results({kept, B, 4 * H}, x.options(), save ? lengths : std::nullopt);
   Tensor output = step_results({T, B, P}, x.options(), lengths);
   Tensor c_prev = at::empty({kept, B, H}, x.options());
-  Tensor h = h0.contiguous().clone(), c = c0.contiguous().clone();
+  Tensor h = copy_of(h0), c = copy_of(c0);
   Tensor m = proj ? at::zeros({B, H}, x.options()) : Tensor();  // o * tanh(c) before the projection
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
@@ -103,10 +101,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
                 return r_x ? v + L.load(r_x + k * H + j) : v;
               };
               const V gi = sigmoid_(pre(0)), gf = sigmoid_(pre(1)), gg = tanh_(pre(2)), go = sigmoid_(pre(3));
-              L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, go);
+              L.store(g + 3 * H + j, go);  // the second pass reads o; the backward reads all four
               const V c_old = L.load(cb + j);
-              L.store(cb_prev + j, c_old);
-              L.store(cb + j, gf * c_old + gi * gg);
+              if (save) {
+                L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg);
+                L.store(cb_prev + j, c_old);
+              }
+              // An explicit FMA: left to contraction, which product it fuses may differ with the branch
+              // above, and a run without gradients would not give a training run's bits.
+              L.store(cb + j, at::vec::fmadd(gf, c_old, gi * gg));
             });
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               const auto y = L.load(g + 3 * H + j) * tanh_(L.load(cb + j));
@@ -141,7 +144,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
   const bool proj = w_hr.has_value();
   check_tensor("lstm_backward", "grad_output", grad_output, {T, B, P}, gates);
   check_tensor("lstm_backward", "grad_h_n", grad_h_n, {B, P}, gates);
-  check_tensor("lstm_backward", "h_prev", h_prev, {T, B, P + I + 1}, gates);
+  check_tensor("lstm_backward", "h_prev", h_prev, {T, B, P + I}, gates);
   check_tensor("lstm_backward", "grad_c_n", grad_c_n, {B, H}, gates);
   check_tensor("lstm_backward", "c_prev", c_prev, {T, B, H}, gates);
   check_tensor("lstm_backward", "w_hh", w_hh, {4 * H, P}, gates);
@@ -151,7 +154,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
   const Steps steps = make_steps(T, reverse, lengths);
 
   Tensor grad_gates = at::empty({T, B, 4 * H}, gates.options());  // d(pre-activations)
-  Tensor dh = grad_h_n.contiguous().clone(), dc = grad_c_n.contiguous().clone();
+  Tensor dh = copy_of(grad_h_n), dc = copy_of(grad_c_n);
   Tensor dh_step = at::zeros({B, P}, gates.options());  // dh_t: carried dh plus d output_t
   Tensor dh_all = proj ? at::zeros({T, B, P}, gates.options()) : Tensor();  // for grad W_hr
   Tensor m_all = proj ? at::zeros({T, B, H}, gates.options()) : Tensor();
@@ -213,7 +216,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
           using V = at::vec::Vectorized<T_>;
           const V gi = L.load(g + j), gf = L.load(g + H + j), gg = L.load(g + 2 * H + j);
           const V go = L.load(g + 3 * H + j), c_prev = L.load(cp + j), d_m = L.load(dmb + j);
-          const V tc = tanh_(gf * c_prev + gi * gg);
+          const V tc = tanh_(at::vec::fmadd(gf, c_prev, gi * gg));  // c_t as the forward computed it
           const V dct = L.load(dcb + j) + d_m * go * (V(1) - tc * tc);
           L.store(dg + j, dct * gg * gi * (V(1) - gi));
           L.store(dg + H + j, dct * c_prev * gf * (V(1) - gf));
@@ -251,10 +254,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
   });
 
   // Weight gradients: one product over all steps, after the recurrence.
-  const Tensor grads = step_weight_gradients(grad_gates, {h_prev}, false)[0];  // d [W_hh | W_ih | b]
+  const auto grads = step_weight_gradients(grad_gates, {h_prev}, true);  // d [W_hh | W_ih], d b
   Tensor grad_w_hr = proj ? step_weight_gradients(dh_all, {m_all}, false)[0] : at::empty({0}, gates.options());
-  return {input_gradient(grad_gates, w_ih, input_grad), dh, dc, grads.narrow(1, P, I).contiguous(),
-          grads.narrow(1, 0, P).contiguous(), grads.select(1, P + I).contiguous(), grad_w_hr};
+  return {input_gradient(grad_gates, w_ih, input_grad), dh, dc, grads[0].narrow(1, P, I).contiguous(),
+          grads[0].narrow(1, 0, P).contiguous(), grads[1], grad_w_hr};
 }
 
 }  // namespace

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..scan import scan
+from ..scan import scan, summed_bias
 
 
 def lstm_gates(
@@ -83,9 +83,9 @@ def lstm(
         output (T, B, P), zero past each length; (h_n (B, P), c_n (B, H)).
     """
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
-    xw = F.linear(x, w_ih, b_ih)  # (T, B, 4H): all input projections in one GEMM
+    xw = F.linear(x, w_ih, summed_bias(b_ih, b_hh))  # (T, B, 4H): all input projections in one GEMM
     return scan(
-        lambda xw_t, h, c: lstm_cell(xw_t, h, c, w_hh, b_hh, w_hr),
+        lambda xw_t, h, c: lstm_cell(xw_t, h, c, w_hh, None, w_hr),
         xw,
         state,
         lengths,

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .. import persistent as ps
 from ..fused import bias_gradients, fused_backward, gradient_wanted, input_like
+from ..scan import summed_bias
 from .naive import lstm as naive_lstm
 
 GATES = 4
@@ -26,9 +27,9 @@ GATES = 4
 
 @triton.jit
 def _lstm_forward_kernel(
-    p_xw,  # (D, T, B, 4H) W_ih x_t + b_ih
+    p_xw,  # (D, T, B, 4H) W_ih x_t
     p_w_hh,  # (D, 4H, P)
-    p_b_hh,  # (D, 4H)
+    p_bias,  # (D, 4H) float32 b_ih + b_hh (ops.scan.summed_bias)
     p_w_hr,  # (D, P, H)
     p_lengths,  # (B,)
     p_h,  # (D, T+1, B, P) states, the initial one in place (ps.stack_states); (D, 2, B, P) without SAVE
@@ -72,7 +73,7 @@ def _lstm_forward_kernel(
             b_wr = ps.weight_tile(p_wr, khs, khs < H, pcols, pcol_ok, 1, H)
     b_b = tl.zeros([4 * BLOCK_U], tl.float32)
     if HAS_BIAS:
-        b_b = tl.load(p_b_hh + i_d * 4 * H + gcols, gcol_ok, 0.0).to(tl.float32)
+        b_b = tl.load(p_bias + i_d * 4 * H + gcols, gcol_ok, 0.0)
     syncs = 1 + PROJ  # grid barriers per step
     for step in range(T):
         t = ps.time_of(step, T, i_d)
@@ -255,7 +256,8 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save):
     directions, gate_rows, proj = w_hh.shape
     hidden = gate_rows // GATES
     plan = ps.plan(hidden, None if w_hr is None else proj, GATES, batch, directions, x.dtype, x.device)
-    xw = ps.input_projection(x, w_ih, b_ih)
+    xw = ps.input_projection(x, w_ih, None)
+    bias = summed_bias(b_ih, b_hh, torch.float32)
     h = ps.stack_states(h0, steps, x.dtype, save)
     c = ps.stack_states(c0, steps, torch.float32, save)
     gates = x.new_empty(*ps.saved_shape(directions, steps, batch, gate_rows, save), dtype=torch.float32)
@@ -268,7 +270,7 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save):
         directions,
         xw,
         w_hh,
-        xw if b_hh is None else b_hh,
+        xw if bias is None else bias,
         xw if w_hr is None else w_hr,
         xw if lengths is None else lengths,
         h,
@@ -281,7 +283,7 @@ def _forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, save):
         batch,
         hidden,
         proj,
-        HAS_BIAS=b_hh is not None,
+        HAS_BIAS=bias is not None,
         HAS_LENGTHS=lengths is not None,
         PROJ=w_hr is not None,
         SAVE=save,

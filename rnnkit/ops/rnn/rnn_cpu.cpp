@@ -28,7 +28,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
 
   Tensor output = step_results({T, B, H}, xw.options(), lengths);
   Tensor h_prev = at::empty({T, B, H}, xw.options());
-  Tensor h = h0.contiguous().clone();
+  Tensor h = copy_of(h0);
 
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
     using T_ = scalar_t;
@@ -64,7 +64,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   const Steps steps = make_steps(T, reverse, lengths);
 
   Tensor grad_pre = at::empty({T, B, H}, output.options());  // d(pre-activation) = d xw
-  Tensor dh = grad_h_n.contiguous().clone();
+  Tensor dh = copy_of(grad_h_n);
 
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "rnn_backward", [&] {
     using T_ = scalar_t;

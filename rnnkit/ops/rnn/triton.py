@@ -18,14 +18,15 @@ from torch import Tensor
 
 from .. import persistent as ps
 from ..fused import bias_gradients, fused_backward, gradient_wanted, input_like
+from ..scan import summed_bias
 from .naive import rnn as naive_rnn
 
 
 @triton.jit
 def _rnn_forward_kernel(
-    p_xw,  # (D, T, B, H) W_ih x_t + b_ih
+    p_xw,  # (D, T, B, H) W_ih x_t
     p_w_hh,  # (D, H, H)
-    p_b_hh,  # (D, H)
+    p_bias,  # (D, H) float32 b_ih + b_hh (ops.scan.summed_bias)
     p_lengths,  # (B,)
     p_h,  # (D, T+1, B, H) states, the initial one in place (ps.stack_states); (D, 2, B, H) without SAVE
     p_out,  # (T, B, D*H)
@@ -55,7 +56,7 @@ def _rnn_forward_kernel(
         b_w = ps.weight_tile(p_w, ks, ks < H, units, unit_ok, 1, H)
     b_b = tl.zeros([BLOCK_U], tl.float32)
     if HAS_BIAS:
-        b_b = tl.load(p_b_hh + i_d * H + units, unit_ok, 0.0).to(tl.float32)
+        b_b = tl.load(p_bias + i_d * H + units, unit_ok, 0.0)
     for step in range(T):
         t = ps.time_of(step, T, i_d)
         prev, new, slots = ps.state_slots(step, t, i_d, T, SAVE)
@@ -148,7 +149,8 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu, save):
     steps, batch, _ = x.shape
     directions, hidden, _ = w_hh.shape
     plan = ps.plan(hidden, None, 1, batch, directions, x.dtype, x.device)
-    xw = ps.input_projection(x, w_ih, b_ih)
+    xw = ps.input_projection(x, w_ih, None)
+    bias = summed_bias(b_ih, b_hh, torch.float32)
     h = ps.stack_states(h0, steps, x.dtype, save)
     output = x.new_empty(steps, batch, directions * hidden)
     ps.launch(
@@ -158,7 +160,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu, save):
         directions,
         xw,
         w_hh,
-        xw if b_hh is None else b_hh,
+        xw if bias is None else bias,
         xw if lengths is None else lengths,
         h,
         output,
@@ -167,7 +169,7 @@ def _forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu, save):
         batch,
         hidden,
         RELU=relu,
-        HAS_BIAS=b_hh is not None,
+        HAS_BIAS=bias is not None,
         HAS_LENGTHS=lengths is not None,
         SAVE=save,
     )
