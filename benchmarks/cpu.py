@@ -35,10 +35,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
-import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -52,6 +51,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import rnnkit
 from rnnkit import ops
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import device_info, write_json
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "cpu.json"
 DEFAULT_REPEATS = 5
 QUICK_REPEATS = 2
@@ -59,10 +61,13 @@ QUICK_REPEATS = 2
 # most this many sequential steps (T x layers x directions).
 QUICK_NAIVE_MAX_STEPS = 100
 TOLERANCE = 1e-4
-CELLS: dict[str, tuple[type[nn.Module], type[rnnkit.LSTM | rnnkit.GRU]]] = {
+CELLS: dict[str, tuple[type[nn.Module], type[rnnkit.LSTM | rnnkit.GRU | rnnkit.RNN]]] = {
     "LSTM": (nn.LSTM, rnnkit.LSTM),
     "GRU": (nn.GRU, rnnkit.GRU),
+    "RNN": (nn.RNN, rnnkit.RNN),
 }
+# The mode rnnkit's dispatch calls each cell (RNN: its default nonlinearity, tanh).
+MODES = {"LSTM": "LSTM", "GRU": "GRU", "RNN": "RNN_TANH"}
 TORCH_NN = "torch.nn"
 COLUMNS = (
     ("config", 26),
@@ -257,10 +262,11 @@ def resolve(backends: Sequence[str], config: Config, cell: str) -> dict[str, str
     """Each backend mapped to the concrete backend it runs on ``config`` in float32 (``auto`` depends on it)."""
     probe = torch.empty(0)
     varying = config.lengths() is not None
-    macs = ops.recurrent_macs(cell, config.batch, config.hidden_size)
+    mode = MODES[cell]
+    macs = ops.recurrent_macs(mode, config.batch, config.hidden_size)
     return {
         b: ops.resolve_backend(
-            b, probe, cell, varying_lengths=varying, step_macs=macs, batch=config.batch, steps=config.steps
+            b, probe, mode, varying_lengths=varying, step_macs=macs, batch=config.batch, steps=config.steps
         )
         for b in backends
     }
@@ -391,22 +397,6 @@ def print_summary(summary: dict[str, dict[str, Any]]) -> None:
         print(f"  {backend:<11} {value:>7} over {entry['rows']} rows{note}")
 
 
-def device_info() -> dict[str, Any]:
-    """The CPU the numbers were measured on, without the host's name."""
-    return {
-        "processor": platform.processor(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
-def write_json(path: Path, report: dict[str, Any]) -> None:
-    """Write ``report`` to ``path``, creating its folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-
-
 def positive_int(text: str) -> int:
     """argparse type: an integer of at least 1."""
     value = int(text)
@@ -450,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = device_info()
     print(
         f"torch {torch.__version__}, rnnkit {rnnkit.__version__}, {device['cpu_count']} CPUs "
-        f"({device['processor'] or device['machine']}), {device['torch_threads']} torch threads, best of {repeats}\n"
+        f"({device['processor']}, CPU kernels' path {device['isa']}), {device['torch_threads']} torch threads, "
+        f"best of {repeats}\n"
     )
     print(format_line([title for title, _ in COLUMNS]))
     print(format_line(["-" * width for _, width in COLUMNS]).replace(" ", "-"))

@@ -142,7 +142,13 @@ class RNNBase(TorchTwin, nn.Module):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def _weights(self) -> list[tuple[Tensor | None, ...]]:
-        return [tuple(None if s is None else getattr(self, s) for s in slots) for slots in self._weight_slots]
+        # The parameters' own dict where they are there (getattr's route through Module.__getattr__
+        # is a good part of one generated token's time), else getattr (a parametrized weight, say).
+        found = self._parameters
+        return [
+            tuple(None if s is None else found[s] if s in found else getattr(self, s) for s in slots)
+            for slots in self._weight_slots
+        ]
 
     def _state_sizes(self) -> tuple[int, ...]:
         return (self.hidden_size,)
@@ -158,9 +164,9 @@ class RNNBase(TorchTwin, nn.Module):
     def forward(self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None) -> tuple[Any, Any]:
         """Run the net; see the class docstring for the shapes of inputs and outputs."""
         states = self._states_from_hx(hx)
-        device_type = next(self.parameters()).device.type
+        weights = self._weights()
         run = functools.partial(self._run, lengths=lengths)
-        output, final = run_autocast(device_type, self.backend, run, input, states, self._weights())
+        output, final = run_autocast(weights[0][0].device.type, self.backend, run, input, states, weights)
         return output, self._hx_from_states(final)
 
     def _run(

@@ -125,10 +125,10 @@ def check_backend(backend: str) -> None:
 # (B x G*H x P; benchmarks/cpu.py and its extra rows).
 ROWS_PER_THREAD = 8
 ONEDNN_STEP_MACS = 1 << 20
-# A sequence of fewer than SHORT_STEPS steps has little time loop to fuse: torch's kernels then
-# cost less per call, except the LSTM of fewer than ROWS_PER_THREAD sequences (one token at a
-# time when text is generated), where oneDNN's fixed cost is the larger.
-SHORT_STEPS = 8
+# A sequence of fewer than SHORT_STEPS steps has no time loop to fuse: torch's kernels then cost
+# less per call, except for fewer than ROWS_PER_THREAD sequences (one token at a time when text is
+# generated), where rnnkit's call costs less (benchmarks/cpu.py's last row).
+SHORT_STEPS = 2
 GATE_COUNTS = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
@@ -167,8 +167,8 @@ def resolve_backend(
     - a float32 LSTM whose ``batch`` gives each of torch's threads fewer than
       ``ROWS_PER_THREAD`` sequences and whose step is large (``step_macs``, the multiply-adds
       of one step's recurrent product, at least ``ONEDNN_STEP_MACS``);
-    - fewer than ``SHORT_STEPS`` time ``steps``, but for an LSTM of fewer than
-      ``ROWS_PER_THREAD`` sequences.
+    - fewer than ``SHORT_STEPS`` time ``steps``, but for fewer than ``ROWS_PER_THREAD``
+      sequences (one generated token).
 
     Elsewhere (CUDA, other dtypes) torch's fused kernels: the Triton kernels are not chosen by
     ``"auto"`` until ``benchmarks/gpu.py`` has measured them faster.
@@ -179,8 +179,8 @@ def resolve_backend(
         few_rows = batch is not None and batch < ROWS_PER_THREAD * _threads()
         onednn_lstm = mode == "LSTM" and x.dtype == torch.float32 and large_steps and few_rows
         short = steps is not None and steps < SHORT_STEPS
-        one_token_lstm = mode == "LSTM" and batch is not None and batch < ROWS_PER_THREAD
-        torch_faster = not varying_lengths and (onednn_lstm or (short and not one_token_lstm))
+        one_token = batch is not None and batch < ROWS_PER_THREAD
+        torch_faster = not varying_lengths and (onednn_lstm or (short and not one_token))
         return "cpu" if on_cpu and not torch_faster and compiled.unavailable_reason() is None else "torch"
     if backend == "cpu" and not on_cpu:
         raise RNNTypeError(
@@ -234,7 +234,7 @@ def rnn_stack(
     finals: list[tuple[Tensor, ...]] = []
     for layer in range(num_layers):
         ks = slice(layer * directions, (layer + 1) * directions)
-        x, final = run_layer(x, tuple(s[ks] for s in hx), weights[ks], lengths)
+        x, final = run_layer(x, hx if num_layers == 1 else tuple(s[ks] for s in hx), weights[ks], lengths)
         finals.append(final)
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)

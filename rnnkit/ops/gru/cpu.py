@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import fused_backward, input_like
+from ..fused import call, fused_backward, gradient_wanted, input_like
 from .naive import gru as naive_gru
 
 
@@ -20,7 +20,8 @@ def gru(
     reverse: bool = False,
 ) -> tuple[Tensor, tuple[Tensor]]:
     """One direction of one GRU layer; the signature and result of ``naive.gru``."""
-    output, h_n, *_ = torch.ops.rnnkit.gru_forward(x, state[0], *weights, lengths, reverse)
+    wanted = gradient_wanted(x, *state, *weights)
+    output, h_n, *_ = call(torch.ops.rnnkit.gru_forward, x, state[0], *weights, lengths, reverse, differentiable=wanted)
     return output, (h_n,)
 
 

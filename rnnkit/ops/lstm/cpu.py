@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import bias_gradients, fused_backward, gradient_wanted, input_like
+from ..fused import bias_gradients, call, fused_backward, gradient_wanted, input_like
 from .naive import lstm as naive_lstm
 
 
@@ -25,7 +25,9 @@ def lstm(
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One direction of one LSTM layer; the signature and result of ``naive.lstm``."""
     tensors = (x, *state, *weights)
-    output, h_n, c_n, *_ = torch.ops.rnnkit.lstm_forward(*tensors, lengths, reverse, gradient_wanted(*tensors))
+    wanted = gradient_wanted(*tensors)
+    op = torch.ops.rnnkit.lstm_forward
+    output, h_n, c_n, *_ = call(op, *tensors, lengths, reverse, wanted, differentiable=wanted)
     return output, (h_n, c_n)
 
 
@@ -39,7 +41,7 @@ def _fake_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, sav
         h0.new_empty(batch, out),  # h_n
         c0.new_empty(batch, hidden),  # c_n
         x.new_empty(kept, batch, gates),  # gates
-        x.new_empty(steps, batch, out + x.shape[2] + 1),  # h_prev: [h_{t-1} | x_t | 1]
+        x.new_empty(steps, batch, out + x.shape[2]),  # h_prev: [h_{t-1} | x_t]
         x.new_empty(kept, batch, hidden),  # c_prev
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import bias_gradients, fused_backward, input_like
+from ..fused import bias_gradients, call, fused_backward, gradient_wanted, input_like
 from .naive import rnn as naive_rnn
 
 
@@ -22,7 +22,9 @@ def rnn(
 ) -> tuple[Tensor, tuple[Tensor]]:
     """One direction of one RNN layer; the signature and result of ``naive.rnn``."""
     relu = nonlinearity == "relu"
-    output, h_n, _ = torch.ops.rnnkit.rnn_forward(x, state[0], *weights, lengths, reverse, relu)
+    wanted = gradient_wanted(x, *state, *weights)
+    op = torch.ops.rnnkit.rnn_forward
+    output, h_n, _ = call(op, x, state[0], *weights, lengths, reverse, relu, differentiable=wanted)
     return output, (h_n,)
 
 
