@@ -60,7 +60,8 @@ def test_gradcheck_and_gradgradcheck(mode, proj, bias, lengths, reverse):
         return (output, *final)
 
     assert torch.autograd.gradcheck(fn, tensors)
-    assert torch.autograd.gradgradcheck(fn, tensors)
+    # fast mode checks the second derivatives along random directions rather than every column
+    assert torch.autograd.gradgradcheck(fn, tensors, fast_mode=True)
 
 
 @pytest.mark.parametrize("mode", list(GATES))

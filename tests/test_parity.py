@@ -31,11 +31,18 @@ _CPU_REASON = ops.unavailable_reason("cpu")
 BACKENDS = [
     "naive",
     "torch",
-    pytest.param("cpu", marks=pytest.mark.skipif(_CPU_REASON is not None, reason=f"cpu backend: {_CPU_REASON}")),
+    pytest.param(
+        "cpu",
+        marks=[
+            pytest.mark.skipif(_CPU_REASON is not None, reason=f"cpu backend: {_CPU_REASON}"),
+            pytest.mark.cpu_kernels,
+        ],
+    ),
 ]
 CONFIGS = [c for i, mode in enumerate(MODES) for c in random_configs(mode, CONFIGS_PER_MODE, seed=i)]
-# The Triton kernels run float32 here; in Triton's interpreter (no GPU) a subset keeps the suite fast.
-TRITON_CONFIGS_PER_MODE = CONFIGS_PER_MODE if torch.cuda.is_available() else 25
+# The Triton kernels run float32 here; in Triton's interpreter (no GPU), seconds a configuration, a
+# subset keeps the suite fast (tests/test_ops_triton.py checks the kernels against naive too).
+TRITON_CONFIGS_PER_MODE = CONFIGS_PER_MODE if torch.cuda.is_available() else 12
 TRITON_CONFIGS = [
     (i, c)
     for mode in MODES

@@ -1,5 +1,10 @@
-"""``rnnkit train``, ``eval`` and ``generate`` run as subprocesses, the way a user runs them:
-bad input gets one line on stderr and exit status 2, and nothing on disk is overwritten."""
+"""``rnnkit train``, ``eval`` and ``generate``: bad input gets one line on stderr and exit status 2,
+and nothing on disk is overwritten.
+
+The commands run in this process through ``rnnkit.cli.main`` (``run_cli``), which is what
+``python -m rnnkit`` calls, without a second of interpreter and torch start-up each; torchrun's
+processes are real ones (tests/test_cli.py runs the entry point itself).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,14 @@ import torch
 from rnnkit.data import Vocab, random_windows, timemachine
 from rnnkit.train import CharLM, CharLMConfig, checkpoint, train
 
+from .utils import run_cli as rnnkit
 
-def rnnkit(*args: str, module: tuple[str, ...] = ("-m", "rnnkit")) -> subprocess.CompletedProcess:
+
+def torchrun(*args: str, processes: int) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node N -m rnnkit ARGS``, one thread per process."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *module, *args], capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run([*command, "-m", "rnnkit", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -163,8 +172,7 @@ def test_two_processes_take_the_same_step_as_one(tmp_path):
     assert len(random_windows(ids, 16, 10, seed=0, epoch=0)) == 1  # one step
     flags = ["--text", str(tmp_path / "text.txt"), "--val-fraction", "0", "--max-tokens", "0", "--epochs", "1"]
     flags += ["--batch-size", "16", "--num-steps", "10", "--hidden-size", "16", "--device", "cpu", "--no-progress"]
-    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "rnnkit")
-    two = rnnkit("train", "charlm", *flags, "--out-dir", str(tmp_path / "two"), module=torchrun)
+    two = torchrun("train", "charlm", *flags, "--out-dir", str(tmp_path / "two"), processes=2)
     one = rnnkit("train", "charlm", *flags, "--out-dir", str(tmp_path / "one"))
     assert two.returncode == 0, two.stderr
     assert one.returncode == 0, one.stderr

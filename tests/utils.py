@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import io
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +18,30 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
+from rnnkit import cli
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``rnnkit ARGS`` in this process: ``rnnkit.cli.main``, which ``python -m rnnkit`` calls, with stdout
+    and stderr captured as a subprocess's, without its interpreter and torch start-up (seconds a call)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(["rnnkit", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+def benchmark_module(name: str) -> Any:
+    """``benchmarks/<name>.py`` imported as ``benchmarks_<name>``: the folder holds scripts, not a package."""
+    module_name = f"benchmarks_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
 
 # Absolute and relative tolerance per dtype, against torch.nn or the naive oracle.
 TOLERANCES = {
