@@ -18,7 +18,7 @@ it with every tensor's errors.
 
 Usage::
 
-    python benchmarks/precision.py                    # I64 H128 B32 T50, 4 seeds
+    python benchmarks/precision.py                    # I64 H128 B32 T50, 16 seeds
     python benchmarks/precision.py --isa avx2 --out /tmp/precision-avx2.json
 """
 
@@ -189,7 +189,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--hidden-size", type=int, default=Case.hidden_size)
     parser.add_argument("--batch", type=int, default=Case.batch)
     parser.add_argument("--steps", type=int, default=Case.steps)
-    parser.add_argument("--seeds", type=int, default=4, help="nets whose errors are pooled per row (default 4)")
+    parser.add_argument("--seeds", type=int, default=16, help="nets whose errors are pooled per row (default 16)")
     parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/precision-<isa>.json)")
     return parser.parse_args(argv)
 
