@@ -17,10 +17,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: setup
 	$(PYTHON) -m rnnkit demo
 
-# One process per core (pytest-xdist), each handed the next tests as it finishes; the tests
-# marked slow come first (tests/conftest.py), so they spread over the processes.
+# One process per core (pytest-xdist); a worker that runs out of tests takes some from another.
 test: setup
-	$(PYTHON) -m pytest -q -n auto --dist load
+	$(PYTHON) -m pytest -q -n auto --dist worksteal
 
 bench: setup
 	$(PYTHON) benchmarks/cpu.py

@@ -10,9 +10,3 @@ torch.set_num_threads(1)
 # be chosen before the kernels are defined, i.e. before rnnkit's Triton modules load.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-
-
-def pytest_collection_modifyitems(items: list) -> None:
-    """Run the tests marked slow first: `make test`'s processes take them in turn, then share out
-    the short ones and finish together, instead of one starting a long test as the others end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -5,14 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 
 def rnnkit(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rnnkit", *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.slow
 def test_demo_tours_the_modules_then_trains_two_models(tmp_path):
     """``make demo`` runs the full demo; ``--quick`` trains an epoch or two, enough to check every part."""
     result = rnnkit("demo", "--quick", "--out-dir", str(tmp_path))

@@ -38,7 +38,6 @@ def test_text_report_of_the_seed_000_lstm() -> None:
     assert r"i_t &= \sigma(W_{ii} x_t + b_{ii} + W_{hi} h_{t-1} + b_{hi})" in stdout
 
 
-@pytest.mark.slow
 def test_json_pictures_and_checkpoint(tmp_path) -> None:
     """Two runs at once: torch.nn's GRU with lengths as JSON plus both pictures, and a saved state dict."""
     model = nn.Sequential(nn.Embedding(28, 8), nn.LSTM(8, 16, proj_size=4))
@@ -66,7 +65,6 @@ def test_json_pictures_and_checkpoint(tmp_path) -> None:
     assert "dims: T=7  B=2  I=8  H=16  P=4" in ckpt_out and "all relations hold" in ckpt_out
 
 
-@pytest.mark.slow
 def test_bad_arguments_get_one_line_and_exit_2(tmp_path) -> None:
     cases = {
         "unknown cell type": (["lsmt", "--input-size", "3", "--hidden-size", "4"], "invalid choice: 'lsmt'"),

@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FILES = ["tests/test_ops_cpu.py", "tests/test_parity.py", "tests/test_precision.py"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("isa", [isa.name for isa in compiled.ISAS])
 def test_path_passes_the_kernel_tests(isa):
     if isa not in compiled.supported_isas():

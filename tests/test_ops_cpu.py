@@ -150,7 +150,6 @@ def test_torch_compile_traces_without_graph_breaks(cls):
     assert_compiles_like_eager(make_model(cls), torch.randn(6, 3, 5, requires_grad=True))
 
 
-@pytest.mark.slow
 def test_auto_compiles_without_graph_breaks_in_a_fresh_process():
     """``"auto"`` asks for the thread count and loads the kernels the first time outside the graph."""
     script = (

@@ -352,7 +352,6 @@ def test_cells_use_torchs_cell_kernels(monkeypatch):
     assert calls == ["LSTM"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "spec", ["LSTM:28:0:18:1:0", "LSTM:50:17:20:1:1", "GRU:24:0:18:2:1", "GRU:70:0:18:2:0", "RNN_TANH:40:0:20:1:1"]
 )
@@ -469,7 +468,6 @@ _TRITON = importlib.util.find_spec("triton")
 TRITON_BIN = None if _TRITON is None else Path(_TRITON.origin).parent / "backends" / "nvidia" / "bin"
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(TRITON_BIN is None or not (TRITON_BIN / "ptxas").exists(), reason="no ptxas in this triton")
 def test_kernels_compile_for_the_h100():
     """The interpreter runs any Python; this compiles every kernel with Triton's ptxas for sm_90, no GPU needed."""

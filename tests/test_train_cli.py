@@ -163,7 +163,6 @@ def test_classify_resume_from_the_command_line_continues_the_run(tmp_path):
     assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
 
 
-@pytest.mark.slow
 def test_two_processes_take_the_same_step_as_one(tmp_path):
     """torchrun, 2 CPU processes with gloo: one step on a global batch of 16 (8 rows each) gives the
     parameters that one process gets on the same 16 rows."""

@@ -150,15 +150,23 @@ def _build_and_load() -> str | None:
     except ImportError:
         pass
     try:
-        cpp_extension.load(
-            name="rnnkit_cpu",
-            sources=[str(unity)],
-            extra_cflags=CFLAGS + _isa_flags(isa),
-            extra_ldflags=LDFLAGS,
-            build_directory=str(build),
-            is_python_module=False,
-            verbose=False,
-        )
+        import fcntl  # POSIX: without it (Windows) the build fails with that message
+
+        with open(build / "build.flock", "w") as held:
+            # One process builds at a time. The OS drops this lock when its holder dies, but not the
+            # file torch's build leaves as its own lock, which a build killed midway leaves behind
+            # and every later build then waits on forever: inside ours, that file is stale.
+            fcntl.flock(held, fcntl.LOCK_EX)
+            (build / "lock").unlink(missing_ok=True)
+            cpp_extension.load(
+                name="rnnkit_cpu",
+                sources=[str(unity)],
+                extra_cflags=CFLAGS + _isa_flags(isa),
+                extra_ldflags=LDFLAGS,
+                build_directory=str(build),
+                is_python_module=False,
+                verbose=False,
+            )
     except (RuntimeError, OSError, ImportError) as error:
         return f"compiling its C++ kernels in {build} failed ({_first_error(str(error))})"
     finally:
