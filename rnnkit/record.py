@@ -286,7 +286,7 @@ def _replay_direction(
 
     def step(xw_t: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
         new = cell(xw_t, *state, w_hh, b_hh, *extra)
-        seen.append((*(gates(xw_t, state[0], w_hh, b_hh) if gates else ()), *new))
+        seen.append((*(gates(xw_t, F.linear(state[0], w_hh, b_hh)) if gates else ()), *new))
         return new
 
     output, final = scan(step, F.linear(x, w_ih, b_ih), state, lengths, reverse)

@@ -16,41 +16,50 @@ State = tuple[Tensor, ...]
 
 def scan(
     step: Callable[..., State],
-    xw: Tensor,
+    xw: Tensor | tuple[Tensor, ...],
     state: State,
     lengths: Tensor | None = None,
     reverse: bool = False,
-) -> tuple[Tensor, State]:
+    every_state: bool = False,
+) -> tuple[Tensor | State, State]:
     """Run ``step`` over time and collect the first state of each step as output.
 
     Args:
         step: ``step(xw_t, *state) -> new_state``; ``new_state[0]`` is the output h_t.
-        xw: (T, B, G*H) input projections ``W_ih x_t + b_ih`` of every step.
+        xw: (T, B, G*H) input projections ``W_ih x_t + b_ih`` of every step, or a tuple of
+            (T, B, *) tensors, whose step t reaches ``step`` as the tuple of their [t].
         state: initial states, each (B, *).
         lengths: (B,) integer steps of each sequence, or None when all run T steps.
         reverse: walk t = T-1 .. 0 (the backward direction of a bidirectional layer).
+        every_state: collect every state of each step, not only the first.
 
     Returns:
-        output (T, B, *) holding ``new_state[0]`` of each step, zero at t >= lengths[b];
+        output (T, B, *) holding ``new_state[0]`` of each step, zero at t >= lengths[b] (with
+        ``every_state``, a tuple of such (T, B, *) tensors, one per state);
         the final states, each (B, *), taken at each sequence's last valid step.
 
     A step at t >= lengths[b] leaves sequence b's state unchanged. Going forward
     this freezes the state after the last valid step; going in reverse it keeps
     the initial state until t = lengths[b] - 1, where the sequence really starts.
     """
-    steps = range(xw.shape[0] - 1, -1, -1) if reverse else range(xw.shape[0])
-    valid = None if lengths is None else lengths.to(xw.device)
-    outputs: list[Tensor] = [xw] * xw.shape[0]
+    first = xw[0] if isinstance(xw, tuple) else xw
+    steps = range(first.shape[0] - 1, -1, -1) if reverse else range(first.shape[0])
+    valid = None if lengths is None else lengths.to(first.device)
+    kept = len(state) if every_state else 1
+    outputs: list[list[Tensor]] = [[first] * first.shape[0] for _ in range(kept)]
     for t in steps:
-        new = step(xw[t], *state)
+        new = step(tuple(x[t] for x in xw) if isinstance(xw, tuple) else xw[t], *state)
         if valid is not None:
             alive = (t < valid).unsqueeze(1)  # (B, 1)
             new = tuple(torch.where(alive, n, s) for n, s in zip(new, state))
-            outputs[t] = torch.where(alive, new[0], torch.zeros_like(new[0]))
+            shown = tuple(torch.where(alive, n, torch.zeros_like(n)) for n in new[:kept])
         else:
-            outputs[t] = new[0]
+            shown = new[:kept]
+        for column, value in zip(outputs, shown):
+            column[t] = value
         state = new
-    return torch.stack(outputs), state
+    stacked = tuple(torch.stack(column) for column in outputs)
+    return (stacked if every_state else stacked[0]), state
 
 
 def layer(

@@ -18,18 +18,18 @@ from torch import Tensor
 from ..scan import scan
 
 
-def gru_gates(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def gru_gates(xw: Tensor, hw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The three gates of one GRU step, after their nonlinearities.
 
     Args:
-        xw: (B, 3H) input projection ``W_ih x_t + b_ih``; h: (B, H) previous hidden state.
-        w_hh: (3H, H); b_hh: (3H,) or None.
+        xw: (B, 3H) input projection ``W_ih x_t + b_ih``.
+        hw: (B, 3H) recurrent projection ``W_hh h_{t-1} + b_hh``.
 
     Returns:
         r_t, z_t, n_t, each (B, H).
     """
     x_r, x_z, x_n = xw.chunk(3, dim=1)
-    h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=1)
+    h_r, h_z, h_n = hw.chunk(3, dim=1)
     r = (x_r + h_r).sigmoid()
     z = (x_z + h_z).sigmoid()
     n = (x_n + r * h_n).tanh()  # b_hn sits inside r * (...), as in torch and cuDNN
@@ -46,7 +46,7 @@ def gru_cell(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None = None) ->
     Returns:
         (h_t (B, H),)
     """
-    _, z, n = gru_gates(xw, h, w_hh, b_hh)
+    _, z, n = gru_gates(xw, F.linear(h, w_hh, b_hh))
     # (1 - z) n + z h as torch's kernels compute it: the gradient in z is then (h - n), exact where h ~ n.
     return (n + z * (h - n),)
 

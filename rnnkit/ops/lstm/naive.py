@@ -20,19 +20,17 @@ from torch import Tensor
 from ..scan import scan, summed_bias
 
 
-def lstm_gates(
-    xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def lstm_gates(xw: Tensor, hw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The four gates of one LSTM step, after their nonlinearities.
 
     Args:
-        xw: (B, 4H) input projection ``W_ih x_t + b_ih``; h: (B, P) previous hidden state.
-        w_hh: (4H, P); b_hh: (4H,) or None.
+        xw: (B, 4H) input projection ``W_ih x_t + b_ih``.
+        hw: (B, 4H) recurrent projection ``W_hh h_{t-1} (+ b_hh)``.
 
     Returns:
         i_t, f_t, g_t, o_t, each (B, H).
     """
-    i, f, g, o = (xw + F.linear(h, w_hh, b_hh)).chunk(4, dim=1)
+    i, f, g, o = (xw + hw).chunk(4, dim=1)
     return i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
 
 
@@ -54,7 +52,7 @@ def lstm_cell(
     Returns:
         h_t (B, P), c_t (B, H).
     """
-    i, f, g, o = lstm_gates(xw, h, w_hh, b_hh)
+    i, f, g, o = lstm_gates(xw, F.linear(h, w_hh, b_hh))
     c = f * c + i * g
     h = o * c.tanh()
     if w_hr is not None:

@@ -1,0 +1,245 @@
+r"""The variants torch.nn lacks, in plain torch ops: the specification of each (autograd does the backward).
+
+Keywords of the modules (DESIGN.md, "Variants"), and what they change in one direction of one layer:
+
+.. math::
+    a_t = LN(W_{ih} x_t; \gamma_{ih}) + b_{ih}, \qquad
+    u_t = LN(W_{hh} (m \odot h_{t-1}); \gamma_{hh}) + b_{hh}
+
+    \text{LSTM}\quad i, f, g, o = \sigma, \sigma, \tanh, \sigma
+        (a_t + u_t + (w_{ci} c_{t-1}, w_{cf} c_{t-1}, 0, w_{co} c_t))
+    \quad c_t = f c_{t-1} + i g \quad h_t = W_{hr}(o \tanh(LN(c_t; \gamma_c, \beta_c)))
+
+    \text{GRU}\quad r = \sigma(a_r + u_r),\ z = \sigma(a_z + u_z),\ n = \tanh(a_n + r u_n),\ h_t = (1 - z) n + z h_{t-1}
+
+    \text{RNN}\quad h_t = \phi(a_t + u_t)
+
+    \text{zoneout}\quad s_t \leftarrow k_t s_{t-1} + (1 - k_t) s_t
+        \quad (k_t \sim \text{Bernoulli}(z) \text{ each step in training, } k_t = z \text{ in evaluation})
+
+- ``layer_norm``: LN(v; g, b) = g (v - mean v) / sqrt(var v + 1e-5) + b over each row's G*H (or H)
+  values, biased variance, as ``torch.nn.LayerNorm``; the products' LN has no shift (the biases
+  are the shift). Without it, LN is the identity.
+- ``peephole`` (LSTM): w_ci, w_cf, w_co, the rows of ``weight_ch`` (3H,).
+- ``recurrent_dropout=p``: m (B, P) ~ Bernoulli(1 - p) / (1 - p), one mask per sequence, layer and
+  direction for every step and gate, drawn each call in training; m = 1 in evaluation. Only the
+  product sees the dropped h_{t-1} (GRU's h_t = ... + z h_{t-1} keeps it whole).
+- ``zoneout=(z_c, z_h)``: each unit of c (z_c, LSTM) and h (z_h) keeps its previous value with
+  that probability, a fresh mask each step; the layer's output is the zoned h.
+- ``weight_dropout=p`` is DropConnect on ``weight_hh``: the module hands every backend the
+  masked weight (``drop_weights``), so it is not here.
+
+Dimensions: T steps, B batch, I input features, H hidden units, P = proj_size or H, G gates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .gru.naive import gru_gates
+from .rnn.naive import NONLINEARITIES
+from .scan import scan, summed_bias
+
+LN_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The variant keywords that change a net's computation (forget_bias and chrono_init only
+    initialise it). All off: torch.nn's net."""
+
+    layer_norm: bool = False
+    peephole: bool = False
+    recurrent_dropout: float = 0.0
+    zoneout: tuple[float, float] = (0.0, 0.0)  # (z_c, z_h); GRU and RNN have no c
+    weight_dropout: float = 0.0
+
+    @property
+    def changes_recurrence(self) -> bool:
+        """Whether the time loop differs from torch.nn's (weight_dropout changes a weight only)."""
+        return self.layer_norm or self.peephole or self.recurrent_dropout > 0 or any(z > 0 for z in self.zoneout)
+
+    def names(self) -> list[str]:
+        """The keywords set, as ``name=value``."""
+        default = Variant()
+        return [
+            f"{k}={getattr(self, k)!r}" for k in self.__dataclass_fields__ if getattr(self, k) != getattr(default, k)
+        ]
+
+
+class Extras(NamedTuple):
+    """A direction's variant parameters, None where the variant is off."""
+
+    ln_ih_weight: Tensor | None = None  # (G*H,)
+    ln_hh_weight: Tensor | None = None  # (G*H,)
+    ln_c_weight: Tensor | None = None  # (H,), LSTM
+    ln_c_bias: Tensor | None = None  # (H,), LSTM
+    weight_ch: Tensor | None = None  # (3H,), LSTM peepholes i, f, o
+
+
+class Recurrence(NamedTuple):
+    """What one step of a variant cell reads besides its input projection and states."""
+
+    w_hh: Tensor  # (G*H, P)
+    b_hh: Tensor | None  # (G*H,); an LSTM's is summed into the input projection instead
+    w_hr: Tensor | None  # (P, H), LSTM with proj_size
+    extras: Extras
+    dropout_mask: Tensor | None  # (B, P) recurrent dropout's mask, scaled by 1 / (1 - p)
+
+
+def layer_norm(v: Tensor, gain: Tensor | None, shift: Tensor | None = None) -> Tensor:
+    """LN over the last dimension of ``v`` (B, N) with gain and shift (N,); the identity when ``gain`` is None."""
+    return v if gain is None else F.layer_norm(v, v.shape[-1:], gain, shift, LN_EPS)
+
+
+def recurrent_product(h: Tensor, r: Recurrence) -> Tensor:
+    """u_t = LN(W_hh (m * h_{t-1}); gamma_hh) + b_hh, (B, G*H), for h (B, P)."""
+    h = h if r.dropout_mask is None else h * r.dropout_mask
+    if r.extras.ln_hh_weight is None:  # as the plain naive cells compute it
+        return F.linear(h, r.w_hh, r.b_hh)
+    product = layer_norm(F.linear(h, r.w_hh), r.extras.ln_hh_weight)
+    return product if r.b_hh is None else product + r.b_hh
+
+
+def lstm_step(xw: Tensor, h: Tensor, c: Tensor, r: Recurrence) -> tuple[Tensor, Tensor]:
+    """One LSTM step with layer norm and peepholes: xw (B, 4H) = a_t + b_hh, h (B, P), c (B, H)."""
+    i, f, g, o = (xw + recurrent_product(h, r)).chunk(4, dim=1)
+    peephole = r.extras.weight_ch
+    if peephole is not None:
+        w_ci, w_cf, w_co = peephole.chunk(3)
+        i, f = i + w_ci * c, f + w_cf * c
+    c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+    if peephole is not None:
+        o = o + w_co * c
+    h = o.sigmoid() * layer_norm(c, r.extras.ln_c_weight, r.extras.ln_c_bias).tanh()
+    return (h if r.w_hr is None else F.linear(h, r.w_hr)), c
+
+
+def gru_step(xw: Tensor, h: Tensor, r: Recurrence) -> tuple[Tensor]:
+    """One GRU step with layer norm: xw (B, 3H) = a_t, h (B, H)."""
+    _, z, n = gru_gates(xw, recurrent_product(h, r))
+    return (n + z * (h - n),)
+
+
+def rnn_step(xw: Tensor, h: Tensor, r: Recurrence, nonlinearity: str = "tanh") -> tuple[Tensor]:
+    """One Elman step with layer norm: xw (B, H) = a_t, h (B, H)."""
+    return (NONLINEARITIES[nonlinearity](xw + recurrent_product(h, r)),)
+
+
+STEPS = {
+    "LSTM": lstm_step,
+    "GRU": gru_step,
+    "RNN_TANH": partial(rnn_step, nonlinearity="tanh"),
+    "RNN_RELU": partial(rnn_step, nonlinearity="relu"),
+}
+
+
+def direction(
+    mode: str,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    weights: tuple[Tensor | None, ...],
+    extras: Extras,
+    dropout_mask: Tensor | None = None,
+    zone: tuple[Tensor, ...] = (),
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """One direction of one variant layer over a padded batch.
+
+    Args:
+        mode: ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or ``"RNN_RELU"``.
+        x: (T, B, I); state: (h_0 (B, P), c_0 (B, H)) or (h_0 (B, H),).
+        weights: torch's (w_ih, w_hh, b_ih, b_hh[, w_hr]); extras: the variant's parameters.
+        dropout_mask: (B, P) recurrent dropout's mask, or None.
+        zone: zoneout's keep masks (training) or probabilities (evaluation), one (T, B, *) per
+            state in the states' order, or () without zoneout.
+        lengths: (B,) steps of each sequence, or None; reverse: run from the last step back.
+
+    Returns:
+        every step's states, each (T, B, *), zero past each length; the final states.
+    """
+    w_ih, w_hh, b_ih, b_hh, *w_hr = weights
+    summed = mode == "LSTM"  # the biases as the plain naive ops add them (GRU's b_hn sits inside r * (...))
+    bias = summed_bias(b_ih, b_hh) if summed else b_ih
+    if extras.ln_ih_weight is None:  # as the plain naive ops compute it
+        xw = F.linear(x, w_ih, bias)
+    else:
+        xw = layer_norm(F.linear(x, w_ih), extras.ln_ih_weight)
+        xw = xw if bias is None else xw + bias
+    recurrence = Recurrence(w_hh, None if summed else b_hh, w_hr[0] if w_hr else None, extras, dropout_mask)
+    step = STEPS[mode]
+
+    def zoned_step(inputs: tuple[Tensor, ...], *state: Tensor) -> tuple[Tensor, ...]:
+        xw_t, *keep = inputs
+        new = step(xw_t, *state, recurrence)
+        return tuple(k * s + (1 - k) * n for k, s, n in zip(keep, state, new)) if keep else new
+
+    return scan(zoned_step, (xw, *zone), state, lengths, reverse, every_state=True)
+
+
+def noise(
+    variant: Variant, training: bool, steps: int, batch: int, sizes: tuple[int, ...], like: Tensor
+) -> tuple[Tensor | None, tuple[Tensor, ...]]:
+    """One direction's recurrent-dropout mask and zoneout's keep tensors, drawn in that order from
+    torch's generator on ``like``'s device (same seed, same masks).
+
+    Args:
+        sizes: the states' sizes, (P, H) for LSTM or (H,); like: a tensor of the dtype and device.
+
+    Returns:
+        (B, P) mask scaled by 1 / (1 - p), or None (evaluation, or no recurrent dropout);
+        keep tensors (T, B, size) per state: Bernoulli(z) in training, z in evaluation, or ().
+    """
+    p = variant.recurrent_dropout
+    mask = None
+    if training and p > 0:
+        mask = like.new_empty(batch, sizes[0]).bernoulli_(1 - p) / (1 - p)
+    zone: tuple[Tensor, ...] = ()
+    if any(z > 0 for z in variant.zoneout):
+        z_c, z_h = variant.zoneout
+        probabilities = (z_h, z_c)[: len(sizes)]
+        zone = tuple(
+            like.new_empty(steps, batch, size).bernoulli_(z)
+            if training
+            else like.new_full((1, 1, 1), z).expand(steps, batch, size)
+            for z, size in zip(probabilities, sizes)
+        )
+    return mask, zone
+
+
+def layer(
+    mode: str,
+    variant: Variant,
+    training: bool,
+    x: Tensor,
+    states: tuple[Tensor, ...],
+    weights: list[tuple[Tensor | None, ...]],
+    extras: list[Extras],
+    lengths: Tensor | None = None,
+) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Every direction of one variant layer.
+
+    Args:
+        x: (T, B, I); states: each (D, B, *); weights, extras: D of each, forward first.
+
+    Returns:
+        output (T, B, D*P); final states, each (D, B, *); every step's states, each (D, T, B, *).
+    """
+    steps, batch = x.shape[:2]
+    sizes = tuple(s.shape[-1] for s in states)
+    results = []
+    for d, (direction_weights, direction_extras) in enumerate(zip(weights, extras)):
+        mask, zone = noise(variant, training, steps, batch, sizes, x)
+        state = tuple(s[d] for s in states)
+        results.append(direction(mode, x, state, direction_weights, direction_extras, mask, zone, lengths, d == 1))
+    every = tuple(torch.stack(e) for e in zip(*(r[0] for r in results)))
+    finals = tuple(torch.stack(f) for f in zip(*(r[1] for r in results)))
+    output = every[0][0] if len(results) == 1 else torch.cat(tuple(every[0]), dim=2)
+    return output, finals, every
