@@ -1,5 +1,4 @@
 # `make demo` and `make test` set everything up on a fresh machine.
-# pip's --no-compile: Python compiles only the modules it imports, on first import (saves ~50 s).
 VENV   := .venv
 PYTHON := $(VENV)/bin/python
 # The CPU wheel of torch; an unpinned torch would pull a multi-GB CUDA build.
@@ -11,7 +10,8 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --no-compile $(TORCH) -e '.[dev]'
+	$(PYTHON) -m pip install --quiet $(TORCH)
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 demo: setup
