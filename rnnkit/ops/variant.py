@@ -26,8 +26,8 @@ Keywords of the modules (DESIGN.md, "Variants"), and what they change in one dir
   product sees the dropped h_{t-1} (GRU's h_t = ... + z h_{t-1} keeps it whole).
 - ``zoneout=(z_c, z_h)``: each unit of c (z_c, LSTM) and h (z_h) keeps its previous value with
   that probability, a fresh mask each step; the layer's output is the zoned h.
-- ``weight_dropout=p`` is DropConnect on ``weight_hh``: the module hands every backend the
-  masked weight (``drop_weights``), so it is not here.
+- ``weight_dropout=p`` is DropConnect on ``weight_hh``: a weight the module masks before any
+  backend runs, not a change to the time loop, so it is not here.
 
 Dimensions: T steps, B batch, I input features, H hidden units, P = proj_size or H, G gates.
 """
@@ -59,18 +59,6 @@ class Variant:
     recurrent_dropout: float = 0.0
     zoneout: tuple[float, float] = (0.0, 0.0)  # (z_c, z_h); GRU and RNN have no c
     weight_dropout: float = 0.0
-
-    @property
-    def changes_recurrence(self) -> bool:
-        """Whether the time loop differs from torch.nn's (weight_dropout changes a weight only)."""
-        return self.layer_norm or self.peephole or self.recurrent_dropout > 0 or any(z > 0 for z in self.zoneout)
-
-    def names(self) -> list[str]:
-        """The keywords set, as ``name=value``."""
-        default = Variant()
-        return [
-            f"{k}={getattr(self, k)!r}" for k in self.__dataclass_fields__ if getattr(self, k) != getattr(default, k)
-        ]
 
 
 class Extras(NamedTuple):
