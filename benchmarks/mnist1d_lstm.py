@@ -1,4 +1,5 @@
-"""MNIST-1D, an LSTM trained with the GRU's recipe: rnnkit's compiled kernels against torch.nn's module.
+"""MNIST-1D, an LSTM trained with the GRU's recipe: rnnkit's compiled kernels against torch.nn's module,
+and the layer-normalised LSTM.
 
 The recipe is the one that takes a GRU 128 to 98% (Adam 2e-3, batch 64, 100 epochs, constant rate,
 no gradient clipping)::
@@ -6,14 +7,16 @@ no gradient clipping)::
     rnnkit train classify --data mnist1d --cell lstm --lr 2e-3 --batch-size 64 --epochs 100 \\
         --schedule constant --seed S --backend B
 
-Each seed runs once with ``--backend cpu`` and once with ``--backend torch.nn`` (the same initial
-weights and batches: only the kernels differ), each in its own process with one thread, up to
-``--parallel`` at a time. The final and best test accuracies, the training seconds and every
-epoch's metrics go to ``benchmarks/results/train-mnist1d-lstm-gru-recipe.json``.
+Each seed runs once per model of ``--models``: ``cpu`` (``--backend cpu``), ``torch.nn``
+(``--backend torch.nn``: the same initial weights and batches, only the kernels differ) and
+``layer-norm`` (``--layer-norm``), each in its own process with one thread, up to ``--parallel``
+at a time. The final and best test accuracies, the training seconds and every epoch's metrics go
+to ``benchmarks/results/train-mnist1d-lstm-gru-recipe.json`` (``--out``).
 
 Usage::
 
     python benchmarks/mnist1d_lstm.py --seeds 3 --parallel 2
+    python benchmarks/mnist1d_lstm.py --models layer-norm --out benchmarks/results/train-mnist1d-lstm-layer-norm.json
 """
 
 from __future__ import annotations
@@ -34,14 +37,14 @@ import torch
 
 RECIPE = ["--data", "mnist1d", "--cell", "lstm", "--lr", "2e-3", "--batch-size", "64", "--epochs", "100"]
 RECIPE += ["--schedule", "constant", "--no-progress"]
-BACKENDS = ("cpu", "torch.nn")
+MODELS = {"cpu": ["--backend", "cpu"], "torch.nn": ["--backend", "torch.nn"], "layer-norm": ["--layer-norm"]}
 OUT = Path(__file__).resolve().parent / "results" / "train-mnist1d-lstm-gru-recipe.json"
 
 
-def run(seed: int, backend: str, root: Path) -> dict[str, Any]:
+def run(seed: int, model: str, root: Path) -> dict[str, Any]:
     """One training run in a fresh process; its command, final and best test accuracy, seconds and history."""
-    out_dir = root / f"{backend}-{seed}"
-    args = ["train", "classify", *RECIPE, "--seed", str(seed), "--backend", backend]
+    out_dir = root / f"{model}-{seed}"
+    args = ["train", "classify", *RECIPE, "--seed", str(seed), *MODELS[model]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "rnnkit", *args, "--out-dir", str(out_dir)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -51,7 +54,7 @@ def run(seed: int, backend: str, root: Path) -> dict[str, Any]:
     return {
         "command": "rnnkit " + " ".join(args),
         "seed": seed,
-        "backend": backend,
+        "model": model,
         "final_test_acc": history[-1]["test_acc"],
         "best_test_acc": max(epoch["test_acc"] for epoch in history),
         "train_seconds": round(sum(epoch["seconds"] for epoch in history), 1),
@@ -63,18 +66,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (each on one thread)")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["cpu", "torch.nn"])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from machine import device_info, write_json
 
     with tempfile.TemporaryDirectory() as root, ThreadPoolExecutor(args.parallel) as pool:
-        jobs = [(seed, backend) for seed in range(args.seeds) for backend in BACKENDS]
+        jobs = [(seed, model) for seed in range(args.seeds) for model in args.models]
         runs = list(pool.map(lambda job: run(*job, Path(root)), jobs))
-    print(f"{'seed':>4} {'backend':<9} {'final test acc':>14} {'best':>7} {'seconds':>8}")
+    print(f"{'seed':>4} {'model':<10} {'final test acc':>14} {'best':>7} {'seconds':>8}")
     for r in runs:
         print(
-            f"{r['seed']:>4} {r['backend']:<9} {100 * r['final_test_acc']:>13.2f}% "
+            f"{r['seed']:>4} {r['model']:<10} {100 * r['final_test_acc']:>13.2f}% "
             f"{100 * r['best_test_acc']:>6.2f}% {r['train_seconds']:>8.0f}"
         )
     report = {

@@ -36,6 +36,8 @@ def cast(value: Any, dtype: torch.dtype) -> Any:
     """
     if isinstance(value, PackedSequence):
         return value._replace(data=cast(value.data, dtype))
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple
+        return type(value)(*(cast(v, dtype) for v in value))
     if isinstance(value, (tuple, list)):
         return type(value)(cast(v, dtype) for v in value)
     if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float64:

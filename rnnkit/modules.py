@@ -13,13 +13,15 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import ops
+from . import ops, variants
 from .amp import run_autocast
 from .checks import (
     check_dropout,
@@ -63,9 +65,14 @@ class RNNBase(TorchTwin, nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        **variant: Any,
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        self.variant = variants.variant_of(mode, name, variant)
+        self.forget_bias = variant.get("forget_bias")
+        self.chrono_init = variant.get("chrono_init")
+        variants.check_initialisation(name, bias, self.forget_bias, self.chrono_init)
         check_size("input_size", input_size)
         check_size("hidden_size", hidden_size)
         check_size("num_layers", num_layers)
@@ -86,6 +93,7 @@ class RNNBase(TorchTwin, nn.Module):
                 stacklevel=3,
             )
         ops.check_backend(backend)
+        self._check_variant_backend(backend, all_states=False)
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -125,13 +133,20 @@ class RNNBase(TorchTwin, nn.Module):
                 self._flat_weights_names.extend(present)
                 self._all_weights.append(present)
                 self._weight_slots.append(tuple(slots if mode == "LSTM" else slots[:4]))
+        suffixes = [f"_l{layer}{'_reverse' if d else ''}" for layer in range(num_layers) for d in range(directions)]
+        self._extra_slots = variants.register_extras(self, mode, self.variant, hidden_size, suffixes, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), in torch.nn's order (same seed, same values)."""
+        """Draw torch.nn's parameters from U(-1/sqrt(H), 1/sqrt(H)) in torch.nn's order (same seed, same
+        values), then the variant's (see ``rnnkit.variants``), then the forget gate's initialisation."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        for name in self._flat_weights_names:
+            nn.init.uniform_(getattr(self, name), -bound, bound)
+        variants.reset_extras(self, self._extra_slots, self.hidden_size)
+        if self.mode == "LSTM" and self.bias:
+            biases = [(getattr(self, slots[2]), getattr(self, slots[3])) for slots in self._weight_slots]
+            variants.initialise_forget_gate(biases, self.hidden_size, self.forget_bias, self.chrono_init)
 
     def flatten_parameters(self) -> None:
         """Does nothing: kept so code written for torch.nn (which packs weights for cuDNN) runs unchanged."""
@@ -145,10 +160,48 @@ class RNNBase(TorchTwin, nn.Module):
         # The parameters' own dict where they are there (getattr's route through Module.__getattr__
         # is a good part of one generated token's time), else getattr (a parametrized weight, say).
         found = self._parameters
-        return [
+        weights = [
             tuple(None if s is None else found[s] if s in found else getattr(self, s) for s in slots)
             for slots in self._weight_slots
         ]
+        p = self.variant.weight_dropout
+        if p > 0 and self.training:  # DropConnect: a fresh mask on W_hh each call, before any backend
+            weights = [(w_ih, F.dropout(w_hh, p, training=True), *rest) for w_ih, w_hh, *rest in weights]
+        return weights
+
+    def _extras(self) -> list[variants.Extras]:
+        return [
+            variants.Extras(*(None if s is None else getattr(self, s) for s in slots)) for slots in self._extra_slots
+        ]
+
+    def _torch_lacks(self) -> list[str]:
+        return variants.features(self.variant)
+
+    def _check_variant_backend(self, backend: str, all_states: bool) -> None:
+        """A variant that changes the time loop, and every step's states, run on the naive ops only."""
+        if backend in ("auto", "naive"):
+            return
+        asked = [f for f in variants.features(self.variant) if f.split("=")[0] in variants.RECURRENCE_KEYWORDS]
+        asked += ["all_states=True"] if all_states else []
+        if asked:
+            raise ValueError(
+                f"{type(self).__name__}: backend={backend!r} does not run {', '.join(asked)} yet; "
+                "use backend='auto' or 'naive' (the equations in plain torch ops)"
+            )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """torch.nn's ``load_state_dict``; a torch.nn state dict given to a variant (strictly) says what to do."""
+        absent = [n for slots in self._extra_slots for n in slots if n and n not in state_dict]
+        if strict and absent and all(n in state_dict for n in self._flat_weights_names):
+            name = type(self).__name__
+            raise RuntimeError(
+                f"{name}.load_state_dict: the state dict holds torch.nn.{name}'s parameters but not the "
+                f"variant's ({', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''}). To start a variant "
+                f"from a torch.nn.{name}, use rnnkit.{name}.from_torch(module, "
+                f"{', '.join(variants.features(self.variant))}); or load_state_dict(state_dict, strict=False), "
+                "which keeps the new parameters' initial values"
+            )
+        return super().load_state_dict(state_dict, strict, assign)
 
     def _state_sizes(self) -> tuple[int, ...]:
         return (self.hidden_size,)
@@ -161,12 +214,22 @@ class RNNBase(TorchTwin, nn.Module):
     def _hx_from_states(self, states: tuple[Tensor, ...]) -> Any:
         return states[0]
 
-    def forward(self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None) -> tuple[Any, Any]:
+    def forward(
+        self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None, all_states: bool = False
+    ) -> tuple[Any, ...]:
         """Run the net; see the class docstring for the shapes of inputs and outputs."""
+        check_flag("all_states", all_states)
         states = self._states_from_hx(hx)
         weights = self._weights()
+        extras = None
+        if all_states or variants.is_recurrence(self.variant):
+            self._check_variant_backend(self.backend, all_states)
+            extras = self._extras()
         run = functools.partial(self._run, lengths=lengths)
-        output, final = run_autocast(weights[0][0].device.type, self.backend, run, input, states, weights)
+        device_type = weights[0][0].device.type
+        output, final, *every = run_autocast(device_type, self.backend, run, input, states, weights, extras)
+        if all_states:
+            return output, self._hx_from_states(final), self._hx_from_states(every[0])
         return output, self._hx_from_states(final)
 
     def _run(
@@ -174,9 +237,14 @@ class RNNBase(TorchTwin, nn.Module):
         input: Tensor | PackedSequence,
         states: tuple[Tensor, ...] | None,
         weights: list[tuple[Tensor | None, ...]],
+        extras: list[variants.Extras] | None,
         lengths: Any,
-    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, ...]]:
-        """Normalise input and states to (T, B, *) form, run the backend, restore the caller's layout."""
+    ) -> tuple[Any, ...]:
+        """Normalise input and states to (T, B, *) form, run the backend, restore the caller's layout.
+
+        With ``extras`` (a variant or every step's states) the naive ops run, and every step's states
+        come back third, each (L*D, T, B, *) in the caller's layout of T and B (padded for packed input).
+        """
         name = type(self).__name__
         reference = weights[0][0]
         if isinstance(input, PackedSequence):
@@ -211,6 +279,22 @@ class RNNBase(TorchTwin, nn.Module):
             if not batched:
                 states = tuple(s.unsqueeze(1) for s in states)
 
+        if extras is not None:
+            output, final, every = ops.variant_stack(
+                self.mode,
+                self.variant,
+                x,
+                states,
+                weights,
+                extras,
+                lengths,
+                bidirectional=self.bidirectional,
+                dropout=self.dropout,
+                training=self.training,
+            )
+            every = tuple(e.transpose(1, 2) if self.batch_first and batched else e for e in every)
+            every = every if batched else tuple(e.squeeze(2) for e in every)
+            return (*self._restore_layout(output, final, input, batched), every)
         output, final = ops.rnn_stack(
             self.mode,
             ops.resolve_backend(
@@ -230,6 +314,12 @@ class RNNBase(TorchTwin, nn.Module):
             dropout=self.dropout,
             training=self.training,
         )
+        return self._restore_layout(output, final, input, batched)
+
+    def _restore_layout(
+        self, output: Tensor, final: tuple[Tensor, ...], input: Tensor | PackedSequence, batched: bool
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, ...]]:
+        """(T, B, *) output and (L*D, B, *) states back in the layout of the caller's ``input``."""
         if isinstance(input, PackedSequence):
             return padded_to_packed(output, input), final
         if not batched:
@@ -254,6 +344,11 @@ class RNNBase(TorchTwin, nn.Module):
             s += f", bidirectional={self.bidirectional}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
+        for feature in variants.features(self.variant):
+            s += f", {feature}"
+        for name in ("forget_bias", "chrono_init"):
+            if getattr(self, name) is not None:
+                s += f", {name}={getattr(self, name)}"
         return s
 
 
@@ -280,6 +375,10 @@ _SHAPES_DOC = """
           ``h_n[-2]`` is the last layer's forward direction and ``h_n[-1]`` its
           reverse: ``output[-1, :, :{out}] == h_n[-2]`` and
           ``output[0, :, {out}:] == h_n[-1]``.
+        * with ``all_states=True`` (keyword of forward), a third output: {every},
+          (L*D, B, T, *) with ``batch_first``, without B unbatched, padded for a
+          PackedSequence; every step's states of every layer and direction (the zoned
+          states with zoneout), zero past each length.
 """
 
 _ARGS_DOC = """
@@ -301,6 +400,24 @@ _ARGS_DOC = """
             (torch's fused kernels).
             Every backend supports backward in eval mode and double backward (the fused ones by
             recomputing with the naive ops).
+
+    Variant keywords (keyword only, all off by default; equations in ``rnnkit/ops/variant.py``):
+        layer_norm: layer normalisation of W_ih x_t and W_hh h_{{t-1}} (and, LSTM, of c_t inside
+            tanh); adds ``ln_ih_weight_l[k]``, ``ln_hh_weight_l[k]`` (G*H, gains from 1) and, LSTM,
+            ``ln_c_weight_l[k]``, ``ln_c_bias_l[k]`` (H, from 1 and 0).
+        peephole: (LSTM) i and f see c_{{t-1}}, o sees c_t; adds ``weight_ch_l[k]`` (3H: i, f, o).
+        recurrent_dropout: p, one mask per sequence, layer and direction on h_{{t-1}} before W_hh,
+            training only.
+        zoneout: z, each unit keeps its previous value with probability z, a fresh mask each
+            step in training, the expectation in evaluation; ``(z_c, z_h)`` for an LSTM's c and h.
+        weight_dropout: p, DropConnect on ``weight_hh_l[k]``, a fresh mask each call in training;
+            the parameters and state_dict stay torch.nn's, and every backend runs it.
+        forget_bias: (LSTM) initialise the forget gate's bias (bias_ih + bias_hh) to this value.
+        chrono_init: (LSTM) T_max, Tallec and Ollivier's initialisation b_f = log U[1, T_max - 1],
+            b_i = -b_f.
+        Parameters added are drawn after torch.nn's, so the same seed gives torch.nn's weights.
+        Layer norm, peepholes, recurrent dropout and zoneout run on the naive ops (``"auto"``
+        picks them).
 """
 
 
@@ -335,6 +452,7 @@ class LSTM(RNNBase):
             hx="hx",
             hx_shapes="a tuple (h_0, c_0) of (L*D, B, P) and (L*D, B, H)",
             hn="(h_n, c_n)",
+            every="(h_all, c_all) of (L*D, T, B, P) and (L*D, T, B, H)",
             hn_shapes="h_n (L*D, B, P) and c_n (L*D, B, H), the final states",
             out="P",
         )
@@ -372,10 +490,11 @@ class LSTM(RNNBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        **variant: Any,
     ) -> None:
         super().__init__(
             "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
-            device, dtype, backend,
+            device, dtype, backend, **variant,
         )  # fmt: skip
 
     def _state_sizes(self) -> tuple[int, ...]:
@@ -415,6 +534,7 @@ class GRU(RNNBase):
             hx="hx",
             hx_shapes="h_0 of shape (L*D, B, H)",
             hn="h_n",
+            every="h_all of (L*D, T, B, H)",
             hn_shapes="(L*D, B, H), the final hidden state",
             out="H",
         )
@@ -443,10 +563,11 @@ class GRU(RNNBase):
         backend: str = "auto",
         *,
         proj_size: int = 0,
+        **variant: Any,
     ) -> None:
         super().__init__(
             "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
-            device, dtype, backend,
+            device, dtype, backend, **variant,
         )  # fmt: skip
 
 
@@ -462,6 +583,7 @@ class RNN(RNNBase):
             hx="hx",
             hx_shapes="h_0 of shape (L*D, B, H)",
             hn="h_n",
+            every="h_all of (L*D, T, B, H)",
             hn_shapes="(L*D, B, H), the final hidden state",
             out="H",
         )
@@ -484,11 +606,12 @@ class RNN(RNNBase):
         backend: str = "auto",
         *,
         proj_size: int = 0,
+        **variant: Any,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(
             f"RNN_{nonlinearity.upper()}", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, proj_size, device, dtype, backend,
+            bidirectional, proj_size, device, dtype, backend, **variant,
         )  # fmt: skip

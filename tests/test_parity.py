@@ -7,6 +7,7 @@ PackedSequence input, given or zero initial states, float32 or float64.
 
 from __future__ import annotations
 
+import os
 import zlib
 
 import pytest
@@ -39,7 +40,10 @@ BACKENDS = [
         ],
     ),
 ]
-CONFIGS = [c for i, mode in enumerate(MODES) for c in random_configs(mode, CONFIGS_PER_MODE, seed=i)]
+# tests/test_isa_paths.py reruns the compiled kernels' tests on the other instruction-set paths
+# with every n-th configuration of the sweep (the first path runs them all).
+EVERY = int(os.environ.get("RNNKIT_TEST_PARITY_EVERY", "1"))
+CONFIGS = [c for i, mode in enumerate(MODES) for c in random_configs(mode, CONFIGS_PER_MODE, seed=i)][::EVERY]
 # The Triton kernels run float32 here; in Triton's interpreter (no GPU), seconds a configuration, a
 # subset keeps the suite fast (tests/test_ops_triton.py checks the kernels against naive too).
 TRITON_CONFIGS_PER_MODE = CONFIGS_PER_MODE if torch.cuda.is_available() else 12

@@ -78,6 +78,20 @@ BAD_INPUT = {
     "unwritable output folder": (["train", "classify", "--out-dir", "{d}/a_file/run"], ["cannot write to --out-dir"]),
     "MNIST missing": (["train", "classify", "--data", "mnist", "--data-dir", "{d}/no_mnist"], ["MNIST not found"]),
     "missing checkpoint": (["generate", "--checkpoint", "{d}/nothing.pt"], ["nothing.pt does not exist"]),
+    "variant on torch.nn": (
+        ["train", "classify", "--zoneout", "0.1", "--backend", "torch.nn"],
+        ["--zoneout: torch.nn's modules have no such variant"],
+    ),
+    "LSTM variant on a GRU": (["train", "charlm", "--cell", "gru", "--peephole"], ["--peephole is for --cell lstm"]),
+    "recurrence variant on torch": (
+        ["train", "classify", "--layer-norm", "--backend", "torch"],
+        ["--layer-norm runs on --backend auto or naive, not torch"],
+    ),
+    "two forget-gate inits": (
+        ["train", "classify", "--forget-bias", "1", "--chrono-init", "8"],
+        ["--forget-bias and --chrono-init both set"],
+    ),
+    "probability out of range": (["train", "classify", "--zoneout", "1"], ["--zoneout must be in [0, 1), got 1.0"]),
 }
 
 
@@ -142,6 +156,22 @@ def test_generate_and_eval(run_dir, tmp_path):
     result = rnnkit("eval", "--checkpoint", ckpt, "--text", str(run_dir / "text.txt"))
     assert result.returncode == 0 and "text_ppl" in result.stdout, result.stderr
     assert_one_line_error(rnnkit("eval", "--checkpoint", ckpt, "--data-dir", "x"), "--data-dir is for classify")
+
+
+def test_a_variant_trains_evaluates_and_keeps_its_keywords(tmp_path):
+    out = str(tmp_path / "run")
+    flags = ["--hidden-size", "8", "--epochs", "1", "--no-progress", "--layer-norm", "--zoneout", "0.1"]
+    result = rnnkit("train", "classify", *flags, "--weight-dropout", "0.2", "--forget-bias", "1", "--out-dir", out)
+    assert result.returncode == 0, result.stderr
+    assert "lstm 1x8 layer_norm=True zoneout=0.1 weight_dropout=0.2 forget_bias=1.0," in result.stdout
+    payload = checkpoint.load(tmp_path / "run" / "checkpoint.pt")
+    assert payload["model_args"]["variant"] == dict(layer_norm=True, zoneout=0.1, weight_dropout=0.2, forget_bias=1.0)
+    assert "rnn.ln_c_weight_l0" in payload["model"]
+    result = rnnkit("eval", "--checkpoint", out + "/checkpoint.pt")
+    assert result.returncode == 0 and "test_acc" in result.stdout, result.stderr
+    assert_one_line_error(
+        rnnkit("eval", "--checkpoint", out + "/checkpoint.pt", "--backend", "torch.nn"), "have no variant layer_norm"
+    )
 
 
 def test_classify_resume_from_the_command_line_continues_the_run(tmp_path):

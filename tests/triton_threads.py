@@ -37,6 +37,9 @@ from rnnkit.ops import persistent
 from .test_ops_triton import layer_inputs, run_inference, run_layer
 from .utils import relative_error
 
+# Steps of each run: three meet at the barrier twice forward and twice backward, in both directions.
+STEPS = 3
+
 # The interpreter internals patched here.
 NEEDED = {
     interpreter: ("GridExecutor", "_patch_lang", "_implicit_cvt", "interpreter_builder"),
@@ -158,9 +161,9 @@ def check(spec: str) -> float:
     for name, value in (TILED if tiled == "1" else DEFAULTS).items():
         setattr(persistent, name, value)
     rng = random.Random(batch)
-    lengths = torch.tensor([5] + [rng.randint(1, 5) for _ in range(batch - 1)])
+    lengths = torch.tensor([STEPS] + [rng.randint(1, STEPS) for _ in range(batch - 1)])
     x, states, weights = layer_inputs(
-        mode, steps=5, batch=batch, features=5, hidden=hidden, proj=proj, directions=directions
+        mode, steps=STEPS, batch=batch, features=5, hidden=hidden, proj=proj, directions=directions
     )
     sizes = (hidden, proj or None, GATES[mode], batch, directions, torch.float32, None)
     plan, backward = persistent.plan(*sizes), persistent.plan(*sizes, backward=True)

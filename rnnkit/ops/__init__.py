@@ -29,12 +29,14 @@ from torch import Tensor
 
 from ..errors import RNNTypeError
 from . import aten, compiled, scan
+from . import variant as variant_ops
 from .gru import cpu as gru_cpu
 from .gru.naive import gru, gru_cell
 from .lstm import cpu as lstm_cpu
 from .lstm.naive import lstm, lstm_cell
 from .rnn import cpu as rnn_cpu
 from .rnn.naive import rnn, rnn_cell
+from .variant import Extras, Variant
 
 BACKENDS = ("auto", "naive", "cpu", "triton", "torch")
 
@@ -227,18 +229,69 @@ def rnn_stack(
             mode, x, hx, weights, lengths, bidirectional=bidirectional, dropout=dropout, training=training
         )
     run_layer = layer_op(mode, backend)
+
+    def run_layers(x: Tensor, states: tuple[Tensor, ...], ks: slice, lengths: Tensor | None) -> tuple[Tensor, ...]:
+        return run_layer(x, states, weights[ks], lengths)
+
+    return _stack(run_layers, x, hx, len(weights), lengths, 2 if bidirectional else 1, dropout, training)
+
+
+def variant_stack(
+    mode: str,
+    variant: Variant,
+    x: Tensor,
+    hx: tuple[Tensor, ...],
+    weights: list[tuple[Tensor | None, ...]],
+    extras: list[Extras],
+    lengths: Tensor | None,
+    *,
+    bidirectional: bool,
+    dropout: float,
+    training: bool,
+) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """``rnn_stack`` for a variant (``ops/variant.py``, the naive ops), also returning every step's states.
+
+    Args:
+        variant: what changes the recurrence; extras: L*D directions' variant parameters.
+        The others as ``rnn_stack``'s.
+
+    Returns:
+        output (T, B, D*P) of the last layer; final states, each (L*D, B, *); every step's
+        states of every layer and direction, each (L*D, T, B, *), zero past each length.
+    """
+
+    def run_layer(x: Tensor, states: tuple[Tensor, ...], ks: slice, lengths: Tensor | None) -> tuple[Tensor, ...]:
+        return variant_ops.layer(mode, variant, training, x, states, weights[ks], extras[ks], lengths)
+
+    return _stack(run_layer, x, hx, len(weights), lengths, 2 if bidirectional else 1, dropout, training)
+
+
+def _stack(
+    run_layer: Callable,
+    x: Tensor,
+    hx: tuple[Tensor, ...],
+    layers_times_directions: int,
+    lengths: Tensor | None,
+    directions: int,
+    dropout: float,
+    training: bool,
+) -> tuple[Tensor, ...]:
+    """The layers of a stack with dropout between them. ``run_layer(x, states, ks, lengths)`` runs the
+    directions ``ks`` (a slice of L*D) of one layer and returns (output, *groups of tensors, each
+    (D, ...)); returns (output of the last layer, *groups, each joined over the layers to (L*D, ...))."""
     if lengths is not None:
         lengths = lengths.to(x.device)  # once for all layers
-    directions = 2 if bidirectional else 1
-    num_layers = len(weights) // directions
-    finals: list[tuple[Tensor, ...]] = []
+    num_layers = layers_times_directions // directions
+    groups: list[tuple[tuple[Tensor, ...], ...]] = []
     for layer in range(num_layers):
         ks = slice(layer * directions, (layer + 1) * directions)
-        x, final = run_layer(x, hx if num_layers == 1 else tuple(s[ks] for s in hx), weights[ks], lengths)
-        finals.append(final)
+        states = hx if num_layers == 1 else tuple(s[ks] for s in hx)
+        x, *rest = run_layer(x, states, ks, lengths)
+        groups.append(tuple(rest))
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
-    return x, tuple(f[0] if len(f) == 1 else torch.cat(f) for f in zip(*finals))
+    joined = (tuple(f[0] if len(f) == 1 else torch.cat(f) for f in zip(*group)) for group in zip(*groups))
+    return (x, *joined)
 
 
 def cell_step(

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import Batches, DataError, Vocab, random_windows, read_text, sequential_windows, split_tail, timemachine
-from .config import CharLMConfig
+from .config import CharLMConfig, variant_args
 
 # steps per forward call when evaluating: the state is carried, so longer calls only save time
 _EVAL_STEPS = 512
@@ -67,6 +67,8 @@ class CharLMTask:
             "num_layers": c.num_layers,
             "embedding": c.embedding,
             "dropout": c.dropout,
+            # only when set: a plain run's arguments stay those of checkpoints from before the variants
+            **({"variant": variant_args(c)} if variant_args(c) else {}),
         }
 
     def batches(self, epoch: int, rank: int, world: int) -> Batches:

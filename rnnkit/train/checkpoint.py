@@ -89,9 +89,10 @@ def check_resumable(
         raise CheckpointError(f"checkpoint {path} is from a {payload['task']} run, cannot resume {config.task}")
     saved = payload["config"]
     for f in fields(config):
-        if f.name not in config.RUN_FIELDS and saved.get(f.name) != getattr(config, f.name):
+        value = saved.get(f.name, f.default)  # a field newer than the checkpoint had its default then
+        if f.name not in config.RUN_FIELDS and value != getattr(config, f.name):
             raise CheckpointError(
-                f"checkpoint {path} was trained with {f.name}={saved.get(f.name)!r}, this run has "
+                f"checkpoint {path} was trained with {f.name}={value!r}, this run has "
                 f"{f.name}={getattr(config, f.name)!r}; a resumed run may change only "
                 f"{', '.join(config.RUN_FIELDS)}"
             )
@@ -118,6 +119,8 @@ def load_model(path: str | Path, device: torch.device, backend: str) -> tuple[di
         model = MODELS[payload["task"]](**payload["model_args"], backend=backend)
     except TypeError as error:
         raise CheckpointError(f"checkpoint {path} holds model arguments this rnnkit cannot read: {error}") from None
+    except ValueError as error:  # a variant that the backend asked for does not run
+        raise CheckpointError(f"checkpoint {path}: {error}") from None
     restore(payload, path, model=model)
     return payload, config, model.to(device).eval()
 

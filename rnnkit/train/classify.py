@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..data import Batches, load, shuffled
 from . import plots
-from .config import ClassifyConfig
+from .config import ClassifyConfig, variant_args
 
 _EVAL_BATCH = 1000
 
@@ -50,6 +50,8 @@ class ClassifyTask:
             "bidirectional": c.bidirectional,
             "readout": c.readout,
             "dropout": c.dropout,
+            # only when set: a plain run's arguments stay those of checkpoints from before the variants
+            **({"variant": variant_args(c)} if variant_args(c) else {}),
         }
 
     def batches(self, epoch: int, rank: int, world: int) -> Batches:

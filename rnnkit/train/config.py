@@ -16,6 +16,15 @@ from ..data import DATASETS, TOKENIZERS
 from .errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
+VARIANT_FIELDS = (
+    "layer_norm",
+    "peephole",
+    "recurrent_dropout",
+    "zoneout",
+    "weight_dropout",
+    "forget_bias",
+    "chrono_init",
+)
 DEVICES = ("auto", "cpu", "cuda")
 # "torch.nn" trains torch.nn's own module (same parameters) to compare speed on the same run
 BACKENDS = (*ops.BACKENDS, "torch.nn")
@@ -52,13 +61,38 @@ def check(config: Any) -> None:
             raise ConfigError(f"{flag} must be {expected}, got {value!r} ({type(value).__name__})")
         if f.metadata["choices"] and value not in f.metadata["choices"]:
             raise ConfigError(f"{flag} must be one of {', '.join(map(str, f.metadata['choices']))}, got {value!r}")
-        if f.metadata["valid"] and not _within(value, f.metadata["valid"]):
+        if f.metadata["valid"] and value is not None and not _within(value, f.metadata["valid"]):
             raise ConfigError(f"{flag} must be in {f.metadata['valid']}, got {value}")
     if config.backend != "torch.nn":
         try:
             ops.check_backend(config.backend)
         except (ValueError, RuntimeError) as error:
             raise ConfigError(f"--backend: {error}") from None
+    if isinstance(config, TrainConfig):
+        _check_variant(config)
+
+
+def variant_args(config: TrainConfig) -> dict[str, Any]:
+    """The variant keywords of the run's recurrent module that differ from torch.nn's net (``rnnkit.variants``)."""
+    plain = {f.name: f.default for f in fields(TrainConfig) if f.name in VARIANT_FIELDS}
+    return {name: getattr(config, name) for name in VARIANT_FIELDS if getattr(config, name) != plain[name]}
+
+
+def _check_variant(config: TrainConfig) -> None:
+    given = variant_args(config)
+    flags = ", ".join("--" + name.replace("_", "-") for name in given)
+    if given and config.backend == "torch.nn":
+        raise ConfigError(f"{flags}: torch.nn's modules have no such variant; use --backend auto")
+    cell = getattr(config, "cell", "lstm")
+    lstm_only = [name for name in ("peephole", "forget_bias", "chrono_init") if name in given]
+    if lstm_only and cell != "lstm":
+        raise ConfigError(f"--{lstm_only[0].replace('_', '-')} is for --cell lstm, got --cell {cell}")
+    if "forget_bias" in given and "chrono_init" in given:
+        raise ConfigError("--forget-bias and --chrono-init both set the forget gate's bias: give one of them")
+    recurrence = [name for name in given if name not in ("weight_dropout", "forget_bias", "chrono_init")]
+    if recurrence and config.backend not in ("auto", "naive"):
+        flag = "--" + recurrence[0].replace("_", "-")
+        raise ConfigError(f"{flag} runs on --backend auto or naive, not {config.backend}")
 
 
 @dataclass
@@ -98,6 +132,18 @@ class TrainConfig:
     # machine
     device: str = option("auto", "cuda when available with auto", choices=DEVICES)
     backend: str = option("auto", "rnnkit backend, or torch.nn to train torch.nn's module", choices=BACKENDS)
+    # variants of the recurrent module (rnnkit's modules; DESIGN.md, "Variants")
+    layer_norm: bool = option(False, "layer normalisation inside the recurrence")
+    peephole: bool = option(False, "LSTM peepholes: the gates see the cell state")
+    recurrent_dropout: float = option(
+        0.0, "variational dropout on h_{t-1}: one mask per sequence and layer", valid="[0, 1)"
+    )
+    zoneout: float = option(0.0, "probability that a unit keeps its previous state, each step", valid="[0, 1)")
+    weight_dropout: float = option(0.0, "DropConnect on the recurrent weights (AWD-LSTM)", valid="[0, 1)")
+    forget_bias: float | None = option(None, "LSTM: initialise the forget gate's bias to this", metavar="X")
+    chrono_init: float | None = option(
+        None, "LSTM: chrono initialisation for dependencies up to this many steps", valid="[2, inf)", metavar="X"
+    )
 
 
 @dataclass

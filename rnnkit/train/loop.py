@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import checkpoint, distributed, plots
 from .charlm import CharLMTask
 from .classify import ClassifyTask
-from .config import TrainConfig, check
+from .config import TrainConfig, check, variant_args
 from .errors import ConfigError, TrainingDiverged
 from .models import MODELS
 
@@ -72,8 +72,9 @@ def train(config: TrainConfig) -> list[dict[str, float]]:
         if process.main:
             metrics_path.write_text("".join(json.dumps(m) + "\n" for m in history))
             parameters = sum(p.numel() for p in model.parameters())
+            variant = "".join(f" {k}={v}" for k, v in variant_args(config).items())
             print(
-                f"{config.task}: {task.describe()}; {config.cell} {config.num_layers}x{config.hidden_size}, "
+                f"{config.task}: {task.describe()}; {config.cell} {config.num_layers}x{config.hidden_size}{variant}, "
                 f"{parameters:,} parameters; {config.optimizer} lr {config.lr:g}, batch {config.batch_size}; "
                 f"{process.world} process{'es' if process.world > 1 else ''} on {process.device}, "
                 f"backend {config.backend}"

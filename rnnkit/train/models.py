@@ -19,9 +19,17 @@ _TORCH = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 def recurrent(
-    cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float, bidirectional: bool, backend: str
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    dropout: float,
+    bidirectional: bool,
+    backend: str,
+    variant: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """A batch-first rnnkit LSTM, GRU or RNN; ``backend="torch.nn"`` gives torch.nn's (same parameter names)."""
+    """A batch-first rnnkit LSTM, GRU or RNN with the ``variant`` keywords (``rnnkit.variants``);
+    ``backend="torch.nn"`` gives torch.nn's (same parameter names), which has no variants."""
     kwargs: dict[str, Any] = {
         "num_layers": num_layers,
         "batch_first": True,
@@ -30,8 +38,10 @@ def recurrent(
         "bidirectional": bidirectional,
     }
     if backend == "torch.nn":
+        if variant:
+            raise ValueError(f"torch.nn's modules have no variant {', '.join(variant)}; use an rnnkit backend")
         return _TORCH[cell](input_size, hidden_size, **kwargs)
-    return _RNNKIT[cell](input_size, hidden_size, **kwargs, backend=backend)
+    return _RNNKIT[cell](input_size, hidden_size, **kwargs, **(variant or {}), backend=backend)
 
 
 class CharLM(nn.Module):
@@ -46,11 +56,12 @@ class CharLM(nn.Module):
         embedding: int,
         dropout: float,
         backend: str = "auto",
+        variant: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embedding) if embedding else None
-        self.rnn = recurrent(cell, embedding or vocab_size, hidden_size, num_layers, dropout, False, backend)
+        self.rnn = recurrent(cell, embedding or vocab_size, hidden_size, num_layers, dropout, False, backend, variant)
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
 
@@ -78,10 +89,11 @@ class Classifier(nn.Module):
         readout: str,
         dropout: float,
         backend: str = "auto",
+        variant: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.readout = readout
-        self.rnn = recurrent(cell, input_size, hidden_size, num_layers, dropout, bidirectional, backend)
+        self.rnn = recurrent(cell, input_size, hidden_size, num_layers, dropout, bidirectional, backend, variant)
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_size * (2 if bidirectional else 1), classes)
 

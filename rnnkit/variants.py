@@ -1,0 +1,171 @@
+"""The variant keywords of the modules (DESIGN.md, "Variants"): their checks, the parameters they
+add beside torch.nn's, and the initialisations ``forget_bias`` and ``chrono_init``.
+
+The equations live in ``ops/variant.py``; this file is what a module needs around them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .ops import GATE_COUNTS
+from .ops.variant import Extras, Variant
+
+# What changes the time loop, so that only the naive ops run it (weight_dropout masks a weight
+# before any backend runs, so every backend takes it).
+RECURRENCE_KEYWORDS = ("layer_norm", "peephole", "recurrent_dropout", "zoneout")
+KEYWORDS = (*RECURRENCE_KEYWORDS, "weight_dropout", "forget_bias", "chrono_init")
+
+
+def _probability(owner: str, name: str, value: object, what: str) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(f"{owner}: {name} should be a number in [0, 1), the probability {what}, got {value!r}")
+    return float(value)
+
+
+def variant_of(mode: str, owner: str, keywords: dict[str, Any]) -> Variant:
+    """Check the variant keywords a module got (``keywords``: the names in ``KEYWORDS`` given) and
+    return the ``Variant`` they describe. ``owner`` is the class name for the messages."""
+    unknown = sorted(set(keywords) - set(KEYWORDS))
+    if unknown:
+        raise TypeError(
+            f"{owner}.__init__() got an unexpected keyword argument {unknown[0]!r}; "
+            f"the variant keywords are {', '.join(KEYWORDS)}"
+        )
+    lstm = mode == "LSTM"
+    for name in ("layer_norm", "peephole"):
+        if not isinstance(keywords.get(name, False), bool):
+            raise TypeError(f"{owner}: {name} should be of type bool, got: {type(keywords[name]).__name__}")
+    for name in ("peephole", "forget_bias", "chrono_init"):
+        if not lstm and keywords.get(name) not in (None, False):
+            raise ValueError(f"{owner}: {name} is an LSTM keyword (it acts on c_t or the forget gate), not {owner}'s")
+    zoneout = keywords.get("zoneout", 0.0)
+    if isinstance(zoneout, (tuple, list)):
+        if not lstm or len(zoneout) != 2:
+            expected = "(z_c, z_h), one probability for c and one for h" if lstm else "one probability (h only)"
+            raise ValueError(f"{owner}: zoneout should be {expected}, got {zoneout!r}")
+        zoneout = tuple(_probability(owner, "zoneout", z, "that a unit keeps its previous value") for z in zoneout)
+    else:
+        z = _probability(owner, "zoneout", zoneout, "that a unit keeps its previous value")
+        zoneout = (z, z)  # a GRU or RNN reads z_h only
+    return Variant(
+        layer_norm=keywords.get("layer_norm", False),
+        peephole=keywords.get("peephole", False),
+        recurrent_dropout=_probability(
+            owner, "recurrent_dropout", keywords.get("recurrent_dropout", 0.0), "of dropping a unit of h_{t-1}"
+        ),
+        zoneout=zoneout,
+        weight_dropout=_probability(
+            owner, "weight_dropout", keywords.get("weight_dropout", 0.0), "of dropping an element of weight_hh"
+        ),
+    )
+
+
+def check_initialisation(owner: str, bias: bool, forget_bias: object, chrono_init: object) -> None:
+    """``forget_bias`` a real number or None, ``chrono_init`` a number of at least 2 or None, not both, and biases."""
+    given = [name for name, value in (("forget_bias", forget_bias), ("chrono_init", chrono_init)) if value is not None]
+    if len(given) == 2:
+        raise ValueError(f"{owner}: forget_bias and chrono_init both set the forget gate's bias; give one of them")
+    if given and not bias:
+        raise ValueError(f"{owner}: {given[0]} initialises the biases, and bias=False has none")
+    for name, value in (("forget_bias", forget_bias), ("chrono_init", chrono_init)):
+        if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool)):
+            raise TypeError(f"{owner}: {name} should be a number, got: {type(value).__name__}")
+    if chrono_init is not None and not chrono_init >= 2:
+        raise ValueError(
+            f"{owner}: chrono_init should be T_max >= 2, the longest dependency in steps "
+            f"(b_f = log U[1, T_max - 1]), got {chrono_init!r}"
+        )
+
+
+def is_recurrence(variant: Variant) -> bool:
+    """Whether ``variant`` changes the time loop (then only the naive ops run it)."""
+    return variant.layer_norm or variant.peephole or variant.recurrent_dropout > 0 or any(variant.zoneout)
+
+
+def features(variant: Variant) -> list[str]:
+    """The keywords of ``variant`` that torch.nn lacks, as ``name=value`` (empty for torch.nn's net)."""
+    named = [
+        ("layer_norm", variant.layer_norm),
+        ("peephole", variant.peephole),
+        ("recurrent_dropout", variant.recurrent_dropout),
+        ("zoneout", variant.zoneout if variant.zoneout[0] != variant.zoneout[1] else variant.zoneout[1]),
+        ("weight_dropout", variant.weight_dropout),
+    ]
+    return [f"{name}={value}" for name, value in named if value]
+
+
+def extra_shapes(mode: str, variant: Variant, hidden_size: int) -> dict[str, tuple[int, ...]]:
+    """The parameters a direction of ``variant`` adds, in registration order, by the name's stem."""
+    gate_width = GATE_COUNTS[mode] * hidden_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    if variant.layer_norm:
+        shapes["ln_ih_weight"] = shapes["ln_hh_weight"] = (gate_width,)
+        if mode == "LSTM":
+            shapes["ln_c_weight"] = shapes["ln_c_bias"] = (hidden_size,)
+    if variant.peephole:
+        shapes["weight_ch"] = (3 * hidden_size,)
+    return shapes
+
+
+def register_extras(
+    module: nn.Module, mode: str, variant: Variant, hidden_size: int, suffixes: list[str], factory: dict[str, Any]
+) -> list[tuple[str | None, ...]]:
+    """Register the variant's parameters of every direction (``suffixes``: ``_l0``, ``_l0_reverse``, ...)
+    after torch.nn's, so that torch.nn's are drawn first from the same seed.
+
+    Returns each direction's parameter names in ``Extras``' order, None where absent.
+    """
+    shapes = extra_shapes(mode, variant, hidden_size)
+    slots = []
+    for suffix in suffixes:
+        for stem, shape in shapes.items():
+            setattr(module, stem + suffix, nn.Parameter(torch.empty(shape, **factory)))
+        slots.append(tuple(stem + suffix if stem in shapes else None for stem in Extras._fields))
+    return slots
+
+
+@torch.no_grad()
+def reset_extras(module: nn.Module, slots: list[tuple[str | None, ...]], hidden_size: int) -> None:
+    """Layer-norm gains 1 and shifts 0; peepholes from U(-1/sqrt(H), 1/sqrt(H)), as torch.nn's weights."""
+    bound = 1.0 / math.sqrt(hidden_size)
+    for names in slots:
+        for stem, name in zip(Extras._fields, names):
+            if name is None:
+                continue
+            weight = getattr(module, name)
+            if stem == "weight_ch":
+                nn.init.uniform_(weight, -bound, bound)
+            elif stem == "ln_c_bias":
+                nn.init.zeros_(weight)
+            else:
+                nn.init.ones_(weight)
+
+
+@torch.no_grad()
+def initialise_forget_gate(
+    biases: list[tuple[Tensor, Tensor]], hidden_size: int, forget_bias: float | None, chrono_init: float | None
+) -> None:
+    """Set each LSTM direction's (bias_ih, bias_hh) for ``forget_bias`` or ``chrono_init`` (None: leave them).
+
+    ``forget_bias=b``: bias_ih's forget slice b, bias_hh's 0, so the gate's bias (their sum) is b.
+    ``chrono_init=T_max`` (Tallec & Ollivier 2018): b_f = log(u), u ~ U[1, T_max - 1] per unit, and
+    b_i = -b_f, in bias_ih; bias_hh's input and forget slices 0.
+    """
+    if forget_bias is None and chrono_init is None:
+        return
+    H = hidden_size
+    for bias_ih, bias_hh in biases:
+        if chrono_init is None:
+            bias_ih[H : 2 * H] = forget_bias
+            bias_hh[H : 2 * H] = 0
+            continue
+        forget = torch.empty_like(bias_ih[H : 2 * H]).uniform_(1, chrono_init - 1).log_()
+        bias_ih[H : 2 * H] = forget
+        bias_ih[:H] = -forget
+        bias_hh[: 2 * H] = 0
