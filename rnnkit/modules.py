@@ -87,6 +87,13 @@ class RNNBase(TorchTwin, nn.Module):
             raise ValueError(
                 f"proj_size must be smaller than hidden_size ({hidden_size}), got {proj_size}; use 0 for no projection"
             )
+        if self.variant.layer_norm and input_size == 1:
+            warnings.warn(
+                "layer_norm normalises W_ih x_t over its G*H values: with input_size=1 that is LN(x_t w) = "
+                "x_t (w - mean w) / sqrt(x_t^2 var w + 1e-5), which keeps little more than the sign of x_t. "
+                "Give the net several input features (an nn.Linear or nn.Conv1d before it), or no layer_norm",
+                stacklevel=3,
+            )
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 f"dropout acts between recurrent layers, so dropout={dropout} has no effect with num_layers=1",

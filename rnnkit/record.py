@@ -5,12 +5,13 @@
     rec.trace(layer=-1, direction=0).gates["f"]    # (T, B, H): the forget gate over time
 
 The recorder does not look inside the backend's kernels. After each forward call it
-replays the naive equations (``rnnkit/ops/<cell>/naive.py``, the same functions the
-``"naive"`` backend runs) with the model's own weights on the captured input, initial
-states and lengths. So it works alike for every backend and for torch.nn's modules, and
-what it records is what the equations give: ``rec.output`` and ``rec.h_n`` match the
-model's output and h_n to float rounding (``rnnkit.explain`` checks it on every report).
-The replay cannot reproduce dropout masks, so a model with dropout between layers must be
+replays the naive equations (``rnnkit/ops/variant.py``, which without a variant computes
+what ``rnnkit/ops/<cell>/naive.py`` and the ``"naive"`` backend compute, bit for bit) with
+the model's own weights on the captured input, initial states and lengths. So it works alike
+for every backend, for the variants and for torch.nn's modules, and what it records is what
+the equations give: ``rec.output`` and ``rec.h_n`` match the model's output and h_n to float
+rounding (``rnnkit.explain`` checks it on every report). The replay cannot reproduce random
+masks, so a model with dropout between layers, recurrent or weight dropout or zoneout must be
 in eval mode while recording.
 
 Dimensions: T time steps, B batch, H hidden_size, P = proj_size or H, L layers,
@@ -20,26 +21,20 @@ D directions. Every recorded tensor is (T, B, *) whatever ``batch_first`` says
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .checks import check_lengths
-from .explain.spec import GATES, NetSpec, find_recurrent, spec_of, weights_of
-from .ops import NAIVE_CELLS
-from .ops.gru.naive import gru_gates
-from .ops.lstm.naive import lstm_gates
-from .ops.scan import scan
+from .explain.spec import GATES, NetSpec, extras_of, find_recurrent, spec_of, weights_of
+from .ops import variant
 from .sequences import packed_to_padded
-
-_GATES: dict[str, Callable[..., tuple[Tensor, ...]]] = {"LSTM": lstm_gates, "GRU": gru_gates}
 
 
 @dataclass
@@ -70,7 +65,7 @@ class Recording:
     @property
     def gate_names(self) -> tuple[str, ...]:
         """The recorded gates: ("i", "f", "g", "o"), ("r", "z", "n"), or () for an Elman RNN."""
-        return tuple(g.name for g in self.spec.gates) if self.spec.mode in _GATES else ()
+        return () if self.spec.mode.startswith("RNN") else tuple(g.name for g in self.spec.gates)
 
     @property
     def valid(self) -> Tensor:
@@ -180,16 +175,24 @@ def _on_forward(
     recording: Recording, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
 ) -> None:
     spec = recording.spec
-    if module.training and spec.dropout > 0 and spec.num_layers > 1:
+    v = spec.variant
+    masked = [f"dropout={spec.dropout}"] if spec.dropout > 0 and spec.num_layers > 1 else []
+    masked += [
+        f"{name}={p}"
+        for name, p in (("recurrent_dropout", v.recurrent_dropout), ("weight_dropout", v.weight_dropout))
+        if p
+    ]
+    masked += [f"zoneout={v.zoneout}"] if any(v.zoneout) else []
+    if module.training and masked:
         raise RuntimeError(
-            f"rnnkit.record replays the equations and cannot reproduce the dropout masks of "
-            f"{spec.class_name}(dropout={spec.dropout}) in training mode; call model.eval() while recording"
+            f"rnnkit.record replays the equations and cannot reproduce the random masks of "
+            f"{spec.class_name}({', '.join(masked)}) in training mode; call model.eval() while recording"
         )
     input = args[0] if args else kwargs["input"]
     hx = args[1] if len(args) > 1 else kwargs.get("hx")
     x, states, lengths = time_major(spec, input, hx, kwargs.get("lengths"))
     with torch.no_grad():
-        recording._add(*replay(spec, weights_of(module, spec), x, states, lengths))
+        recording._add(*replay(spec, weights_of(module, spec), x, states, lengths, extras_of(module, spec)))
 
 
 def time_major(
@@ -233,11 +236,13 @@ def replay(
     x: Tensor,
     states: tuple[Tensor, ...],
     lengths: Tensor | None,
+    extras: list[variant.Extras] | None = None,
 ) -> tuple[list[Trace], Tensor, tuple[Tensor, ...]]:
-    """Run the naive equations layer by layer, keeping every step's gates and states.
+    """Run the naive equations layer by layer in evaluation mode, keeping every step's gates and states.
 
     Args:
-        weights: per layer and direction, as ``explain.spec.weights_of`` gives them.
+        weights: per layer and direction, as ``explain.spec.weights_of`` gives them; extras: the
+            variant's parameters likewise (``explain.spec.extras_of``), or None without.
         x: (T, B, I) input; states: each (L*D, B, *); lengths: (B,) or None.
 
     Returns:
@@ -254,7 +259,13 @@ def replay(
             k = layer * spec.directions + direction
             label = "cell" if spec.is_cell else f"layer {layer} {'reverse' if direction else 'forward'}"
             values, out, final = _replay_direction(
-                spec.mode, x, tuple(s[k] for s in states), weights[k], lengths, direction == 1
+                spec,
+                x,
+                tuple(s[k] for s in states),
+                weights[k],
+                extras[k] if extras else variant.Extras(),
+                lengths,
+                direction == 1,
             )
             values = {name: v.masked_fill(~valid.unsqueeze(2), float("nan")) for name, v in values.items()}
             h, c = values.pop("h"), values.pop("c", None)
@@ -267,30 +278,26 @@ def replay(
 
 
 def _replay_direction(
-    mode: str,
+    spec: NetSpec,
     x: Tensor,
     state: tuple[Tensor, ...],
     weights: tuple[Tensor | None, ...],
+    extras: variant.Extras,
     lengths: Tensor | None,
     reverse: bool,
 ) -> tuple[dict[str, Tensor], Tensor, tuple[Tensor, ...]]:
-    """One direction of one layer through ``scan``, as the naive backend runs it, plus every step's gates.
+    """One direction of one layer, as the naive ops run it in evaluation mode, plus every step's gates.
 
     Returns:
         name -> (T, B, *) for each gate and "h" (and "c" for LSTM), in time order;
         output (T, B, P) zero past each length; the final states.
     """
-    w_ih, w_hh, b_ih, b_hh, *extra = weights
-    cell, gates = NAIVE_CELLS[mode], _GATES.get(mode)
     seen: list[tuple[Tensor, ...]] = []
-
-    def step(xw_t: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        new = cell(xw_t, *state, w_hh, b_hh, *extra)
-        seen.append((*(gates(xw_t, F.linear(state[0], w_hh, b_hh)) if gates else ()), *new))
-        return new
-
-    output, final = scan(step, F.linear(x, w_ih, b_ih), state, lengths, reverse)
+    sizes = tuple(s.shape[-1] for s in state)
+    _, zone = variant.noise(spec.variant, False, x.shape[0], x.shape[1], sizes, x)  # zoneout's expectation
+    every, final = variant.direction(spec.mode, x, state, weights, extras, None, zone, lengths, reverse, seen)
     if reverse:
-        seen.reverse()  # scan walked t = T-1 .. 0
-    names = (*(g.name for g in GATES[mode] if gates), "h", "c")  # zip drops "c" where there is none
-    return dict(zip(names, (torch.stack(column) for column in zip(*seen)))), output, final
+        seen.reverse()  # the steps ran t = T-1 .. 0
+    gates = () if spec.mode.startswith("RNN") else tuple(g.name for g in GATES[spec.mode])
+    names = (*gates, "h", "c")  # zip drops "c" where there is none
+    return dict(zip(names, (torch.stack(column) for column in zip(*seen)))), every[0], final

@@ -270,3 +270,28 @@ def test_bad_arguments(call, error, message) -> None:
     with pytest.raises(error, match=None) as raised:
         call()
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("cls", "keywords", "per_direction"),
+    [
+        (rnnkit.LSTM, dict(layer_norm=True, peephole=True), 4 * (5 * 3 + 5 * 5 + 2 * 5) + 8 * 5 + 2 * 5 + 3 * 5),
+        (rnnkit.GRU, dict(layer_norm=True, zoneout=0.1), 3 * (5 * 3 + 5 * 5 + 2 * 5) + 6 * 5),
+        (rnnkit.RNN, dict(layer_norm=True, recurrent_dropout=0.5), 5 * 3 + 5 * 5 + 2 * 5 + 2 * 5),
+    ],
+    ids=["LSTM", "GRU", "RNN"],
+)
+def test_a_variants_parameters_equations_and_relations(cls, keywords, per_direction) -> None:
+    model = cls(3, 5, bidirectional=True, **keywords)
+    report = rnnkit.explain(model, (6, 2, 3), lengths=[6, 3])
+    assert report.passed
+    assert report.parameters.total == sum(p.numel() for p in model.parameters()) == 2 * per_direction
+    assert all(g.count == g.formula_count == per_direction for g in report.parameters.groups)
+    text = str(report)
+    assert "a_t = LN(W_ih x_t; γ_ih)" in text and "ops/variant.py" in text
+    if keywords.get("peephole"):
+        assert "o_t = σ(a_o + b_io + u_o + b_ho + w_co ⊙ c_t)" in text and "h_t = o_t ⊙ tanh(LN(c_t; γ_c, β_c))" in text
+    if keywords.get("zoneout"):
+        assert "h_t ← k_h ⊙ h_{t-1} + (1 - k_h) ⊙ h_t" in text and r"h_t &\leftarrow k_h" in text
+    if keywords.get("recurrent_dropout"):
+        assert "u_t = LN(W_hh (m ⊙ h_{t-1}); γ_hh)" in text

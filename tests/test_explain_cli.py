@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import rnnkit
 from rnnkit.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -96,9 +97,15 @@ def test_bad_arguments_get_one_line_and_exit_2(tmp_path) -> None:
         (["grucell", "--input-size", "3", "--hidden-size", "4", "--num-layers", "2"], "takes no --num-layers"),
         (["lstm", "--input-size", "3", "--hidden-size", "4", "--plot", "/no/such/dir/p.png"], "cannot write"),
         (["lstm", "--input-size", "3", "--hidden-size", "4", "--gates", "gates.xyz"], "cannot write gates.xyz"),
+        (["gru", "--input-size", "3", "--hidden-size", "4", "--peephole"], "peephole is an LSTM keyword"),
+        (["lstm", "--input-size", "3", "--hidden-size", "4", "--layer-norm", "--torch"], "leave out --torch"),
+        (["lstmcell", "--input-size", "3", "--hidden-size", "4", "--zoneout", "0.1"], "takes no --zoneout"),
+        (["gru", "--input-size", "3", "--hidden-size", "4", "--zoneout", "0.1,0.2"], "zoneout should be one"),
+        (["rnn", "--input-size", "3", "--hidden-size", "4", "--zoneout", "x"], "expected a probability Z, or ZC,ZH"),
     ],
     ids=["no-input-size", "no-cell", "gru-proj", "proj-too-big", "long-lengths", "bad-lengths", "unbatched-lengths",
-         "cell-layers", "unwritable", "bad-format"],
+         "cell-layers", "unwritable", "bad-format", "gru-peephole", "torch-variant", "cell-variant", "gru-zoneout-pair",
+         "bad-zoneout"],
 )  # fmt: skip
 def test_more_bad_arguments_in_process(args, message, capsys) -> None:
     assert main(["explain", *args, "--backend", "naive"]) == 2
@@ -140,3 +147,18 @@ def test_text_gates_of_a_character_model(tmp_path, capsys) -> None:
     assert "give --checkpoint PATH and --gates FILE.png too" in capsys.readouterr().err
     assert main(["explain", "--checkpoint", checkpoint, "--gates", str(picture), "--text", ""]) == 2
     assert "holds no characters the model reads" in capsys.readouterr().err
+
+
+def test_a_variant_and_its_checkpoint(tmp_path, capsys) -> None:
+    """The variant flags build rnnkit's variant; a saved variant's layer norm and peepholes come back from its keys."""
+    flags = ["--input-size", "3", "--hidden-size", "4", "--layer-norm", "--peephole", "--zoneout", "0.1,0.2"]
+    assert main(["explain", "lstm", *flags, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"]["text"] == "LSTM(3, 4, layer_norm=True, peephole=True, zoneout=(0.1, 0.2))"
+    assert report["model"]["arguments"]["zoneout"] == [0.1, 0.2] and report["model"]["arguments"]["peephole"]
+    assert all(relation["passed"] for relation in report["relations"])
+    assert {"ln_c_bias_l0", "weight_ch_l0"} <= {t["name"] for t in report["parameters"]["tensors"]}
+    torch.save(rnnkit.GRU(3, 4, num_layers=2, layer_norm=True).state_dict(), tmp_path / "gru.pt")
+    assert main(["explain", "--checkpoint", str(tmp_path / "gru.pt")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("rnnkit.GRU(3, 4, num_layers=2, layer_norm=True)") and "all relations hold" in out

@@ -137,3 +137,37 @@ def test_empty_recording_and_bad_indices() -> None:
         rec.trace(1)
     with pytest.raises(IndexError, match="direction must be 0 or 1"):
         rec.trace(0, 2)
+
+
+VARIANTS = [
+    (rnnkit.LSTM, dict(layer_norm=True, peephole=True, zoneout=(0.2, 0.1), recurrent_dropout=0.3, proj_size=2)),
+    (rnnkit.GRU, dict(layer_norm=True, zoneout=0.2, weight_dropout=0.3)),
+    (rnnkit.RNN, dict(layer_norm=True, recurrent_dropout=0.2)),
+]
+
+
+@pytest.mark.parametrize(("cls", "keywords"), VARIANTS, ids=[cls.__name__ for cls, _ in VARIANTS])
+def test_a_variant_is_recorded_in_evaluation_and_refused_in_training(cls, keywords) -> None:
+    torch.manual_seed(0)
+    model = cls(3, 4, num_layers=2, bidirectional=True, **keywords).eval()
+    x, lengths = torch.randn(5, 3, 3), [5, 2, 4]
+    with rnnkit.record(model) as rec:
+        output, final = model(x, lengths=lengths)
+    torch.testing.assert_close(rec.output, output)
+    torch.testing.assert_close(rec.h_n, final[0] if isinstance(final, tuple) else final)
+    if cls is rnnkit.LSTM:  # the gates by hand at step 0 of layer 0 (h_0 = c_0 = 0: no peephole, u_t = LN(0) = 0)
+        a = torch.nn.functional.layer_norm(x[0] @ model.weight_ih_l0.T, (16,), model.ln_ih_weight_l0, eps=1e-5)
+        i, f, g, o = (a + model.bias_ih_l0 + model.bias_hh_l0).split(4, dim=1)
+        c = i.sigmoid() * g.tanh()
+        expected = {"i": i.sigmoid(), "f": f.sigmoid(), "g": g.tanh()}
+        for name, value in expected.items():
+            torch.testing.assert_close(rec.trace(0).gates[name][0], value.detach())
+        o = (o + model.weight_ch_l0[8:] * c).sigmoid()
+        torch.testing.assert_close(rec.trace(0).gates["o"][0], o.detach())
+        torch.testing.assert_close(rec.trace(0).c[0], (0.8 * c).detach())  # zoneout's expectation, z_c = 0.2
+    model.train()
+    with (
+        pytest.raises(RuntimeError, match=r"cannot reproduce the random masks of .*; call model\.eval"),
+        rnnkit.record(model),
+    ):
+        model(x)

@@ -95,7 +95,7 @@ def random_configs(count: int, seed: int) -> list:
         if mode == "LSTM":
             keywords["peephole"] = rng.random() < 0.5
         config = dict(
-            input_size=rng.randint(1, 6),
+            input_size=rng.randint(2 if keywords["layer_norm"] else 1, 6),  # LN of one feature warns
             hidden_size=rng.randint(2, 7),
             num_layers=rng.randint(1, 3),
             bidirectional=rng.random() < 0.5,
@@ -382,3 +382,12 @@ def test_every_keyword_combination_builds_and_runs():
             output, _ = net(x, lengths=[4, 1])
             output.sum().backward()
             assert all(p.grad is not None for p in net.parameters()), subset
+
+
+def test_layer_norm_of_a_single_input_feature_warns():
+    """LN(x w) of a scalar x is about sign(x) times a fixed vector: the amplitude is lost."""
+    with pytest.warns(UserWarning, match="keeps little more than the sign of x_t"):
+        net = rnnkit.LSTM(1, 64, layer_norm=True)
+    x = torch.tensor([[[0.5]], [[3.0]]])  # two steps, the second six times the first
+    a = F.layer_norm(x @ net.weight_ih_l0.T, (256,), net.ln_ih_weight_l0, eps=1e-5)
+    assert (a[0] - a[1]).abs().max() < 0.05 * a[1].abs().max()

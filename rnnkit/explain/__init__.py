@@ -169,4 +169,9 @@ def _model_info(spec: NetSpec, path: str, module: nn.Module) -> ModelInfo:
         }
         if spec.mode == "LSTM":
             arguments["proj_size"] = spec.proj_size
+        arguments |= {  # a variant's keywords, those that are on
+            name: value
+            for name, value in dataclasses.asdict(spec.variant).items()
+            if value not in (False, 0.0, (0.0, 0.0))
+        }
     return ModelInfo(spec.library, spec.class_name, spec.mode, spec.is_cell, path, arguments, repr(module))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -59,12 +60,15 @@ def module_from_state_dict(
     batch_first: bool = False,
     backend: str = "auto",
     path: str = "state dict",
+    variant: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, str]:
     """The rnnkit module or cell whose parameters ``state`` holds, loaded with them.
 
     Args:
         state: parameter name -> tensor; the recurrent module's keys may carry any prefix.
         nonlinearity, batch_first, backend: what the weights do not tell.
+        variant: variant keywords the weights do not tell (dropouts, zoneout); layer norm and
+            peepholes are read from the keys.
         path: where ``state`` came from, for the messages.
 
     Returns:
@@ -93,6 +97,9 @@ def module_from_state_dict(
             int(k.removeprefix("weight_ih_l").removesuffix("_reverse")) for k in own if k.startswith("weight_ih_l")
         )
         arguments |= {"num_layers": layers, "batch_first": batch_first, "bidirectional": "weight_ih_l0_reverse" in own}
+        arguments |= {**(variant or {}), "layer_norm": "ln_ih_weight_l0" in own}
+        if mode == "LSTM":
+            arguments["peephole"] = "weight_ch_l0" in own
         if w_hr is not None:
             arguments["proj_size"] = w_hr.shape[0]
     module = cls(w_ih.shape[1], hidden, **arguments)
@@ -123,4 +130,9 @@ def load_checkpoint(
             f"cannot read checkpoint {path}: truncated, corrupt or not written by torch.save ({type(error).__name__})"
         ) from error
     state = _state_dict(loaded, path)
-    return module_from_state_dict(state, nonlinearity=nonlinearity, batch_first=batch_first, backend=backend, path=path)
+    # a checkpoint of rnnkit train says which variant its model is
+    model_args = loaded.get("model_args") if isinstance(loaded, Mapping) else None
+    variant = model_args.get("variant") if isinstance(model_args, Mapping) else None
+    return module_from_state_dict(
+        state, nonlinearity=nonlinearity, batch_first=batch_first, backend=backend, path=path, variant=variant
+    )

@@ -36,8 +36,9 @@ CELL_TYPES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
     "grucell": (GRUCell, nn.GRUCell),
     "rnncell": (RNNCell, nn.RNNCell),
 }
-_ARCHITECTURE = ("input_size", "hidden_size", "num_layers", "proj_size", "bidirectional", "no_bias")
-_SEQUENCE_ONLY = ("num_layers", "proj_size", "bidirectional", "batch_first", "seq_len", "lengths")
+_VARIANT = ("layer_norm", "peephole", "recurrent_dropout", "zoneout", "weight_dropout")
+_ARCHITECTURE = ("input_size", "hidden_size", "num_layers", "proj_size", "bidirectional", "no_bias", *_VARIANT)
+_SEQUENCE_ONLY = ("num_layers", "proj_size", "bidirectional", "batch_first", "seq_len", "lengths", *_VARIANT)
 
 
 def _integer(minimum: int) -> Callable[[str], int]:
@@ -51,6 +52,17 @@ def _integer(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _zoneout(text: str) -> float | tuple[float, float]:
+    """``Z`` or ``ZC,ZH`` (an LSTM's c and h)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected a probability Z, or ZC,ZH for an LSTM's c and h; got {text!r}")
+    return values[0] if len(values) == 1 else values
 
 
 def _lengths(text: str) -> list[int]:
@@ -82,6 +94,12 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--batch-first", action="store_true")
     model.add_argument("--no-bias", action="store_true", help="bias=False")
     model.add_argument("--nonlinearity", choices=["tanh", "relu"], default="tanh", help="RNN only (default tanh)")
+    variant = parser.add_argument_group("a variant of rnnkit's LSTM, GRU or RNN (README, Variants)")
+    variant.add_argument("--layer-norm", action="store_true", help="layer normalisation inside the recurrence")
+    variant.add_argument("--peephole", action="store_true", help="LSTM peepholes")
+    variant.add_argument("--recurrent-dropout", type=float, metavar="P", help="variational dropout on h_{t-1}")
+    variant.add_argument("--zoneout", type=_zoneout, metavar="Z", help="Z, or ZC,ZH for an LSTM's c and h")
+    variant.add_argument("--weight-dropout", type=float, metavar="P", help="DropConnect on weight_hh")
     model.add_argument("--torch", action="store_true", help="explain torch.nn's module instead of rnnkit's")
     model.add_argument("--backend", choices=BACKENDS, default="auto", help="rnnkit's backend (default auto)")
     model.add_argument("--checkpoint", metavar="PATH", help="a torch.save'd state dict holding one LSTM/GRU/RNN")
@@ -138,10 +156,15 @@ def _build(args: argparse.Namespace) -> nn.Module:
     if args.proj_size:
         arguments["proj_size"] = args.proj_size
     ours, theirs = CELL_TYPES[args.cell]
+    given = {name: getattr(args, name) for name in _VARIANT if getattr(args, name) not in (None, False)}
+    if args.torch and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise cli.CLIError(f"{flags}: torch.nn's modules have no such variant; leave out --torch")
     if args.torch and args.backend != "auto":
         raise cli.CLIError("--backend chooses rnnkit's kernels; torch.nn's modules (--torch) have their own")
     if not args.torch:
         arguments["backend"] = args.backend
+        arguments |= given
     try:
         return (theirs if args.torch else ours)(args.input_size, args.hidden_size, **arguments)
     except (TypeError, ValueError, RuntimeError) as error:

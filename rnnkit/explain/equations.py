@@ -27,6 +27,10 @@ class _Notation:
     tanh: str
     relu: str
     odot: str
+    ln: str
+    gamma: str
+    beta: str
+    becomes: str
 
     def sym(self, base: str, sub: str) -> str:
         braces = len(sub) > 1 if self.latex else "-" in sub
@@ -36,49 +40,82 @@ class _Notation:
         return {"sigmoid": self.sigmoid, "tanh": self.tanh, "relu": self.relu}[activation]
 
 
-_TEXT = _Notation(False, "σ", "tanh", "ReLU", "⊙")
-_LATEX = _Notation(True, r"\sigma", r"\tanh", r"\mathrm{ReLU}", r"\odot")
+_TEXT = _Notation(False, "σ", "tanh", "ReLU", "⊙", "LN", "γ", "β", "←")
+_LATEX = _Notation(
+    True, r"\sigma", r"\tanh", r"\mathrm{ReLU}", r"\odot", r"\mathrm{LN}", r"\gamma", r"\beta", r"\leftarrow"
+)
+
+
+def _recurrent_input(n: _Notation, spec: NetSpec) -> str:
+    """h_{t-1}, or (m ⊙ h_{t-1}) with recurrent dropout's mask m."""
+    h = n.sym("h", "t-1")
+    return f"(m {n.odot} {h})" if spec.variant.recurrent_dropout else h
 
 
 def _affine(n: _Notation, spec: NetSpec, gate: str, inner: bool = False) -> str:
-    """W_i* x_t + b_i* + W_h* h_{t-1} + b_h*; with ``inner`` the recurrent half in r_t ⊙ (...) (GRU's n)."""
-    sub = "h" if spec.mode.startswith("RNN") else gate
-    x_part = [f"{n.sym('W', 'i' + sub)} x_t"] + ([n.sym("b", "i" + sub)] if spec.bias else [])
-    h_part = [f"{n.sym('W', 'h' + sub)} {n.sym('h', 't-1')}"] + ([n.sym("b", "h" + sub)] if spec.bias else [])
+    """W_i* x_t + b_i* + W_h* h_{t-1} + b_h* (with layer norm a_* + b_i* + u_* + b_h*); with ``inner``
+    the recurrent half in r_t ⊙ (...) (GRU's n)."""
+    rnn = spec.mode.startswith("RNN")
+    sub = "h" if rnn else gate
+    if spec.variant.layer_norm:  # the gate's rows of a_t and u_t
+        x_term, h_term = ("a_t", "u_t") if rnn else (n.sym("a", sub), n.sym("u", sub))
+    else:
+        x_term = f"{n.sym('W', 'i' + sub)} x_t"
+        h_term = f"{n.sym('W', 'h' + sub)} {_recurrent_input(n, spec)}"
+    x_part = [x_term] + ([n.sym("b", "i" + sub)] if spec.bias else [])
+    h_part = [h_term] + ([n.sym("b", "h" + sub)] if spec.bias else [])
     if inner:
         return " + ".join(x_part) + f" + r_t {n.odot} (" + " + ".join(h_part) + ")"
     return " + ".join(x_part + h_part)
 
 
-def _lines(n: _Notation, spec: NetSpec) -> list[tuple[str, str]]:
-    """(left-hand side, right-hand side) of each equation, in the order they are computed."""
+def _lines(n: _Notation, spec: NetSpec) -> list[tuple[str, str, str]]:
+    """(left-hand side, "=" or "←", right-hand side) of each equation, in the order they are computed."""
+    v = spec.variant
     lines = []
+    if v.layer_norm:
+        gamma_ih, gamma_hh = n.sym(n.gamma, "ih"), n.sym(n.gamma, "hh")
+        lines.append(("a_t", f"{n.ln}({n.sym('W', 'ih')} x_t; {gamma_ih})"))
+        lines.append(("u_t", f"{n.ln}({n.sym('W', 'hh')} {_recurrent_input(n, spec)}; {gamma_hh})"))
+    prev_h, prev_c = n.sym("h", "t-1"), n.sym("c", "t-1")
     for gate in spec.gates if not spec.mode.startswith("RNN") else ():
         inner = spec.mode == "GRU" and gate.name == "n"
-        lines.append((f"{gate.name}_t", f"{n.act(gate.activation)}({_affine(n, spec, gate.name, inner)})"))
-    prev_h, prev_c = n.sym("h", "t-1"), n.sym("c", "t-1")
+        affine = _affine(n, spec, gate.name, inner)
+        if v.peephole and gate.name in "if":
+            affine += f" + {n.sym('w', 'c' + gate.name)} {n.odot} {prev_c}"
+        if v.peephole and gate.name == "o":  # o sees c_t: it follows c_t's line
+            lines.append(("c_t", f"f_t {n.odot} {prev_c} + i_t {n.odot} g_t"))
+            affine += f" + {n.sym('w', 'co')} {n.odot} c_t"
+        lines.append((f"{gate.name}_t", f"{n.act(gate.activation)}({affine})"))
     if spec.mode == "LSTM":
-        lines.append(("c_t", f"f_t {n.odot} {prev_c} + i_t {n.odot} g_t"))
-        gated = f"o_t {n.odot} {n.tanh}(c_t)"
+        if not v.peephole:
+            lines.append(("c_t", f"f_t {n.odot} {prev_c} + i_t {n.odot} g_t"))
+        cell = f"{n.ln}(c_t; {n.sym(n.gamma, 'c')}, {n.sym(n.beta, 'c')})" if v.layer_norm else "c_t"
+        gated = f"o_t {n.odot} {n.tanh}({cell})"
         lines.append(("h_t", f"{n.sym('W', 'hr')}({gated})" if spec.proj_size else gated))
     elif spec.mode == "GRU":
         lines.append(("h_t", f"(1 - z_t) {n.odot} n_t + z_t {n.odot} {prev_h}"))
     else:
         lines.append(("h_t", f"{n.act(spec.gates[0].activation)}({_affine(n, spec, 'h')})"))
+    lines = [(lhs, "=", rhs) for lhs, rhs in lines]
+    for state in _zoned_states(spec):
+        keep = n.sym("k", state)
+        zoned = f"{keep} {n.odot} {n.sym(state, 't-1')} + (1 - {keep}) {n.odot} {state}_t"
+        lines.append((f"{state}_t", n.becomes, zoned))
     return lines
 
 
 def equations(spec: NetSpec) -> list[Equation]:
-    """The equations of one step of ``spec``'s cell, as text and LaTeX."""
+    """The equations of one step of ``spec``'s cell, as text and LaTeX (zoneout's lines assign with ←)."""
     return [
-        Equation(lhs, f"{lhs} = {text}", f"{latex_lhs} = {latex}")
-        for (lhs, text), (latex_lhs, latex) in zip(_lines(_TEXT, spec), _lines(_LATEX, spec))
+        Equation(lhs, f"{lhs} {op} {text}", f"{latex_lhs} {latex_op} {latex}")
+        for (lhs, op, text), (latex_lhs, latex_op, latex) in zip(_lines(_TEXT, spec), _lines(_LATEX, spec))
     ]
 
 
 def latex_block(eqs: list[Equation]) -> str:
     r"""The equations as one ``\begin{aligned}`` block, aligned on "="."""
-    rows = [eq.latex.replace(" = ", " &= ", 1) for eq in eqs]
+    rows = [eq.latex.replace(" = ", " &= ", 1).replace(r" \leftarrow ", r" &\leftarrow ", 1) for eq in eqs]
     return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
 
 
@@ -87,9 +124,13 @@ def notes(spec: NetSpec) -> list[str]:
     symbols = "W_* and b_* are the rows of the parameters listed under Parameters"
     out = [symbols if spec.mode.startswith("RNN") else f"σ: sigmoid, ⊙: elementwise product; {symbols}"]
     folder = "lstm" if spec.mode == "LSTM" else "gru" if spec.mode == "GRU" else "rnn"
-    out.append(f'the same equations as rnnkit/ops/{folder}/naive.py, which backend="naive" runs')
+    if spec.variant == type(spec.variant)():
+        out.append(f'the same equations as rnnkit/ops/{folder}/naive.py, which backend="naive" runs')
+    else:
+        out.append('the same equations as rnnkit/ops/variant.py, which backend="naive" (and "auto") runs')
     if spec.mode == "GRU":
         out.append("b_hn sits inside r_t ⊙ (...), as torch.nn and cuDNN compute it (not the paper's r_t ⊙ h_{t-1})")
+    out += _variant_notes(spec)
     if spec.is_cell:
         state = "(h_{t-1}, c_{t-1})" if spec.mode == "LSTM" else "h_{t-1}"
         result = "(h_t, c_t)" if spec.mode == "LSTM" else "h_t"
@@ -112,5 +153,45 @@ def notes(spec: NetSpec) -> list[str]:
         out.append(
             "the reverse direction (parameters *_reverse) runs the same equations from t = T-1 down to 0, "
             "with h_{t+1} in place of h_{t-1}"
+        )
+    return out
+
+
+def _zoned_states(spec: NetSpec) -> list[str]:
+    """The states zoneout acts on: "c" (LSTM) and "h", each where its probability is not 0."""
+    z_c, z_h = spec.variant.zoneout
+    return (["c"] if z_c and spec.mode == "LSTM" else []) + (["h"] if z_h else [])
+
+
+def _variant_notes(spec: NetSpec) -> list[str]:
+    """What the variant's symbols mean (``rnnkit/ops/variant.py`` runs these equations)."""
+    v = spec.variant
+    out = []
+    if v.layer_norm:
+        gated = not spec.mode.startswith("RNN")
+        out.append(
+            f"layer_norm: LN(v; γ, β) = γ ⊙ (v - mean v) / sqrt(var v + 1e-5) + β over each row of a_t, u_t "
+            f"(B, {'G*H' if gated else 'H'}) (β = 0 for a_t and u_t: the biases shift them)"
+            + ("; a_*, u_*: a gate's H rows of a_t, u_t" if gated else "")
+        )
+    if v.peephole:
+        out.append("peephole: w_ci, w_cf, w_co are the rows of weight_ch; i_t and f_t see c_{t-1}, o_t sees c_t")
+    if v.recurrent_dropout:
+        p = v.recurrent_dropout
+        out.append(
+            f"recurrent_dropout={p}: m (B, P) ~ Bernoulli({1 - p:g}) / {1 - p:g}, one mask per sequence for every "
+            "step and gate in training; m = 1 in evaluation"
+        )
+    for state in _zoned_states(spec):
+        z = v.zoneout[0 if state == "c" else 1]
+        out.append(
+            f"zoneout: k_{state} ~ Bernoulli({z:g}), a fresh mask each step in training, so each unit keeps "
+            f"{state}_{{t-1}} with probability {z:g}; k_{state} = {z:g} in evaluation (the expectation)"
+        )
+    if v.weight_dropout:
+        p = v.weight_dropout
+        out.append(
+            f"weight_dropout={p}: in training W_hh is weight_hh ⊙ M / {1 - p:g}, M ~ Bernoulli({1 - p:g}) drawn "
+            "each call; weight_hh itself in evaluation"
         )
     return out

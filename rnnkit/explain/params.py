@@ -81,8 +81,35 @@ def _symbol(spec: NetSpec, slot: str, gate: str) -> str:
     return f"{letter}_{side}{gate}"
 
 
+# A variant's parameters: symbol (with {g} for the gate's letter where it has one block per gate), meaning.
+_VARIANT_SLOTS = {
+    "ln_ih_weight": ("γ_i{g}", "layer norm gain of W_ih x_t"),
+    "ln_hh_weight": ("γ_h{g}", "layer norm gain of W_hh h_{t-1}"),
+    "ln_c_weight": ("γ_c", "layer norm gain of c_t"),
+    "ln_c_bias": ("β_c", "layer norm shift of c_t"),
+    "weight_ch": ("w_c{g}", "peephole"),
+}
+
+
+def _variant_blocks(spec: NetSpec, slot: str, shape: list[int]) -> list[Block]:
+    H = spec.hidden_size
+    symbol, meaning = _VARIANT_SLOTS[slot]
+    if slot in ("ln_c_weight", "ln_c_bias"):
+        return [Block(symbol, None, meaning, [0, H], shape, H)]
+    gates = [g for g in spec.gates if g.name != "g"] if slot == "weight_ch" else spec.gates
+    letter = "h" if spec.mode.startswith("RNN") else None
+    return [
+        Block(
+            symbol.format(g=letter or gate.name), gate.name, f"{meaning}, {gate.meaning}", [k * H, (k + 1) * H], [H], H
+        )
+        for k, gate in enumerate(gates)
+    ]
+
+
 def _blocks(spec: NetSpec, slot: str, shape: list[int]) -> list[Block]:
     H = spec.hidden_size
+    if slot in _VARIANT_SLOTS:
+        return _variant_blocks(spec, slot, shape)
     if slot == "weight_hr":
         return [Block("W_hr", None, "projection", [0, shape[0]], shape, shape[0] * shape[1])]
     columns = shape[1:]
@@ -111,10 +138,16 @@ def _formulas(spec: NetSpec, layer: int) -> tuple[str, str, int, str, str, int]:
     formula, filled = f"{gates}({' + '.join(terms)})", f"{gates}{times}({' + '.join(numbers)})"
     textbook_formula = f"{gates}({' + '.join([*terms[:2], 'H'])})"
     textbook = f"{gates}{times}({' + '.join(textbook_numbers)})"
-    if spec.proj_size:
-        formula, filled = formula + " + P*H", filled + f" + {P}*{H}"
-        textbook_formula, textbook = textbook_formula + " + P*H", textbook + f" + {P}*{H}"
-        value, textbook_value = value + P * H, textbook_value + P * H
+    extra_terms = [("P*H", f"{P}*{H}", P * H)] if spec.proj_size else []
+    if spec.variant.layer_norm:  # two gains of G*H, and an LSTM's gain and shift of c_t
+        extra_terms.append((f"{2 * G}H" if G > 1 else "2H", f"{2 * G}*{H}", 2 * G * H))
+        extra_terms += [("2H", f"2*{H}", 2 * H)] if spec.mode == "LSTM" else []
+    if spec.variant.peephole:
+        extra_terms.append(("3H", f"3*{H}", 3 * H))
+    for symbols, numbers, count in extra_terms:  # the textbook cell with the same additions
+        formula, filled, value = formula + f" + {symbols}", filled + f" + {numbers}", value + count
+        textbook_formula, textbook = textbook_formula + f" + {symbols}", textbook + f" + {numbers}"
+        textbook_value += count
     return formula, filled, value, textbook_formula, textbook, textbook_value
 
 

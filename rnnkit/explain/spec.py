@@ -7,12 +7,14 @@ D = 2 if bidirectional else 1, G gates (LSTM 4, GRU 3, RNN 1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
 from ..cells import RNNCellBase
 from ..modules import RNNBase
+from ..ops.variant import Extras, Variant
+from ..variants import extra_shapes
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class NetSpec:
     bidirectional: bool = False
     proj_size: int = 0
     dropout: float = 0.0
+    variant: Variant = field(default_factory=Variant)  # rnnkit's variant keywords (all off: torch.nn's cell)
 
     @property
     def gates(self) -> tuple[Gate, ...]:
@@ -80,12 +83,14 @@ class NetSpec:
         return self.input_size if layer == 0 else self.directions * self.out_size
 
     def parameter_names(self, layer: int, direction: int) -> dict[str, str]:
-        """Slot (``weight_ih``, ...) -> parameter name of one layer and direction, for the slots it has."""
+        """Slot (``weight_ih``, ..., then a variant's ``ln_ih_weight``, ...) -> parameter name of one layer
+        and direction, for the slots it has."""
         slots = [s for s in SLOTS if (self.bias or not s.startswith("bias")) and (self.proj_size or s != "weight_hr")]
         if self.is_cell:
             return {s: s for s in slots}
         suffix = f"_l{layer}{'_reverse' if direction else ''}"
-        return {s: s + suffix for s in slots}
+        names = {s: s + suffix for s in slots}
+        return names | {stem: stem + suffix for stem in extra_shapes(self.mode, self.variant, self.hidden_size)}
 
 
 def _mode_of(module: nn.Module) -> str:
@@ -144,6 +149,7 @@ def spec_of(module: nn.Module) -> NetSpec:
         bidirectional=False if is_cell else module.bidirectional,
         proj_size=0 if is_cell else module.proj_size,
         dropout=0.0 if is_cell else float(module.dropout),
+        variant=module.variant if isinstance(module, RNNBase) else Variant(),
     )
 
 
@@ -157,3 +163,9 @@ def weights_of(module: nn.Module, spec: NetSpec) -> list[tuple[Tensor | None, ..
             names = spec.parameter_names(layer, direction)
             weights.append(tuple(getattr(module, names[s]) if s in names else None for s in slots))
     return weights
+
+
+def extras_of(module: nn.Module, spec: NetSpec) -> list[Extras] | None:
+    """Per layer and direction, the variant's parameters of an rnnkit module (``ops/variant.py``'s
+    Extras), or None where there is no variant."""
+    return module._extras() if isinstance(module, RNNBase) and spec.variant != Variant() else None

@@ -95,29 +95,39 @@ def recurrent_product(h: Tensor, r: Recurrence) -> Tensor:
     return product if r.b_hh is None else product + r.b_hh
 
 
-def lstm_step(xw: Tensor, h: Tensor, c: Tensor, r: Recurrence) -> tuple[Tensor, Tensor]:
-    """One LSTM step with layer norm and peepholes: xw (B, 4H) = a_t + b_hh, h (B, P), c (B, H)."""
+# A step returns the new states and the gates after their nonlinearities (rnnkit.record keeps them).
+Step = tuple[tuple[Tensor, ...], tuple[Tensor, ...]]
+
+
+def lstm_step(xw: Tensor, h: Tensor, c: Tensor, r: Recurrence) -> Step:
+    """One LSTM step with layer norm and peepholes: xw (B, 4H) = a_t + b_hh, h (B, P), c (B, H).
+
+    Returns (h_t (B, P), c_t (B, H)) and the gates (i, f, g, o), each (B, H).
+    """
     i, f, g, o = (xw + recurrent_product(h, r)).chunk(4, dim=1)
     peephole = r.extras.weight_ch
     if peephole is not None:
         w_ci, w_cf, w_co = peephole.chunk(3)
         i, f = i + w_ci * c, f + w_cf * c
-    c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+    i, f, g = i.sigmoid(), f.sigmoid(), g.tanh()
+    c = f * c + i * g
     if peephole is not None:
         o = o + w_co * c
-    h = o.sigmoid() * layer_norm(c, r.extras.ln_c_weight, r.extras.ln_c_bias).tanh()
-    return (h if r.w_hr is None else F.linear(h, r.w_hr)), c
+    o = o.sigmoid()
+    h = o * layer_norm(c, r.extras.ln_c_weight, r.extras.ln_c_bias).tanh()
+    return ((h if r.w_hr is None else F.linear(h, r.w_hr)), c), (i, f, g, o)
 
 
-def gru_step(xw: Tensor, h: Tensor, r: Recurrence) -> tuple[Tensor]:
-    """One GRU step with layer norm: xw (B, 3H) = a_t, h (B, H)."""
-    _, z, n = gru_gates(xw, recurrent_product(h, r))
-    return (n + z * (h - n),)
+def gru_step(xw: Tensor, h: Tensor, r: Recurrence) -> Step:
+    """One GRU step with layer norm: xw (B, 3H) = a_t, h (B, H). Returns (h_t,) and the gates (r, z, n)."""
+    gates = gru_gates(xw, recurrent_product(h, r))
+    _, z, n = gates
+    return (n + z * (h - n),), gates
 
 
-def rnn_step(xw: Tensor, h: Tensor, r: Recurrence, nonlinearity: str = "tanh") -> tuple[Tensor]:
-    """One Elman step with layer norm: xw (B, H) = a_t, h (B, H)."""
-    return (NONLINEARITIES[nonlinearity](xw + recurrent_product(h, r)),)
+def rnn_step(xw: Tensor, h: Tensor, r: Recurrence, nonlinearity: str = "tanh") -> Step:
+    """One Elman step with layer norm: xw (B, H) = a_t, h (B, H). Returns (h_t,) and no gates."""
+    return (NONLINEARITIES[nonlinearity](xw + recurrent_product(h, r)),), ()
 
 
 STEPS = {
@@ -138,6 +148,7 @@ def direction(
     zone: tuple[Tensor, ...] = (),
     lengths: Tensor | None = None,
     reverse: bool = False,
+    seen: list[tuple[Tensor, ...]] | None = None,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """One direction of one variant layer over a padded batch.
 
@@ -149,6 +160,7 @@ def direction(
         zone: zoneout's keep masks (training) or probabilities (evaluation), one (T, B, *) per
             state in the states' order, or () without zoneout.
         lengths: (B,) steps of each sequence, or None; reverse: run from the last step back.
+        seen: a list that gets each step's (*gates, *states) in the order the steps run.
 
     Returns:
         every step's states, each (T, B, *), zero past each length; the final states.
@@ -166,8 +178,11 @@ def direction(
 
     def zoned_step(inputs: tuple[Tensor, ...], *state: Tensor) -> tuple[Tensor, ...]:
         xw_t, *keep = inputs
-        new = step(xw_t, *state, recurrence)
-        return tuple(k * s + (1 - k) * n for k, s, n in zip(keep, state, new)) if keep else new
+        new, gates = step(xw_t, *state, recurrence)
+        new = tuple(k * s + (1 - k) * n for k, s, n in zip(keep, state, new)) if keep else new
+        if seen is not None:
+            seen.append((*gates, *new))
+        return new
 
     return scan(zoned_step, (xw, *zone), state, lengths, reverse, every_state=True)
 
