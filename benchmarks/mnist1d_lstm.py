@@ -8,15 +8,18 @@ no gradient clipping)::
         --schedule constant --seed S --backend B
 
 Each seed runs once per model of ``--models``: ``cpu`` (``--backend cpu``), ``torch.nn``
-(``--backend torch.nn``: the same initial weights and batches, only the kernels differ) and
-``layer-norm`` (``--layer-norm``), each in its own process with one thread, up to ``--parallel``
-at a time. The final and best test accuracies, the training seconds and every epoch's metrics go
-to ``benchmarks/results/train-mnist1d-lstm-gru-recipe.json`` (``--out``).
+(``--backend torch.nn``: the same initial weights and batches, only the kernels differ),
+``layer-norm`` (``--layer-norm``) and ``layer-norm-hh-c`` (layer norm of the recurrence only:
+MNIST-1D has one input feature, which LN(W_ih x_t) reduces to about its sign), each in its own
+process with one thread, up to ``--parallel`` at a time. The final and best test accuracies, the
+training seconds and every epoch's metrics go to
+``benchmarks/results/train-mnist1d-lstm-gru-recipe.json`` (``--out``).
 
 Usage::
 
     python benchmarks/mnist1d_lstm.py --seeds 3 --parallel 2
-    python benchmarks/mnist1d_lstm.py --models layer-norm --out benchmarks/results/train-mnist1d-lstm-layer-norm.json
+    python benchmarks/mnist1d_lstm.py --models layer-norm-hh-c --parallel 2 \\
+        --out benchmarks/results/train-mnist1d-lstm-layer-norm.json
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ import torch
 
 RECIPE = ["--data", "mnist1d", "--cell", "lstm", "--lr", "2e-3", "--batch-size", "64", "--epochs", "100"]
 RECIPE += ["--schedule", "constant", "--no-progress"]
-MODELS = {"cpu": ["--backend", "cpu"], "torch.nn": ["--backend", "torch.nn"], "layer-norm": ["--layer-norm"]}
+MODELS = {
+    "cpu": ["--backend", "cpu"],
+    "torch.nn": ["--backend", "torch.nn"],
+    "layer-norm": ["--layer-norm"],
+    "layer-norm-hh-c": ["--layer-norm", "--layer-norm-at", "hh,c"],
+}
 OUT = Path(__file__).resolve().parent / "results" / "train-mnist1d-lstm-gru-recipe.json"
 
 

@@ -87,11 +87,12 @@ class RNNBase(TorchTwin, nn.Module):
             raise ValueError(
                 f"proj_size must be smaller than hidden_size ({hidden_size}), got {proj_size}; use 0 for no projection"
             )
-        if self.variant.layer_norm and input_size == 1:
+        if "ih" in self.variant.layer_norm_at(mode) and input_size == 1:
             warnings.warn(
                 "layer_norm normalises W_ih x_t over its G*H values: with input_size=1 that is LN(x_t w) = "
                 "x_t (w - mean w) / sqrt(x_t^2 var w + 1e-5), which keeps little more than the sign of x_t. "
-                "Give the net several input features (an nn.Linear or nn.Conv1d before it), or no layer_norm",
+                "Give the net several input features (an nn.Linear or nn.Conv1d before it), or normalise only "
+                "the recurrence: layer_norm=('hh', 'c') for an LSTM, 'hh' for a GRU or RNN",
                 stacklevel=3,
             )
         if dropout > 0 and num_layers == 1:
@@ -411,7 +412,9 @@ _ARGS_DOC = """
     Variant keywords (keyword only, all off by default; equations in ``rnnkit/ops/variant.py``):
         layer_norm: layer normalisation of W_ih x_t and W_hh h_{{t-1}} (and, LSTM, of c_t inside
             tanh); adds ``ln_ih_weight_l[k]``, ``ln_hh_weight_l[k]`` (G*H, gains from 1) and, LSTM,
-            ``ln_c_weight_l[k]``, ``ln_c_bias_l[k]`` (H, from 1 and 0).
+            ``ln_c_weight_l[k]``, ``ln_c_bias_l[k]`` (H, from 1 and 0). Or some of the places
+            ``"ih"``, ``"hh"``, ``"c"`` only, e.g. ``("hh", "c")`` where an input of one feature
+            would be normalised to about its sign.
         peephole: (LSTM) i and f see c_{{t-1}}, o sees c_t; adds ``weight_ch_l[k]`` (3H: i, f, o).
         recurrent_dropout: p, one mask per sequence, layer and direction on h_{{t-1}} before W_hh,
             training only.

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .ops import GATE_COUNTS
-from .ops.variant import Extras, Variant
+from .ops.variant import LN_PLACES, Extras, Variant
 
 # What changes the time loop, so that only the naive ops run it (weight_dropout masks a weight
 # before any backend runs, so every backend takes it).
@@ -38,9 +38,8 @@ def variant_of(mode: str, owner: str, keywords: dict[str, Any]) -> Variant:
             f"the variant keywords are {', '.join(KEYWORDS)}"
         )
     lstm = mode == "LSTM"
-    for name in ("layer_norm", "peephole"):
-        if not isinstance(keywords.get(name, False), bool):
-            raise TypeError(f"{owner}: {name} should be of type bool, got: {type(keywords[name]).__name__}")
+    if not isinstance(keywords.get("peephole", False), bool):
+        raise TypeError(f"{owner}: peephole should be of type bool, got: {type(keywords['peephole']).__name__}")
     for name in ("peephole", "forget_bias", "chrono_init"):
         if not lstm and keywords.get(name) not in (None, False):
             raise ValueError(f"{owner}: {name} is an LSTM keyword (it acts on c_t or the forget gate), not {owner}'s")
@@ -54,7 +53,7 @@ def variant_of(mode: str, owner: str, keywords: dict[str, Any]) -> Variant:
         z = _probability(owner, "zoneout", zoneout, "that a unit keeps its previous value")
         zoneout = (z, z)  # a GRU or RNN reads z_h only
     return Variant(
-        layer_norm=keywords.get("layer_norm", False),
+        layer_norm=_layer_norm(mode, owner, keywords.get("layer_norm", False)),
         peephole=keywords.get("peephole", False),
         recurrent_dropout=_probability(
             owner, "recurrent_dropout", keywords.get("recurrent_dropout", 0.0), "of dropping a unit of h_{t-1}"
@@ -64,6 +63,22 @@ def variant_of(mode: str, owner: str, keywords: dict[str, Any]) -> Variant:
             owner, "weight_dropout", keywords.get("weight_dropout", 0.0), "of dropping an element of weight_hh"
         ),
     )
+
+
+def _layer_norm(mode: str, owner: str, value: object) -> bool | tuple[str, ...]:
+    """True or False, or the places (some of LN_PLACES[mode], in that order; True when all of them)."""
+    if isinstance(value, bool):
+        return value
+    every = LN_PLACES[mode]
+    what = f"True, False, or some of {every}: where to normalise (ih: W_ih x_t, hh: W_hh h_{{t-1}}, c: c_t)"
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (tuple, list, set, frozenset)):
+        raise TypeError(f"{owner}: layer_norm should be {what}, got: {type(value).__name__}")
+    if not value or any(place not in every for place in value):
+        raise ValueError(f"{owner}: layer_norm should be {what}, got {value!r}")
+    places = tuple(place for place in every if place in value)
+    return True if places == every else places
 
 
 def check_initialisation(owner: str, bias: bool, forget_bias: object, chrono_init: object) -> None:
@@ -103,11 +118,13 @@ def features(variant: Variant) -> list[str]:
 def extra_shapes(mode: str, variant: Variant, hidden_size: int) -> dict[str, tuple[int, ...]]:
     """The parameters a direction of ``variant`` adds, in registration order, by the name's stem."""
     gate_width = GATE_COUNTS[mode] * hidden_size
+    places = variant.layer_norm_at(mode)
     shapes: dict[str, tuple[int, ...]] = {}
-    if variant.layer_norm:
-        shapes["ln_ih_weight"] = shapes["ln_hh_weight"] = (gate_width,)
-        if mode == "LSTM":
-            shapes["ln_c_weight"] = shapes["ln_c_bias"] = (hidden_size,)
+    for place in ("ih", "hh"):
+        if place in places:
+            shapes[f"ln_{place}_weight"] = (gate_width,)
+    if "c" in places:
+        shapes["ln_c_weight"] = shapes["ln_c_bias"] = (hidden_size,)
     if variant.peephole:
         shapes["weight_ch"] = (3 * hidden_size,)
     return shapes

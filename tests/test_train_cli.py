@@ -92,6 +92,11 @@ BAD_INPUT = {
         ["--forget-bias and --chrono-init both set"],
     ),
     "probability out of range": (["train", "classify", "--zoneout", "1"], ["--zoneout must be in [0, 1), got 1.0"]),
+    "layer norm places without it": (["train", "classify", "--layer-norm-at", "hh"], ["give --layer-norm too"]),
+    "layer norm at c of a GRU": (
+        ["train", "classify", "--cell", "gru", "--layer-norm", "--layer-norm-at", "hh,c"],
+        ["--layer-norm-at takes all or some of ih,hh, got hh,c"],
+    ),
 }
 
 
@@ -160,13 +165,15 @@ def test_generate_and_eval(run_dir, tmp_path):
 
 def test_a_variant_trains_evaluates_and_keeps_its_keywords(tmp_path):
     out = str(tmp_path / "run")
-    flags = ["--hidden-size", "8", "--epochs", "1", "--no-progress", "--layer-norm", "--zoneout", "0.1"]
+    flags = ["--hidden-size", "8", "--epochs", "1", "--no-progress", "--layer-norm", "--layer-norm-at", "hh,c"]
+    flags += ["--zoneout", "0.1"]
     result = rnnkit("train", "classify", *flags, "--weight-dropout", "0.2", "--forget-bias", "1", "--out-dir", out)
     assert result.returncode == 0, result.stderr
-    assert "lstm 1x8 layer_norm=True zoneout=0.1 weight_dropout=0.2 forget_bias=1.0," in result.stdout
+    assert "lstm 1x8 layer_norm=('hh', 'c') zoneout=0.1 weight_dropout=0.2 forget_bias=1.0," in result.stdout
     payload = checkpoint.load(tmp_path / "run" / "checkpoint.pt")
-    assert payload["model_args"]["variant"] == dict(layer_norm=True, zoneout=0.1, weight_dropout=0.2, forget_bias=1.0)
-    assert "rnn.ln_c_weight_l0" in payload["model"]
+    expected = dict(layer_norm=("hh", "c"), zoneout=0.1, weight_dropout=0.2, forget_bias=1.0)
+    assert payload["model_args"]["variant"] == expected
+    assert "rnn.ln_c_weight_l0" in payload["model"] and "rnn.ln_ih_weight_l0" not in payload["model"]
     result = rnnkit("eval", "--checkpoint", out + "/checkpoint.pt")
     assert result.returncode == 0 and "test_acc" in result.stdout, result.stderr
     assert_one_line_error(

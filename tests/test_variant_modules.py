@@ -336,7 +336,9 @@ BAD = [
     ("LSTM", dict(zoneout=1.0), ValueError, r"zoneout should be a number in \[0, 1\)"),
     ("LSTM", dict(recurrent_dropout=-0.1), ValueError, r"recurrent_dropout should be a number in \[0, 1\)"),
     ("LSTM", dict(weight_dropout=True), ValueError, r"weight_dropout should be a number in \[0, 1\)"),
-    ("LSTM", dict(layer_norm=1), TypeError, "layer_norm should be of type bool, got: int"),
+    ("LSTM", dict(layer_norm=1), TypeError, "layer_norm should be True, False, or some of .*got: int"),
+    ("GRU", dict(layer_norm=("hh", "c")), ValueError, r"some of \('ih', 'hh'\).*got \('hh', 'c'\)"),
+    ("LSTM", dict(layer_norm=()), ValueError, r"layer_norm should be True, False, or some of \('ih', 'hh', 'c'\)"),
     ("LSTM", dict(peephole="yes"), TypeError, "peephole should be of type bool, got: str"),
     ("LSTM", dict(chrono_init=1.5), ValueError, r"chrono_init should be T_max >= 2"),
     ("LSTM", dict(chrono_init="10"), TypeError, "chrono_init should be a number, got: str"),
@@ -391,3 +393,22 @@ def test_layer_norm_of_a_single_input_feature_warns():
     x = torch.tensor([[[0.5]], [[3.0]]])  # two steps, the second six times the first
     a = F.layer_norm(x @ net.weight_ih_l0.T, (256,), net.ln_ih_weight_l0, eps=1e-5)
     assert (a[0] - a[1]).abs().max() < 0.05 * a[1].abs().max()
+
+
+def test_layer_norm_at_some_places():
+    """``layer_norm=("hh", "c")`` adds those gains only; an Elman step with LN on W_hh h_{t-1} alone, by hand."""
+    lstm = rnnkit.LSTM(1, 4, layer_norm=("c", "hh"))  # one input feature: no warning, W_ih x_t is not normalised
+    assert [n for n, _ in lstm.named_parameters()][4:] == ["ln_hh_weight_l0", "ln_c_weight_l0", "ln_c_bias_l0"]
+    assert repr(lstm) == "LSTM(1, 4, layer_norm=('hh', 'c'))"
+    assert rnnkit.GRU(3, 4, layer_norm=["hh", "ih"]).variant.layer_norm is True  # every place: True
+    rnn = build("RNN_TANH", input_size=3, hidden_size=5, layer_norm="hh")
+    with torch.no_grad():
+        rnn.ln_hh_weight_l0.uniform_(0.5, 1.5)
+    x, h0 = torch.randn(1, 2, 3), torch.randn(1, 2, 5)
+    u = F.layer_norm(h0[0] @ rnn.weight_hh_l0.T, (5,), rnn.ln_hh_weight_l0, eps=1e-5)
+    expected = (x[0] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + u + rnn.bias_hh_l0).tanh()
+    assert_close("h_1", rnn(x, h0)[1][0], expected)
+    report = rnnkit.explain(lstm, (5, 2, 1))
+    assert report.passed and "u_t = LN(W_hh h_{t-1}; γ_hh)" in str(report) and "a_t =" not in str(report)
+    assert "i_t = σ(W_ii x_t + b_ii + u_i + b_hi)" in str(report)
+    assert report.parameters.groups[0].count == report.parameters.groups[0].formula_count == 4 * (4 + 16 + 8) + 16 + 8

@@ -97,7 +97,8 @@ def module_from_state_dict(
             int(k.removeprefix("weight_ih_l").removesuffix("_reverse")) for k in own if k.startswith("weight_ih_l")
         )
         arguments |= {"num_layers": layers, "batch_first": batch_first, "bidirectional": "weight_ih_l0_reverse" in own}
-        arguments |= {**(variant or {}), "layer_norm": "ln_ih_weight_l0" in own}
+        places = tuple(p for p in ("ih", "hh", "c") if f"ln_{p}_weight_l0" in own)
+        arguments |= {**(variant or {}), "layer_norm": places or False}
         if mode == "LSTM":
             arguments["peephole"] = "weight_ch_l0" in own
         if w_hr is not None:

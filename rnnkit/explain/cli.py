@@ -65,6 +65,11 @@ def _zoneout(text: str) -> float | tuple[float, float]:
     return values[0] if len(values) == 1 else values
 
 
+def _places(text: str) -> tuple[str, ...]:
+    """Where --layer-norm acts: ``hh,c`` -> ("hh", "c")."""
+    return tuple(text.split(","))
+
+
 def _lengths(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
@@ -95,7 +100,14 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--no-bias", action="store_true", help="bias=False")
     model.add_argument("--nonlinearity", choices=["tanh", "relu"], default="tanh", help="RNN only (default tanh)")
     variant = parser.add_argument_group("a variant of rnnkit's LSTM, GRU or RNN (README, Variants)")
-    variant.add_argument("--layer-norm", action="store_true", help="layer normalisation inside the recurrence")
+    variant.add_argument(
+        "--layer-norm",
+        nargs="?",
+        const=True,
+        type=_places,
+        metavar="PLACES",
+        help="layer normalisation inside the recurrence; or only at some of ih,hh,c",
+    )
     variant.add_argument("--peephole", action="store_true", help="LSTM peepholes")
     variant.add_argument("--recurrent-dropout", type=float, metavar="P", help="variational dropout on h_{t-1}")
     variant.add_argument("--zoneout", type=_zoneout, metavar="Z", help="Z, or ZC,ZH for an LSTM's c and h")

@@ -57,11 +57,10 @@ def _affine(n: _Notation, spec: NetSpec, gate: str, inner: bool = False) -> str:
     the recurrent half in r_t ⊙ (...) (GRU's n)."""
     rnn = spec.mode.startswith("RNN")
     sub = "h" if rnn else gate
-    if spec.variant.layer_norm:  # the gate's rows of a_t and u_t
-        x_term, h_term = ("a_t", "u_t") if rnn else (n.sym("a", sub), n.sym("u", sub))
-    else:
-        x_term = f"{n.sym('W', 'i' + sub)} x_t"
-        h_term = f"{n.sym('W', 'h' + sub)} {_recurrent_input(n, spec)}"
+    places = spec.variant.layer_norm_at(spec.mode)  # with layer norm, the gate's rows of a_t and u_t
+    x_term = ("a_t" if rnn else n.sym("a", sub)) if "ih" in places else f"{n.sym('W', 'i' + sub)} x_t"
+    h_term = f"{n.sym('W', 'h' + sub)} {_recurrent_input(n, spec)}"
+    h_term = ("u_t" if rnn else n.sym("u", sub)) if "hh" in places else h_term
     x_part = [x_term] + ([n.sym("b", "i" + sub)] if spec.bias else [])
     h_part = [h_term] + ([n.sym("b", "h" + sub)] if spec.bias else [])
     if inner:
@@ -72,11 +71,12 @@ def _affine(n: _Notation, spec: NetSpec, gate: str, inner: bool = False) -> str:
 def _lines(n: _Notation, spec: NetSpec) -> list[tuple[str, str, str]]:
     """(left-hand side, "=" or "←", right-hand side) of each equation, in the order they are computed."""
     v = spec.variant
+    places = v.layer_norm_at(spec.mode)
     lines = []
-    if v.layer_norm:
-        gamma_ih, gamma_hh = n.sym(n.gamma, "ih"), n.sym(n.gamma, "hh")
-        lines.append(("a_t", f"{n.ln}({n.sym('W', 'ih')} x_t; {gamma_ih})"))
-        lines.append(("u_t", f"{n.ln}({n.sym('W', 'hh')} {_recurrent_input(n, spec)}; {gamma_hh})"))
+    if "ih" in places:
+        lines.append(("a_t", f"{n.ln}({n.sym('W', 'ih')} x_t; {n.sym(n.gamma, 'ih')})"))
+    if "hh" in places:
+        lines.append(("u_t", f"{n.ln}({n.sym('W', 'hh')} {_recurrent_input(n, spec)}; {n.sym(n.gamma, 'hh')})"))
     prev_h, prev_c = n.sym("h", "t-1"), n.sym("c", "t-1")
     for gate in spec.gates if not spec.mode.startswith("RNN") else ():
         inner = spec.mode == "GRU" and gate.name == "n"
@@ -90,7 +90,7 @@ def _lines(n: _Notation, spec: NetSpec) -> list[tuple[str, str, str]]:
     if spec.mode == "LSTM":
         if not v.peephole:
             lines.append(("c_t", f"f_t {n.odot} {prev_c} + i_t {n.odot} g_t"))
-        cell = f"{n.ln}(c_t; {n.sym(n.gamma, 'c')}, {n.sym(n.beta, 'c')})" if v.layer_norm else "c_t"
+        cell = f"{n.ln}(c_t; {n.sym(n.gamma, 'c')}, {n.sym(n.beta, 'c')})" if "c" in places else "c_t"
         gated = f"o_t {n.odot} {n.tanh}({cell})"
         lines.append(("h_t", f"{n.sym('W', 'hr')}({gated})" if spec.proj_size else gated))
     elif spec.mode == "GRU":
@@ -167,12 +167,19 @@ def _variant_notes(spec: NetSpec) -> list[str]:
     """What the variant's symbols mean (``rnnkit/ops/variant.py`` runs these equations)."""
     v = spec.variant
     out = []
+    products = [name for name, place in (("a_t", "ih"), ("u_t", "hh")) if place in v.layer_norm_at(spec.mode)]
     if v.layer_norm:
         gated = not spec.mode.startswith("RNN")
+        rows = f"each row of {', '.join(products)} (B, {'G*H' if gated else 'H'}), β = 0: the biases shift them"
+        cell = "c_t (B, H), with γ_c and β_c"
+        where = "; ".join(([rows] if products else []) + ([cell] if "c" in v.layer_norm_at(spec.mode) else []))
         out.append(
-            f"layer_norm: LN(v; γ, β) = γ ⊙ (v - mean v) / sqrt(var v + 1e-5) + β over each row of a_t, u_t "
-            f"(B, {'G*H' if gated else 'H'}) (β = 0 for a_t and u_t: the biases shift them)"
-            + ("; a_*, u_*: a gate's H rows of a_t, u_t" if gated else "")
+            f"layer_norm: LN(v; γ, β) = γ ⊙ (v - mean v) / sqrt(var v + 1e-5) + β over {where}"
+            + (
+                f"; {', '.join(p[0] + '_*' for p in products)}: a gate's H rows of {', '.join(products)}"
+                if gated and products
+                else ""
+            )
         )
     if v.peephole:
         out.append("peephole: w_ci, w_cf, w_co are the rows of weight_ch; i_t and f_t see c_{t-1}, o_t sees c_t")

@@ -139,9 +139,12 @@ def _formulas(spec: NetSpec, layer: int) -> tuple[str, str, int, str, str, int]:
     textbook_formula = f"{gates}({' + '.join([*terms[:2], 'H'])})"
     textbook = f"{gates}{times}({' + '.join(textbook_numbers)})"
     extra_terms = [("P*H", f"{P}*{H}", P * H)] if spec.proj_size else []
-    if spec.variant.layer_norm:  # two gains of G*H, and an LSTM's gain and shift of c_t
-        extra_terms.append((f"{2 * G}H" if G > 1 else "2H", f"{2 * G}*{H}", 2 * G * H))
-        extra_terms += [("2H", f"2*{H}", 2 * H)] if spec.mode == "LSTM" else []
+    places = spec.variant.layer_norm_at(spec.mode)
+    products = sum(p in places for p in ("ih", "hh"))  # a gain of G*H each, and c_t's gain and shift of H
+    if products:
+        k = products * G
+        extra_terms.append((f"{k}H" if k > 1 else "H", f"{k}*{H}", k * H))
+    extra_terms += [("2H", f"2*{H}", 2 * H)] if "c" in places else []
     if spec.variant.peephole:
         extra_terms.append(("3H", f"3*{H}", 3 * H))
     for symbols, numbers, count in extra_terms:  # the textbook cell with the same additions

@@ -19,7 +19,7 @@ Keywords of the modules (DESIGN.md, "Variants"), and what they change in one dir
 
 - ``layer_norm``: LN(v; g, b) = g (v - mean v) / sqrt(var v + 1e-5) + b over each row's G*H (or H)
   values, biased variance, as ``torch.nn.LayerNorm``; the products' LN has no shift (the biases
-  are the shift). Without it, LN is the identity.
+  are the shift). Where its gain is None (layer norm off there), LN is the identity.
 - ``peephole`` (LSTM): w_ci, w_cf, w_co, the rows of ``weight_ch`` (3H,).
 - ``recurrent_dropout=p``: m (B, P) ~ Bernoulli(1 - p) / (1 - p), one mask per sequence, layer and
   direction for every step and gate, drawn each call in training; m = 1 in evaluation. Only the
@@ -47,6 +47,8 @@ from .rnn.naive import NONLINEARITIES
 from .scan import scan, summed_bias
 
 LN_EPS = 1e-5
+# Where layer norm can act: the input product W_ih x_t, the recurrent product W_hh h_{t-1}, an LSTM's c_t.
+LN_PLACES = {"LSTM": ("ih", "hh", "c"), "GRU": ("ih", "hh"), "RNN_TANH": ("ih", "hh"), "RNN_RELU": ("ih", "hh")}
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,15 @@ class Variant:
     """The variant keywords that change a net's computation (forget_bias and chrono_init only
     initialise it). All off: torch.nn's net."""
 
-    layer_norm: bool = False
+    layer_norm: bool | tuple[str, ...] = False  # True: everywhere; else some of LN_PLACES
     peephole: bool = False
     recurrent_dropout: float = 0.0
     zoneout: tuple[float, float] = (0.0, 0.0)  # (z_c, z_h); GRU and RNN have no c
     weight_dropout: float = 0.0
+
+    def layer_norm_at(self, mode: str) -> tuple[str, ...]:
+        """Where layer norm acts in a ``mode`` cell: some of "ih" (W_ih x_t), "hh" (W_hh h_{t-1}), "c" (c_t)."""
+        return LN_PLACES[mode] if self.layer_norm is True else self.layer_norm or ()
 
 
 class Extras(NamedTuple):

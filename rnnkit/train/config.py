@@ -18,6 +18,7 @@ from .errors import ConfigError
 CELLS = ("lstm", "gru", "rnn")
 VARIANT_FIELDS = (
     "layer_norm",
+    "layer_norm_at",
     "peephole",
     "recurrent_dropout",
     "zoneout",
@@ -75,10 +76,21 @@ def check(config: Any) -> None:
 def variant_args(config: TrainConfig) -> dict[str, Any]:
     """The variant keywords of the run's recurrent module that differ from torch.nn's net (``rnnkit.variants``)."""
     plain = {f.name: f.default for f in fields(TrainConfig) if f.name in VARIANT_FIELDS}
-    return {name: getattr(config, name) for name in VARIANT_FIELDS if getattr(config, name) != plain[name]}
+    given = {name: getattr(config, name) for name in VARIANT_FIELDS if getattr(config, name) != plain[name]}
+    places = given.pop("layer_norm_at", "all")
+    if given.get("layer_norm") and places != "all":
+        given["layer_norm"] = tuple(places.split(","))
+    return given
 
 
 def _check_variant(config: TrainConfig) -> None:
+    if config.layer_norm_at != "all":
+        every = ("ih", "hh", "c") if getattr(config, "cell", "lstm") == "lstm" else ("ih", "hh")
+        places = config.layer_norm_at.split(",")
+        if not config.layer_norm:
+            raise ConfigError("--layer-norm-at says where --layer-norm acts: give --layer-norm too")
+        if any(place not in every for place in places):
+            raise ConfigError(f"--layer-norm-at takes all or some of {','.join(every)}, got {config.layer_norm_at}")
     given = variant_args(config)
     flags = ", ".join("--" + name.replace("_", "-") for name in given)
     if given and config.backend == "torch.nn":
@@ -134,6 +146,11 @@ class TrainConfig:
     backend: str = option("auto", "rnnkit backend, or torch.nn to train torch.nn's module", choices=BACKENDS)
     # variants of the recurrent module (rnnkit's modules; DESIGN.md, "Variants")
     layer_norm: bool = option(False, "layer normalisation inside the recurrence")
+    layer_norm_at: str = option(
+        "all",
+        "where --layer-norm acts: all, or some of ih (W_ih x_t), hh (W_hh h_{t-1}), c (LSTM's c_t), e.g. hh,c",
+        metavar="PLACES",
+    )
     peephole: bool = option(False, "LSTM peepholes: the gates see the cell state")
     recurrent_dropout: float = option(
         0.0, "variational dropout on h_{t-1}: one mask per sequence and layer", valid="[0, 1)"
