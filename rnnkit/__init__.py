@@ -6,12 +6,11 @@ parameter names, shapes, gate order and initialisation) that also take
 LSTM, GRU or RNN (rnnkit's or torch.nn's) holds, computes and returns.
 """
 
-from . import plots
 from .cells import GRUCell, LSTMCell, RNNCell
 from .errors import RNNInputError, RNNTypeError
-from .explain import explain
+from .explain import explain, plots
+from .explain.record import Recording, record
 from .modules import GRU, LSTM, RNN
-from .record import Recording, record
 from .sequences import last_valid
 
 __all__ = [

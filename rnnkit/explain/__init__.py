@@ -41,9 +41,9 @@ from typing import Any
 
 from torch import nn
 
-from ..record import Recording
 from .equations import Equation, equations, latex_block, notes
 from .params import ParameterReport, parameter_report
+from .record import Recording
 from .run import Packed, Relation, Shape, check_input_shape, dims_of, relations, run
 from .shapes import packed_info, shape_table
 from .spec import NetSpec, find_recurrent, spec_of

@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import cli, plots
+from .. import cli
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..modules import GRU, LSTM, RNN
 from ..ops import BACKENDS
-from ..record import record
-from . import Report, explain
+from . import Report, explain, plots
 from .checkpoint import load_checkpoint
+from .record import record
 from .spec import spec_of
 
 # cell type -> (rnnkit class, torch.nn class)

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..checks import check_lengths
-from ..record import Recording, record, time_major
 from ..sequences import last_valid
+from .record import Recording, record, time_major
 from .spec import NetSpec
 
 # Largest |difference| accepted, relative to max(1, largest |value|), per dtype.

@@ -13,30 +13,9 @@ from torch import Tensor, nn
 
 from ..cells import RNNCellBase
 from ..modules import RNNBase
+from ..ops.gates import GATES, Gate
 from ..ops.variant import Extras, Variant
 from ..variants import extra_shapes
-
-
-@dataclass(frozen=True)
-class Gate:
-    """One block of G*H rows in ``weight_ih``/``weight_hh``: its letter, meaning and nonlinearity."""
-
-    name: str
-    meaning: str
-    activation: str
-
-
-GATES: dict[str, tuple[Gate, ...]] = {
-    "LSTM": (
-        Gate("i", "input gate", "sigmoid"),
-        Gate("f", "forget gate", "sigmoid"),
-        Gate("g", "cell candidate", "tanh"),
-        Gate("o", "output gate", "sigmoid"),
-    ),
-    "GRU": (Gate("r", "reset gate", "sigmoid"), Gate("z", "update gate", "sigmoid"), Gate("n", "new gate", "tanh")),
-    "RNN_TANH": (Gate("h", "hidden state", "tanh"),),
-    "RNN_RELU": (Gate("h", "hidden state", "relu"),),
-}
 
 # Parameter slots of one layer and direction, in torch.nn's order.
 SLOTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")

@@ -30,6 +30,7 @@ from torch import Tensor
 from ..errors import RNNTypeError
 from . import aten, compiled, scan
 from . import variant as variant_ops
+from .gates import GATES
 from .gru import cpu as gru_cpu
 from .gru.naive import gru, gru_cell
 from .lstm import cpu as lstm_cpu
@@ -131,7 +132,7 @@ ONEDNN_STEP_MACS = 1 << 20
 # less per call, except for fewer than ROWS_PER_THREAD sequences (one token at a time when text is
 # generated), where rnnkit's call costs less (benchmarks/cpu.py's last row).
 SHORT_STEPS = 2
-GATE_COUNTS = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+GATE_COUNTS = {mode: len(gates) for mode, gates in GATES.items()}
 
 
 def recurrent_macs(mode: str, batch: int, hidden_size: int, proj_size: int = 0) -> int:

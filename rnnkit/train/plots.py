@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..plots import new_figure
+from ..explain.plots import new_figure
 
 _NAMES = {"ppl": "perplexity", "acc": "accuracy"}
 

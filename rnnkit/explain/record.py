@@ -31,10 +31,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .checks import check_lengths
-from .explain.spec import GATES, NetSpec, extras_of, find_recurrent, spec_of, weights_of
-from .ops import variant
-from .sequences import packed_to_padded
+from ..checks import check_lengths
+from ..ops import variant
+from ..sequences import packed_to_padded
+from .spec import GATES, NetSpec, extras_of, find_recurrent, spec_of, weights_of
 
 
 @dataclass

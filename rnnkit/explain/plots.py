@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from .explain.params import Block, parameter_report
-from .explain.spec import find_recurrent, spec_of
+from .params import Block, parameter_report
 from .record import Recording
+from .spec import find_recurrent, spec_of
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
