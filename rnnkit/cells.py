@@ -5,7 +5,6 @@ Dimensions: B batch, I input_size, H hidden_size, G gates (LSTM 4, GRU 3, RNN 1)
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import torch
@@ -24,11 +23,21 @@ from .checks import (
 from .errors import RNNTypeError
 from .interop import TorchTwin
 from .modules import GATES
+from .ops import variant as variant_ops
+from .variants import Extras, VariantKeywords, is_recurrence
 
 
-class RNNCellBase(TorchTwin, nn.Module):
+class RNNCellBase(VariantKeywords, TorchTwin, nn.Module):
     """Shared machinery of the cells: parameters ``weight_ih`` (G*H, I), ``weight_hh`` (G*H, H),
-    ``bias_ih`` and ``bias_hh`` (G*H,), all drawn from U(-1/sqrt(H), 1/sqrt(H)) as in torch.nn."""
+    ``bias_ih`` and ``bias_hh`` (G*H,), all drawn from U(-1/sqrt(H), 1/sqrt(H)) as in torch.nn.
+
+    Variant keywords (off by default; as the modules', README "Variants"): ``layer_norm`` (the
+    parameters ``ln_ih_weight``, ``ln_hh_weight``, LSTM ``ln_c_weight``, ``ln_c_bias``), ``peephole``
+    (LSTM, ``weight_ch``), ``zoneout`` (a fresh mask each call in training, the expectation in
+    evaluation), ``forget_bias`` and ``chrono_init`` (LSTM). ``recurrent_dropout`` and
+    ``weight_dropout`` draw one mask per sequence, which a cell, called once a step, cannot tell
+    apart: the modules take them.
+    """
 
     _state_names: ClassVar[tuple[str, ...]] = ("h",)
 
@@ -41,11 +50,21 @@ class RNNCellBase(TorchTwin, nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        **variant: Any,
     ) -> None:
         super().__init__()
+        name = type(self).__name__
+        per_sequence = [key for key in ("recurrent_dropout", "weight_dropout") if variant.get(key)]
+        if per_sequence:
+            raise ValueError(
+                f"{name}: {per_sequence[0]} draws one mask per sequence, and a cell is called once a step; "
+                f"rnnkit.{name.removesuffix('Cell')} runs the sequence and takes it"
+            )
+        self._set_variant(mode, bool(bias), variant)
         check_size("input_size", input_size)
         check_size("hidden_size", hidden_size)
         ops.check_backend(backend)
+        self._check_variant_backend(backend, all_states=False)
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -61,13 +80,14 @@ class RNNCellBase(TorchTwin, nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        self._register_extras([""], factory)
         self.reset_parameters()
 
+    @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), in torch.nn's order."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        """Draw torch.nn's parameters from U(-1/sqrt(H), 1/sqrt(H)) in torch.nn's order, then the variant's."""
+        names = ["weight_ih", "weight_hh", *(["bias_ih", "bias_hh"] if self.bias else [])]
+        self._reset_parameters(names, [("bias_ih", "bias_hh")] if self.bias else [])
 
     def _states_from_hx(self, hx: Any) -> tuple[Tensor, ...] | None:
         if isinstance(hx, (tuple, list)):
@@ -81,9 +101,16 @@ class RNNCellBase(TorchTwin, nn.Module):
         """One step: input (B, I) or (I,) unbatched; states (B, H) or (H,); zeros when hx is None."""
         states = self._states_from_hx(hx)
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        return run_autocast(self.weight_ih.device.type, self.backend, self._step, input, states, weights)
+        extras = self._extras()[0] if is_recurrence(self.variant) else None
+        return run_autocast(self.weight_ih.device.type, self.backend, self._step, input, states, weights, extras)
 
-    def _step(self, input: Tensor, states: tuple[Tensor, ...] | None, weights: tuple[Tensor | None, ...]) -> Any:
+    def _step(
+        self,
+        input: Tensor,
+        states: tuple[Tensor, ...] | None,
+        weights: tuple[Tensor | None, ...],
+        extras: Extras | None,
+    ) -> Any:
         name = type(self).__name__
         reference = weights[0]
         check_tensor_like(name, "input", input, reference)
@@ -100,7 +127,13 @@ class RNNCellBase(TorchTwin, nn.Module):
                 check_state_shape(name, state_name, state, expected, 0 if batched else None)
             if not batched:
                 states = tuple(s.unsqueeze(0) for s in states)
-        new = ops.cell_step(self.mode, ops.resolve_backend(self.backend, x, self.mode), x, states, weights)
+        if extras is None:
+            new = ops.cell_step(self.mode, ops.resolve_backend(self.backend, x, self.mode), x, states, weights)
+        else:  # one step of the variant's equations (ops/variant.py), zoneout's mask fresh each call
+            self._check_variant_backend(self.backend, all_states=False)
+            sizes = tuple(s.shape[-1] for s in states)
+            _, zone = variant_ops.noise(self.variant, self.training, 1, x.shape[0], sizes, x)
+            _, new = variant_ops.direction(self.mode, x.unsqueeze(0), states, weights, extras, None, zone)
         if not batched:
             new = tuple(s.squeeze(0) for s in new)
         return self._hx_from_states(new)
@@ -113,7 +146,7 @@ class RNNCellBase(TorchTwin, nn.Module):
             s += f", nonlinearity={self.nonlinearity}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
-        return s
+        return s + self._variant_repr()
 
 
 class LSTMCell(RNNCellBase):
@@ -147,8 +180,9 @@ class LSTMCell(RNNCellBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        **variant: Any,
     ) -> None:
-        super().__init__("LSTM", input_size, hidden_size, bias, device, dtype, backend)
+        super().__init__("LSTM", input_size, hidden_size, bias, device, dtype, backend, **variant)
 
     def _states_from_hx(self, hx: Any) -> tuple[Tensor, ...] | None:
         if hx is None:
@@ -192,8 +226,9 @@ class GRUCell(RNNCellBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        **variant: Any,
     ) -> None:
-        super().__init__("GRU", input_size, hidden_size, bias, device, dtype, backend)
+        super().__init__("GRU", input_size, hidden_size, bias, device, dtype, backend, **variant)
 
 
 class RNNCell(RNNCellBase):
@@ -223,8 +258,11 @@ class RNNCell(RNNCellBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         backend: str = "auto",
+        **variant: Any,
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(f"RNN_{nonlinearity.upper()}", input_size, hidden_size, bias, device, dtype, backend)
+        super().__init__(
+            f"RNN_{nonlinearity.upper()}", input_size, hidden_size, bias, device, dtype, backend, **variant
+        )

@@ -11,7 +11,6 @@ Dimensions used in the docstrings:
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -42,7 +41,7 @@ GATES = ops.GATE_COUNTS
 _SLOTS = ("weight_ih_l{}{}", "weight_hh_l{}{}", "bias_ih_l{}{}", "bias_hh_l{}{}", "weight_hr_l{}{}")
 
 
-class RNNBase(TorchTwin, nn.Module):
+class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
     """Shared machinery of ``LSTM``, ``GRU`` and ``RNN``: parameters, checks and dispatch.
 
     Parameters are registered with torch.nn's names, shapes and order, so a
@@ -69,10 +68,7 @@ class RNNBase(TorchTwin, nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        self.variant = variants.variant_of(mode, name, variant)
-        self.forget_bias = variant.get("forget_bias")
-        self.chrono_init = variant.get("chrono_init")
-        variants.check_initialisation(name, bias, self.forget_bias, self.chrono_init)
+        self._set_variant(mode, bias, variant)
         check_size("input_size", input_size)
         check_size("hidden_size", hidden_size)
         check_size("num_layers", num_layers)
@@ -141,20 +137,17 @@ class RNNBase(TorchTwin, nn.Module):
                 self._flat_weights_names.extend(present)
                 self._all_weights.append(present)
                 self._weight_slots.append(tuple(slots if mode == "LSTM" else slots[:4]))
-        suffixes = [f"_l{layer}{'_reverse' if d else ''}" for layer in range(num_layers) for d in range(directions)]
-        self._extra_slots = variants.register_extras(self, mode, self.variant, hidden_size, suffixes, factory)
+        self._register_extras(
+            [f"_l{k}{'_reverse' if d else ''}" for k in range(num_layers) for d in range(directions)], factory
+        )
         self.reset_parameters()
 
+    @torch.no_grad()
     def reset_parameters(self) -> None:
         """Draw torch.nn's parameters from U(-1/sqrt(H), 1/sqrt(H)) in torch.nn's order (same seed, same
         values), then the variant's (see ``rnnkit.variants``), then the forget gate's initialisation."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for name in self._flat_weights_names:
-            nn.init.uniform_(getattr(self, name), -bound, bound)
-        variants.reset_extras(self, self._extra_slots, self.hidden_size)
-        if self.mode == "LSTM" and self.bias:
-            biases = [(getattr(self, slots[2]), getattr(self, slots[3])) for slots in self._weight_slots]
-            variants.initialise_forget_gate(biases, self.hidden_size, self.forget_bias, self.chrono_init)
+        pairs = [(slots[2], slots[3]) for slots in self._weight_slots] if self.bias else []
+        self._reset_parameters(self._flat_weights_names, pairs)
 
     def flatten_parameters(self) -> None:
         """Does nothing: kept so code written for torch.nn (which packs weights for cuDNN) runs unchanged."""
@@ -176,26 +169,6 @@ class RNNBase(TorchTwin, nn.Module):
         if p > 0 and self.training:  # DropConnect: a fresh mask on W_hh each call, before any backend
             weights = [(w_ih, F.dropout(w_hh, p, training=True), *rest) for w_ih, w_hh, *rest in weights]
         return weights
-
-    def _extras(self) -> list[variants.Extras]:
-        return [
-            variants.Extras(*(None if s is None else getattr(self, s) for s in slots)) for slots in self._extra_slots
-        ]
-
-    def _torch_lacks(self) -> list[str]:
-        return variants.features(self.variant)
-
-    def _check_variant_backend(self, backend: str, all_states: bool) -> None:
-        """A variant that changes the time loop, and every step's states, run on the naive ops only."""
-        if backend in ("auto", "naive"):
-            return
-        asked = [f for f in variants.features(self.variant) if f.split("=")[0] in variants.RECURRENCE_KEYWORDS]
-        asked += ["all_states=True"] if all_states else []
-        if asked:
-            raise ValueError(
-                f"{type(self).__name__}: backend={backend!r} does not run {', '.join(asked)} yet; "
-                "use backend='auto' or 'naive' (the equations in plain torch ops)"
-            )
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """torch.nn's ``load_state_dict``; a torch.nn state dict given to a variant (strictly) says what to do."""
@@ -352,12 +325,7 @@ class RNNBase(TorchTwin, nn.Module):
             s += f", bidirectional={self.bidirectional}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
-        for feature in variants.features(self.variant):
-            s += f", {feature}"
-        for name in ("forget_bias", "chrono_init"):
-            if getattr(self, name) is not None:
-                s += f", {name}={getattr(self, name)}"
-        return s
+        return s + self._variant_repr()
 
 
 _SHAPES_DOC = """

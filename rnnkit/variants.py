@@ -186,3 +186,67 @@ def initialise_forget_gate(
         bias_ih[H : 2 * H] = forget
         bias_ih[:H] = -forget
         bias_hh[: 2 * H] = 0
+
+
+class VariantKeywords:
+    """What a module or cell with variant keywords has: ``variant``, ``forget_bias``, ``chrono_init``, the
+    variant's parameters after torch.nn's, and the checks, initialisation and repr that go with them.
+
+    The class using it sets ``mode`` and ``hidden_size``, calls ``_set_variant`` and
+    ``_check_variant_backend`` when it checks its arguments, and ``_register_extras`` after it has
+    registered torch.nn's parameters.
+    """
+
+    mode: str
+    hidden_size: int
+    _extra_slots: list[tuple[str | None, ...]]
+
+    def _set_variant(self, mode: str, bias: bool, keywords: dict[str, Any]) -> None:
+        owner = type(self).__name__
+        self.variant = variant_of(mode, owner, keywords)
+        self.forget_bias = keywords.get("forget_bias")
+        self.chrono_init = keywords.get("chrono_init")
+        check_initialisation(owner, bias, self.forget_bias, self.chrono_init)
+
+    def _register_extras(self, suffixes: list[str], factory: dict[str, Any]) -> None:
+        self._extra_slots = register_extras(self, self.mode, self.variant, self.hidden_size, suffixes, factory)
+
+    def _reset_parameters(self, torch_names: list[str], bias_pairs: list[tuple[str, str]]) -> None:
+        """torch.nn's parameters from U(-1/sqrt(H), 1/sqrt(H)) in torch.nn's order (same seed, same values),
+        then the variant's, then the forget gate's initialisation of each (bias_ih, bias_hh) pair."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for name in torch_names:
+            nn.init.uniform_(getattr(self, name), -bound, bound)
+        reset_extras(self, self._extra_slots, self.hidden_size)
+        if self.mode == "LSTM" and bias_pairs:
+            biases = [(getattr(self, b_ih), getattr(self, b_hh)) for b_ih, b_hh in bias_pairs]
+            initialise_forget_gate(biases, self.hidden_size, self.forget_bias, self.chrono_init)
+
+    def _extras(self) -> list[Extras]:
+        """Each layer and direction's (or the cell's) variant parameters."""
+        return [Extras(*(None if s is None else getattr(self, s) for s in slots)) for slots in self._extra_slots]
+
+    def _torch_lacks(self) -> list[str]:
+        return features(self.variant)
+
+    def _check_variant_backend(self, backend: str, all_states: bool) -> None:
+        """A variant that changes the time loop, and every step's states, run on the naive ops only."""
+        if backend in ("auto", "naive"):
+            return
+        asked = [f for f in features(self.variant) if f.split("=")[0] in RECURRENCE_KEYWORDS]
+        asked += ["all_states=True"] if all_states else []
+        if asked:
+            raise ValueError(
+                f"{type(self).__name__}: backend={backend!r} does not run {', '.join(asked)} yet; "
+                "use backend='auto' or 'naive' (the equations in plain torch ops)"
+            )
+
+    def _variant_repr(self) -> str:
+        """What ``extra_repr`` ends with: ", layer_norm=True, ..." for the keywords that are set."""
+        given = features(self.variant)
+        given += [
+            f"{name}={getattr(self, name)}"
+            for name in ("forget_bias", "chrono_init")
+            if getattr(self, name) is not None
+        ]
+        return "".join(f", {g}" for g in given)

@@ -412,3 +412,50 @@ def test_layer_norm_at_some_places():
     assert report.passed and "u_t = LN(W_hh h_{t-1}; γ_hh)" in str(report) and "a_t =" not in str(report)
     assert "i_t = σ(W_ii x_t + b_ii + u_i + b_hi)" in str(report)
     assert report.parameters.groups[0].count == report.parameters.groups[0].formula_count == 4 * (4 + 16 + 8) + 16 + 8
+
+
+CELL_VARIANTS = [
+    (rnnkit.LSTMCell, nn.LSTMCell, rnnkit.LSTM, dict(layer_norm=True, peephole=True, zoneout=(0.2, 0.1))),
+    (rnnkit.GRUCell, nn.GRUCell, rnnkit.GRU, dict(layer_norm=("hh",), zoneout=0.3)),
+    (rnnkit.RNNCell, nn.RNNCell, rnnkit.RNN, dict(layer_norm=True)),
+]
+
+
+@pytest.mark.parametrize(("cell_class", "torch_class", "module_class", "keywords"), CELL_VARIANTS)
+def test_a_variant_cell_in_a_loop_is_the_module(cell_class, torch_class, module_class, keywords):
+    """torch.nn's weights from the same seed, the variant's after; stepped over a sequence in evaluation it
+    gives the module's output; in training zoneout draws a fresh mask each call, the same from the same seed."""
+    torch.manual_seed(4)
+    theirs = torch_class(3, 5)
+    torch.manual_seed(4)
+    cell = cell_class(3, 5, **keywords)
+    for name, weight in theirs.named_parameters():
+        assert torch.equal(getattr(cell, name), weight), name
+    module = module_class(3, 5, **keywords)
+    module.load_state_dict({f"{name}_l0": value for name, value in cell.state_dict().items()})
+    cell.eval(), module.eval()
+    x = torch.randn(6, 2, 3, dtype=torch.float32)
+    state = None
+    outputs = []
+    for t in range(6):
+        state = cell(x[t], state)
+        outputs.append(state[0] if isinstance(state, tuple) else state)
+    assert_close("output", torch.stack(outputs), module(x)[0])
+    assert rnnkit.explain(cell, (2, 3)).passed
+    cell.train()
+    assert torch.equal(same_seed(cell, x[0])[0], same_seed(cell, x[0])[0])
+    if any(cell.variant.zoneout):
+        assert not torch.equal(same_seed(cell, x[0])[0], same_seed(cell, x[0], seed=12)[0])
+
+
+def test_cells_refuse_per_sequence_masks_and_fused_backends():
+    with pytest.raises(ValueError, match=r"recurrent_dropout draws one mask per sequence.*rnnkit\.GRU runs"):
+        rnnkit.GRUCell(3, 4, recurrent_dropout=0.1)
+    with pytest.raises(ValueError, match=r"weight_dropout draws one mask per sequence.*rnnkit\.LSTM runs"):
+        rnnkit.LSTMCell(3, 4, weight_dropout=0.1)
+    with pytest.raises(ValueError, match="backend='torch' does not run layer_norm=True yet"):
+        rnnkit.RNNCell(3, 4, layer_norm=True, backend="torch")
+    with pytest.raises(ValueError, match="peephole is an LSTM keyword"):
+        rnnkit.GRUCell(3, 4, peephole=True)
+    cell = rnnkit.LSTMCell(3, 4, forget_bias=2.0)
+    assert torch.equal((cell.bias_ih + cell.bias_hh)[4:8].detach(), torch.full((4,), 2.0))

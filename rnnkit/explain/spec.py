@@ -65,9 +65,7 @@ class NetSpec:
         """Slot (``weight_ih``, ..., then a variant's ``ln_ih_weight``, ...) -> parameter name of one layer
         and direction, for the slots it has."""
         slots = [s for s in SLOTS if (self.bias or not s.startswith("bias")) and (self.proj_size or s != "weight_hr")]
-        if self.is_cell:
-            return {s: s for s in slots}
-        suffix = f"_l{layer}{'_reverse' if direction else ''}"
+        suffix = "" if self.is_cell else f"_l{layer}{'_reverse' if direction else ''}"
         names = {s: s + suffix for s in slots}
         return names | {stem: stem + suffix for stem in extra_shapes(self.mode, self.variant, self.hidden_size)}
 
@@ -128,7 +126,7 @@ def spec_of(module: nn.Module) -> NetSpec:
         bidirectional=False if is_cell else module.bidirectional,
         proj_size=0 if is_cell else module.proj_size,
         dropout=0.0 if is_cell else float(module.dropout),
-        variant=module.variant if isinstance(module, RNNBase) else Variant(),
+        variant=module.variant if isinstance(module, (RNNBase, RNNCellBase)) else Variant(),
     )
 
 
@@ -147,4 +145,4 @@ def weights_of(module: nn.Module, spec: NetSpec) -> list[tuple[Tensor | None, ..
 def extras_of(module: nn.Module, spec: NetSpec) -> list[Extras] | None:
     """Per layer and direction, the variant's parameters of an rnnkit module (``ops/variant.py``'s
     Extras), or None where there is no variant."""
-    return module._extras() if isinstance(module, RNNBase) and spec.variant != Variant() else None
+    return module._extras() if isinstance(module, (RNNBase, RNNCellBase)) and spec.variant != Variant() else None
