@@ -114,7 +114,7 @@ from cpu import (  # noqa: E402
 
 import rnnkit  # noqa: E402
 from rnnkit import ops  # noqa: E402
-from rnnkit.plots import new_figure  # noqa: E402
+from rnnkit.explain.plots import new_figure  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_REPEATS = 10
