@@ -100,19 +100,26 @@ def check_initialisation(owner: str, bias: bool, forget_bias: object, chrono_ini
 
 def is_recurrence(variant: Variant) -> bool:
     """Whether ``variant`` changes the time loop (then only the naive ops run it)."""
-    return variant.layer_norm or variant.peephole or variant.recurrent_dropout > 0 or any(variant.zoneout)
+    return bool(variant.layer_norm or variant.peephole or variant.recurrent_dropout > 0 or any(variant.zoneout))
 
 
-def features(variant: Variant) -> list[str]:
-    """The keywords of ``variant`` that torch.nn lacks, as ``name=value`` (empty for torch.nn's net)."""
+def _set_keywords(variant: Variant) -> list[tuple[str, object]]:
+    """(name, value) of each keyword of ``variant`` that is on, as the user would write it."""
+    z_c, z_h = variant.zoneout
     named = [
         ("layer_norm", variant.layer_norm),
         ("peephole", variant.peephole),
         ("recurrent_dropout", variant.recurrent_dropout),
-        ("zoneout", variant.zoneout if variant.zoneout[0] != variant.zoneout[1] else variant.zoneout[1]),
+        ("zoneout", variant.zoneout if z_c != z_h else z_h),
         ("weight_dropout", variant.weight_dropout),
     ]
-    return [f"{name}={value}" for name, value in named if value]
+    return [(name, value) for name, value in named if value]
+
+
+def features(variant: Variant, names: tuple[str, ...] = KEYWORDS) -> list[str]:
+    """The keywords of ``variant`` (among ``names``) that torch.nn lacks, as ``name=value``; empty for
+    torch.nn's net."""
+    return [f"{name}={value}" for name, value in _set_keywords(variant) if name in names]
 
 
 def extra_shapes(mode: str, variant: Variant, hidden_size: int) -> dict[str, tuple[int, ...]]:
@@ -233,7 +240,7 @@ class VariantKeywords:
         """A variant that changes the time loop, and every step's states, run on the naive ops only."""
         if backend in ("auto", "naive"):
             return
-        asked = [f for f in features(self.variant) if f.split("=")[0] in RECURRENCE_KEYWORDS]
+        asked = features(self.variant, RECURRENCE_KEYWORDS)
         asked += ["all_states=True"] if all_states else []
         if asked:
             raise ValueError(
