@@ -25,18 +25,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import subprocess
 import sys
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from training_runs import run_all
 
 RECIPE = ["--data", "mnist1d", "--cell", "lstm", "--lr", "2e-3", "--batch-size", "64", "--epochs", "100"]
 RECIPE += ["--schedule", "constant", "--no-progress"]
@@ -49,27 +42,6 @@ MODELS = {
 OUT = Path(__file__).resolve().parent / "results" / "train-mnist1d-lstm-gru-recipe.json"
 
 
-def run(seed: int, model: str, root: Path) -> dict[str, Any]:
-    """One training run in a fresh process; its command, final and best test accuracy, seconds and history."""
-    out_dir = root / f"{model}-{seed}"
-    args = ["train", "classify", *RECIPE, "--seed", str(seed), *MODELS[model]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "rnnkit", *args, "--out-dir", str(out_dir)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"rnnkit {' '.join(args)} failed: {done.stderr.strip()}")
-    history = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    return {
-        "command": "rnnkit " + " ".join(args),
-        "seed": seed,
-        "model": model,
-        "final_test_acc": history[-1]["test_acc"],
-        "best_test_acc": max(epoch["test_acc"] for epoch in history),
-        "train_seconds": round(sum(epoch["seconds"] for epoch in history), 1),
-        "history": history,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -77,28 +49,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["cpu", "torch.nn"])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from machine import device_info, write_json
-
-    with tempfile.TemporaryDirectory() as root, ThreadPoolExecutor(args.parallel) as pool:
-        jobs = [(seed, model) for seed in range(args.seeds) for model in args.models]
-        runs = list(pool.map(lambda job: run(*job, Path(root)), jobs))
-    print(f"{'seed':>4} {'model':<10} {'final test acc':>14} {'best':>7} {'seconds':>8}")
-    for r in runs:
-        print(
-            f"{r['seed']:>4} {r['model']:<10} {100 * r['final_test_acc']:>13.2f}% "
-            f"{100 * r['best_test_acc']:>6.2f}% {r['train_seconds']:>8.0f}"
-        )
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device_info(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "parallel": args.parallel,
-        "runs": runs,
-    }
-    write_json(args.out, report)
-    print(f"wrote {args.out}")
+    jobs = [
+        (["train", "classify", *RECIPE, "--seed", str(seed), *MODELS[model]], {"seed": seed, "model": model})
+        for seed in range(args.seeds)
+        for model in args.models
+    ]
+    run_all(jobs, args.parallel, args.out)
 
 
 if __name__ == "__main__":

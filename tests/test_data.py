@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
+import dataclasses
 import itertools
-import struct
 
 import pytest
 import torch
@@ -21,6 +20,8 @@ from rnnkit.data import (
     split_tail,
     timemachine,
 )
+
+from .utils import idx_bytes, write_idx_images
 
 
 def test_timemachine_is_shipped_without_its_source_line():
@@ -133,27 +134,9 @@ def test_mnist1d_leaves_the_global_generators_alone():
     assert random.random() == random.Random(123).random()
 
 
-def _idx(shape: tuple[int, ...], values: bytes) -> bytes:
-    return b"\0\0\x08" + bytes([len(shape)]) + b"".join(struct.pack(">I", n) for n in shape) + values
-
-
-def _write_mnist(folder, images: int, gz: bool) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, count in (("train", images), ("t10k", 2)):
-        files = {
-            f"{prefix}-images-idx3-ubyte": _idx((count, 28, 28), bytes(range(256)) * 3 * count + bytes(16 * count)),
-            f"{prefix}-labels-idx1-ubyte": _idx((count,), bytes(i % 10 for i in range(count))),
-        }
-        for name, raw in files.items():
-            if gz:
-                (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
-            else:
-                (folder / name).write_bytes(raw)
-
-
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
 def test_mnist_from_local_idx_files(tmp_path, gz):
-    _write_mnist(tmp_path, images=3, gz=gz)
+    write_idx_images(tmp_path, images=3, gz=gz)
     mnist = load("mnist", tmp_path)
     assert mnist.x_train.shape == (3, 28, 28) and mnist.x_test.shape == (2, 28, 28)
     assert mnist.x_train.min() == -1 and mnist.x_train.max() == 1  # 0..255 to [-1, 1]
@@ -161,7 +144,7 @@ def test_mnist_from_local_idx_files(tmp_path, gz):
 
 
 def test_mnist_in_torchvision_layout(tmp_path):
-    _write_mnist(tmp_path / "MNIST" / "raw", images=3, gz=True)
+    write_idx_images(tmp_path / "MNIST" / "raw", images=3, gz=True)
     assert load("mnist", tmp_path).x_train.shape == (3, 28, 28)
 
 
@@ -172,8 +155,36 @@ def test_mnist_missing_names_the_files_and_never_downloads(tmp_path):
         load("mnist")
 
 
+def test_fashion_mnist_from_a_given_folder_in_either_layout(tmp_path):
+    write_idx_images(tmp_path / "flat", images=3, gz=True)
+    write_idx_images(tmp_path / "tv" / "FashionMNIST" / "raw", images=4, gz=False)
+    fashion = load("fashion-mnist", tmp_path / "flat")
+    assert fashion.name == "fashion-mnist" and fashion.x_train.shape == (3, 28, 28) and fashion.classes == 10
+    assert load("fashion-mnist", tmp_path / "tv").x_train.shape == (4, 28, 28)
+
+
+def test_fashion_mnist_missing_names_the_debian_package(tmp_path, monkeypatch):
+    source = idx.SOURCES["fashion-mnist"]
+    monkeypatch.setitem(idx.SOURCES, "fashion-mnist", dataclasses.replace(source, default_dir=tmp_path / "none"))
+    expected = r"Fashion-MNIST not found in .*none: missing .*apt-get install dataset-fashion-mnist"
+    with pytest.raises(DataError, match=expected):
+        load("fashion-mnist")
+
+
+@pytest.mark.skipif(
+    not idx.SOURCES["fashion-mnist"].default_dir.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+)
+def test_fashion_mnist_real_files():
+    fashion = load("fashion-mnist")
+    assert fashion.x_train.shape == (60000, 28, 28) and fashion.x_test.shape == (10000, 28, 28)
+    assert fashion.x_train.min() == -1 and fashion.x_train.max() == 1
+    # both splits are balanced: 6000 and 1000 images of each of the 10 classes
+    assert torch.bincount(fashion.y_train).tolist() == [6000] * 10
+    assert torch.bincount(fashion.y_test).tolist() == [1000] * 10
+
+
 def test_idx_bad_files(tmp_path):
-    (tmp_path / "short").write_bytes(_idx((3, 2), b"\0" * 5))
+    (tmp_path / "short").write_bytes(idx_bytes((3, 2), b"\0" * 5))
     (tmp_path / "text").write_bytes(b"hello world")
     with pytest.raises(DataError, match=r"holds 5 bytes of data, its header \(3, 2\) says 6"):
         idx.read(tmp_path / "short")
@@ -182,5 +193,6 @@ def test_idx_bad_files(tmp_path):
 
 
 def test_unknown_data_set():
-    with pytest.raises(DataError, match="unknown data set 'imagenet', expected one of digits, mnist1d, mnist"):
+    expected = "unknown data set 'imagenet', expected one of digits, mnist1d, mnist, fashion-mnist"
+    with pytest.raises(DataError, match=expected):
         load("imagenet")

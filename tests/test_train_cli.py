@@ -19,6 +19,7 @@ from rnnkit.data import Vocab, random_windows, timemachine
 from rnnkit.train import CharLM, CharLMConfig, checkpoint, train
 
 from .utils import run_cli as rnnkit
+from .utils import write_idx_images
 
 
 def torchrun(*args: str, processes: int) -> subprocess.CompletedProcess:
@@ -77,6 +78,10 @@ BAD_INPUT = {
     "nan": (["train", "charlm", "--dropout", "nan"], ["--dropout must be in [0, 1), got nan"]),
     "unwritable output folder": (["train", "classify", "--out-dir", "{d}/a_file/run"], ["cannot write to --out-dir"]),
     "MNIST missing": (["train", "classify", "--data", "mnist", "--data-dir", "{d}/no_mnist"], ["MNIST not found"]),
+    "Fashion-MNIST missing": (
+        ["train", "classify", "--data", "fashion-mnist", "--data-dir", "{d}/no_mnist"],
+        ["Fashion-MNIST not found in {d}/no_mnist", "apt-get install dataset-fashion-mnist"],
+    ),
     "missing checkpoint": (["generate", "--checkpoint", "{d}/nothing.pt"], ["nothing.pt does not exist"]),
     "variant on torch.nn": (
         ["train", "classify", "--zoneout", "0.1", "--backend", "torch.nn"],
@@ -179,6 +184,19 @@ def test_a_variant_trains_evaluates_and_keeps_its_keywords(tmp_path):
     assert_one_line_error(
         rnnkit("eval", "--checkpoint", out + "/checkpoint.pt", "--backend", "torch.nn"), "have no variant layer_norm"
     )
+
+
+def test_fashion_mnist_trains_and_evaluates_from_its_folder(tmp_path):
+    write_idx_images(tmp_path / "fashion", images=6, gz=True)
+    out = str(tmp_path / "run")
+    flags = ["--data", "fashion-mnist", "--data-dir", str(tmp_path / "fashion"), "--hidden-size", "8"]
+    flags += ["--epochs", "1", "--batch-size", "3", "--no-progress"]
+    result = rnnkit("train", "classify", *flags, "--out-dir", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("classify: fashion-mnist: 6 train / 2 test sequences of 28 steps x 28 features")
+    (tmp_path / "fashion").rename(tmp_path / "moved")
+    moved = rnnkit("eval", "--checkpoint", out + "/checkpoint.pt", "--data-dir", str(tmp_path / "moved"))
+    assert moved.returncode == 0 and "test_acc" in moved.stdout, moved.stderr
 
 
 def test_classify_resume_from_the_command_line_continues_the_run(tmp_path):

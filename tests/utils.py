@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import importlib.util
 import io
 import random
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +32,27 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = cli.main(list(args))
     return subprocess.CompletedProcess(["rnnkit", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+def idx_bytes(shape: tuple[int, ...], values: bytes) -> bytes:
+    """An IDX file of unsigned bytes: the header for ``shape``, then ``values``."""
+    return b"\0\0\x08" + bytes([len(shape)]) + b"".join(struct.pack(">I", n) for n in shape) + values
+
+
+def write_idx_images(folder: Path, images: int, gz: bool) -> None:
+    """MNIST's four files in ``folder``: ``images`` train and 2 test images of 28x28, labels 0, 1, 2, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, count in (("train", images), ("t10k", 2)):
+        pixels = bytes(range(256)) * 3 * count + bytes(16 * count)
+        files = {
+            f"{prefix}-images-idx3-ubyte": idx_bytes((count, 28, 28), pixels),
+            f"{prefix}-labels-idx1-ubyte": idx_bytes((count,), bytes(i % 10 for i in range(count))),
+        }
+        for name, raw in files.items():
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+            else:
+                (folder / name).write_bytes(raw)
 
 
 def benchmark_module(name: str) -> Any:

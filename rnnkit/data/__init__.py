@@ -1,5 +1,6 @@
 """Data for training: The Time Machine and any UTF-8 text for the character language model;
-digits, MNIST-1D and MNIST (local IDX files) for sequence classification. Nothing is downloaded."""
+digits, MNIST-1D, MNIST and Fashion-MNIST (local IDX files) for sequence classification. Nothing is
+downloaded."""
 
 from .batches import Batches, random_windows, sequential_windows, shuffled, split_tail
 from .classification import DATASETS, LabelledSequences, load

@@ -5,6 +5,8 @@
 - ``mnist1d``: MNIST-1D generated locally by the ``mnist1d`` package with its default arguments:
   40 steps of 1 feature, 4000 train / 1000 test.
 - ``mnist``: MNIST from local IDX files: 28 steps (rows) of 28 features, 60000 train / 10000 test.
+- ``fashion-mnist``: Fashion-MNIST (Zalando's clothing images), in the same format and sizes; read from
+  Debian's ``dataset-fashion-mnist`` package's folder unless another folder is given.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor
 from . import idx
 from .errors import DataError
 
-DATASETS = ("digits", "mnist1d", "mnist")
+DATASETS = ("digits", "mnist1d", "mnist", "fashion-mnist")
 
 
 @dataclass
@@ -36,15 +38,17 @@ class LabelledSequences:
 
 
 def load(name: str, data_dir: str | Path | None = None) -> LabelledSequences:
-    """The data set ``name`` (one of ``DATASETS``); ``data_dir`` holds MNIST's IDX files."""
+    """The data set ``name`` (one of ``DATASETS``); ``data_dir`` holds the IDX files of an image set."""
     if name == "digits":
         return _digits()
     if name == "mnist1d":
         return _mnist1d()
-    if name == "mnist":
-        if data_dir is None:
-            raise DataError("--data mnist needs --data-dir DIR, the folder holding MNIST's four IDX files")
-        return _mnist(Path(data_dir))
+    if name in idx.SOURCES:
+        source = idx.SOURCES[name]
+        folder = data_dir if data_dir is not None else source.default_dir
+        if folder is None:
+            raise DataError(f"--data {name} needs --data-dir DIR, the folder holding {source.title}'s four IDX files")
+        return _images(name, Path(folder))
     raise DataError(f"unknown data set {name!r}, expected one of {', '.join(DATASETS)}")
 
 
@@ -81,13 +85,14 @@ def _mnist1d() -> LabelledSequences:
     return _tensors("mnist1d", data["x"][..., None], data["y"], data["x_test"][..., None], data["y_test"])
 
 
-def _mnist(folder: Path) -> LabelledSequences:
-    files = {key: idx.read(path) for key, path in idx.find(folder).items()}
+def _images(name: str, folder: Path) -> LabelledSequences:
+    source = idx.SOURCES[name]
+    files = {key: idx.read(path) for key, path in idx.find(folder, source).items()}
     for split in ("train", "test"):
         pixels, labels = files[f"{split}_images"], files[f"{split}_labels"]
         if pixels.dim() != 3 or labels.dim() != 1 or len(pixels) != len(labels):
             raise DataError(
-                f"MNIST {split} files in {folder} do not match: images {tuple(pixels.shape)}, labels "
+                f"{source.title} {split} files in {folder} do not match: images {tuple(pixels.shape)}, labels "
                 f"{tuple(labels.shape)}, expected (N, rows, columns) and (N,)"
             )
 
@@ -95,7 +100,7 @@ def _mnist(folder: Path) -> LabelledSequences:
         return (files[key].float() / 255 - 0.5) / 0.5  # to [-1, 1], as Normalize([0.5], [0.5]) does
 
     return LabelledSequences(
-        "mnist",
+        name,
         images("train_images"),
         files["train_labels"].long(),
         images("test_images"),

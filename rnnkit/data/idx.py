@@ -1,8 +1,9 @@
-"""MNIST's IDX files (gzipped or not), read from a local folder; nothing is ever downloaded."""
+"""IDX files (MNIST's format, gzipped or not) read from a local folder; nothing is ever downloaded."""
 
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,12 +20,36 @@ FILES = {
 _UBYTE = 0x08
 
 
-def find(folder: str | Path) -> dict[str, Path]:
-    """The four MNIST files in ``folder`` (or torchvision's ``folder/MNIST/raw``), each plain or ``.gz``."""
+@dataclass(frozen=True)
+class Source:
+    """Where one data set's four IDX files are found, and what to tell a user who lacks them."""
+
+    title: str
+    torchvision_folder: str
+    default_dir: Path | None
+    how_to_get: str
+
+
+SOURCES = {
+    "mnist": Source(
+        "MNIST", "MNIST", None, "put the four IDX files from http://yann.lecun.com/exdb/mnist/ there, gzipped or not"
+    ),
+    "fashion-mnist": Source(
+        "Fashion-MNIST",
+        "FashionMNIST",
+        Path("/usr/share/datasets/fashion-mnist"),
+        "apt-get install dataset-fashion-mnist puts them in /usr/share/datasets/fashion-mnist, or give --data-dir",
+    ),
+}
+
+
+def find(folder: str | Path, source: Source = SOURCES["mnist"]) -> dict[str, Path]:
+    """The four files of ``source`` in ``folder`` (or torchvision's ``folder/<name>/raw``), each plain or ``.gz``."""
     folder = Path(folder)
+    places = (folder, folder / source.torchvision_folder / "raw")
     found, missing = {}, []
     for key, name in FILES.items():
-        candidates = [place / (name + ext) for place in (folder, folder / "MNIST" / "raw") for ext in ("", ".gz")]
+        candidates = [place / (name + ext) for place in places for ext in ("", ".gz")]
         path = next((c for c in candidates if c.is_file()), None)
         if path is None:
             missing.append(name + "[.gz]")
@@ -32,8 +57,8 @@ def find(folder: str | Path) -> dict[str, Path]:
             found[key] = path
     if missing:
         raise DataError(
-            f"MNIST not found in {folder}: missing {', '.join(missing)}; put the four IDX files from "
-            "http://yann.lecun.com/exdb/mnist/ there (gzipped or not), rnnkit does not download them"
+            f"{source.title} not found in {folder}: missing {', '.join(missing)}; {source.how_to_get}; "
+            "rnnkit does not download them"
         )
     return found
 

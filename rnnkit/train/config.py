@@ -208,8 +208,16 @@ class ClassifyConfig(TrainConfig):
         "cosine", "learning rate over epochs: constant, or cosine decay", choices=("constant", "cosine")
     )
     # data
-    data: str = option("digits", "digits (scikit-learn), mnist1d (generated), mnist (IDX files)", choices=DATASETS)
-    data_dir: str | None = option(None, "folder holding MNIST's IDX files, for --data mnist", metavar="DIR")
+    data: str = option(
+        "digits",
+        "digits (scikit-learn), mnist1d (generated), mnist or fashion-mnist (IDX files)",
+        choices=DATASETS,
+    )
+    data_dir: str | None = option(
+        None,
+        "folder holding the IDX files of --data mnist or fashion-mnist (fashion-mnist: Debian's package's by default)",
+        metavar="DIR",
+    )
     # model
     cell: str = option("lstm", "recurrent cell", choices=CELLS)
     hidden_size: int = option(128, "features of the hidden state", valid="[1, inf)")
@@ -241,7 +249,9 @@ class EvalConfig:
 
     checkpoint: str = option(help="checkpoint.pt of a training run")
     text: str | None = option(None, "charlm: perplexity on this UTF-8 file instead of the validation text")
-    data_dir: str | None = option(None, "classify --data mnist: where the IDX files are now", metavar="DIR")
+    data_dir: str | None = option(
+        None, "classify --data mnist or fashion-mnist: where the IDX files are now", metavar="DIR"
+    )
     out_dir: str | None = option(None, "also write eval.json (and confusion.png for a classifier) here", metavar="DIR")
     device: str = option("auto", "cuda when available with auto", choices=DEVICES)
     backend: str = option("auto", "rnnkit backend, or torch.nn", choices=BACKENDS)
