@@ -107,6 +107,27 @@ def _build_directory(isa: str) -> Path:
     return root / f"cpu-{isa}-{digest.hexdigest()[:16]}"
 
 
+def _unity_source(build: Path) -> Path:
+    """One translation unit of all the sources (ATen's headers, most of the compile time, are read once),
+    including copies of them kept in ``build``.
+
+    The build then names no file of the checkout: ninja, which rebuilds when a file it depends on
+    is newer than the library or moves, keeps the cached library for every clone with these sources
+    (the directory's name is their digest), however fresh its files' times.
+    """
+    for path in SOURCES + HEADERS:
+        copy = build / "src" / path.relative_to(_OPS)
+        text = path.read_text()
+        if not copy.exists() or copy.read_text() != text:
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(text)
+    unity = build / "rnnkit_cpu.cpp"
+    text = "".join(f'#include "src/{path.relative_to(_OPS).as_posix()}"\n' for path in SOURCES)
+    if not unity.exists() or unity.read_text() != text:
+        unity.write_text(text)
+    return unity
+
+
 def _first_error(text: str) -> str:
     """The line of a failed build that says what went wrong: the compiler's first error, else the last line."""
     lines = text.strip().splitlines()
@@ -127,11 +148,6 @@ def _build_and_load() -> str | None:
         isa = selected_isa()
         build = _build_directory(isa)
         build.mkdir(parents=True, exist_ok=True)
-        unity = build / "rnnkit_cpu.cpp"
-        # One translation unit of all the sources: ATen's headers, most of the compile time, are read once.
-        text = "".join(f'#include "{source}"\n' for source in SOURCES)
-        if not unity.exists() or unity.read_text() != text:
-            unity.write_text(text)
     except ValueError as error:  # a path RNNKIT_CPU_ISA names that this CPU cannot run
         return str(error)
     except (OSError, RuntimeError) as error:  # no home directory, or a cache that cannot be written
@@ -160,7 +176,7 @@ def _build_and_load() -> str | None:
             (build / "lock").unlink(missing_ok=True)
             cpp_extension.load(
                 name="rnnkit_cpu",
-                sources=[str(unity)],
+                sources=[str(_unity_source(build))],
                 extra_cflags=CFLAGS + _isa_flags(isa),
                 extra_ldflags=LDFLAGS,
                 build_directory=str(build),
