@@ -30,6 +30,7 @@ from torch import Tensor
 from ..errors import RNNTypeError
 from . import aten, compiled, scan
 from . import variant as variant_ops
+from .constant import assume_constant_result
 from .gates import GATES
 from .gru import cpu as gru_cpu
 from .gru.naive import gru, gru_cell
@@ -145,7 +146,7 @@ def takes_dtype(backend: str, dtype: torch.dtype) -> bool:
     return backend != "cpu" or dtype in CPU_DTYPES
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def _threads() -> int:
     # A constant to torch.compile, which cannot trace torch.get_num_threads() (a graph break):
     # a graph compiled before torch.set_num_threads keeps the choice of backend it made.

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .constant import assume_constant_result
+
 _OPS = Path(__file__).parent
 SOURCES = [
     _OPS / "lstm" / "lstm_cpu.cpp",
@@ -134,7 +136,7 @@ def _first_error(text: str) -> str:
     return next((line.strip() for line in lines if "error:" in line), lines[-1] if lines else "no output")
 
 
-@torch.compiler.assume_constant_result  # torch.compile calls it, rather than tracing into the build
+@assume_constant_result  # torch.compile calls it, rather than tracing into the build
 def unavailable_reason() -> str | None:
     """Build (once) and load the kernels; None when ``torch.ops.rnnkit`` is ready, else why not."""
     return _build_and_load()
