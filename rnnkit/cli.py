@@ -31,6 +31,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     train_commands.add_train,
     train_commands.add_eval,
     train_commands.add_generate,
+    train_commands.add_export,
 ]
 
 

@@ -83,6 +83,10 @@ BAD_INPUT = {
         ["Fashion-MNIST not found in {d}/no_mnist", "apt-get install dataset-fashion-mnist"],
     ),
     "missing checkpoint": (["generate", "--checkpoint", "{d}/nothing.pt"], ["nothing.pt does not exist"]),
+    "export of a missing checkpoint": (
+        ["export", "--checkpoint", "{d}/nothing.pt", "--onnx", "{d}/m.onnx"],
+        ["nothing.pt does not exist"],
+    ),
     "variant on torch.nn": (
         ["train", "classify", "--zoneout", "0.1", "--backend", "torch.nn"],
         ["--zoneout: torch.nn's modules have no such variant"],
@@ -131,7 +135,8 @@ def test_bad_checkpoints_are_one_line_and_overwrite_nothing(run_dir, tmp_path):
     }
     for name, fragment in cases.items():
         resume = ["train", "charlm", "--resume", str(tmp_path / name), "--out-dir", str(run_dir), "--epochs", "2"]
-        for args in (resume, ["eval", "--checkpoint", str(tmp_path / name)]):
+        export = ["export", "--checkpoint", str(tmp_path / name), "--onnx", str(tmp_path / "model.onnx")]
+        for args in (resume, ["eval", "--checkpoint", str(tmp_path / name)], export):
             assert_one_line_error(rnnkit(*args), name, fragment)
     other_model = rnnkit("train", "charlm", "--resume", str(run_dir / "checkpoint.pt"), "--hidden-size", "32")
     assert_one_line_error(other_model, "trained with hidden_size=16, this run has hidden_size=32")

@@ -16,9 +16,10 @@ from typing import Any
 
 from ..data import DataError
 from . import checkpoint
-from .config import TASKS, EvalConfig, GenerateConfig
+from .config import TASKS, EvalConfig, ExportConfig, GenerateConfig
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .evaluate import evaluate
+from .export import export
 from .generate import generate
 from .loop import train
 
@@ -86,6 +87,11 @@ def _eval(args: argparse.Namespace) -> None:
         print("wrote " + ", ".join(map(str, written)))
 
 
+def _export(args: argparse.Namespace) -> None:
+    with user_errors():
+        print(f"wrote {export(ExportConfig(**_given(args, ExportConfig)))}")
+
+
 def add_train(commands: argparse._SubParsersAction) -> None:
     """Register ``rnnkit train charlm|classify``."""
     parser = commands.add_parser("train", help="train a character language model or a sequence classifier")
@@ -109,3 +115,10 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("eval", help="evaluate a checkpoint", description=EvalConfig.__doc__)
     _add_flags(parser, EvalConfig)
     parser.set_defaults(run=_eval)
+
+
+def add_export(commands: argparse._SubParsersAction) -> None:
+    """Register ``rnnkit export``."""
+    parser = commands.add_parser("export", help="a checkpoint's model as ONNX", description=ExportConfig.__doc__)
+    _add_flags(parser, ExportConfig)
+    parser.set_defaults(run=_export)

@@ -64,7 +64,7 @@ def check(config: Any) -> None:
             raise ConfigError(f"{flag} must be one of {', '.join(map(str, f.metadata['choices']))}, got {value!r}")
         if f.metadata["valid"] and value is not None and not _within(value, f.metadata["valid"]):
             raise ConfigError(f"{flag} must be in {f.metadata['valid']}, got {value}")
-    if config.backend != "torch.nn":
+    if getattr(config, "backend", "torch.nn") != "torch.nn":
         try:
             ops.check_backend(config.backend)
         except (ValueError, RuntimeError) as error:
@@ -255,3 +255,11 @@ class EvalConfig:
     out_dir: str | None = option(None, "also write eval.json (and confusion.png for a classifier) here", metavar="DIR")
     device: str = option("auto", "cuda when available with auto", choices=DEVICES)
     backend: str = option("auto", "rnnkit backend, or torch.nn", choices=BACKENDS)
+
+
+@dataclass
+class ExportConfig:
+    """A training checkpoint's model as an ONNX file, run by onnxruntime or any ONNX runtime."""
+
+    checkpoint: str = option(help="checkpoint.pt of a training run")
+    onnx: str = option(help="the .onnx file to write")

@@ -1,0 +1,271 @@
+"""Export to ONNX: rnnkit's LSTM, GRU and RNN as ONNX's own LSTM, GRU and RNN operators.
+
+``torch.onnx.export`` (the ``torch.export``-based exporter) traces the model. In the trace each
+direction of each layer of an rnnkit module is one op of the compiled CPU kernels
+(``torch.ops.rnnkit.lstm_forward``, ``gru_forward``, ``rnn_forward``), and the translations here
+write each as one ONNX node:
+
+- the gate blocks reordered: torch's LSTM (i, f, g, o) to ONNX's (i, o, f, c), torch's GRU
+  (r, z, n) to ONNX's (z, r, h) with ``linear_before_reset=1``, which is torch's
+  n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); the reordering is folded into the weights;
+- both biases kept (ONNX's B is [Wb, Rb]);
+- ``lengths=`` as ``sequence_lens``: ONNX's operators stop each sequence at its length, in either
+  direction, as rnnkit does (outputs past a length are zero, the final state is the last valid one);
+- a reverse direction as ``direction="reverse"``; the layers and the two directions' concatenation
+  stay as the trace has them, so the output keeps torch's layout.
+
+Whatever surrounds the recurrent modules (an embedding, a Linear head, ``rnnkit train``'s models)
+is exported by torch's exporter as usual. The batch and time axes stay dynamic: every axis of
+every input but the features (a float tensor's last axis) and the layers of the initial states (the
+first axis of a float argument after the first). What ONNX's operators cannot express is refused
+with the reason: ``proj_size`` (ONNX's LSTM has no projection) and the variants that change the
+time loop (layer norm, peepholes, zoneout, recurrent dropout). Needs ``onnx`` and ``onnxscript``
+(``pip install 'rnnkit[export]'``); onnxruntime runs the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import variants
+from .modules import LSTM, RNNBase
+from .ops import compiled
+
+DEFAULT_OPSET = 18
+PACKAGES = ("onnx", "onnxscript")
+# Example sizes of the input made for a bare module: any size works, the axes stay dynamic.
+EXAMPLE_STEPS, EXAMPLE_BATCH = 5, 2
+# torch's gate blocks in ONNX's order, by cell.
+GATE_ORDER = {"LSTM": (0, 3, 1, 2), "GRU": (1, 0, 2)}
+
+
+def export(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    example_input: Tensor | tuple[Any, ...] | None = None,
+    lengths: bool | Tensor = False,
+    opset: int | None = None,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+) -> Path:
+    """Write ``model`` (an rnnkit ``LSTM``/``GRU``/``RNN``, or a model holding them) to ``path`` as ONNX.
+
+    Args:
+        model: the module to export, in eval mode (it is put there while exporting).
+        path: the ``.onnx`` file to write.
+        example_input: the positional arguments of ``model`` for tracing, a tensor or a tuple. For a
+            bare recurrent module it may be left out: an input of (T, B, I) (``batch_first``: (B, T, I))
+            is made; pass ``(input, hx)`` to make the initial states inputs of the graph.
+        lengths: ``True`` (bare modules) or an example (B,) int64 tensor: ``model`` is also called with
+            ``lengths=``, which becomes the graph input ``lengths`` and ONNX's ``sequence_lens``.
+        opset: the ONNX opset, ``DEFAULT_OPSET`` by default.
+        input_names, output_names: the graph's names of the (flattened) inputs and results. A bare
+            module's are ``input`` (, ``h0`` (, ``c0``)) (, ``lengths``) and ``output``, ``h_n``
+            (, ``c_n``), with torch's shapes, unless given.
+
+    Returns ``path``.
+    """
+    missing = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"rnnkit.onnx.export needs {' and '.join(missing)}: pip install 'rnnkit[export]'")
+    recurrent = [m for m in model.modules() if isinstance(m, RNNBase)]
+    _check_exportable(recurrent)
+    bare = isinstance(model, RNNBase)
+    args = _example_args(model, example_input, bare)
+    kwargs = {}
+    if lengths is not False:
+        kwargs["lengths"] = _example_lengths(model, args, lengths, bare)
+    path = Path(path)
+    with _cpu_kernels(recurrent), _eval(model), torch.no_grad(), _quiet_exporter():
+        program = torch.onnx.export(
+            model,
+            args,
+            kwargs=kwargs,
+            dynamic_shapes=_dynamic_shapes(args, kwargs),
+            input_names=input_names or (_input_names(model, args, kwargs) if bare else None),
+            output_names=output_names or (["output", "h_n", "c_n"][: 2 + isinstance(model, LSTM)] if bare else None),
+            opset_version=opset or DEFAULT_OPSET,
+            custom_translation_table=_translations(),
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(path))
+    return path
+
+
+def _check_exportable(recurrent: list[RNNBase]) -> None:
+    if not recurrent:
+        raise ValueError("rnnkit.onnx.export: the model holds no rnnkit LSTM, GRU or RNN; use torch.onnx.export")
+    reason = compiled.unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"rnnkit.onnx.export traces the compiled CPU kernels, which are unavailable: {reason}")
+    for module in recurrent:
+        name = type(module).__name__
+        if module.proj_size:
+            raise ValueError(
+                f"rnnkit.onnx.export: ONNX's LSTM operator has no projection, and this {name} has "
+                f"proj_size={module.proj_size}; export an LSTM without proj_size"
+            )
+        asked = variants.features(module.variant, variants.RECURRENCE_KEYWORDS)
+        if asked:
+            raise ValueError(
+                f"rnnkit.onnx.export: ONNX's {module.mode.split('_')[0]} operator has no {', '.join(asked)}; "
+                f"export a {name} without them (weight_dropout, forget_bias and chrono_init export as usual)"
+            )
+
+
+def _example_args(model: nn.Module, example_input: Tensor | tuple | None, bare: bool) -> tuple[Any, ...]:
+    if example_input is None:
+        if not bare:
+            raise ValueError(
+                f"rnnkit.onnx.export: give example_input, the arguments of {type(model).__name__}.forward "
+                "(an input is made only for a bare LSTM, GRU or RNN)"
+            )
+        reference = next(model.parameters())
+        shape = (EXAMPLE_STEPS, EXAMPLE_BATCH, model.input_size)
+        shape = (shape[1], shape[0], shape[2]) if model.batch_first else shape
+        return (torch.randn(shape, dtype=reference.dtype, device=reference.device),)
+    return example_input if isinstance(example_input, tuple) else (example_input,)
+
+
+def _example_lengths(model: nn.Module, args: tuple[Any, ...], lengths: bool | Tensor, bare: bool) -> Tensor:
+    if isinstance(lengths, Tensor):
+        return lengths
+    if lengths is not True:
+        raise TypeError(f"rnnkit.onnx.export: lengths should be a bool or an example (B,) tensor, got {lengths!r}")
+    if not bare:
+        raise ValueError(
+            "rnnkit.onnx.export: for a model around the recurrent module, give lengths as an example tensor"
+        )
+    x = args[0]
+    batch, steps = (x.shape[0], x.shape[1]) if model.batch_first else (x.shape[1], x.shape[0])
+    return torch.full((batch,), steps, dtype=torch.int64)
+
+
+def _input_names(model: RNNBase, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+    names = ["input"]
+    if len(args) > 1 and args[1] is not None:
+        names += ["h0", "c0"] if isinstance(model, LSTM) else ["h0"]
+    return names + list(kwargs)
+
+
+def _dynamic_shapes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Which axes torch.export may keep dynamic: every axis but a float tensor's last (its features)
+    and the first of a float argument after the first (initial states: layers times directions)."""
+
+    def axes(value: Any, states: bool = False) -> Any:
+        if isinstance(value, Tensor):
+            fixed = {value.dim() - 1} if value.is_floating_point() and value.dim() > 1 else set()
+            fixed |= {0} if states and value.is_floating_point() else set()
+            return {axis: torch.export.Dim.AUTO for axis in range(value.dim()) if axis not in fixed} or None
+        if isinstance(value, (tuple, list)):
+            return type(value)(axes(v, states) for v in value)
+        return None
+
+    shapes = [axes(value, states=number > 0) for number, value in enumerate(args)]
+    return (*shapes, *(axes(value) for value in kwargs.values()))
+
+
+@contextlib.contextmanager
+def _cpu_kernels(recurrent: list[RNNBase]) -> Iterator[None]:
+    """The compiled kernels' ops are what the translations know: every module runs them while traced."""
+    saved = [module.backend for module in recurrent]
+    try:
+        for module in recurrent:
+            module.backend = "cpu"
+        yield
+    finally:
+        for module, backend in zip(recurrent, saved):
+            module.backend = backend
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Without torch's exporter's notes on what it skips (torchvision's ops) and its own deprecations."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    try:
+        logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    training = model.training
+    try:
+        yield model.eval()
+    finally:
+        model.train(training)
+
+
+def _translations() -> dict[Any, Any]:
+    from onnxscript import opset18 as op
+
+    def reordered(weight, mode, hidden):
+        """``weight``'s gate blocks (rows) in ONNX's order; the exporter folds it into the initializer."""
+        order = GATE_ORDER.get(mode, (0,))
+        rows = [gate * hidden + unit for gate in order for unit in range(hidden)]
+        return op.Gather(weight, op.Constant(value_ints=rows), axis=0)
+
+    def node_inputs(mode, x, w_ih, w_hh, b_ih, b_hh, lengths):
+        hidden = w_hh.shape[1]
+        w = op.Unsqueeze(reordered(w_ih, mode, hidden), [0])
+        r = op.Unsqueeze(reordered(w_hh, mode, hidden), [0])
+        b = None
+        if b_ih is not None:
+            b = op.Unsqueeze(op.Concat(reordered(b_ih, mode, hidden), reordered(b_hh, mode, hidden), axis=0), [0])
+        sequence_lens = None if lengths is None else op.Cast(lengths, to=6)  # int32, as ONNX asks
+        return hidden, (x, w, r, b, sequence_lens)
+
+    def direction(reverse):
+        return "reverse" if reverse else "forward"
+
+    # Each returns the op's outputs: output (T, B, H), the final states (B, H), then what the
+    # backward would read, which nothing in an inference graph uses (the output stands in for it).
+    def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=None, reverse=False, save=True):
+        hidden, inputs = node_inputs("LSTM", x, w_ih, w_hh, b_ih, b_hh, lengths)
+        y, y_h, y_c = op.LSTM(
+            *inputs, op.Unsqueeze(h0, [0]), op.Unsqueeze(c0, [0]), hidden_size=hidden, direction=direction(reverse)
+        )
+        output = op.Squeeze(y, [1])
+        return output, op.Squeeze(y_h, [0]), op.Squeeze(y_c, [0]), output, output, output
+
+    def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
+        hidden, inputs = node_inputs("GRU", x, w_ih, w_hh, b_ih, b_hh, lengths)
+        y, y_h = op.GRU(
+            *inputs, op.Unsqueeze(h0, [0]), hidden_size=hidden, linear_before_reset=1, direction=direction(reverse)
+        )
+        output = op.Squeeze(y, [1])
+        return output, op.Squeeze(y_h, [0]), output, output, output
+
+    def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False, relu=False):
+        hidden, inputs = node_inputs("RNN", x, w_ih, w_hh, b_ih, b_hh, lengths)
+        y, y_h = op.RNN(
+            *inputs,
+            op.Unsqueeze(h0, [0]),
+            hidden_size=hidden,
+            activations=["Relu" if relu else "Tanh"],
+            direction=direction(reverse),
+        )
+        output = op.Squeeze(y, [1])
+        return output, op.Squeeze(y_h, [0]), output
+
+    return {
+        torch.ops.rnnkit.lstm_forward.default: lstm_forward,
+        torch.ops.rnnkit.gru_forward.default: gru_forward,
+        torch.ops.rnnkit.rnn_forward.default: rnn_forward,
+    }
