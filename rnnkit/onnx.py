@@ -235,14 +235,18 @@ def _translations() -> dict[Any, Any]:
         return "reverse" if reverse else "forward"
 
     # Each returns the op's outputs: output (T, B, H), the final states (B, H), then what the
-    # backward would read, which nothing in an inference graph uses (the output stands in for it).
+    # backward would read, which nothing in an inference graph uses: stand-ins that the exporter
+    # prunes. Each must be a value of its own, since the exporter gives it that output's shape.
+    def unused(output, count):
+        return tuple(op.Identity(output) for _ in range(count))
+
     def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=None, reverse=False, save=True):
         hidden, inputs = node_inputs("LSTM", x, w_ih, w_hh, b_ih, b_hh, lengths)
         y, y_h, y_c = op.LSTM(
             *inputs, op.Unsqueeze(h0, [0]), op.Unsqueeze(c0, [0]), hidden_size=hidden, direction=direction(reverse)
         )
         output = op.Squeeze(y, [1])
-        return output, op.Squeeze(y_h, [0]), op.Squeeze(y_c, [0]), output, output, output
+        return output, op.Squeeze(y_h, [0]), op.Squeeze(y_c, [0]), *unused(output, 3)
 
     def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
         hidden, inputs = node_inputs("GRU", x, w_ih, w_hh, b_ih, b_hh, lengths)
@@ -250,7 +254,7 @@ def _translations() -> dict[Any, Any]:
             *inputs, op.Unsqueeze(h0, [0]), hidden_size=hidden, linear_before_reset=1, direction=direction(reverse)
         )
         output = op.Squeeze(y, [1])
-        return output, op.Squeeze(y_h, [0]), output, output, output
+        return output, op.Squeeze(y_h, [0]), *unused(output, 3)
 
     def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False, relu=False):
         hidden, inputs = node_inputs("RNN", x, w_ih, w_hh, b_ih, b_hh, lengths)
@@ -262,7 +266,7 @@ def _translations() -> dict[Any, Any]:
             direction=direction(reverse),
         )
         output = op.Squeeze(y, [1])
-        return output, op.Squeeze(y_h, [0]), output
+        return output, op.Squeeze(y_h, [0]), *unused(output, 1)
 
     return {
         torch.ops.rnnkit.lstm_forward.default: lstm_forward,

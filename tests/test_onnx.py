@@ -121,6 +121,17 @@ def run_onnx(path, inputs: list[Tensor]) -> list:
     return session.run(None, {name: tensor.numpy() for name, tensor in zip(names, inputs)})
 
 
+def assert_declared_shapes_hold(path, results: list) -> None:
+    """The graph's declared output shapes (fixed sizes; named ones are dynamic) fit what it returned."""
+    for declared, result in zip(onnx.load(str(path)).graph.output, results):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in declared.type.tensor_type.shape.dim]
+        assert len(dims) == result.ndim and all(d in (None, n) for d, n in zip(dims, result.shape)), (
+            declared.name,
+            dims,
+            result.shape,
+        )
+
+
 def check_model(path) -> list[str]:
     """The ONNX checker's verdict (raises on an invalid model) and the graph's operator types."""
     model = onnx.load(str(path))
@@ -144,6 +155,7 @@ def test_random_sweep_matches_rnnkit_in_onnxruntime(tmp_path):
         with torch.no_grad():
             expected = model(inputs)
         actual = run_onnx(path, inputs)
+        assert_declared_shapes_hold(path, actual)
         for number, (a, e) in enumerate(zip(actual, expected)):
             assert a.shape == tuple(e.shape), (number, a.shape, e.shape)
             assert relative_error(a, e) <= TOLERANCE, (number, batch, steps, relative_error(a, e))
@@ -161,7 +173,9 @@ def test_bare_module_names_its_inputs_and_outputs_and_keeps_its_mode(tmp_path):
     x, lengths = torch.randn(7, 10, 4), torch.tensor([10, 1, 4, 10, 2, 9, 3])
     with torch.no_grad():
         output, (h_n, c_n) = module.eval()(x, lengths=lengths)
-    for a, e in zip(session.run(None, {"input": x.numpy(), "lengths": lengths.numpy()}), (output, h_n, c_n)):
+    results = session.run(None, {"input": x.numpy(), "lengths": lengths.numpy()})
+    assert_declared_shapes_hold(path, results)
+    for a, e in zip(results, (output, h_n, c_n)):
         assert relative_error(a, e) <= TOLERANCE
 
 
