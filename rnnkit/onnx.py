@@ -111,6 +111,9 @@ def _check_exportable(recurrent: list[RNNBase]) -> None:
         raise RuntimeError(f"rnnkit.onnx.export traces the compiled CPU kernels, which are unavailable: {reason}")
     for module in recurrent:
         name = type(module).__name__
+        device = next(module.parameters()).device
+        if device.type != "cpu":
+            raise ValueError(f"rnnkit.onnx.export traces on the CPU, and this {name} is on {device}; call model.cpu()")
         if module.proj_size:
             raise ValueError(
                 f"rnnkit.onnx.export: ONNX's LSTM operator has no projection, and this {name} has "

@@ -202,6 +202,8 @@ def test_models_around_the_recurrent_module_export_with_it(tmp_path):
 def test_what_onnx_cannot_express_is_refused_with_the_reason(tmp_path):
     with pytest.raises(ValueError, match="ONNX's LSTM operator has no projection, and this LSTM has proj_size=2"):
         rnnkit.onnx.export(rnnkit.LSTM(3, 4, proj_size=2), tmp_path / "p.onnx")
+    with pytest.raises(ValueError, match=r"this GRU is on meta; call model\.cpu\(\)"):
+        rnnkit.onnx.export(rnnkit.GRU(3, 4, device="meta"), tmp_path / "m.onnx")
     with pytest.raises(ValueError, match="ONNX's LSTM operator has no layer_norm=True, peephole=True"):
         rnnkit.onnx.export(rnnkit.LSTM(3, 4, layer_norm=True, peephole=True), tmp_path / "v.onnx")
     with pytest.raises(ValueError, match=r"holds no rnnkit LSTM, GRU or RNN; use torch\.onnx\.export"):
