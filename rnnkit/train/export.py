@@ -26,12 +26,13 @@ def export(config: ExportConfig) -> Path:
     task = payload["task"]
     if task == "charlm":
         rnn = model.rnn
-        tokens = torch.zeros(1, 3, dtype=torch.int64)  # (B, T): any sizes, the axes stay dynamic
-        states = tuple(torch.zeros(rnn.num_layers, 1, rnn.hidden_size) for _ in range(2 if rnn.mode == "LSTM" else 1))
+        # (B, T) and sizes other than 1, which torch.export would take as fixed: both axes stay dynamic
+        tokens = torch.zeros(2, 3, dtype=torch.int64)
+        states = tuple(torch.zeros(rnn.num_layers, 2, rnn.hidden_size) for _ in range(2 if rnn.mode == "LSTM" else 1))
         example = (tokens, states if len(states) > 1 else states[0])
         inputs, outputs = (names[: 1 + len(states)] for names in NAMES[task])
     else:
-        example = (torch.zeros(1, 3, payload["model_args"]["input_size"]),)
+        example = (torch.zeros(2, 3, payload["model_args"]["input_size"]),)
         inputs, outputs = NAMES[task]
     target = Path(config.onnx)
     if not target.parent.is_dir():
