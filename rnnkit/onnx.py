@@ -95,7 +95,7 @@ def export(
             input_names=input_names or (_input_names(model, args, kwargs) if bare else None),
             output_names=output_names or (["output", "h_n", "c_n"][: 2 + isinstance(model, LSTM)] if bare else None),
             opset_version=opset or DEFAULT_OPSET,
-            custom_translation_table=_translations(),
+            custom_translation_table=translations(),
             dynamo=True,
             verbose=False,
         )
@@ -215,7 +215,13 @@ def _eval(model: nn.Module) -> Iterator[None]:
         model.train(training)
 
 
-def _translations() -> dict[Any, Any]:
+def translations() -> dict[Any, Any]:
+    """The ops of the compiled CPU kernels and the onnxscript functions that write them as ONNX nodes.
+
+    ``export`` passes them to ``torch.onnx.export``; a direct call of ``torch.onnx.export(model, args,
+    dynamo=True, custom_translation_table=rnnkit.onnx.translations())`` gives the same graph when the
+    model's rnnkit modules run the ``"cpu"`` backend (``"auto"`` may pick torch's kernels instead).
+    """
     from onnxscript import opset18 as op
 
     def reordered(weight, mode, hidden):

@@ -199,6 +199,21 @@ def test_models_around_the_recurrent_module_export_with_it(tmp_path):
     assert relative_error(run_onnx(path, [x])[0], expected) <= TOLERANCE
 
 
+def test_torch_onnx_export_with_the_translations_runs_the_same_operators(tmp_path):
+    """The same nodes and results; without rnnkit.onnx.export's dynamic axes, at the example's sizes."""
+    module = rnnkit.GRU(3, 4, num_layers=2, backend="cpu").eval()
+    x = torch.randn(5, 2, 3)
+    ours = rnnkit.onnx.export(module, tmp_path / "ours.onnx", example_input=x)
+    program = torch.onnx.export(module, (x,), dynamo=True, custom_translation_table=rnnkit.onnx.translations())
+    program.save(str(tmp_path / "torch.onnx"))
+    recurrent = [
+        [t for t in check_model(path) if t in ("LSTM", "GRU", "RNN")] for path in (ours, tmp_path / "torch.onnx")
+    ]
+    assert recurrent == [["GRU", "GRU"]] * 2
+    for a, b in zip(run_onnx(ours, [x]), run_onnx(tmp_path / "torch.onnx", [x])):
+        assert (a == b).all()
+
+
 def test_what_onnx_cannot_express_is_refused_with_the_reason(tmp_path):
     with pytest.raises(ValueError, match="ONNX's LSTM operator has no projection, and this LSTM has proj_size=2"):
         rnnkit.onnx.export(rnnkit.LSTM(3, 4, proj_size=2), tmp_path / "p.onnx")
