@@ -34,9 +34,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +50,7 @@ import rnnkit
 from rnnkit import ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import device_info, write_json
+from machine import device_info, measured_on, write_json
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "cpu.json"
 DEFAULT_REPEATS = 5
@@ -455,10 +453,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary = geometric_means(rows)
     print_summary(summary)
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **measured_on(device),
         "rnnkit": rnnkit.__version__,
         "repeats": repeats,
         "quick": args.quick,

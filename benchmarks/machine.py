@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
@@ -39,3 +40,13 @@ def write_json(path: Path, report: dict[str, Any]) -> None:
     """Write ``report`` to ``path``, creating its folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def measured_on(device: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The head of a results file: when, on what (``device_info()`` unless given), with which Python and torch."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device or device_info(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }

@@ -23,9 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import platform
 import sys
 import tempfile
 import time
@@ -41,7 +39,7 @@ import rnnkit.onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu import CELLS, CONFIGS, TORCH_NN, Config, as_states, rnnkit_contender, torch_contender
-from machine import device_info, write_json
+from machine import measured_on, write_json
 
 OUT = Path(__file__).resolve().parent / "results" / "onnx.json"
 TOLERANCE = 1e-4
@@ -115,10 +113,7 @@ def main() -> None:
                     f"{ms['rnnkit'] / ms[ORT]:>10.2f}x"
                 )
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device_info(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **measured_on(),
         "onnxruntime": onnxruntime.__version__,
         "threads": args.threads,
         "repeats": args.repeats,

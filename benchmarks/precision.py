@@ -25,9 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -202,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rnnkit.ops import compiled
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from machine import device_info, write_json
+    from machine import measured_on, write_json
 
     isa = compiled.selected_isa()
     backends = usable_backends()
@@ -230,10 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{line} | {worst_of_all[1]}", flush=True)
             rows.append({"case": asdict(case), "scale": scale, "errors": errors})
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device_info(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **measured_on(),
         "isa": isa,
         "seeds": args.seeds,
         "limit": LIMIT,

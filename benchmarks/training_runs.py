@@ -7,10 +7,8 @@ epoch's metrics, with the machine they ran on.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -18,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
-from machine import device_info, write_json
+from machine import measured_on, write_json
 
 
 def run(args: list[str], out_dir: Path, **labels: Any) -> dict[str, Any]:
@@ -53,10 +50,7 @@ def run_all(jobs: list[tuple[list[str], dict[str, Any]]], parallel: int, out: Pa
             + f" {100 * r['final_test_acc']:>13.2f}% {100 * r['best_test_acc']:>6.2f}% {r['train_seconds']:>8.0f}"
         )
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device_info(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **measured_on(),
         "parallel": parallel,
         "runs": runs,
     }
