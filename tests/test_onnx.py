@@ -114,8 +114,15 @@ def relative_error(actual, expected: Tensor) -> float:
     return difference / scale if scale > 0 else difference
 
 
+def session_of(path) -> ort.InferenceSession:
+    """onnxruntime on one thread, as torch runs in the tests (tests/conftest.py)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def run_onnx(path, inputs: list[Tensor]) -> list:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = session_of(path)
     names = [i.name for i in session.get_inputs()]
     assert len(names) == len(inputs)
     return session.run(None, {name: tensor.numpy() for name, tensor in zip(names, inputs)})
@@ -166,7 +173,7 @@ def test_bare_module_names_its_inputs_and_outputs_and_keeps_its_mode(tmp_path):
     module = rnnkit.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True, weight_dropout=0.5, forget_bias=1.0)
     path = rnnkit.onnx.export(module.train(), tmp_path / "m.onnx", lengths=True)
     assert module.training
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = session_of(path)
     assert [i.name for i in session.get_inputs()] == ["input", "lengths"]
     assert [o.name for o in session.get_outputs()] == ["output", "h_n", "c_n"]
     assert check_model(path).count("LSTM") == 4
@@ -253,7 +260,7 @@ def test_exported_char_lm_writes_what_rnnkit_generate_writes(tmp_path):
     )
     assert generated.returncode == 0, generated.stderr
 
-    session = ort.InferenceSession(str(tmp_path / "charlm.onnx"), providers=["CPUExecutionProvider"])
+    session = session_of(tmp_path / "charlm.onnx")
     assert [i.name for i in session.get_inputs()] == ["tokens", "h0", "c0"] and "LSTM" in check_model(
         tmp_path / "charlm.onnx"
     )
