@@ -19,7 +19,7 @@ demo: setup
 
 # One process per core (pytest-xdist); a worker that runs out of tests takes some from another.
 test: setup
-	$(PYTHON) -m pytest -q -n auto --dist worksteal
+	$(PYTHON) -m pytest -q -n auto --dist worksteal --durations=10
 
 bench: setup
 	$(PYTHON) benchmarks/cpu.py
