@@ -333,3 +333,23 @@ def test_threads_split_the_batch_like_one_thread():
         results.append((output, h_n, c_n, grad))
     for a, b in zip(*results, strict=True):
         assert_close("threads", a.detach(), b.detach())
+
+
+def test_the_build_names_no_file_of_the_checkout(tmp_path):
+    """The unity source includes copies kept in the build directory, so another clone (newer file
+    times, another path) finds the library built and loads it without a rebuild."""
+    unity = compiled._unity_source(tmp_path)
+    checkout = str(Path(compiled.__file__).parent)
+    assert checkout not in unity.read_text() and unity.read_text().startswith('#include "src/lstm/lstm_cpu.cpp"')
+    for source in compiled.SOURCES + compiled.HEADERS:
+        assert (tmp_path / "src" / source.relative_to(checkout)).read_bytes() == source.read_bytes()
+    before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    compiled._unity_source(tmp_path)  # unchanged sources: nothing is written again
+    assert before == {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+
+
+def test_a_library_cut_short_is_removed_and_built_again(tmp_path):
+    library = tmp_path / "rnnkit_cpu.so"
+    assert not compiled._load_built(library)
+    library.write_bytes(b"\x7fELF cut short")
+    assert not compiled._load_built(library) and not library.exists()

@@ -113,9 +113,8 @@ def _unity_source(build: Path) -> Path:
     """One translation unit of all the sources (ATen's headers, most of the compile time, are read once),
     including copies of them kept in ``build``.
 
-    The build then names no file of the checkout: ninja, which rebuilds when a file it depends on
-    is newer than the library or moves, keeps the cached library for every clone with these sources
-    (the directory's name is their digest), however fresh its files' times.
+    The build then names no file of the checkout, and a fresh clone's newer file times make ninja
+    rebuild nothing when it runs.
     """
     for path in SOURCES + HEADERS:
         copy = build / "src" / path.relative_to(_OPS)
@@ -128,6 +127,18 @@ def _unity_source(build: Path) -> Path:
     if not unity.exists() or unity.read_text() != text:
         unity.write_text(text)
     return unity
+
+
+def _load_built(library: Path) -> bool:
+    """Load ``library`` if it is there and whole; one cut short by a killed build is removed."""
+    if not library.exists():
+        return False
+    try:
+        torch.ops.load_library(str(library))
+    except OSError:
+        library.unlink()
+        return False
+    return True
 
 
 def _first_error(text: str) -> str:
@@ -144,8 +155,6 @@ def unavailable_reason() -> str | None:
 
 @functools.cache  # loading the library twice would register its ops twice, which aborts
 def _build_and_load() -> str | None:
-    from torch.utils import cpp_extension
-
     try:
         isa = selected_isa()
         build = _build_directory(isa)
@@ -176,15 +185,21 @@ def _build_and_load() -> str | None:
             # and every later build then waits on forever: inside ours, that file is stale.
             fcntl.flock(held, fcntl.LOCK_EX)
             (build / "lock").unlink(missing_ok=True)
-            cpp_extension.load(
-                name="rnnkit_cpu",
-                sources=[str(_unity_source(build))],
-                extra_cflags=CFLAGS + _isa_flags(isa),
-                extra_ldflags=LDFLAGS,
-                build_directory=str(build),
-                is_python_module=False,
-                verbose=False,
-            )
+            # A library here was built from these sources and flags for this torch and CPU (the
+            # directory's name is their digest). cpp_extension would rebuild it for another checkout
+            # or virtual environment, since its build file names torch's headers where that keeps them.
+            if not _load_built(build / "rnnkit_cpu.so"):
+                from torch.utils import cpp_extension  # with setuptools: half a second, for a build only
+
+                cpp_extension.load(
+                    name="rnnkit_cpu",
+                    sources=[str(_unity_source(build))],
+                    extra_cflags=CFLAGS + _isa_flags(isa),
+                    extra_ldflags=LDFLAGS,
+                    build_directory=str(build),
+                    is_python_module=False,
+                    verbose=False,
+                )
     except (RuntimeError, OSError, ImportError) as error:
         return f"compiling its C++ kernels in {build} failed ({_first_error(str(error))})"
     finally:
