@@ -10,3 +10,9 @@ torch.set_num_threads(1)
 # be chosen before the kernels are defined, i.e. before rnnkit's Triton modules load.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The tests marked ``long`` first: pytest-xdist hands tests out in this order, and a long test
+    that starts last runs alone at the end while the other workers have nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
