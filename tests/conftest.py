@@ -13,13 +13,6 @@ if not torch.cuda.is_available():
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    """The tests marked ``long(seconds)`` first, longest first: pytest-xdist hands tests out in this
-    order, and a long test that starts last runs alone at the end while the other workers have
-    nothing left. The barrier test, which needs no compiled kernels, leads: on a machine that has
-    not built them yet, another worker compiles them meanwhile."""
-
-    def seconds(item) -> float:
-        marker = item.get_closest_marker("long")
-        return marker.args[0] if marker else 0.0
-
-    items.sort(key=lambda item: -seconds(item))
+    """The tests marked ``long`` first: pytest-xdist hands tests out in this order, and a long test
+    that starts last runs alone at the end while the other workers have nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

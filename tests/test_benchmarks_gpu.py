@@ -33,7 +33,7 @@ def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(_TRITON_REASON is not None, reason=f"triton backend: {_TRITON_REASON}")
-@pytest.mark.long(25)
+@pytest.mark.long
 def test_smoke_run_writes_every_kind_of_row(tmp_path):
     out = tmp_path / "smoke.json"
     result = run_script("--smoke", "--repeats", "1", "--out", str(out))

@@ -27,7 +27,7 @@ FILES = ["tests/test_ops_cpu.py", "tests/test_parity.py", "tests/test_precision.
 PARITY_EVERY = 3
 
 
-@pytest.mark.long(30)
+@pytest.mark.long
 @pytest.mark.parametrize("isa", [isa.name for isa in compiled.ISAS])
 def test_path_passes_the_kernel_tests(isa):
     if isa not in compiled.supported_isas():

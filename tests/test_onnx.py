@@ -146,7 +146,7 @@ def check_model(path) -> list[str]:
     return [node.op_type for node in model.graph.node]
 
 
-@pytest.mark.long(20)
+@pytest.mark.long
 def test_random_sweep_matches_rnnkit_in_onnxruntime(tmp_path):
     torch.manual_seed(0)
     rng = random.Random(0)

@@ -352,7 +352,7 @@ def test_cells_use_torchs_cell_kernels(monkeypatch):
     assert calls == ["LSTM"]
 
 
-@pytest.mark.long(55)
+@pytest.mark.long
 def test_many_programs_meet_at_the_barrier():
     """Several programs per direction, one thread each in the interpreter (tests/triton_threads.py)."""
     specs = ["LSTM:28:0:18:1:0", "LSTM:50:17:20:1:1", "GRU:24:0:18:2:1", "GRU:70:0:18:2:0", "RNN_TANH:40:0:20:1:1"]
