@@ -26,19 +26,28 @@ import argparse
 import math
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime
 import torch
 
 import rnnkit.onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu import CELLS, CONFIGS, TORCH_NN, Config, as_states, rnnkit_contender, torch_contender
+from cpu import (
+    CELLS,
+    CONFIGS,
+    TORCH_NN,
+    Config,
+    Contender,
+    as_states,
+    max_abs_diff,
+    rnnkit_contender,
+    time_forward,
+    torch_contender,
+)
 from machine import measured_on, write_json
 
 OUT = Path(__file__).resolve().parent / "results" / "onnx.json"
@@ -56,13 +65,6 @@ def ort_runner(module: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor |
     return lambda: session.run(None, feed)
 
 
-def mean_seconds(run: Callable, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        run()
-    return (time.perf_counter() - start) / calls
-
-
 def bench(config: Config, cell: str, repeats: int, folder: Path) -> dict[str, Any]:
     """One row: the agreement of onnxruntime with rnnkit, and each runner's best forward seconds."""
     torch_cls, rnnkit_cls = CELLS[cell]
@@ -71,21 +73,22 @@ def bench(config: Config, cell: str, repeats: int, folder: Path) -> dict[str, An
     twin = rnnkit_cls.from_torch(module).eval()
     x = torch.randn(config.steps, config.batch, config.input_size)
     lengths = config.lengths()
-    runs = {
-        TORCH_NN: torch_contender(module, x, lengths).run,
-        "rnnkit": rnnkit_contender(twin, x, lengths).run,
-        ORT: ort_runner(twin, x, lengths, folder),
+    contenders = {
+        TORCH_NN: torch_contender(module, x, lengths),
+        "rnnkit": rnnkit_contender(twin, x, lengths),
+        ORT: Contender(twin, ort_runner(twin, x, lengths, folder)),
     }
     with torch.no_grad():
-        output, states = runs["rnnkit"]()
-        difference = max(float(np.abs(a - e.numpy()).max()) for a, e in zip(runs[ORT](), (output, *as_states(states))))
-        best = dict.fromkeys(runs, math.inf)
-        if difference <= TOLERANCE:
-            for run in runs.values():
-                run()  # warm up
-            for _ in range(repeats):
-                for name, run in runs.items():
-                    best[name] = min(best[name], mean_seconds(run, config.calls))
+        output, states = contenders["rnnkit"].run()
+    onnx_results = [torch.from_numpy(result) for result in contenders[ORT].run()]
+    difference = max_abs_diff((output, *as_states(states)), onnx_results)
+    best = dict.fromkeys(contenders, math.inf)
+    if difference <= TOLERANCE:
+        for contender in contenders.values():
+            time_forward(contender, 1)  # warm up
+        for _ in range(repeats):
+            for name, contender in contenders.items():
+                best[name] = min(best[name], time_forward(contender, config.calls))
     return {"config": config.name, "cell": cell, "max_abs_diff": difference, "seconds": best}
 
 
