@@ -64,9 +64,10 @@ def check(config: Any) -> None:
             raise ConfigError(f"{flag} must be one of {', '.join(map(str, f.metadata['choices']))}, got {value!r}")
         if f.metadata["valid"] and value is not None and not _within(value, f.metadata["valid"]):
             raise ConfigError(f"{flag} must be in {f.metadata['valid']}, got {value}")
-    if getattr(config, "backend", "torch.nn") != "torch.nn":
+    backend = getattr(config, "backend", None)  # ExportConfig has none: it traces the compiled kernels
+    if backend not in (None, "torch.nn"):
         try:
-            ops.check_backend(config.backend)
+            ops.check_backend(backend)
         except (ValueError, RuntimeError) as error:
             raise ConfigError(f"--backend: {error}") from None
     if isinstance(config, TrainConfig):
