@@ -148,6 +148,13 @@ def check_model(path) -> list[str]:
     return [node.op_type for node in model.graph.node]
 
 
+def recurrent_nodes(path) -> list[tuple[str, str]]:
+    """The graph's LSTM, GRU and RNN nodes as (operator, direction)."""
+    nodes = [node for node in onnx.load(str(path)).graph.node if node.op_type in ("LSTM", "GRU", "RNN")]
+    directions = [next((a.s.decode() for a in node.attribute if a.name == "direction"), "forward") for node in nodes]
+    return [(node.op_type, direction) for node, direction in zip(nodes, directions)]
+
+
 @pytest.mark.long
 def test_random_sweep_matches_rnnkit_in_onnxruntime(tmp_path):
     torch.manual_seed(0)
@@ -156,10 +163,14 @@ def test_random_sweep_matches_rnnkit_in_onnxruntime(tmp_path):
     example = [case.inputs(3, 4, rng) for case in cases]
     model = Sweep(cases, [len(inputs) for inputs in example]).eval()
     path = rnnkit.onnx.export(model, tmp_path / "sweep.onnx", example_input=([t for ts in example for t in ts],))
-    types = check_model(path)
-    assert types.count("LSTM") + types.count("GRU") + types.count("RNN") == sum(
-        m.num_layers * (2 if m.bidirectional else 1) for m in (c.module for c in cases)
+    check_model(path)
+    modules = [case.module for case in cases]
+    assert sorted(recurrent_nodes(path)) == sorted(
+        (m.mode.split("_")[0], "bidirectional" if m.bidirectional else "forward")
+        for m in modules
+        for _ in range(m.num_layers)
     )
+    assert any(m.bidirectional for m in modules) and not all(m.bidirectional for m in modules)
     for batch, steps in ((1, 1), (5, 9), (2, 3)):
         inputs = [t for case in cases for t in case.inputs(batch, steps, rng)]
         with torch.no_grad():
@@ -179,7 +190,7 @@ def test_bare_module_names_its_inputs_and_outputs_and_keeps_its_mode(tmp_path):
     session = session_of(path)
     assert [i.name for i in session.get_inputs()] == ["input", "lengths"]
     assert [o.name for o in session.get_outputs()] == ["output", "h_n", "c_n"]
-    assert check_model(path).count("LSTM") == 4
+    assert recurrent_nodes(path) == [("LSTM", "bidirectional")] * 2
     x, lengths = torch.randn(7, 10, 4), torch.tensor([10, 1, 4, 10, 2, 9, 3])
     with torch.no_grad():
         output, (h_n, c_n) = module.eval()(x, lengths=lengths)
@@ -211,17 +222,27 @@ def test_models_around_the_recurrent_module_export_with_it(tmp_path):
 
 def test_torch_onnx_export_with_the_translations_runs_the_same_operators(tmp_path):
     """The same nodes and results; without rnnkit.onnx.export's dynamic axes, at the example's sizes."""
-    module = rnnkit.GRU(3, 4, num_layers=2, backend="cpu").eval()
+    module = rnnkit.GRU(3, 4, num_layers=2, bidirectional=True, backend="cpu").eval()
     x = torch.randn(5, 2, 3)
     ours = rnnkit.onnx.export(module, tmp_path / "ours.onnx", example_input=x)
     program = torch.onnx.export(module, (x,), dynamo=True, custom_translation_table=rnnkit.onnx.translations())
+    rnnkit.onnx.graph.optimize(program.model)
     program.save(str(tmp_path / "torch.onnx"))
-    recurrent = [
-        [t for t in check_model(path) if t in ("LSTM", "GRU", "RNN")] for path in (ours, tmp_path / "torch.onnx")
-    ]
-    assert recurrent == [["GRU", "GRU"]] * 2
+    for path in (ours, tmp_path / "torch.onnx"):
+        check_model(path)
+        assert recurrent_nodes(path) == [("GRU", "bidirectional")] * 2
     for a, b in zip(run_onnx(ours, [x]), run_onnx(tmp_path / "torch.onnx", [x])):
         assert (a == b).all()
+
+
+def test_weights_of_every_size_are_folded_into_initializers(tmp_path):
+    """Gate reordering and the directions' stacking are done once at export, not at every inference,
+    also for weights above torch's exporter's folding limit (8192 elements; here 4 * 48 * 48)."""
+    path = rnnkit.onnx.export(rnnkit.LSTM(40, 48, bidirectional=True), tmp_path / "big.onnx")
+    graph = onnx.load(str(path)).graph
+    initializers = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
+    (node,) = [node for node in graph.node if node.op_type == "LSTM"]
+    assert [initializers.get(name) for name in node.input[1:4]] == [(2, 192, 40), (2, 192, 48), (2, 384)]
 
 
 def test_what_onnx_cannot_express_is_refused_with_the_reason(tmp_path):

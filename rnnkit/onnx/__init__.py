@@ -2,8 +2,9 @@
 
 ``torch.onnx.export`` (the ``torch.export``-based exporter) traces the model. In the trace each
 direction of each layer of an rnnkit module is one op of the compiled CPU kernels
-(``torch.ops.rnnkit.lstm_forward``, ``gru_forward``, ``rnn_forward``), and the translations here
-write each as one ONNX node:
+(``torch.ops.rnnkit.lstm_forward``, ``gru_forward``, ``rnn_forward``), and the translations
+(``translations.py``) write each as one ONNX node; then ``graph.optimize`` merges the two
+directions of a layer into one node and folds the weights:
 
 - the gate blocks reordered: torch's LSTM (i, f, g, o) to ONNX's (i, o, f, c), torch's GRU
   (r, z, n) to ONNX's (z, r, h) with ``linear_before_reset=1``, which is torch's
@@ -11,8 +12,9 @@ write each as one ONNX node:
 - both biases kept (ONNX's B is [Wb, Rb]);
 - ``lengths=`` as ``sequence_lens``: ONNX's operators stop each sequence at its length, in either
   direction, as rnnkit does (outputs past a length are zero, the final state is the last valid one);
-- a reverse direction as ``direction="reverse"``; the layers and the two directions' concatenation
-  stay as the trace has them, so the output keeps torch's layout.
+- a bidirectional layer as one node with ``direction="bidirectional"``, its results split back into
+  the two directions, which the trace concatenates as torch does: the output keeps torch's layout
+  (T, B, 2H) and h_n its (layers * 2, B, H); the layers are a chain of nodes.
 
 Whatever surrounds the recurrent modules (an embedding, a Linear head, ``rnnkit train``'s models)
 is exported by torch's exporter as usual. The batch and time axes stay dynamic: every axis of
@@ -36,16 +38,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import variants
-from .modules import LSTM, RNNBase
-from .ops import compiled
+from .. import variants
+from ..modules import LSTM, RNNBase
+from ..ops import compiled
+from .translations import translations
 
 DEFAULT_OPSET = 18
 PACKAGES = ("onnx", "onnxscript")
 # Example sizes of the input made for a bare module: any size works, the axes stay dynamic.
 EXAMPLE_STEPS, EXAMPLE_BATCH = 5, 2
-# torch's gate blocks in ONNX's order, by cell.
-GATE_ORDER = {"LSTM": (0, 3, 1, 2), "GRU": (1, 0, 2)}
 
 
 def export(
@@ -85,6 +86,8 @@ def export(
     kwargs = {}
     if lengths is not False:
         kwargs["lengths"] = _example_lengths(model, args, lengths, bare)
+    from . import graph
+
     path = Path(path)
     with _cpu_kernels(recurrent), _eval(model), torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
@@ -99,6 +102,7 @@ def export(
             dynamo=True,
             verbose=False,
         )
+    graph.optimize(program.model)
     program.save(str(path))
     return path
 
@@ -213,72 +217,3 @@ def _eval(model: nn.Module) -> Iterator[None]:
         yield model.eval()
     finally:
         model.train(training)
-
-
-def translations() -> dict[Any, Any]:
-    """The ops of the compiled CPU kernels and the onnxscript functions that write them as ONNX nodes.
-
-    ``export`` passes them to ``torch.onnx.export``; a direct call of ``torch.onnx.export(model, args,
-    dynamo=True, custom_translation_table=rnnkit.onnx.translations())`` gives the same graph when the
-    model's rnnkit modules run the ``"cpu"`` backend (``"auto"`` may pick torch's kernels instead).
-    """
-    from onnxscript import opset18 as op
-
-    def reordered(weight, mode, hidden):
-        """``weight``'s gate blocks (rows) in ONNX's order; the exporter folds it into the initializer."""
-        order = GATE_ORDER.get(mode, (0,))
-        rows = [gate * hidden + unit for gate in order for unit in range(hidden)]
-        return op.Gather(weight, op.Constant(value_ints=rows), axis=0)
-
-    def node_inputs(mode, x, w_ih, w_hh, b_ih, b_hh, lengths):
-        hidden = w_hh.shape[1]
-        w = op.Unsqueeze(reordered(w_ih, mode, hidden), [0])
-        r = op.Unsqueeze(reordered(w_hh, mode, hidden), [0])
-        b = None
-        if b_ih is not None:
-            b = op.Unsqueeze(op.Concat(reordered(b_ih, mode, hidden), reordered(b_hh, mode, hidden), axis=0), [0])
-        sequence_lens = None if lengths is None else op.Cast(lengths, to=6)  # int32, as ONNX asks
-        return hidden, (x, w, r, b, sequence_lens)
-
-    def direction(reverse):
-        return "reverse" if reverse else "forward"
-
-    # Each returns the op's outputs: output (T, B, H), the final states (B, H), then what the
-    # backward would read, which nothing in an inference graph uses: stand-ins that the exporter
-    # prunes. Each must be a value of its own, since the exporter gives it that output's shape.
-    def unused(output, count):
-        return tuple(op.Identity(output) for _ in range(count))
-
-    def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=None, reverse=False, save=True):
-        hidden, inputs = node_inputs("LSTM", x, w_ih, w_hh, b_ih, b_hh, lengths)
-        y, y_h, y_c = op.LSTM(
-            *inputs, op.Unsqueeze(h0, [0]), op.Unsqueeze(c0, [0]), hidden_size=hidden, direction=direction(reverse)
-        )
-        output = op.Squeeze(y, [1])
-        return output, op.Squeeze(y_h, [0]), op.Squeeze(y_c, [0]), *unused(output, 3)
-
-    def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
-        hidden, inputs = node_inputs("GRU", x, w_ih, w_hh, b_ih, b_hh, lengths)
-        y, y_h = op.GRU(
-            *inputs, op.Unsqueeze(h0, [0]), hidden_size=hidden, linear_before_reset=1, direction=direction(reverse)
-        )
-        output = op.Squeeze(y, [1])
-        return output, op.Squeeze(y_h, [0]), *unused(output, 3)
-
-    def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False, relu=False):
-        hidden, inputs = node_inputs("RNN", x, w_ih, w_hh, b_ih, b_hh, lengths)
-        y, y_h = op.RNN(
-            *inputs,
-            op.Unsqueeze(h0, [0]),
-            hidden_size=hidden,
-            activations=["Relu" if relu else "Tanh"],
-            direction=direction(reverse),
-        )
-        output = op.Squeeze(y, [1])
-        return output, op.Squeeze(y_h, [0]), *unused(output, 1)
-
-    return {
-        torch.ops.rnnkit.lstm_forward.default: lstm_forward,
-        torch.ops.rnnkit.gru_forward.default: gru_forward,
-        torch.ops.rnnkit.rnn_forward.default: rnn_forward,
-    }
