@@ -7,9 +7,15 @@
 // is too large); in the loop, threads split the sequences or the hidden units (packed.h's Tiles).
 #pragma once
 
-#include <ATen/ATen.h>
+// ATen's Tensor and the few ops used, not <ATen/ATen.h>: that declares every op of torch, which
+// took 4 s of each build's compile here.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 
 #include <cmath>
 #include <cstring>

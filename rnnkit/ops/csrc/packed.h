@@ -6,8 +6,10 @@
 // these shapes (a few dozen rows, a few hundred columns), or, multiplying few rows, read in place.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/cpu/vec/functional.h>
 #include <c10/util/ParallelGuard.h>
 #include <omp.h>
