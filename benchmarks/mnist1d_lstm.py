@@ -10,8 +10,10 @@ no gradient clipping)::
 Each seed runs once per model of ``--models``: ``cpu`` (``--backend cpu``), ``torch.nn``
 (``--backend torch.nn``: the same initial weights and batches, only the kernels differ),
 ``layer-norm`` (``--layer-norm``) and ``layer-norm-hh-c`` (layer norm of the recurrence only:
-MNIST-1D has one input feature, which LN(W_ih x_t) reduces to about its sign), each in its own
-process with one thread, up to ``--parallel`` at a time. The final and best test accuracies, the
+MNIST-1D has one input feature, which LN(W_ih x_t) reduces to about its sign), ``layer-norm-hh``
+(of W_hh h_{t-1} only), and with ``--forget-bias 1``: ``cpu-forget-bias`` and
+``layer-norm-hh-c-forget-bias``; each in its own process with one thread, up to ``--parallel`` at
+a time. The final and best test accuracies, the
 training seconds and every epoch's metrics go to
 ``benchmarks/results/train-mnist1d-lstm-gru-recipe.json`` (``--out``).
 
@@ -35,9 +37,12 @@ RECIPE = ["--data", "mnist1d", "--cell", "lstm", "--lr", "2e-3", "--batch-size",
 RECIPE += ["--schedule", "constant", "--no-progress"]
 MODELS = {
     "cpu": ["--backend", "cpu"],
+    "cpu-forget-bias": ["--backend", "cpu", "--forget-bias", "1"],
     "torch.nn": ["--backend", "torch.nn"],
     "layer-norm": ["--layer-norm"],
     "layer-norm-hh-c": ["--layer-norm", "--layer-norm-at", "hh,c"],
+    "layer-norm-hh": ["--layer-norm", "--layer-norm-at", "hh"],
+    "layer-norm-hh-c-forget-bias": ["--layer-norm", "--layer-norm-at", "hh,c", "--forget-bias", "1"],
 }
 OUT = Path(__file__).resolve().parent / "results" / "train-mnist1d-lstm-gru-recipe.json"
 

@@ -24,7 +24,8 @@ PER_DIRECTION_ATTRIBUTES = ("activations", "activation_alpha", "activation_beta"
 
 
 def optimize(model: ir.Model) -> ir.Model:
-    """Merge the directions of every recurrent layer and fold its weights, in place.
+    """Merge the directions of every recurrent layer and fold its weights, in place; then onnxscript's
+    optimizer, as torch's exporter ran it, removes what they left unused.
 
     ``rnnkit.onnx.export`` calls it; call it on ``torch.onnx.export(...).model`` after an export
     with ``rnnkit.onnx.translations()`` for the same graph. Returns ``model``.

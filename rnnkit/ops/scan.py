@@ -44,11 +44,14 @@ def scan(
     """
     first = xw[0] if isinstance(xw, tuple) else xw
     steps = range(first.shape[0] - 1, -1, -1) if reverse else range(first.shape[0])
+    # One unbind, not xw[t] at every step: each select's backward writes a zero (T, B, G*H) tensor
+    # with one step filled in, T of them in all (it was 80% of a backward at T = 100).
+    columns = tuple(x.unbind(0) for x in xw) if isinstance(xw, tuple) else xw.unbind(0)
     valid = None if lengths is None else lengths.to(first.device)
     kept = len(state) if every_state else 1
     outputs: list[list[Tensor]] = [[first] * first.shape[0] for _ in range(kept)]
     for t in steps:
-        new = step(tuple(x[t] for x in xw) if isinstance(xw, tuple) else xw[t], *state)
+        new = step(tuple(column[t] for column in columns) if isinstance(xw, tuple) else columns[t], *state)
         if valid is not None:
             alive = (t < valid).unsqueeze(1)  # (B, 1)
             new = tuple(torch.where(alive, n, s) for n, s in zip(new, state))
