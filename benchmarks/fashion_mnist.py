@@ -35,6 +35,7 @@ MODELS = {
     "gru-2x128-bi": ["--cell", "gru", "--hidden-size", "128", "--num-layers", "2", "--bidirectional"],
     "lstm-layer-norm": ["--cell", "lstm", "--hidden-size", "128", "--layer-norm"],
     "lstm-zoneout": ["--cell", "lstm", "--hidden-size", "128", "--zoneout", "0.1"],
+    "gru-layer-norm": ["--cell", "gru", "--hidden-size", "128", "--layer-norm"],
 }
 OUT = Path(__file__).resolve().parent / "results" / "train-fashion-mnist.json"
 
