@@ -235,6 +235,33 @@ def test_torch_onnx_export_with_the_translations_runs_the_same_operators(tmp_pat
         assert (a == b).all()
 
 
+class Encoded(nn.Module):
+    """A bidirectional LSTM started from the final states of a forward LSTM over the same input."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = rnnkit.LSTM(3, 4)
+        self.second = rnnkit.LSTM(3, 4, bidirectional=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, (h, c) = self.first(x)
+        return self.second(x, (h.repeat(2, 1, 1), c.repeat(2, 1, 1)))[0]
+
+
+def test_directions_merge_only_where_neither_reads_the_other(tmp_path):
+    """The first LSTM's node reads x with the second's reverse one, but feeds it: merging them would
+    make a node that reads its own result."""
+    torch.manual_seed(0)
+    model = Encoded().eval()
+    path = rnnkit.onnx.export(model, tmp_path / "encoded.onnx", example_input=torch.randn(5, 2, 3))
+    check_model(path)
+    assert sorted(recurrent_nodes(path)) == [("LSTM", "bidirectional"), ("LSTM", "forward")]
+    x = torch.randn(7, 3, 3)
+    with torch.no_grad():
+        expected = model(x)
+    assert max_relative_error(run_onnx(path, [x])[0], expected) <= TOLERANCE
+
+
 def test_weights_of_every_size_are_folded_into_initializers(tmp_path):
     """Gate reordering and the directions' stacking are done once at export, not at every inference,
     also for weights above torch's exporter's folding limit (8192 elements; here 4 * 48 * 48)."""

@@ -56,19 +56,9 @@ def merge_directions(graph: ir.Graph) -> int:
 
 def fold_weights(model: ir.Model) -> None:
     """Fold the constant subgraphs that feed the recurrent nodes' weights and biases, whatever their size."""
-    feeding = set()
-    producers = [
-        node.inputs[slot].producer()
-        for node in model.graph
-        if node.op_type in RECURRENT_OPS
-        for slot in WEIGHT_INPUTS
-        if _input(node, slot) is not None
-    ]
-    while producers:
-        node = producers.pop()
-        if node is not None and node not in feeding:
-            feeding.add(node)
-            producers += [value.producer() for value in node.inputs if value is not None]
+    feeding = _ancestors(
+        [_input(node, slot) for node in model.graph if node.op_type in RECURRENT_OPS for slot in WEIGHT_INPUTS]
+    )
     optimizer.fold_constants(model, should_fold=lambda node: True if node in feeding else None)
 
 
@@ -77,6 +67,18 @@ def _direction(node: ir.Node) -> str | None:
         return None
     attribute = node.attributes.get("direction")
     return "forward" if attribute is None else attribute.as_string()
+
+
+def _ancestors(values: list[ir.Value | None]) -> set[ir.Node]:
+    """Every node whose results ``values`` are computed from."""
+    found: set[ir.Node] = set()
+    producers = [value.producer() for value in values if value is not None]
+    while producers:
+        node = producers.pop()
+        if node is not None and node not in found:
+            found.add(node)
+            producers += [value.producer() for value in node.inputs if value is not None]
+    return found
 
 
 def _input(node: ir.Node, slot: int) -> ir.Value | None:
@@ -95,6 +97,10 @@ def _pairs_with(forward: ir.Node, reverse: ir.Node) -> bool:
         and _attributes(forward) == _attributes(reverse)
         and all(_input(forward, slot) is _input(reverse, slot) for slot in SHARED_INPUTS)
         and all((_input(forward, slot) is None) == (_input(reverse, slot) is None) for slot in slots)
+        # One node cannot read what either of the two computes (a reverse pass started from the
+        # forward one's final state, say).
+        and forward not in _ancestors(list(reverse.inputs))
+        and reverse not in _ancestors(list(forward.inputs))
     )
 
 
