@@ -43,6 +43,7 @@ from cpu import (
     Config,
     Contender,
     as_states,
+    json_float,
     max_abs_diff,
     rnnkit_contender,
     time_forward,
@@ -120,9 +121,7 @@ def main() -> None:
         "onnxruntime": onnxruntime.__version__,
         "threads": args.threads,
         "repeats": args.repeats,
-        "rows": [
-            {**row, "seconds": {k: v if math.isfinite(v) else None for k, v in row["seconds"].items()}} for row in rows
-        ],
+        "rows": [{**row, "seconds": {k: json_float(v) for k, v in row["seconds"].items()}} for row in rows],
     }
     write_json(args.out, report)
     print(f"wrote {args.out}")

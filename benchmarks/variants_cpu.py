@@ -40,14 +40,16 @@ from rnnkit import variants
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu import (
     CONFIGS,
-    TOLERANCE,
     Config,
     Contender,
+    agrees,
     as_states,
     best_times,
     forward_results,
+    gradients,
     json_float,
     max_abs_diff,
+    max_scaled_diff,
     positive_int,
     rnnkit_contender,
 )
@@ -98,20 +100,12 @@ def scripted_contender(module: torch.nn.Module, x: torch.Tensor) -> tuple[Conten
     return Contender(twin, run), names
 
 
-def gradient_diff(reference: Contender, candidate: Contender, names: dict[str, str]) -> float:
-    """Largest difference of the candidate's gradients from the reference's (its names mapped by
-    ``names``), each over its reference's magnitude (at least 1)."""
-    grads = []
-    for contender in (reference, candidate):
-        contender.module.zero_grad(set_to_none=True)
-        output, states = contender.run()
-        (output.sum() + sum(state.sum() for state in states)).backward()
-        grads.append(dict(contender.module.named_parameters()))
-    ours, theirs = grads
-    return max(
-        ((ours[names[name]].grad - param.grad).abs().max() / ours[names[name]].grad.abs().max().clamp(min=1.0)).item()
-        for name, param in theirs.items()
-    )
+def check_scripted(variant: Contender, scripted: Contender, names: dict[str, str]) -> tuple[float, float]:
+    """cpu.py's ``check`` of the scripted twin against ``variant``, its gradients taken under the
+    variant's parameter names (``names``)."""
+    forward = max_abs_diff(forward_results(variant), forward_results(scripted))
+    theirs = {names[name]: grad for name, grad in gradients(scripted).items()}
+    return forward, max_scaled_diff(gradients(variant), theirs)
 
 
 def bench_case(config: Config, cell: str, name: str, repeats: int) -> dict[str, Any]:
@@ -128,12 +122,12 @@ def bench_case(config: Config, cell: str, name: str, repeats: int) -> dict[str, 
     }
     if not on_naive:
         contenders[NAIVE] = rnnkit_contender(build(config, cell, keywords, backend="naive"), x, lengths)
-    row: dict[str, Any] = {"config": config.name, "cell": cell, "variant": name, "auto_runs": "naive" * on_naive}
+    row: dict[str, Any] = {"config": config.name, "cell": cell, "variant": name, "on_naive": on_naive}
     if name == "layer_norm" and cell == "LSTM" and lengths is None:
         scripted, names = scripted_contender(variant, x)
-        row["max_abs_diff"] = json_float(max_abs_diff(forward_results(contenders[VARIANT]), forward_results(scripted)))
-        row["max_grad_diff"] = json_float(gradient_diff(contenders[VARIANT], scripted, names))
-        if row["max_abs_diff"] is not None and max(row["max_abs_diff"], row["max_grad_diff"] or math.inf) < TOLERANCE:
+        diffs = check_scripted(contenders[VARIANT], scripted, names)
+        row["max_abs_diff"], row["max_grad_diff"] = map(json_float, diffs)
+        if agrees(*diffs):
             contenders[SCRIPTED] = scripted
         else:
             row["scripted"] = "mismatch"
@@ -154,7 +148,7 @@ TIMED = (PLAIN, VARIANT, NAIVE, SCRIPTED)
 
 def format_row(row: dict[str, Any]) -> str:
     """One printed line: the times (fwd / fwd+bwd, ms) and the two ratios of forward+backward."""
-    runs = "naive" if row["auto_runs"] else "auto"
+    runs = "naive" if row["on_naive"] else "auto"
     cells = [row["config"], row["cell"], row["variant"], runs]
     text = "  ".join(value.ljust(width) for value, (_, width) in zip(cells, COLUMNS))
     for label in TIMED:
