@@ -64,7 +64,7 @@ class RNNCellBase(VariantKeywords, TorchTwin, nn.Module):
         check_size("input_size", input_size)
         check_size("hidden_size", hidden_size)
         ops.check_backend(backend)
-        self._check_variant_backend(backend, all_states=False)
+        self._check_variant_backend(mode, backend, all_states=False, step=True)
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -130,7 +130,7 @@ class RNNCellBase(VariantKeywords, TorchTwin, nn.Module):
         if extras is None:
             new = ops.cell_step(self.mode, ops.resolve_backend(self.backend, x, self.mode), x, states, weights)
         else:  # one step of the variant's equations (ops/variant.py), zoneout's mask fresh each call
-            self._check_variant_backend(self.backend, all_states=False)
+            self._check_variant_backend(self.mode, self.backend, all_states=False, step=True)
             sizes = tuple(s.shape[-1] for s in states)
             _, zone = variant_ops.noise(self.variant, self.training, 1, x.shape[0], sizes, x)
             _, new = variant_ops.direction(self.mode, x.unsqueeze(0), states, weights, extras, None, zone)

@@ -97,7 +97,7 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
                 stacklevel=3,
             )
         ops.check_backend(backend)
-        self._check_variant_backend(backend, all_states=False)
+        self._check_variant_backend(mode, backend, all_states=False)
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -204,7 +204,7 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
         weights = self._weights()
         extras = None
         if all_states or variants.is_recurrence(self.variant):
-            self._check_variant_backend(self.backend, all_states)
+            self._check_variant_backend(self.mode, self.backend, all_states)
             extras = self._extras()
         run = functools.partial(self._run, lengths=lengths)
         device_type = weights[0][0].device.type
@@ -223,8 +223,9 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
     ) -> tuple[Any, ...]:
         """Normalise input and states to (T, B, *) form, run the backend, restore the caller's layout.
 
-        With ``extras`` (a variant or every step's states) the naive ops run, and every step's states
-        come back third, each (L*D, T, B, *) in the caller's layout of T and B (padded for packed input).
+        With ``extras`` (a variant or every step's states) the variant ops run (``ops.variant_stack``:
+        the fused kernels or the naive ops), and every step's states come back third, each
+        (L*D, T, B, *) in the caller's layout of T and B (padded for packed input).
         """
         name = type(self).__name__
         reference = weights[0][0]
@@ -272,6 +273,7 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
                 bidirectional=self.bidirectional,
                 dropout=self.dropout,
                 training=self.training,
+                backend=ops.resolve_variant_backend(self.backend, x, self.mode),
             )
             every = tuple(e.transpose(1, 2) if self.batch_first and batched else e for e in every)
             every = every if batched else tuple(e.squeeze(2) for e in every)
@@ -394,8 +396,9 @@ _ARGS_DOC = """
         chrono_init: (LSTM) T_max, Tallec and Ollivier's initialisation b_f = log U[1, T_max - 1],
             b_i = -b_f.
         Parameters added are drawn after torch.nn's, so the same seed gives torch.nn's weights.
-        Layer norm, peepholes, recurrent dropout and zoneout run on the naive ops (``"auto"``
-        picks them).
+        Layer norm, peepholes, recurrent dropout, zoneout and ``all_states`` run on the compiled
+        ``"cpu"`` kernels (``"auto"`` picks them on the CPU in float32 and float64) or the naive ops
+        (elsewhere, or ``backend="naive"``); other backends say they cannot.
 """
 
 

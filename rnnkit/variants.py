@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .ops import GATE_COUNTS
+from .ops import GATE_COUNTS, VARIANT_DIRECTION_OPS
 from .ops.variant import LN_PLACES, Extras, Variant
 
-# What changes the time loop, so that only the naive ops run it (weight_dropout masks a weight
-# before any backend runs, so every backend takes it).
+# What changes the time loop, so that only the naive ops and the fused variant kernels run it
+# (weight_dropout masks a weight before any backend runs, so every backend takes it).
 RECURRENCE_KEYWORDS = ("layer_norm", "peephole", "recurrent_dropout", "zoneout")
 KEYWORDS = (*RECURRENCE_KEYWORDS, "weight_dropout", "forget_bias", "chrono_init")
 
@@ -99,7 +99,7 @@ def check_initialisation(owner: str, bias: bool, forget_bias: object, chrono_ini
 
 
 def is_recurrence(variant: Variant) -> bool:
-    """Whether ``variant`` changes the time loop (then only the naive ops run it)."""
+    """Whether ``variant`` changes the time loop (then the variant ops run it, ``ops.variant_stack``)."""
     return bool(variant.layer_norm or variant.peephole or variant.recurrent_dropout > 0 or any(variant.zoneout))
 
 
@@ -236,15 +236,18 @@ class VariantKeywords:
     def _torch_lacks(self) -> list[str]:
         return features(self.variant)
 
-    def _check_variant_backend(self, backend: str, all_states: bool) -> None:
-        """A variant that changes the time loop, and every step's states, run on the naive ops only."""
-        if backend in ("auto", "naive"):
+    def _check_variant_backend(self, mode: str, backend: str, all_states: bool, step: bool = False) -> None:
+        """A variant that changes the time loop, and every step's states, run on the naive ops, and on
+        a backend that fuses the cell's time loop (``ops.VARIANT_DIRECTION_OPS``; not a cell's ``step``)."""
+        if backend in ("auto", "naive") or (not step and (mode, backend) in VARIANT_DIRECTION_OPS):
             return
         asked = features(self.variant, RECURRENCE_KEYWORDS)
         asked += ["all_states=True"] if all_states else []
         if asked:
+            fused = sorted({f"{m} nets" for m, b in VARIANT_DIRECTION_OPS if b == backend and not step})
+            runs = f"; it runs them in {', '.join(fused)}" if fused else ""
             raise ValueError(
-                f"{type(self).__name__}: backend={backend!r} does not run {', '.join(asked)} yet; "
+                f"{type(self).__name__}: backend={backend!r} does not run {', '.join(asked)} yet{runs}; "
                 "use backend='auto' or 'naive' (the equations in plain torch ops)"
             )
 

@@ -28,13 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import RNNTypeError
-from . import aten, compiled, scan
+from . import aten, compiled, scan, variant_cpu
 from . import variant as variant_ops
 from .constant import assume_constant_result
 from .gates import GATES
 from .gru import cpu as gru_cpu
 from .gru.naive import gru, gru_cell
 from .lstm import cpu as lstm_cpu
+from .lstm import variant_cpu as lstm_variant_cpu
 from .lstm.naive import lstm, lstm_cell
 from .rnn import cpu as rnn_cpu
 from .rnn.naive import rnn, rnn_cell
@@ -54,6 +55,12 @@ DIRECTION_OPS: dict[tuple[str, str], Callable] = {
 }
 CPU_DTYPES = (torch.float32, torch.float64)
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# The direction ops of the variants (``ops/variant.py``'s ``direction``) by (mode, backend) where a
+# backend fuses them; the naive ops run the others.
+VARIANT_DIRECTION_OPS: dict[tuple[str, str], Callable] = {
+    ("LSTM", "cpu"): lstm_variant_cpu.direction,
+    **{(mode, "cpu"): variant_cpu.direction for mode in variant_cpu.OPS},
+}
 # Layer ops of the backends that run a whole layer at once; the Triton ones fill in when
 # triton is found usable (``unavailable_reason("triton")``), so tracing never imports.
 LAYER_OPS: dict[tuple[str, str], Callable] = {}
@@ -199,6 +206,19 @@ def resolve_backend(
     return backend
 
 
+def resolve_variant_backend(backend: str, x: Tensor, mode: str) -> str:
+    """The concrete backend of a variant (or of every step's states) on ``x``: ``"cpu"`` where its
+    fused kernels run the cell (``VARIANT_DIRECTION_OPS``) and ``backend`` is ``"auto"`` or
+    ``"cpu"``, else ``"naive"``. The modules have refused other backends (``_check_variant_backend``)."""
+    if backend not in ("auto", "cpu") or (mode, "cpu") not in VARIANT_DIRECTION_OPS:
+        return "naive"
+    return resolve_backend("cpu", x) if backend == "cpu" or _cpu_runs(x) else "naive"
+
+
+def _cpu_runs(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in CPU_DTYPES and compiled.unavailable_reason() is None
+
+
 def rnn_stack(
     mode: str,
     backend: str,
@@ -250,11 +270,13 @@ def variant_stack(
     bidirectional: bool,
     dropout: float,
     training: bool,
+    backend: str = "naive",
 ) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """``rnn_stack`` for a variant (``ops/variant.py``, the naive ops), also returning every step's states.
+    """``rnn_stack`` for a variant (``ops/variant.py``), also returning every step's states.
 
     Args:
         variant: what changes the recurrence; extras: L*D directions' variant parameters.
+        backend: ``"naive"``, or ``"cpu"`` where it fuses the cell (``resolve_variant_backend``).
         The others as ``rnn_stack``'s.
 
     Returns:
@@ -263,7 +285,9 @@ def variant_stack(
     """
 
     def run_layer(x: Tensor, states: tuple[Tensor, ...], ks: slice, lengths: Tensor | None) -> tuple[Tensor, ...]:
-        return variant_ops.layer(mode, variant, training, x, states, weights[ks], extras[ks], lengths)
+        return variant_ops.layer(mode, variant, training, x, states, weights[ks], extras[ks], lengths, run)
+
+    run = VARIANT_DIRECTION_OPS.get((mode, backend), variant_ops.direction)
 
     return _stack(run_layer, x, hx, len(weights), lengths, 2 if bidirectional else 1, dropout, training)
 

@@ -23,11 +23,14 @@ from .constant import assume_constant_result
 _OPS = Path(__file__).parent
 SOURCES = [
     _OPS / "lstm" / "lstm_cpu.cpp",
+    _OPS / "lstm" / "lstm_variant_cpu.cpp",
     _OPS / "gru" / "gru_cpu.cpp",
+    _OPS / "gru" / "gru_variant_cpu.cpp",
     _OPS / "rnn" / "rnn_cpu.cpp",
+    _OPS / "rnn" / "rnn_variant_cpu.cpp",
     _OPS / "csrc" / "activations.cpp",
 ]
-HEADERS = [_OPS / "csrc" / name for name in ("common.h", "packed.h", "activations.h")]
+HEADERS = [_OPS / "csrc" / name for name in ("common.h", "packed.h", "activations.h", "variant.h")]
 # -march=native is safe: the library is built on, and cached for, the machine that runs it.
 # -fopenmp turns on at::parallel_for: without it the header runs every loop on one thread. The
 # library then shares torch's OpenMP runtime (the libgomp.so.1 that torch has loaded already).
@@ -204,10 +207,12 @@ def _build_and_load() -> str | None:
         return f"compiling its C++ kernels in {build} failed ({_first_error(str(error))})"
     finally:
         os.environ["PATH"] = path
+    from . import variant_cpu
     from .gru import cpu as gru_cpu
     from .lstm import cpu as lstm_cpu
+    from .lstm import variant_cpu as lstm_variant_cpu
     from .rnn import cpu as rnn_cpu
 
-    for op in (lstm_cpu, gru_cpu, rnn_cpu):
+    for op in (lstm_cpu, lstm_variant_cpu, gru_cpu, rnn_cpu, variant_cpu):
         op.register()
     return None

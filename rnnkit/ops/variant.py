@@ -34,6 +34,7 @@ Dimensions: T steps, B batch, I input features, H hidden units, P = proj_size or
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -144,6 +145,41 @@ STEPS = {
 }
 
 
+def input_projection(mode: str, x: Tensor, weights: tuple[Tensor | None, ...], extras: Extras) -> Tensor:
+    """a_t of every step, (T, B, G*H) for x (T, B, I): LN(W_ih x_t; gamma_ih) + b_ih, plus b_hh for an LSTM."""
+    w_ih, _, b_ih, b_hh, *_ = weights
+    bias = summed_bias(b_ih, b_hh) if mode == "LSTM" else b_ih  # GRU's b_hn sits inside r * (...)
+    if extras.ln_ih_weight is None:  # as the plain naive ops compute it
+        return F.linear(x, w_ih, bias)
+    xw = layer_norm(F.linear(x, w_ih), extras.ln_ih_weight)
+    return xw if bias is None else xw + bias
+
+
+def recurrence(
+    mode: str,
+    xw: Tensor,
+    state: tuple[Tensor, ...],
+    recurrent: Recurrence,
+    zone: tuple[Tensor, ...] = (),
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+    seen: list[tuple[Tensor, ...]] | None = None,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """The time loop of ``direction`` from the input projection ``xw`` (T, B, G*H) on; the other
+    arguments and the result as ``direction``'s."""
+    step = STEPS[mode]
+
+    def zoned_step(inputs: tuple[Tensor, ...], *state: Tensor) -> tuple[Tensor, ...]:
+        xw_t, *keep = inputs
+        new, gates = step(xw_t, *state, recurrent)
+        new = tuple(k * s + (1 - k) * n for k, s, n in zip(keep, state, new)) if keep else new
+        if seen is not None:
+            seen.append((*gates, *new))
+        return new
+
+    return scan(zoned_step, (xw, *zone), state, lengths, reverse, every_state=True)
+
+
 def direction(
     mode: str,
     x: Tensor,
@@ -171,26 +207,11 @@ def direction(
     Returns:
         every step's states, each (T, B, *), zero past each length; the final states.
     """
-    w_ih, w_hh, b_ih, b_hh, *w_hr = weights
-    summed = mode == "LSTM"  # the biases as the plain naive ops add them (GRU's b_hn sits inside r * (...))
-    bias = summed_bias(b_ih, b_hh) if summed else b_ih
-    if extras.ln_ih_weight is None:  # as the plain naive ops compute it
-        xw = F.linear(x, w_ih, bias)
-    else:
-        xw = layer_norm(F.linear(x, w_ih), extras.ln_ih_weight)
-        xw = xw if bias is None else xw + bias
-    recurrence = Recurrence(w_hh, None if summed else b_hh, w_hr[0] if w_hr else None, extras, dropout_mask)
-    step = STEPS[mode]
-
-    def zoned_step(inputs: tuple[Tensor, ...], *state: Tensor) -> tuple[Tensor, ...]:
-        xw_t, *keep = inputs
-        new, gates = step(xw_t, *state, recurrence)
-        new = tuple(k * s + (1 - k) * n for k, s, n in zip(keep, state, new)) if keep else new
-        if seen is not None:
-            seen.append((*gates, *new))
-        return new
-
-    return scan(zoned_step, (xw, *zone), state, lengths, reverse, every_state=True)
+    _, w_hh, _, b_hh, *w_hr = weights
+    b_hh = None if mode == "LSTM" else b_hh  # an LSTM's is in the input projection
+    recurrent = Recurrence(w_hh, b_hh, w_hr[0] if w_hr else None, extras, dropout_mask)
+    xw = input_projection(mode, x, weights, extras)
+    return recurrence(mode, xw, state, recurrent, zone, lengths, reverse, seen)
 
 
 def noise(
@@ -214,8 +235,9 @@ def noise(
     if any(z > 0 for z in variant.zoneout):
         z_c, z_h = variant.zoneout
         probabilities = (z_h, z_c)[: len(sizes)]
+        # U < z is Bernoulli(z): one pass of uniform draws, half the time of bernoulli_ on the CPU
         zone = tuple(
-            like.new_empty(steps, batch, size).bernoulli_(z)
+            like.new_empty(steps, batch, size).uniform_().lt_(z)
             if training
             else like.new_full((1, 1, 1), z).expand(steps, batch, size)
             for z, size in zip(probabilities, sizes)
@@ -232,11 +254,13 @@ def layer(
     weights: list[tuple[Tensor | None, ...]],
     extras: list[Extras],
     lengths: Tensor | None = None,
+    run: Callable[..., tuple[tuple[Tensor, ...], tuple[Tensor, ...]]] = direction,
 ) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
     """Every direction of one variant layer.
 
     Args:
         x: (T, B, I); states: each (D, B, *); weights, extras: D of each, forward first.
+        run: a direction op with ``direction``'s signature (``seen`` aside): it, or a fused one.
 
     Returns:
         output (T, B, D*P); final states, each (D, B, *); every step's states, each (D, T, B, *).
@@ -247,7 +271,7 @@ def layer(
     for d, (direction_weights, direction_extras) in enumerate(zip(weights, extras)):
         mask, zone = noise(variant, training, steps, batch, sizes, x)
         state = tuple(s[d] for s in states)
-        results.append(direction(mode, x, state, direction_weights, direction_extras, mask, zone, lengths, d == 1))
+        results.append(run(mode, x, state, direction_weights, direction_extras, mask, zone, lengths, d == 1))
     every = tuple(torch.stack(e) for e in zip(*(r[0] for r in results)))
     finals = tuple(torch.stack(f) for f in zip(*(r[1] for r in results)))
     output = every[0][0] if len(results) == 1 else torch.cat(tuple(every[0]), dim=2)

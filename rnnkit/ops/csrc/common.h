@@ -29,12 +29,14 @@
 namespace rnnkit {
 
 // Loads and stores whole vectors at a pointer, or, for a row's tail, its first ``count`` lanes
-// (unloaded lanes read as zero), so short rows (H = 10, say) stay vectorised too.
+// (unloaded lanes read as zero), so short rows (H = 10, say) stay vectorised too. ``only``
+// zeroes the lanes past the row, for sums over it of values that are not zero there.
 template <typename T>
 struct WholeLanes {
   using V = at::vec::Vectorized<T>;
   V load(const T* p) const { return V::loadu(p); }
   void store(T* p, const V& v) const { v.store(p); }
+  V only(const V& v) const { return v; }
 };
 template <typename T>
 struct Lanes {
@@ -42,6 +44,7 @@ struct Lanes {
   int count;
   V load(const T* p) const { return V::loadu(p, count); }
   void store(T* p, const V& v) const { v.store(p, count); }
+  V only(const V& v) const { return V::set(V(T(0)), v, count); }
 };
 
 // Calls body(lanes, j) for j = 0, V::size(), ... < n: one vector of a row at a time. The body is
@@ -115,6 +118,17 @@ void column_sums(const T* a, int64_t rows, int64_t G, T* out, T* scratch) {
   vectorized<T>(G, [&](const auto& L, int64_t j) { L.store(out + j, L.load(out + j) + L.load(scratch + j)); });
 }
 
+// The sums of the columns of a (rows x G, contiguous) by halves, as column_sums.
+inline at::Tensor summed_rows(const at::Tensor& a) {
+  const int64_t G = a.size(-1), rows = a.numel() / std::max<int64_t>(G, 1);
+  at::Tensor sums = at::empty({G}, a.options());
+  at::Tensor scratch = at::empty({65 * G}, a.options());  // a halving per bit of rows
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "column_sums", [&] {
+    column_sums(a.data_ptr<scalar_t>(), rows, G, sums.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>());
+  });
+  return sums;
+}
+
 // The gradients of weights applied at every step to inputs y_i (T, B, K_i), whose products
 // (summed, with the bias when ``bias``) have the gradient grad (T, B, G): [d W_1 (G, K_1), ...,
 // then d b (G) when ``bias``], the weights' from one product over the T*B rows, the bias's summed
@@ -131,14 +145,7 @@ inline std::vector<at::Tensor> step_weight_gradients(const at::Tensor& grad, con
     grads.push_back(all.narrow(1, offset, y.size(1)).contiguous());
     offset += y.size(1);
   }
-  if (bias) {
-    at::Tensor sums = at::empty({G}, grad.options());
-    at::Tensor scratch = at::empty({65 * G}, grad.options());  // a halving per bit of rows
-    AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "column_sums", [&] {
-      column_sums(by_row.data_ptr<scalar_t>(), rows, G, sums.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>());
-    });
-    grads.push_back(sums);
-  }
+  if (bias) grads.push_back(summed_rows(by_row));
   return grads;
 }
 

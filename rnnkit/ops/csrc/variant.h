@@ -1,0 +1,361 @@
+// Shared pieces of the variants' fused CPU recurrences (ops/variant.py's equations): layer norm
+// of a row and its backward, the state h as recurrent dropout and zoneout see it, and the
+// gradient carried back to h_{t-1} through both.
+//
+// Dimensions: T steps, B batch, P the state's features (H, or an LSTM's proj_size).
+//   hm      (T, B, P)  m h_{t-1}: the state recurrent dropout's mask m (B, P) lets through to
+//                      W_hh, what each step's product reads (h_{t-1} without the mask). Without
+//                      ``save`` it has two slots, this step's and the next one's.
+//   keep_h  (T, B, P)  zoneout's keep mask (or probability): h_t = k h_{t-1} + (1 - k) h~_t.
+#pragma once
+
+#include "common.h"
+
+namespace rnnkit {
+
+// The sum of a row v (n values).
+template <typename T>
+T sum_of(int64_t n, const T* v) {
+  using V = at::vec::Vectorized<T>;
+  V sum(T(0));
+  vectorized<T>(n, [&](const auto& L, int64_t j) { sum = sum + L.load(v + j); });
+  return at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, sum);
+}
+
+// LN of a row v (n values) without gain or shift: v_hat = (v - mean) / sqrt(var + 1e-5) (torch.nn.
+// LayerNorm's eps), the biased variance from the deviations (two passes, as exact as torch's).
+// Returns 1 / sqrt(var + eps).
+template <typename T>
+T normalise(int64_t n, const T* v, T* v_hat) {
+  using V = at::vec::Vectorized<T>;
+  const T mean = sum_of(n, v) / T(n);
+  V squares(T(0));
+  vectorized<T>(n, [&](const auto& L, int64_t j) {
+    const V d = L.only(L.load(v + j) - V(mean));
+    squares = at::vec::fmadd(d, d, squares);
+  });
+  const T var = at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, squares) / T(n);
+  const T rstd = T(1) / std::sqrt(var + T(1e-5));
+  vectorized<T>(n, [&](const auto& L, int64_t j) { L.store(v_hat + j, (L.load(v + j) - V(mean)) * V(rstd)); });
+  return rstd;
+}
+
+// The backward of ``normalise``, in place: d v_hat (n) -> d v = rstd (d v_hat - mean(d v_hat)
+// - v_hat mean(d v_hat v_hat)).
+template <typename T>
+void normalise_backward(int64_t n, const T* v_hat, T rstd, T* d) {
+  using V = at::vec::Vectorized<T>;
+  V sum(T(0)), dot(T(0));
+  vectorized<T>(n, [&](const auto& L, int64_t j) {
+    const V dj = L.load(d + j);
+    sum = sum + dj;
+    dot = at::vec::fmadd(dj, L.load(v_hat + j), dot);
+  });
+  auto add = [](const V& a, const V& b) { return a + b; };
+  const T mean = at::vec::vec_reduce_all<T>(add, sum) / T(n), mean_dot = at::vec::vec_reduce_all<T>(add, dot) / T(n);
+  vectorized<T>(n, [&](const auto& L, int64_t j) {
+    const V x = L.load(v_hat + j);
+    L.store(d + j, V(rstd) * (L.load(d + j) - V(mean) - x * V(mean_dot)));
+  });
+}
+
+// A pointer to t's data, or nullptr for an undefined tensor (a variant that is off).
+template <typename T>
+const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// An optional tensor checked against ``shape`` and ``like``'s dtype and device, contiguous; undefined if absent.
+inline at::Tensor checked_contiguous(const char* op, const char* name, const std::optional<at::Tensor>& t,
+                                     at::IntArrayRef shape, const at::Tensor& like) {
+  check_tensor(op, name, t, shape, like);
+  return t.has_value() ? t->contiguous() : at::Tensor();
+}
+
+// The state h through a forward loop: read by step i's product as m h_{t-1} (hm), written as the
+// zoned h_t to the state (h_n after the last step), output_t and the next step's hm.
+template <typename T>
+struct VariantState {
+  const Steps& steps;
+  bool save;
+  int64_t B, P;
+  T *h, *hm, *output;
+  const T *mask, *keep;  // (B, P) and (T, B, P), or nullptr
+
+  VariantState(const Steps& steps, bool save, at::Tensor& h, at::Tensor& hm, at::Tensor& output, const T* mask,
+               const T* keep)
+      : steps(steps), save(save), B(h.size(0)), P(h.size(1)), h(h.data_ptr<T>()), hm(hm.data_ptr<T>()),
+        output(output.data_ptr<T>()), mask(mask), keep(keep) {
+    for (int64_t b = 0; steps.T > 0 && b < B; ++b) {  // the first step's m h_0
+      T* to = this->hm + (slot(0) * B + b) * P;
+      for (int64_t k = 0; k < P; ++k) to[k] = mask ? this->h[b * P + k] * mask[b * P + k] : this->h[b * P + k];
+    }
+  }
+
+  // Step i's room in hm: its time step's with ``save``, else one of two.
+  int64_t slot(int64_t i) const { return save ? steps.at(i) : i % 2; }
+  const T* in(int64_t i) const { return hm + slot(i) * B * P; }  // m h_{t-1} of step i, (B, P)
+
+  // Sequence b's new state h~ at step i, features [k0, k0 + n): zoneout against the state, then the
+  // state, output_t and the next step's m h.
+  void write(int64_t i, int64_t b, int64_t k0, int64_t n, const T* h_new) const {
+    using V = at::vec::Vectorized<T>;
+    const int64_t t = steps.at(i), row = b * P + k0;
+    const T* k_t = keep ? keep + t * B * P + row : nullptr;
+    T* next = i + 1 < steps.T ? hm + slot(i + 1) * B * P + row : nullptr;
+    T* out = output + t * B * P + row;
+    vectorized<T>(n, [&](const auto& L, int64_t j) {
+      V y = L.load(h_new + j);
+      if (k_t) {
+        const V k = L.load(k_t + j);
+        y = k * L.load(h + row + j) + (V(1) - k) * y;
+      }
+      L.store(h + row + j, y), L.store(out + j, y);
+      if (next) L.store(next + j, mask ? y * L.load(mask + row + j) : y);
+    });
+  }
+
+  // Sequence b past its length at step i: its m h carried to the next step (the state stays).
+  void hold(int64_t i, int64_t b, int64_t k0, int64_t n) const {
+    if (i + 1 == steps.T) return;
+    const T* from = hm + (slot(i) * B + b) * P + k0;
+    std::copy(from, from + n, hm + (slot(i + 1) * B + b) * P + k0);
+  }
+};
+
+// dh[part q's features] = m (dv_t W_hh) + k_t dh_t (+ skip): the gradient of the state step t
+// started from, for the sequences alive at t. dv_t (B x G*H, row stride ld_dv) is the gradient of
+// the product W_hh (m h_{t-1}); dh_t (B x P) the state's at step t; keep_t (B x P) zoneout's mask at
+// step t; skip (B x P) what reaches h_{t-1} past W_hh (a GRU's z dh~_t). Absent ones are nullptr.
+template <typename T>
+void carry_variant(const std::vector<PackedWeight<T>>& recurrent, const Tiles& tiles, int64_t q, const Steps& steps,
+                   int64_t t, const T* dv_t, int64_t ld_dv, at::Tensor& products, T* dh, const T* dh_t, int64_t P,
+                   const T* mask, const T* keep_t, const T* skip = nullptr) {
+  using V = at::vec::Vectorized<T>;
+  const int64_t k0 = tiles.begin(q), n = tiles.end(q) - k0, b0 = tiles.row_begin(q);
+  const T* y = tile_product(recurrent, tiles, q, dv_t, ld_dv, products);
+  for (int64_t b = b0; b < tiles.row_end(q); ++b) {
+    if (!steps.alive(t, b)) continue;
+    const int64_t row = b * P + k0;
+    const T* from = y + (b - b0) * products.size(2);
+    vectorized<T>(n, [&](const auto& L, int64_t j) {
+      V d = L.load(from + j);
+      if (mask) d = d * L.load(mask + row + j);
+      if (keep_t) d = at::vec::fmadd(L.load(keep_t + row + j), L.load(dh_t + row + j), d);
+      if (skip) d = d + L.load(skip + row + j);
+      L.store(dh + row + j, d);
+    });
+  }
+}
+
+// The fused variant loop of a cell with one state h (GRU, Elman RNN), by the cell's step:
+//   Cell::kGates                 G, the gates of a step (GRU 3, RNN 1)
+//   Cell::kSavesProduct          whether the backward reads u_n (the GRU's r-scaled product)
+//   Cell::forward(L, j, H, n, a, u, h_old, g, u_n) -> h~ of units j..: a the input projection
+//       (gate k at a[k * H]), u the recurrent product with layer norm and b_hh (gate k at u[k * n]);
+//       it stores the activated gates (g[k * H]) and u_n where saved
+//   Cell::backward(L, j, H, dh, g, u_n, h_old, d_a, d_u, skip): from dh = d h~, the gradients of the
+//       pre-activations a (d_a[k * H]) and of u (d_u[k * H]), and what reaches h_{t-1} past W_hh (skip)
+//
+// Tensors as in the kernels: xw (T, B, G*H) the input projections a_t with b_ih (b_hh is added to
+// the product, after its layer norm), saved gates (T, B, G*H), h_prev (T, B, H), u_n (T, B, H),
+// v_hat (T, B, G*H) and rstd (T, B) with layer norm. Returns output, h_n, then what the backward reads:
+// hm, gates, h_prev, u_n, v_hat, rstd.
+using SingleStateForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      at::Tensor, at::Tensor>;
+
+template <typename Cell>
+SingleStateForward single_state_variant_forward(const char* op, const at::Tensor& xw_in, const at::Tensor& h0,
+                                                     const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh_in,
+                                                     const std::optional<at::Tensor>& ln_hh_in,
+                                                     const std::optional<at::Tensor>& mask_in,
+                                                     const std::optional<at::Tensor>& keep_in,
+                                                     const std::optional<at::Tensor>& lengths_in, bool reverse,
+                                                     bool save) {
+  constexpr int64_t G = Cell::kGates;
+  TORCH_CHECK(xw_in.dim() == 3 && xw_in.device().is_cpu() && h0.dim() == 2, op,
+              ": expected xw of 3 dimensions (T, B, G*H) on the CPU and h0 (B, H), got ", xw_in.sizes(), " on ",
+              xw_in.device(), " and ", h0.sizes());
+  const at::Tensor xw = xw_in.contiguous();
+  const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1), GH = G * H;
+  check_tensor(op, "xw", xw, {T, B, GH}, xw);
+  check_tensor(op, "h0", h0, {B, H}, xw);
+  check_tensor(op, "w_hh", w_hh, {GH, H}, xw);
+  const at::Tensor b_hh = checked_contiguous(op, "b_hh", b_hh_in, {GH}, xw);
+  const at::Tensor ln_hh = checked_contiguous(op, "ln_hh_weight", ln_hh_in, {GH}, xw);
+  const at::Tensor mask = checked_contiguous(op, "dropout_mask", mask_in, {B, H}, xw);
+  const at::Tensor keep = checked_contiguous(op, "keep_h", keep_in, {T, B, H}, xw);
+  const auto lengths = checked_lengths(lengths_in, B, T);
+  const Steps steps = make_steps(T, reverse, lengths);
+
+  const auto options = xw.options();
+  const int64_t kept = save ? T : std::min<int64_t>(T, 1);
+  const auto kept_lengths = save ? lengths : std::nullopt;  // zeros where the backward's sums read dead rows
+  const bool ln = ln_hh.defined();
+  auto saved = [&](bool on, at::IntArrayRef shape) { return on ? step_results(shape, options, kept_lengths) : at::empty({0}, options); };
+  at::Tensor output = step_results({T, B, H}, options, lengths);
+  at::Tensor h = copy_of(h0);
+  at::Tensor hm = at::empty({save ? T : std::min<int64_t>(T, 2), B, H}, options);
+  at::Tensor gates = saved(true, {kept, B, GH}), h_prev = saved(true, {kept, B, H});
+  at::Tensor u_n = saved(Cell::kSavesProduct, {kept, B, H});
+  at::Tensor v_hat = saved(ln, {kept, B, GH}), rstd = saved(ln, {kept, B});
+
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "single_state_variant_forward", [&] {
+    using T_ = scalar_t;
+    using V = at::vec::Vectorized<T_>;
+    const T_* bias = data_or_null<T_>(b_hh);
+    const T_* gain = data_or_null<T_>(ln_hh);
+    // Layer norm reads a whole row of a step: then a thread takes whole sequences.
+    const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, ln || Tiles::by_rows(B, w_hh.numel() * sizeof(T_)));
+    const auto recurrent = unit_rows<T_>({w_hh}, G, units, T * B);
+    at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, options);
+    const int64_t ld = products.size(2);
+    const VariantState<T_> state(steps, save, h, hm, output, data_or_null<T_>(mask), data_or_null<T_>(keep));
+    Team::run(units.parts(), [&](const Team::Member& member) {
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t t = steps.at(i), s = save ? t : 0;
+        member.each(units, [&](int64_t p) {
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
+          T_* hw = tile_product(recurrent, units, p, state.in(i), H, products);  // W_hh m h, gate by gate
+          for (int64_t b = b0; b < units.row_end(p); ++b) {
+            if (!steps.alive(t, b)) {
+              state.hold(i, b, j0, n);
+              continue;
+            }
+            T_* u = hw + (b - b0) * ld;
+            if (ln) {  // by rows: the whole row, n = H
+              T_* vh = v_hat.data_ptr<T_>() + (s * B + b) * GH;
+              rstd.data_ptr<T_>()[s * B + b] = normalise(GH, u, vh);
+              vectorized<T_>(GH, [&](const auto& L, int64_t j) {
+                const V v = L.load(vh + j) * L.load(gain + j);
+                L.store(u + j, bias ? v + L.load(bias + j) : v);
+              });
+            } else if (bias) {
+              for (int64_t k = 0; k < G; ++k) {
+                vectorized<T_>(n, [&](const auto& L, int64_t j) {
+                  L.store(u + k * n + j, L.load(u + k * n + j) + L.load(bias + k * H + j0 + j));
+                });
+              }
+            }
+            const int64_t row = (s * B + b) * H + j0;
+            T_* hp = h_prev.data_ptr<T_>() + row;
+            std::copy(state.h + b * H + j0, state.h + b * H + j0 + n, hp);
+            const T_* a = xw.data_ptr<T_>() + (t * B + b) * GH + j0;
+            T_* g = gates.data_ptr<T_>() + (s * B + b) * GH + j0;
+            T_* un = Cell::kSavesProduct ? u_n.data_ptr<T_>() + row : nullptr;
+            // h~ over u's first gate, each lane read before it is written
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+              L.store(u + j, Cell::forward(L, j, H, n, a, u, L.load(hp + j), g, un));
+            });
+            state.write(i, b, j0, n, u);
+          }
+        });
+      }
+    });
+  });
+  return {output, h, hm, gates, h_prev, u_n, v_hat, rstd};
+}
+
+// The backward of single_state_variant_forward: grad_xw, grad_h0, grad_w_hh, grad_b_hh and
+// grad_ln_hh_weight (empty where absent); the new parameters' gradients summed by halves over the
+// steps, each part adding its sequences' terms into its row of a step first.
+template <typename Cell>
+std::vector<at::Tensor> single_state_variant_backward(
+    const char* op, const at::Tensor& grad_output_in, const at::Tensor& grad_h_n, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_hh_in, const std::optional<at::Tensor>& ln_hh_in,
+    const std::optional<at::Tensor>& mask_in, const std::optional<at::Tensor>& keep_in,
+    const std::optional<at::Tensor>& lengths_in, bool reverse, const at::Tensor& hm, const at::Tensor& gates,
+    const at::Tensor& h_prev, const at::Tensor& u_n, const at::Tensor& v_hat, const at::Tensor& rstd) {
+  constexpr int64_t G = Cell::kGates;
+  const at::Tensor grad_output = grad_output_in.contiguous();
+  const int64_t T = gates.size(0), B = gates.size(1), GH = gates.size(2), H = GH / G;
+  check_tensor(op, "grad_output", grad_output, {T, B, H}, gates);
+  check_tensor(op, "grad_h_n", grad_h_n, {B, H}, gates);
+  check_tensor(op, "w_hh", w_hh, {GH, H}, gates);
+  check_tensor(op, "hm", hm, {T, B, H}, gates);
+  check_tensor(op, "h_prev", h_prev, {T, B, H}, gates);
+  const at::Tensor b_hh = checked_contiguous(op, "b_hh", b_hh_in, {GH}, gates);
+  const at::Tensor ln_hh = checked_contiguous(op, "ln_hh_weight", ln_hh_in, {GH}, gates);
+  const at::Tensor mask = checked_contiguous(op, "dropout_mask", mask_in, {B, H}, gates);
+  const at::Tensor keep = checked_contiguous(op, "keep_h", keep_in, {T, B, H}, gates);
+  const bool ln = ln_hh.defined(), bias = b_hh.defined();
+  if (Cell::kSavesProduct) check_tensor(op, "u_n", u_n, {T, B, H}, gates);
+  if (ln) check_tensor(op, "v_hat", v_hat, {T, B, GH}, gates), check_tensor(op, "rstd", rstd, {T, B}, gates);
+  const auto lengths = checked_lengths(lengths_in, B, T);
+  const Steps steps = make_steps(T, reverse, lengths);
+  const auto options = gates.options();
+
+  at::Tensor grad_xw = step_results({T, B, GH}, options, lengths);
+  at::Tensor grad_v = step_results({T, B, GH}, options, lengths);  // d(W_hh m h_{t-1})
+  at::Tensor dh = copy_of(grad_h_n);
+  at::Tensor dh_step = at::zeros({B, H}, options), skip = at::zeros({B, H}, options);
+  const int64_t at_ln = bias ? GH : 0, extra = at_ln + (ln ? GH : 0);  // b_hh's sums, then the gain's
+  at::Tensor partials;
+
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "single_state_variant_backward", [&] {
+    using T_ = scalar_t;
+    using V = at::vec::Vectorized<T_>;
+    const T_* gain = data_or_null<T_>(ln_hh);
+    const T_* pmask = data_or_null<T_>(mask);
+    const T_* pkeep = data_or_null<T_>(keep);
+    const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, ln || Tiles::by_rows(B, w_hh.numel() * sizeof(T_)));
+    const auto recurrent = column_parts<T_>(w_hh, units);
+    at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, options);
+    partials = at::zeros({T, units.parts(), extra}, options);
+    T_* pdh = dh.data_ptr<T_>();
+    T_* pds = dh_step.data_ptr<T_>();
+    T_* pskip = skip.data_ptr<T_>();
+    auto carry = [&](int64_t p, int64_t t) {
+      carry_variant(recurrent, units, p, steps, t, grad_v.data_ptr<T_>() + t * B * GH, GH, products, pdh, pds, H, pmask,
+                    pkeep ? pkeep + t * B * H : nullptr, pskip);
+    };
+    Team::run(units.parts(), [&](const Team::Member& member) {
+      for (int64_t i = T - 1; i >= 0; --i) {
+        const int64_t t = steps.at(i);
+        member.each(units, [&](int64_t p) {
+          if (i + 1 < T) carry(p, steps.at(i + 1));
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+          T_* sums = partials.data_ptr<T_>() + (t * units.parts() + p) * extra;
+          for (int64_t b = units.row_begin(p); b < units.row_end(p); ++b) {
+            if (!steps.alive(t, b)) continue;
+            const int64_t row = b * H + j0, at_t = t * B * H + row;
+            const T_* g = gates.data_ptr<T_>() + (t * B + b) * GH + j0;
+            const T_* un = Cell::kSavesProduct ? u_n.data_ptr<T_>() + at_t : nullptr;
+            const T_* keep_t = pkeep ? pkeep + at_t : nullptr;
+            T_* da = grad_xw.data_ptr<T_>() + (t * B + b) * GH + j0;
+            T_* du = grad_v.data_ptr<T_>() + (t * B + b) * GH + j0;
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+              const V d = L.load(pdh + row + j) + L.load(grad_output.data_ptr<T_>() + at_t + j);  // dh_t
+              L.store(pds + row + j, d);
+              const V d_new = keep_t ? (V(1) - L.load(keep_t + j)) * d : d;  // d h~_t
+              Cell::backward(L, j, H, d_new, g, un, L.load(h_prev.data_ptr<T_>() + at_t + j), da, du, pskip + row);
+            });
+            for (int64_t k = 0; bias && k < G; ++k) {
+              vectorized<T_>(n, [&](const auto& L, int64_t j) {
+                T_* to = sums + k * H + j0 + j;
+                L.store(to, L.load(to) + L.load(du + k * H + j));
+              });
+            }
+            if (ln) {  // by rows: the whole row, n = H
+              const T_* vh = v_hat.data_ptr<T_>() + (t * B + b) * GH;
+              vectorized<T_>(GH, [&](const auto& L, int64_t j) {
+                const V d = L.load(du + j);
+                L.store(sums + at_ln + j, at::vec::fmadd(d, L.load(vh + j), L.load(sums + at_ln + j)));
+                L.store(du + j, d * L.load(gain + j));
+              });
+              normalise_backward(GH, vh, rstd.data_ptr<T_>()[t * B + b], du);
+            }
+          }
+        });
+      }
+      if (T > 0) member.each(units, [&](int64_t p) { carry(p, steps.at(0)); });
+    });
+  });
+
+  at::Tensor grad_w_hh = step_weight_gradients(grad_v, {hm}, false)[0];
+  const at::Tensor sums = summed_rows(partials);
+  auto part = [&](bool on, int64_t from) { return on ? sums.narrow(0, from, GH) : at::empty({0}, options); };
+  return {grad_xw, dh, grad_w_hh, part(bias, 0), part(ln, at_ln)};
+}
+
+}  // namespace rnnkit

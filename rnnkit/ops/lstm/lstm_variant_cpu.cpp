@@ -1,0 +1,408 @@
+// Fused LSTM layer (one direction) with the variants of ops/variant.py for the CPU: layer norm
+// of W_hh (m h_{t-1}) and of c_t, peepholes, recurrent dropout's mask m and zoneout's keep masks
+// in the time loop, forward and hand-written backward through time.
+//
+// The input projection of every step, a_t = LN(W_ih x_t) + b_ih + b_hh, comes in as xw: it is one
+// product before the loop, which autograd differentiates. A step then reads
+//   u_t = LN(W_hh (m h_{t-1}); gamma_hh)
+//   i, f, g, o = sigma, sigma, tanh, sigma(xw_t + u_t + (w_ci c_{t-1}, w_cf c_{t-1}, 0, w_co c~_t))
+//   c~_t = f c_{t-1} + i g      h~_t = W_hr (o tanh(LN(c~_t; gamma_c, beta_c)))
+//   c_t = k_c c_{t-1} + (1 - k_c) c~_t      h_t = k_h h_{t-1} + (1 - k_h) h~_t   (zoneout)
+// Layer norm needs a whole row of a step, so a thread then takes whole sequences (Tiles by rows).
+//
+// Dimensions: T steps, B batch, H hidden, P = proj_size or H, G = 4H.
+//   xw      (T, B, G)   a_t with both biases
+//   hm      (T, B, P)   saved: m h_{t-1}, what W_hh multiplies (h_{t-1} without recurrent dropout)
+//   gates   (T, B, G)   saved: activated i, f, g, o
+//   c_prev  (T, B, H)   saved: c_{t-1}
+//   c_new   (T, B, H)   saved: c~_t, before zoneout
+//   u_hat   (T, B, G)   saved with layer norm on W_hh h: the normalised product; rstd_hh (T, B) its 1/std
+//   c_hat   (T, B, H)   saved with layer norm on c: the normalised c~_t; rstd_c (T, B)
+//   m       (T, B, H)   saved with a projection: o tanh(LN(c~_t)), what W_hr multiplies
+// Without ``save`` (no gradient wanted) the saved tensors hold one step (hm two), rewritten at
+// every step. A step at t >= lengths[b] leaves sequence b's states as they are and outputs zero.
+#include <torch/library.h>
+
+#include "../csrc/variant.h"
+
+namespace rnnkit {
+namespace {
+
+using at::Tensor;
+using OptionalTensor = std::optional<Tensor>;
+
+// The variant's tensors as the kernels read them: raw pointers, nullptr where a variant is off.
+template <typename T>
+struct Variant {
+  const T *ln_hh, *ln_c_weight, *ln_c_bias, *peephole, *mask, *keep_h, *keep_c;
+
+  static Variant of(const std::vector<Tensor>& t) {
+    return {data_or_null<T>(t[0]), data_or_null<T>(t[1]), data_or_null<T>(t[2]), data_or_null<T>(t[3]),
+            data_or_null<T>(t[4]), data_or_null<T>(t[5]), data_or_null<T>(t[6])};
+  }
+};
+
+// The variant's optional tensors checked (shapes and dtypes against ``like``) and made
+// contiguous, in Variant's order; undefined where absent.
+std::vector<Tensor> variant_tensors(const char* op, const Tensor& like, int64_t T, int64_t B, int64_t H, int64_t P,
+                                    const OptionalTensor& ln_hh, const OptionalTensor& ln_c_weight,
+                                    const OptionalTensor& ln_c_bias, const OptionalTensor& peephole,
+                                    const OptionalTensor& mask, const OptionalTensor& keep_h,
+                                    const OptionalTensor& keep_c) {
+  TORCH_CHECK(ln_c_weight.has_value() == ln_c_bias.has_value(), op,
+              ": layer norm on c takes both ln_c_weight and ln_c_bias");
+  return {checked_contiguous(op, "ln_hh_weight", ln_hh, {4 * H}, like),
+          checked_contiguous(op, "ln_c_weight", ln_c_weight, {H}, like),
+          checked_contiguous(op, "ln_c_bias", ln_c_bias, {H}, like),
+          checked_contiguous(op, "weight_ch", peephole, {3 * H}, like),
+          checked_contiguous(op, "dropout_mask", mask, {B, P}, like),
+          checked_contiguous(op, "keep_h", keep_h, {T, B, P}, like),
+          checked_contiguous(op, "keep_c", keep_c, {T, B, H}, like)};
+}
+
+// output, h_n, c_n, every step's c_t (T, B, H), then what the backward reads (above).
+using Forward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                           Tensor, Tensor>;
+
+Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+                                         const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
+                                         const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
+                                         const OptionalTensor& weight_ch, const OptionalTensor& dropout_mask,
+                                         const OptionalTensor& keep_h, const OptionalTensor& keep_c,
+                                         const OptionalTensor& lengths_in, bool reverse, bool save) {
+  const char* op = "lstm_variant_forward";
+  TORCH_CHECK(xw_in.dim() == 3 && xw_in.device().is_cpu(), op,
+              ": expected xw of 3 dimensions (T, B, 4H) on the CPU, got ", xw_in.sizes(), " on ", xw_in.device());
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % 4 == 0, op, ": expected w_hh of shape (4*H, P), got ", w_hh.sizes());
+  const Tensor xw = xw_in.contiguous();
+  const int64_t T = xw.size(0), B = xw.size(1), G = w_hh.size(0), H = G / 4, P = w_hh.size(1);
+  const bool proj = w_hr.has_value();
+  TORCH_CHECK(proj || P == H, op, ": without w_hr, w_hh must have H = ", H, " columns, got ", P);
+  check_tensor(op, "xw", xw, {T, B, G}, xw);
+  check_tensor(op, "h0", h0, {B, P}, xw);
+  check_tensor(op, "c0", c0, {B, H}, xw);
+  check_tensor(op, "w_hh", w_hh, {G, P}, xw);
+  check_tensor(op, "w_hr", w_hr, {P, H}, xw);
+  const auto v = variant_tensors(op, xw, T, B, H, P, ln_hh_weight, ln_c_weight, ln_c_bias, weight_ch, dropout_mask,
+                                 keep_h, keep_c);
+  const auto lengths = checked_lengths(lengths_in, B, T);
+  const Steps steps = make_steps(T, reverse, lengths);
+
+  const auto options = xw.options();
+  const int64_t kept = save ? T : std::min<int64_t>(T, 1);
+  const auto kept_lengths = save ? lengths : std::nullopt;  // zeros where the backward reads dead rows
+  const bool ln_hh = v[0].defined(), ln_c = v[1].defined();
+  Tensor output = step_results({T, B, P}, options, lengths);
+  Tensor cs = step_results({T, B, H}, options, lengths);  // every step's c_t
+  Tensor hm = at::empty({save ? T : std::min<int64_t>(T, 2), B, P}, options);
+  Tensor gates = at::empty({kept, B, G}, options);
+  Tensor c_prev = step_results({kept, B, H}, options, kept_lengths);
+  Tensor c_new = step_results({kept, B, H}, options, kept_lengths);
+  Tensor u_hat = ln_hh ? step_results({kept, B, G}, options, kept_lengths) : at::empty({0}, options);
+  Tensor rstd_hh = ln_hh ? step_results({kept, B}, options, kept_lengths) : at::empty({0}, options);
+  Tensor c_hat = ln_c ? step_results({kept, B, H}, options, kept_lengths) : at::empty({0}, options);
+  Tensor rstd_c = ln_c ? step_results({kept, B}, options, kept_lengths) : at::empty({0}, options);
+  Tensor m = proj ? step_results({kept, B, H}, options, kept_lengths) : at::empty({0}, options);
+  Tensor h = copy_of(h0), c = copy_of(c0);
+
+  AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_variant_forward", [&] {
+    using T_ = scalar_t;
+    using V = at::vec::Vectorized<T_>;
+    const auto var = Variant<T_>::of(v);
+    // Layer norm reads a whole row of a step: then a thread takes whole sequences.
+    const bool by_rows = ln_hh || ln_c || Tiles::by_rows(B, w_hh.numel() * sizeof(T_));
+    const Tiles units(B, H, B * G, PackedWeight<T_>::kWidth, by_rows);
+    const Tiles features(B, P, B * H, PackedWeight<T_>::kWidth, by_rows);
+    const auto recurrent = unit_rows<T_>({w_hh}, 4, units, T * B);
+    const auto projection = proj ? unit_rows<T_>({*w_hr}, 1, features, T * B) : std::vector<PackedWeight<T_>>();
+    const int64_t parts = std::max(units.parts(), proj ? features.parts() : 1);
+    Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, options);
+    const int64_t ld = products.size(2);
+    T_* pc = c.data_ptr<T_>();
+    const VariantState<T_> state(steps, save, h, hm, output, var.mask, var.keep_h);
+    Team::run(parts, [&](const Team::Member& member) {
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t t = steps.at(i), s = save ? t : 0;  // s: the step's room in the saved tensors
+        member.each(units, [&](int64_t p) {
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
+          T_* hw = tile_product(recurrent, units, p, state.in(i), P, products);  // W_hh m h, gate by gate
+          for (int64_t b = b0; b < units.row_end(p); ++b) {
+            if (!steps.alive(t, b)) {
+              if (!proj) state.hold(i, b, j0, n);
+              continue;
+            }
+            T_* u = hw + (b - b0) * ld;
+            const int64_t row = (s * B + b) * H + j0;  // b's units in the saved (kept, B, H) tensors
+            T_* g = gates.data_ptr<T_>() + (s * B + b) * G + j0;
+            const T_* a = xw.data_ptr<T_>() + (t * B + b) * G + j0;
+            T_* cp = c_prev.data_ptr<T_>() + row;
+            T_* cn = c_new.data_ptr<T_>() + row;
+            T_* cb = pc + b * H + j0;
+            if (ln_hh) {  // by rows: u is the whole row, n = H
+              T_* uh = u_hat.data_ptr<T_>() + (s * B + b) * G;
+              rstd_hh.data_ptr<T_>()[s * B + b] = normalise(G, u, uh);
+              u = uh;
+            }
+            // The gates and c~_t; u_k's values lie n apart (H apart, normalised).
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+              auto pre = [&](int64_t k) {
+                const V uk = L.load(u + k * n + j);
+                return L.load(a + k * H + j) + (ln_hh ? uk * L.load(var.ln_hh + k * H + j) : uk);
+              };
+              const V c_old = L.load(cb + j);
+              V pi = pre(0), pf = pre(1), po = pre(3);
+              if (var.peephole) {
+                pi = at::vec::fmadd(L.load(var.peephole + j0 + j), c_old, pi);
+                pf = at::vec::fmadd(L.load(var.peephole + H + j0 + j), c_old, pf);
+              }
+              const V gi = sigmoid_(pi), gf = sigmoid_(pf), gg = tanh_(pre(2));
+              const V c_t = at::vec::fmadd(gf, c_old, gi * gg);
+              if (var.peephole) po = at::vec::fmadd(L.load(var.peephole + 2 * H + j0 + j), c_t, po);
+              L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, sigmoid_(po));
+              L.store(cp + j, c_old), L.store(cn + j, c_t);
+            });
+            const T_* cl = cn;  // what tanh reads: c~_t, or its layer norm
+            if (ln_c) {
+              T_* ch = c_hat.data_ptr<T_>() + row;
+              rstd_c.data_ptr<T_>()[s * B + b] = normalise(H, cn, ch);
+              cl = ch;
+            }
+            T_* y = proj ? m.data_ptr<T_>() + row : hw + (b - b0) * ld;  // o tanh(.), over u once read
+            const T_* keep = var.keep_c ? var.keep_c + (t * B + b) * H + j0 : nullptr;
+            T_* c_out = cs.data_ptr<T_>() + (t * B + b) * H + j0;
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+              V x = L.load(cl + j);
+              if (ln_c) x = at::vec::fmadd(x, L.load(var.ln_c_weight + j), L.load(var.ln_c_bias + j));
+              L.store(y + j, L.load(g + 3 * H + j) * tanh_(x));
+              V c_t = L.load(cn + j);
+              if (keep) {
+                const V k = L.load(keep + j);
+                c_t = k * L.load(cp + j) + (V(1) - k) * c_t;
+              }
+              L.store(cb + j, c_t), L.store(c_out + j, c_t);
+            });
+            if (!proj) state.write(i, b, j0, n, y);
+          }
+        });
+        if (!proj) continue;
+        member.each(features, [&](int64_t q) {
+          const int64_t k0 = features.begin(q), n = features.end(q) - k0, b0 = features.row_begin(q);
+          const T_* y = tile_product(projection, features, q, m.data_ptr<T_>() + s * B * H, H, products);  // W_hr m
+          for (int64_t b = b0; b < features.row_end(q); ++b) {
+            if (steps.alive(t, b)) {
+              state.write(i, b, k0, n, y + (b - b0) * ld);
+            } else {
+              state.hold(i, b, k0, n);
+            }
+          }
+        });
+      }
+    });
+  });
+  return {output, h, c, cs, hm, gates, c_prev, c_new, u_hat, rstd_hh, c_hat, rstd_c, m};
+}
+
+std::vector<Tensor> lstm_variant_backward(
+    const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& grad_c_n, const OptionalTensor& grad_cs_in,
+    const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
+    const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
+    const OptionalTensor& dropout_mask, const OptionalTensor& keep_h, const OptionalTensor& keep_c,
+    const OptionalTensor& lengths_in, bool reverse, const Tensor& hm, const Tensor& gates, const Tensor& c_prev,
+    const Tensor& c_new, const Tensor& u_hat, const Tensor& rstd_hh, const Tensor& c_hat, const Tensor& rstd_c,
+    const Tensor& m) {
+  const char* op = "lstm_variant_backward";
+  const Tensor grad_output = grad_output_in.contiguous();
+  const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4, P = w_hh.size(1);
+  const bool proj = w_hr.has_value();
+  check_tensor(op, "grad_output", grad_output, {T, B, P}, gates);
+  check_tensor(op, "grad_h_n", grad_h_n, {B, P}, gates);
+  check_tensor(op, "grad_c_n", grad_c_n, {B, H}, gates);
+  check_tensor(op, "grad_cs", grad_cs_in, {T, B, H}, gates);
+  check_tensor(op, "w_hh", w_hh, {G, P}, gates);
+  check_tensor(op, "w_hr", w_hr, {P, H}, gates);
+  check_tensor(op, "hm", hm, {T, B, P}, gates);
+  check_tensor(op, "c_prev", c_prev, {T, B, H}, gates);
+  check_tensor(op, "c_new", c_new, {T, B, H}, gates);
+  const auto v = variant_tensors(op, gates, T, B, H, P, ln_hh_weight, ln_c_weight, ln_c_bias, weight_ch, dropout_mask,
+                                 keep_h, keep_c);
+  const bool ln_hh = v[0].defined(), ln_c = v[1].defined();
+  if (ln_hh) check_tensor(op, "u_hat", u_hat, {T, B, G}, gates), check_tensor(op, "rstd_hh", rstd_hh, {T, B}, gates);
+  if (ln_c) check_tensor(op, "c_hat", c_hat, {T, B, H}, gates), check_tensor(op, "rstd_c", rstd_c, {T, B}, gates);
+  if (proj) check_tensor(op, "m", m, {T, B, H}, gates);
+  const Tensor grad_cs = grad_cs_in.has_value() ? grad_cs_in->contiguous() : Tensor();
+  const auto lengths = checked_lengths(lengths_in, B, T);
+  const Steps steps = make_steps(T, reverse, lengths);
+  const auto options = gates.options();
+
+  Tensor grad_xw = step_results({T, B, G}, options, lengths);  // d(pre-activations)
+  Tensor grad_u = ln_hh ? step_results({T, B, G}, options, lengths) : grad_xw;  // d(W_hh m h_{t-1})
+  Tensor grad_h_new = proj ? step_results({T, B, P}, options, lengths) : Tensor();  // d h~_t, for grad W_hr
+  Tensor dh = copy_of(grad_h_n), dc = copy_of(grad_c_n);
+  Tensor dh_step = at::zeros({B, P}, options);  // dh_t: carried dh plus d output_t
+  // The new parameters' gradients, summed over the steps: each part adds its sequences' terms into
+  // its row of a step (layer norm's gains and shift, then the peepholes), then the rows are summed
+  // by halves after the loop (as exact as torch's sums).
+  const int64_t at_ln_c = ln_hh ? G : 0, at_peephole = at_ln_c + (ln_c ? 2 * H : 0);
+  const int64_t extra = at_peephole + (v[3].defined() ? 3 * H : 0);
+  Tensor partials;
+
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_variant_backward", [&] {
+    using T_ = scalar_t;
+    using V = at::vec::Vectorized<T_>;
+    const auto var = Variant<T_>::of(v);
+    const bool by_rows = ln_hh || ln_c || Tiles::by_rows(B, w_hh.numel() * sizeof(T_));
+    const Tiles units(B, H, B * G, PackedWeight<T_>::kWidth, by_rows);
+    const Tiles features = proj ? Tiles(B, P, B * G, PackedWeight<T_>::kWidth, by_rows) : units;
+    const auto recurrent = column_parts<T_>(w_hh, features);
+    const auto projection = proj ? column_parts<T_>(*w_hr, units) : std::vector<PackedWeight<T_>>();
+    const int64_t parts = std::max(units.parts(), features.parts());
+    Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, options);
+    const int64_t ld = products.size(2);
+    partials = at::zeros({T, units.parts(), extra}, options);
+    T_* pdh = dh.data_ptr<T_>();
+    T_* pds = dh_step.data_ptr<T_>();
+    T_* pdc = dc.data_ptr<T_>();
+
+    // dh_t = dh + d output_t for part q's features of the sequences alive at t; with a
+    // projection, also d h~_t = (1 - k_h) dh_t, which W_hr's backward multiplies.
+    auto step_gradient = [&](int64_t q, int64_t t) {
+      const int64_t k0 = features.begin(q), n = features.end(q) - k0;
+      for (int64_t b = features.row_begin(q); b < features.row_end(q); ++b) {
+        if (!steps.alive(t, b)) continue;
+        const int64_t row = b * P + k0, at_t = t * B * P + row;
+        vectorized<T_>(n, [&](const auto& L, int64_t j) {
+          const V d = L.load(pdh + row + j) + L.load(grad_output.data_ptr<T_>() + at_t + j);
+          L.store(pds + row + j, d);
+          if (proj) L.store(grad_h_new.data_ptr<T_>() + at_t + j, var.keep_h ? (V(1) - L.load(var.keep_h + at_t + j)) * d : d);
+        });
+      }
+    };
+    // The gate gradients of part p's units at step t, and dc carried to step t - 1.
+    auto gate_gradients = [&](int64_t p, int64_t t) {
+      const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
+      const T_* dm = proj ? tile_product(projection, units, p, grad_h_new.data_ptr<T_>() + t * B * P, P, products)
+                          : nullptr;  // d(o tanh(.)) = d h~_t W_hr, rows from the tile's first
+      T_* sums = partials.data_ptr<T_>() + (t * units.parts() + p) * extra;
+      for (int64_t b = b0; b < units.row_end(p); ++b) {
+        if (!steps.alive(t, b)) continue;
+        const int64_t row = (t * B + b) * H + j0, row_p = b * P + j0;
+        const T_* g = gates.data_ptr<T_>() + (t * B + b) * G + j0;
+        const T_* cp = c_prev.data_ptr<T_>() + row;
+        const T_* cn = c_new.data_ptr<T_>() + row;
+        const T_* ch = ln_c ? c_hat.data_ptr<T_>() + row : nullptr;
+        const T_* dmb = proj ? dm + (b - b0) * ld : nullptr;
+        const T_* keep_h_t = var.keep_h ? var.keep_h + t * B * P + row_p : nullptr;
+        const T_* keep_c_t = var.keep_c ? var.keep_c + row : nullptr;
+        const T_* dcs = grad_cs.defined() ? grad_cs.data_ptr<T_>() + row : nullptr;
+        T_* dg = grad_xw.data_ptr<T_>() + (t * B + b) * G + j0;
+        T_* dcb = pdc + b * H + j0;
+        // d c~_t through tanh (and LN), in the forget gate's room until below, and d pre_o.
+        T_* dcn = dg + H;
+        vectorized<T_>(n, [&](const auto& L, int64_t j) {
+          V d_m = proj ? L.load(dmb + j) : L.load(pds + row_p + j);
+          if (!proj && keep_h_t) d_m = (V(1) - L.load(keep_h_t + j)) * d_m;
+          const V x_hat = L.load(ln_c ? ch + j : cn + j);
+          const V x = ln_c ? at::vec::fmadd(x_hat, L.load(var.ln_c_weight + j), L.load(var.ln_c_bias + j)) : x_hat;
+          const V tc = tanh_(x), go = L.load(g + 3 * H + j);
+          const V d_cl = d_m * go * (V(1) - tc * tc);  // d LN(c~_t)
+          if (ln_c) {
+            T_* gain = sums + at_ln_c + j0 + j;
+            L.store(gain, at::vec::fmadd(d_cl, x_hat, L.load(gain)));
+            L.store(gain + H, L.load(gain + H) + d_cl);
+          }
+          L.store(dcn + j, ln_c ? d_cl * L.load(var.ln_c_weight + j) : d_cl);
+          L.store(dg + 3 * H + j, d_m * tc * go * (V(1) - go));
+        });
+        if (ln_c) normalise_backward(n, ch, rstd_c.data_ptr<T_>()[t * B + b], dcn);
+        vectorized<T_>(n, [&](const auto& L, int64_t j) {
+          const V gi = L.load(g + j), gf = L.load(g + H + j), gg = L.load(g + 2 * H + j), c_old = L.load(cp + j);
+          V d_c = L.load(dcb + j);
+          if (dcs) d_c = d_c + L.load(dcs + j);
+          V dct = keep_c_t ? (V(1) - L.load(keep_c_t + j)) * d_c : d_c;  // d c~_t from c_t
+          dct = dct + L.load(dcn + j);
+          const V d_o = L.load(dg + 3 * H + j);
+          if (var.peephole) dct = at::vec::fmadd(d_o, L.load(var.peephole + 2 * H + j0 + j), dct);
+          const V d_i = dct * gg * gi * (V(1) - gi), d_f = dct * c_old * gf * (V(1) - gf);
+          V d_old = dct * gf;
+          if (keep_c_t) d_old = at::vec::fmadd(L.load(keep_c_t + j), d_c, d_old);
+          if (var.peephole) {
+            d_old = at::vec::fmadd(d_i, L.load(var.peephole + j0 + j), d_old);
+            d_old = at::vec::fmadd(d_f, L.load(var.peephole + H + j0 + j), d_old);
+            T_* w = sums + at_peephole + j0 + j;
+            L.store(w, at::vec::fmadd(d_i, c_old, L.load(w)));
+            L.store(w + H, at::vec::fmadd(d_f, c_old, L.load(w + H)));
+            L.store(w + 2 * H, at::vec::fmadd(d_o, L.load(cn + j), L.load(w + 2 * H)));
+          }
+          L.store(dg + j, d_i), L.store(dg + H + j, d_f), L.store(dg + 2 * H + j, dct * gi * (V(1) - gg * gg));
+          L.store(dcb + j, d_old);
+        });
+        if (ln_hh) {  // by rows: the whole row, n = H
+          T_* du = grad_u.data_ptr<T_>() + (t * B + b) * G;
+          const T_* uh = u_hat.data_ptr<T_>() + (t * B + b) * G;
+          vectorized<T_>(G, [&](const auto& L, int64_t j) {
+            const V d = L.load(dg + j);
+            L.store(sums + j, at::vec::fmadd(d, L.load(uh + j), L.load(sums + j)));
+            L.store(du + j, d * L.load(var.ln_hh + j));
+          });
+          normalise_backward(G, uh, rstd_hh.data_ptr<T_>()[t * B + b], du);
+        }
+      }
+    };
+    auto carry = [&](int64_t q, int64_t t) {  // dh = m (d u_t W_hh) + k_h dh_t, for h_{t-1}
+      carry_variant(recurrent, features, q, steps, t, grad_u.data_ptr<T_>() + t * B * G, G, products, pdh, pds, P,
+                    var.mask, var.keep_h ? var.keep_h + t * B * P : nullptr);
+    };
+
+    Team::run(parts, [&](const Team::Member& member) {
+      for (int64_t i = T - 1; i >= 0; --i) {
+        const int64_t t = steps.at(i);
+        auto features_step = [&](int64_t q) {
+          if (i + 1 < T) carry(q, steps.at(i + 1));
+          step_gradient(q, t);
+        };
+        if (proj) {
+          member.each(features, features_step);
+          member.each(units, [&](int64_t p) { gate_gradients(p, t); });
+        } else {
+          member.each(units, [&](int64_t p) {
+            features_step(p);
+            gate_gradients(p, t);
+          });
+        }
+      }
+      if (T > 0) member.each(features, [&](int64_t q) { carry(q, steps.at(0)); });
+    });
+  });
+
+  // Weight gradients: one product over all steps, after the recurrence.
+  Tensor grad_w_hh = step_weight_gradients(grad_u, {hm}, false)[0];
+  Tensor grad_w_hr = proj ? step_weight_gradients(grad_h_new, {m}, false)[0] : at::empty({0}, options);
+  const Tensor sums = summed_rows(partials);
+  auto part = [&](bool on, int64_t from, int64_t size) { return on ? sums.narrow(0, from, size) : at::empty({0}, options); };
+  return {grad_xw, dh, dc, grad_w_hh, grad_w_hr, part(ln_hh, 0, G), part(ln_c, at_ln_c, H), part(ln_c, at_ln_c + H, H),
+          part(v[3].defined(), at_peephole, 3 * H)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
+  m.def(
+      "lstm_variant_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, "
+      "Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, Tensor? dropout_mask, Tensor? keep_h, "
+      "Tensor? keep_c, Tensor? lengths, bool reverse, bool save=True) -> (Tensor output, Tensor h_n, Tensor c_n, "
+      "Tensor cs, Tensor hm, Tensor gates, Tensor c_prev, Tensor c_new, Tensor u_hat, Tensor rstd_hh, Tensor c_hat, "
+      "Tensor rstd_c, Tensor m)");
+  m.def(
+      "lstm_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor? grad_cs, Tensor w_hh, "
+      "Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, "
+      "Tensor? dropout_mask, Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, Tensor hm, "
+      "Tensor gates, Tensor c_prev, Tensor c_new, Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, "
+      "Tensor m) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("lstm_variant_forward", &lstm_variant_forward);
+  m.impl("lstm_variant_backward", &lstm_variant_backward);
+}
+
+}  // namespace rnnkit

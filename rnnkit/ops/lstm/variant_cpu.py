@@ -1,0 +1,164 @@
+"""LSTM variants on the CPU: the fused C++ recurrence of ``lstm_variant_cpu.cpp`` as a torch op with autograd.
+
+``direction`` has the signature and result of ``ops/variant.py``'s ``direction``: the input
+projection a_t = LN(W_ih x_t) + b_ih + b_hh runs in torch ops (autograd differentiates it), and
+``torch.ops.rnnkit.lstm_variant_forward`` runs the time loop with layer norm on W_hh h_{t-1} and
+c_t, peepholes, recurrent dropout and zoneout; ``lstm_variant_backward`` is its hand-written
+backward through time. The masks are drawn by ``ops/variant.py``'s ``noise`` before the loop, so
+a seed gives the naive op's masks. Both ops carry fake implementations and the forward an
+autograd formula (torch.compile, torch.export); double backward replays the naive ops.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..fused import call, fused_backward, gradient_wanted
+from ..variant import Extras, Recurrence, input_projection, recurrence
+
+# What the forward keeps for the backward, after (output, h_n, c_n, cs): see lstm_variant_cpu.cpp.
+SAVED = ("hm", "gates", "c_prev", "c_new", "u_hat", "rstd_hh", "c_hat", "rstd_c", "m")
+
+
+def direction(
+    mode: str,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    weights: tuple[Tensor | None, ...],
+    extras: Extras,
+    dropout_mask: Tensor | None = None,
+    zone: tuple[Tensor, ...] = (),
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """One direction of one LSTM variant layer (``mode`` "LSTM"): x (T, B, I), state (h_0 (B, P), c_0 (B, H)).
+
+    Returns every step's (h_t (T, B, P), c_t (T, B, H)), zero past each length, and the final (h_n, c_n).
+    """
+    _, w_hh, _, _, *w_hr = weights
+    xw = input_projection(mode, x, weights, extras)
+    keep_h, keep_c = zone or (None, None)
+    tensors = (xw, *state, w_hh, w_hr[0] if w_hr else None, *extras[1:])
+    wanted = gradient_wanted(*tensors)
+    op = torch.ops.rnnkit.lstm_variant_forward
+    output, h_n, c_n, cs, *_ = call(
+        op, *tensors, dropout_mask, keep_h, keep_c, lengths, reverse, wanted, differentiable=wanted
+    )
+    return (output, cs), (h_n, c_n)
+
+
+def _fake_forward(
+    xw,
+    h0,
+    c0,
+    w_hh,
+    w_hr,
+    ln_hh_weight,
+    ln_c_weight,
+    ln_c_bias,
+    weight_ch,
+    mask,
+    keep_h,
+    keep_c,
+    lengths,
+    reverse,
+    save=True,
+):
+    steps, batch, gates = xw.shape
+    hidden, out = gates // 4, h0.shape[1]
+    kept = steps if save else min(steps, 1)
+
+    def kept_or_empty(on: bool, *shape: int) -> Tensor:
+        return xw.new_empty(kept, batch, *shape) if on else xw.new_empty(0)
+
+    return (
+        xw.new_empty(steps, batch, out),  # output
+        h0.new_empty(batch, out),  # h_n
+        c0.new_empty(batch, hidden),  # c_n
+        xw.new_empty(steps, batch, hidden),  # cs
+        xw.new_empty(steps if save else min(steps, 2), batch, out),  # hm
+        xw.new_empty(kept, batch, gates),  # gates
+        xw.new_empty(kept, batch, hidden),  # c_prev
+        xw.new_empty(kept, batch, hidden),  # c_new
+        kept_or_empty(ln_hh_weight is not None, gates),  # u_hat
+        kept_or_empty(ln_hh_weight is not None),  # rstd_hh
+        kept_or_empty(ln_c_weight is not None, hidden),  # c_hat
+        kept_or_empty(ln_c_weight is not None),  # rstd_c
+        kept_or_empty(w_hr is not None, hidden),  # m
+    )
+
+
+def _fake_backward(
+    grad_output,
+    grad_h_n,
+    grad_c_n,
+    grad_cs,
+    w_hh,
+    w_hr,
+    ln_hh_weight,
+    ln_c_weight,
+    ln_c_bias,
+    weight_ch,
+    mask,
+    keep_h,
+    keep_c,
+    lengths,
+    reverse,
+    hm,
+    gates,
+    c_prev,
+    c_new,
+    u_hat,
+    rstd_hh,
+    c_hat,
+    rstd_c,
+    m,
+):
+    def like_or_empty(t: Tensor | None) -> Tensor:
+        return gates.new_empty(0) if t is None else torch.empty_like(t)
+
+    return [
+        torch.empty_like(gates, memory_format=torch.contiguous_format),  # d xw
+        torch.empty_like(grad_h_n),
+        torch.empty_like(grad_c_n),
+        torch.empty_like(w_hh),
+        *(like_or_empty(t) for t in (w_hr, ln_hh_weight, ln_c_weight, ln_c_bias, weight_ch)),
+    ]
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.set_materialize_grads(False)
+    *tensors, lengths, reverse, _save = inputs
+    ctx.save_for_backward(*tensors, lengths, *output[4:])
+    ctx.reverse = reverse
+
+
+def _backward(ctx, grad_output, grad_h_n, grad_c_n, grad_cs, *_):
+    saved = ctx.saved_tensors
+    inputs, (mask, keep_h, keep_c, lengths), kept = saved[:9], saved[9:13], saved[13:]
+    h0, c0 = inputs[1:3]
+    hm, _, c_prev, *_ = kept
+    zone = () if keep_h is None else (keep_h, keep_c)
+
+    def naive(xw, h0, c0, w_hh, w_hr, *extras):
+        recurrent = Recurrence(w_hh, None, w_hr, Extras(None, *extras), mask)
+        (output, cs), (h_n, c_n) = recurrence("LSTM", xw, (h0, c0), recurrent, zone, lengths, ctx.reverse)
+        return output, h_n, c_n, cs
+
+    def kernel(grad_output, grad_h_n, grad_c_n, grad_cs):
+        grads = torch.ops.rnnkit.lstm_variant_backward(
+            grad_output, grad_h_n, grad_c_n, grad_cs, *inputs[3:], mask, keep_h, keep_c, lengths, ctx.reverse, *kept
+        )
+        return [None if given is None else grad for given, grad in zip(inputs, grads)]  # none where absent
+
+    likes = (hm, h0, c0, c_prev)  # shaped as output, h_n, c_n, cs
+    grads = fused_backward(naive, inputs, (grad_output, grad_h_n, grad_c_n, grad_cs), likes, kernel)
+    return (*grads, None, None, None, None, None, None)  # mask, keep_h, keep_c, lengths, reverse, save
+
+
+def register() -> None:
+    """Attach the fake implementations and the autograd formula to the loaded ops."""
+    torch.library.register_fake("rnnkit::lstm_variant_forward")(_fake_forward)
+    torch.library.register_fake("rnnkit::lstm_variant_backward")(_fake_backward)
+    torch.library.register_autograd("rnnkit::lstm_variant_forward", _backward, setup_context=_setup_context)

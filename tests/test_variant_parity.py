@@ -1,0 +1,277 @@
+"""The compiled CPU kernels of the variants against the naive ops (``ops/variant.py``) on a seeded
+random sweep: outputs, final states, every step's states and every gradient, the variant's own
+parameters' too.
+
+Each configuration is one of the parity sweep's configurations of LSTM, GRU, RNN tanh and ReLU
+(sizes, layers, directions, bias, proj_size, lengths, PackedSequence, unbatched input, initial
+states, float32 or float64) with random variant keywords (those of the cell), random gains, shifts
+and peepholes, in training (the masks drawn from one seed for both) or in evaluation. float64:
+within 1e-9 of the naive ops; float32: against the naive ops in float64, as exact as the naive ops
+in float32 (``assert_as_exact``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import zlib
+
+import pytest
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import rnnkit
+from rnnkit import ops
+from rnnkit.modules import GATES
+
+from .utils import MODES, Config, as_tuple, assert_close, assert_compiles_like_eager, make_inputs, random_configs
+
+_CPU_REASON = ops.unavailable_reason("cpu")
+pytestmark = [
+    pytest.mark.skipif(_CPU_REASON is not None, reason=f"cpu backend: {_CPU_REASON}"),
+    pytest.mark.cpu_kernels,
+    pytest.mark.filterwarnings("ignore:layer_norm normalises"),  # the sweep draws input_size=1 too
+]
+
+LAYER_NORM = {
+    "LSTM": [False, True, ("hh",), ("c",), ("ih", "hh"), ("ih", "c"), ("hh", "c")],
+    "GRU": [False, True, ("hh",), ("ih",)],
+}
+ZONEOUT = {"LSTM": [0.0, 0.0, 0.2, (0.3, 0.1), (0.0, 0.25)], "GRU": [0.0, 0.0, 0.2]}
+CASES_PER_MODE = {"LSTM": 120, "GRU": 60, "RNN_TANH": 40, "RNN_RELU": 40}
+# The largest error of a result is noisier than a median: over this sweep the fused kernels' is about
+# the naive ops' in the median. FLOAT32_FLOOR is 32 float32 rounding errors.
+FLOAT32_FACTOR, FLOAT32_FLOOR = 3.0, 4e-6
+
+
+def random_variant(mode: str, rng: random.Random) -> dict:
+    """Variant keywords of ``mode``'s cell, each on about half the time; all off leaves every step's
+    states to ask for."""
+    cell = "LSTM" if mode == "LSTM" else "GRU"
+    variant = dict(
+        layer_norm=rng.choice(LAYER_NORM[cell]),
+        recurrent_dropout=rng.choice([0.0, 0.0, 0.3]),
+        zoneout=rng.choice(ZONEOUT[cell]),
+        weight_dropout=rng.choice([0.0, 0.0, 0.0, 0.2]),
+    )
+    return {**variant, "peephole": rng.random() < 0.5} if mode == "LSTM" else variant
+
+
+def sweep(mode: str, count: int, seed: int) -> list[tuple[Config, dict, bool]]:
+    rng = random.Random(seed)
+    return [(config, random_variant(mode, rng), rng.random() < 0.6) for config in random_configs(mode, count, seed)]
+
+
+# tests/test_isa_paths.py reruns every n-th case on the other instruction-set paths.
+EVERY = int(os.environ.get("RNNKIT_TEST_PARITY_EVERY", "1"))
+EVERY_CASE = [case for i, (mode, n) in enumerate(CASES_PER_MODE.items()) for case in sweep(mode, n, seed=100 + i)]
+CASES = EVERY_CASE[::EVERY]
+
+
+def build(config: Config, variant: dict, backend: str, dtype: torch.dtype, training: bool) -> torch.nn.Module:
+    """The module of ``config`` with ``variant``; the variant's parameters drawn at random (same seed, same net)."""
+    torch.manual_seed(1234)
+    kwargs = {**config.constructor_kwargs(), "dtype": torch.float64}  # the same weights in either dtype
+    net = MODES[config.mode][0](config.input_size, config.hidden_size, backend=backend, **kwargs, **variant)
+    torch.manual_seed(99)
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if name.startswith(("ln_", "weight_ch")):
+                parameter.copy_(torch.rand_like(parameter) + (0.5 if "weight_l" in name else -0.5))
+    return net.to(dtype).train(training)
+
+
+def run(net: torch.nn.Module, config: Config, x: torch.Tensor, states) -> tuple[torch.Tensor, ...]:
+    """Output, final states and every step's states, padded, the masks drawn from one seed."""
+    torch.manual_seed(7)
+    hx = states if states is None or config.mode == "LSTM" else states[0]
+    if config.packed:
+        packed = pack_padded_sequence(x, config.lengths, batch_first=config.batch_first, enforce_sorted=False)
+        output, final, every = net(packed, hx, all_states=True)
+        output, _ = pad_packed_sequence(output, batch_first=config.batch_first, total_length=config.steps)
+    else:
+        output, final, every = net(x, hx, lengths=config.lengths, all_states=True)
+    return output, *as_tuple(final), *as_tuple(every)
+
+
+def results(config: Config, variant: dict, training: bool, backend: str, dtype: torch.dtype) -> list:
+    """(name, value) of every result and every gradient of the module on the case's inputs."""
+    net = build(config, variant, backend, dtype, training)
+    generator = torch.Generator().manual_seed(zlib.crc32(config.id.encode()))
+    x, states = make_inputs(config, generator)
+    x = x.detach().to(dtype).requires_grad_()
+    states = None if states is None else tuple(s.detach().to(dtype).requires_grad_() for s in states)
+    outputs = run(net, config, x, states)
+    upstream = [torch.randn(o.shape, dtype=torch.float64, generator=generator).to(dtype) for o in outputs]
+    inputs = [x, *(states or ()), *net.parameters()]
+    grads = torch.autograd.grad(outputs, inputs, upstream, allow_unused=True)
+    names = ["output", "h_n", "c_n", "every h", "every c"] if config.mode == "LSTM" else ["output", "h_n", "every h"]
+    names += ["grad input"]
+    names += [f"grad state {i}" for i in range(len(states or ()))] + [f"grad {n}" for n, _ in net.named_parameters()]
+    return list(zip(names, (*outputs, *grads)))
+
+
+@pytest.mark.parametrize(
+    ("config", "variant", "training"),
+    CASES,
+    ids=[f"{i:03d}-{c.id}-{'train' if t else 'eval'}" for i, (c, _, t) in enumerate(CASES)],
+)
+def test_fused_variant_matches_the_naive_ops(config: Config, variant: dict, training: bool) -> None:
+    expected = results(config, variant, training, "naive", torch.float64)
+    actual = results(config, variant, training, "cpu", config.dtype)
+    float32 = config.dtype == torch.float32 and well_conditioned(config, variant)
+    naive = results(config, variant, training, "naive", config.dtype) if float32 else None
+    # float32's floor: relative to the largest value of the results' kind, values or gradients (a
+    # gradient that nearly cancels, as the input's through layer norm of one feature, has no digits
+    # of its own to keep)
+    largest = {
+        kind: max(e.abs().max().item() for name, e in expected if e is not None and name.startswith("grad") == kind)
+        for kind in (False, True)
+    }
+    for i, ((name, a), (_, e)) in enumerate(zip(actual, expected, strict=True)):
+        assert (a is None) == (e is None), name
+        if a is None:
+            continue
+        if config.dtype == torch.float64:
+            assert_close(name, a, e)
+        elif naive is not None:
+            assert_as_exact(name, a, naive[i][1], e, largest[name.startswith("grad")])
+
+
+def well_conditioned(config: Config, variant: dict) -> bool:
+    """Whether float32 has digits to compare: not layer norm of W_ih x_t with one input feature (the
+    module warns: it keeps the sign of x_t and rounding noise), nor of fewer than 4 values."""
+    places = variant["layer_norm"]
+    places = ("ih", "hh", "c") if places is True else places or ()
+    width = config.hidden_size * (1 if "c" in places else GATES[config.mode])
+    return not places or (width >= 4 and not ("ih" in places and config.input_size == 1))
+
+
+def assert_as_exact(name: str, actual: Tensor, naive: Tensor, expected: Tensor, largest: float) -> None:
+    """float32: ``actual``'s largest error against the float64 ``expected`` at most FLOAT32_FACTOR
+    times the naive ops' float32 error plus FLOAT32_FLOOR of ``largest``."""
+    assert not actual.isnan().any(), f"{name}: NaN in result"
+    error = (actual.double() - expected).abs().max().item()
+    naive_error = (naive.double() - expected).abs().max().item()
+    assert error <= FLOAT32_FACTOR * naive_error + FLOAT32_FLOOR * largest, (
+        f"{name}: max abs error {error:.3e} in float32, the naive ops' {naive_error:.3e}"
+    )
+
+
+def test_the_sweep_draws_every_variant() -> None:
+    for mode in CASES_PER_MODE:
+        cases = [case for case in EVERY_CASE if case[0].mode == mode]
+        variants = [v for _, v, _ in cases]
+        cell = "LSTM" if mode == "LSTM" else "GRU"
+        assert {str(v["layer_norm"]) for v in variants} == {str(p) for p in LAYER_NORM[cell]}, mode
+        for key in ("recurrent_dropout", "weight_dropout") + (("peephole",) if mode == "LSTM" else ()):
+            assert any(v[key] for v in variants) and not all(v[key] for v in variants), (mode, key)
+        assert {str(v["zoneout"]) for v in variants} == {str(z) for z in ZONEOUT[cell]}, mode
+        assert {t for _, _, t in cases} == {True, False}
+        assert any(c.packed for c, _, _ in cases) and any(c.lengths and not c.packed for c, _, _ in cases)
+        assert {c.dtype for c, _, _ in cases} == {torch.float32, torch.float64}
+    assert any(c.proj_size for c, _, _ in EVERY_CASE)
+
+
+FULL = dict(layer_norm=True, peephole=True, recurrent_dropout=0.2, zoneout=(0.2, 0.1))
+
+
+@pytest.mark.parametrize(
+    ("batch", "hidden", "variant"),
+    [
+        (48, 32, dict(layer_norm=True, recurrent_dropout=0.2, zoneout=0.2)),
+        (48, 32, dict(recurrent_dropout=0.2, zoneout=0.2)),
+        (4, 256, dict(recurrent_dropout=0.2, zoneout=0.1)),
+        (4, 64, dict(layer_norm=("hh",))),
+    ],
+    ids=["sequences-layer-norm", "sequences", "units", "layer-norm-one-thread"],
+)
+@pytest.mark.parametrize("mode", ["LSTM", "LSTM-proj", "GRU", "RNN_TANH"])
+def test_threads_split_sequences_or_units_like_naive(batch, hidden, variant, mode):
+    """Two threads take blocks of whole sequences (always with layer norm, which reads a whole row),
+    or slices of the hidden units of every sequence (4 of them), meeting after every phase of a step."""
+    mode, proj = mode.removesuffix("-proj"), 5 if mode.endswith("-proj") else 0
+    config = Config(
+        mode=mode, input_size=6, hidden_size=hidden, num_layers=1, bidirectional=True, bias=True,
+        batch_first=False, proj_size=proj, batch=batch, steps=5, dtype=torch.float64, unbatched=False, with_hx=True,
+    )  # fmt: skip
+    config.lengths = torch.randint(1, 6, (batch,), generator=torch.Generator().manual_seed(1)).tolist()
+    config.lengths[0] = 5
+    variant = {**variant, "peephole": True} if mode == "LSTM" else variant
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        actual = results(config, variant, True, "cpu", torch.float64)
+        expected = results(config, variant, True, "naive", torch.float64)
+    finally:
+        torch.set_num_threads(threads)
+    for (name, a), (_, e) in zip(actual, expected, strict=True):
+        assert_close(name, a, e)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [(rnnkit.LSTM, dict(proj_size=3, **FULL)), (rnnkit.GRU, dict(layer_norm=True, zoneout=0.2)), (rnnkit.RNN, {})],
+)
+def test_without_gradients_the_results_are_the_same(cls, kwargs):
+    """No gradient wanted: the kernels keep one step of what the backward reads (two of m h), same numbers."""
+    torch.manual_seed(0)
+    net = cls(6, 8, num_layers=2, backend="cpu", **kwargs).eval()
+    x = torch.randn(7, 5, 6)
+    with torch.no_grad():
+        light = net(x, all_states=True)
+    full = net(x, all_states=True)
+    for a, b in zip(torch.utils._pytree.tree_leaves(light), torch.utils._pytree.tree_leaves(full), strict=True):
+        assert torch.equal(a, b.detach())
+
+
+def test_without_gradients_the_lstm_keeps_one_step():
+    torch.manual_seed(0)
+    net = rnnkit.LSTM(6, 8, proj_size=3, backend="cpu", **FULL)
+    with torch.no_grad():
+        saved = torch.ops.rnnkit.lstm_variant_forward(
+            torch.zeros(7, 5, 32), torch.zeros(5, 3), torch.zeros(5, 8), net.weight_hh_l0, net.weight_hr_l0,
+            net.ln_hh_weight_l0, net.ln_c_weight_l0, net.ln_c_bias_l0, net.weight_ch_l0, None, None, None, None,
+            False, False,
+        )  # fmt: skip
+    assert [tuple(t.shape[:1]) for t in saved[4:9]] == [(2,), (1,), (1,), (1,), (1,)]  # hm keeps two, the rest one
+
+
+@pytest.mark.parametrize(
+    ("cls", "op", "kwargs"),
+    [
+        (rnnkit.LSTM, "lstm_variant_forward", dict(proj_size=3, layer_norm=True, peephole=True, zoneout=0.1)),
+        (rnnkit.GRU, "gru_variant_forward", dict(layer_norm=True, zoneout=0.1)),
+        (rnnkit.RNN, "rnn_variant_forward", dict(layer_norm=True, nonlinearity="relu")),
+    ],
+)
+def test_torch_compile_and_export_see_one_op(cls, op, kwargs):
+    torch.manual_seed(0)
+    model = cls(5, 7, num_layers=2, bidirectional=True, backend="cpu", **kwargs).eval()
+    assert_compiles_like_eager(model, torch.randn(6, 3, 5, requires_grad=True))
+    x = torch.randn(6, 3, 5)
+    program = torch.export.export(model, (x,))
+    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert targets.count(f"rnnkit.{op}.default") == 4
+    torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_the_ops_check_their_arguments():
+    xw, h0, c0, w_hh = torch.randn(3, 2, 16), torch.zeros(2, 4), torch.zeros(2, 4), torch.randn(16, 4)
+    op = torch.ops.rnnkit.lstm_variant_forward
+    with pytest.raises(RuntimeError, match=r"expected ln_hh_weight of shape \[16\], got \[4\]"):
+        op(xw, h0, c0, w_hh, None, torch.ones(4), None, None, None, None, None, None, None, False)
+    with pytest.raises(RuntimeError, match="layer norm on c takes both ln_c_weight and ln_c_bias"):
+        op(xw, h0, c0, w_hh, None, None, torch.ones(4), None, None, None, None, None, None, False)
+    with pytest.raises(RuntimeError, match=r"expected keep_h of shape \[3, 2, 4\], got \[3, 2, 5\]"):
+        op(xw, h0, c0, w_hh, None, None, None, None, None, None, torch.ones(3, 2, 5), None, None, False)
+    with pytest.raises(RuntimeError, match=r"expected dropout_mask of dtype Float"):
+        mask = torch.ones(2, 4, dtype=torch.float64)
+        op(xw, h0, c0, w_hh, None, None, None, None, None, mask, None, None, None, False)
+    gru = torch.ops.rnnkit.gru_variant_forward
+    with pytest.raises(RuntimeError, match=r"gru_variant_forward: expected xw of shape \[3, 2, 12\], got \[3, 2, 16\]"):
+        gru(xw, h0, torch.randn(12, 4), None, None, None, None, None, False)
+    with pytest.raises(RuntimeError, match=r"rnn_variant_forward: expected b_hh of shape \[4\], got \[5\]"):
+        torch.ops.rnnkit.rnn_variant_forward(xw[..., :4], h0, torch.randn(4, 4), torch.ones(5), None, None, None, None,
+                                            False, False)  # fmt: skip
