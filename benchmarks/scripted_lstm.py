@@ -66,10 +66,13 @@ class LayerNormLSTMDirection(nn.Module):
 
 
 class LayerNormLSTM(nn.Module):
-    """``num_layers`` layers of one or two directions, torch.nn's layout: x (T, B, I) ->
-    output (T, B, D*H), (h_n, c_n) each (L*D, B, H), from zero initial states."""
+    """``num_layers`` layers of one or two directions, torch.nn's layout: x (T, B, I) and initial
+    states (h_0, c_0), each (L*D, B, H), or None for zeros -> output (T, B, D*H), (h_n, c_n) each
+    (L*D, B, H); ``dropout`` between layers in training, as custom_lstms.py's StackedLSTMWithDropout."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False):
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0
+    ):
         super().__init__()
         directions = 2 if bidirectional else 1
         self.hidden_size = hidden_size
@@ -79,20 +82,24 @@ class LayerNormLSTM(nn.Module):
             for reverse in (False, True)[:directions]
         )
         self.per_layer = directions
+        self.dropout = dropout
 
-    def forward(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        zeros = x.new_zeros(x.shape[1], self.hidden_size)
+    def forward(self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        zeros = x.new_zeros(len(self.directions), x.shape[1], self.hidden_size)
+        h_0, c_0 = (zeros, zeros) if hx is None else hx
         h_n: list[Tensor] = []
         c_n: list[Tensor] = []
         layer_outputs: list[Tensor] = []
-        for direction in self.directions:
-            out, (h, c) = direction(x, (zeros, zeros))
+        for number, direction in enumerate(self.directions):
+            out, (h, c) = direction(x, (h_0[number], c_0[number]))
             h_n += [h]
             c_n += [c]
             layer_outputs += [out]
             if len(layer_outputs) == self.per_layer:
                 x = torch.cat(layer_outputs, dim=2)
                 layer_outputs = []
+                if self.dropout > 0 and self.training and number + 1 < len(self.directions):
+                    x = torch.nn.functional.dropout(x, self.dropout, True)
         return x, (torch.stack(h_n), torch.stack(c_n))
 
 
@@ -112,7 +119,7 @@ RNNKIT_NAMES = {
 def scripted_twin(module: nn.Module) -> tuple[torch.jit.ScriptModule, dict[str, str]]:
     """The scripted LayerNorm LSTM with the weights of ``module``, an rnnkit ``LSTM(layer_norm=True)``
     (sequence first, with biases), and each of its parameter names mapped to ``module``'s."""
-    twin = LayerNormLSTM(module.input_size, module.hidden_size, module.num_layers, module.bidirectional)
+    twin = LayerNormLSTM(module.input_size, module.hidden_size, module.num_layers, module.bidirectional, module.dropout)
     twin = twin.to(next(module.parameters()).dtype)
     per_layer = 2 if module.bidirectional else 1
     names = {}

@@ -2,7 +2,7 @@
 against a scripted LayerNorm LSTM, with the same weights and inputs, side by side.
 
 For every configuration of ``benchmarks/cpu.py`` (DESIGN.md's CPU targets, one batch of
-variable-length sequences, one generated token) this builds a seeded rnnkit LSTM or GRU (``auto``),
+variable-length sequences, one generated token) this builds a seeded rnnkit LSTM, GRU or RNN (``auto``),
 the same net with one variant keyword set, and, for the layer-normalised LSTM, its twin in the
 pattern of pytorch's ``custom_lstms.py`` (``benchmarks/scripted_lstm.py``, ``torch.jit.script``),
 which is first checked to compute what rnnkit computes (output and states within 1e-4, gradients
@@ -59,14 +59,14 @@ from scripted_lstm import scripted_twin
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "variants-cpu.json"
 DEFAULT_REPEATS = 3
-CELLS = {"LSTM": rnnkit.LSTM, "GRU": rnnkit.GRU}
+CELLS = {"LSTM": rnnkit.LSTM, "GRU": rnnkit.GRU, "RNN": rnnkit.RNN}
 # Each variant benchmarked: its keywords, and the cells that have it.
 VARIANTS = {
-    "layer_norm": ({"layer_norm": True}, ("LSTM", "GRU")),
+    "layer_norm": ({"layer_norm": True}, ("LSTM", "GRU", "RNN")),
     "peephole": ({"peephole": True}, ("LSTM",)),
-    "recurrent_dropout": ({"recurrent_dropout": 0.25}, ("LSTM", "GRU")),
-    "zoneout": ({"zoneout": 0.1}, ("LSTM", "GRU")),
-    "weight_dropout": ({"weight_dropout": 0.5}, ("LSTM", "GRU")),
+    "recurrent_dropout": ({"recurrent_dropout": 0.25}, ("LSTM", "GRU", "RNN")),
+    "zoneout": ({"zoneout": 0.1}, ("LSTM", "GRU", "RNN")),
+    "weight_dropout": ({"weight_dropout": 0.5}, ("LSTM", "GRU", "RNN")),
 }
 PLAIN, VARIANT, NAIVE, SCRIPTED = "plain", "variant", "naive", "scripted"
 

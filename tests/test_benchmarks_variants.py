@@ -42,3 +42,18 @@ def test_a_row_checks_the_scripted_twin_then_times_every_net():
     assert row["fwd_bwd_scripted_over_variant"] > 0 and row["fwd_variant_over_plain"] > 0
     row = variants_cpu.bench_case(config, "GRU", "weight_dropout", repeats=1)
     assert set(row["fwd_bwd_ms"]) == {"plain", "variant", "naive"} and not row["on_naive"]
+
+
+def test_the_training_benchmarks_scripted_lstm_is_rnnkits_module():
+    """benchmarks/train_speed.py's scripted row trains the same net: batch-first, from given states,
+    with the module's weights."""
+    train_speed = benchmark_module("train_speed")
+    torch.manual_seed(0)
+    module = rnnkit.LSTM(5, 7, num_layers=2, batch_first=True, layer_norm=True, dtype=torch.float64).eval()
+    scripted = train_speed.ScriptedRecurrent(module).eval()
+    x = torch.randn(3, 6, 5, dtype=torch.float64)
+    state = (torch.randn(2, 3, 7, dtype=torch.float64), torch.randn(2, 3, 7, dtype=torch.float64))
+    for hx in (None, state):
+        ours, theirs = module(x, hx), scripted(x, hx)
+        for a, b in zip((ours[0], *ours[1]), (theirs[0], *theirs[1])):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)

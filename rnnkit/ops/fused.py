@@ -65,12 +65,13 @@ def fused_backward(
         recurrence: the op's forward in naive ops, ``recurrence(*inputs) -> outputs``.
         inputs: the op's differentiable inputs, as saved.
         grads: upstream gradients of the outputs, None where an output was not used.
-        likes: a tensor shaped like each output, to stand in zeros for a None gradient.
+        likes: a tensor shaped like each output, to stand in zeros for a None gradient; None where
+            the kernel takes None for "no gradient".
         kernel: ``kernel(*grads)`` -> one gradient per input, the fused backward.
     """
     if torch.is_grad_enabled():  # create_graph=True: the kernels' backward has no backward itself
         return replay_backward(recurrence, inputs, grads)
-    return kernel(*(torch.zeros_like(like) if g is None else g for g, like in zip(grads, likes)))
+    return kernel(*(torch.zeros_like(like) if g is None and like is not None else g for g, like in zip(grads, likes)))
 
 
 def input_like(x: Tensor, wanted: bool) -> Tensor:

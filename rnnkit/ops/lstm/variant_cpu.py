@@ -17,9 +17,6 @@ from torch import Tensor
 from ..fused import call, fused_backward, gradient_wanted
 from ..variant import Extras, Recurrence, input_projection, recurrence
 
-# What the forward keeps for the backward, after (output, h_n, c_n, cs): see lstm_variant_cpu.cpp.
-SAVED = ("hm", "gates", "c_prev", "c_new", "u_hat", "rstd_hh", "c_hat", "rstd_c", "m")
-
 
 def direction(
     mode: str,
@@ -138,7 +135,7 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, grad_cs, *_):
     saved = ctx.saved_tensors
     inputs, (mask, keep_h, keep_c, lengths), kept = saved[:9], saved[9:13], saved[13:]
     h0, c0 = inputs[1:3]
-    hm, _, c_prev, *_ = kept
+    hm = kept[0]
     zone = () if keep_h is None else (keep_h, keep_c)
 
     def naive(xw, h0, c0, w_hh, w_hr, *extras):
@@ -152,7 +149,7 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, grad_cs, *_):
         )
         return [None if given is None else grad for given, grad in zip(inputs, grads)]  # none where absent
 
-    likes = (hm, h0, c0, c_prev)  # shaped as output, h_n, c_n, cs
+    likes = (hm, h0, c0, None)  # shaped as output, h_n, c_n; the kernel takes no gradient of cs as None
     grads = fused_backward(naive, inputs, (grad_output, grad_h_n, grad_c_n, grad_cs), likes, kernel)
     return (*grads, None, None, None, None, None, None)  # mask, keep_h, keep_c, lengths, reverse, save
 
