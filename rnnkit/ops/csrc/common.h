@@ -188,6 +188,36 @@ inline Steps make_steps(int64_t T, bool reverse, const std::optional<at::Tensor>
   return Steps{T, reverse, lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr};
 }
 
+// The phases of an LSTM layer's backward through time (the plain and the variant kernels'), from
+// the last step back: over the features, carry(q, t') takes dh from the step t' after this one and
+// step_gradient(q, t) adds d output_t; then, over the units, gate_gradients(p, t). With a
+// projection these are two phases (the units' part reads every feature); without, the features are
+// the units, and a step is one phase. Last, carry into the state the first step started from.
+template <typename Carry, typename StepGradient, typename GateGradients>
+void lstm_backward_steps(int64_t parts, const Steps& steps, bool proj, const Tiles& features, const Tiles& units,
+                         const Carry& carry, const StepGradient& step_gradient, const GateGradients& gate_gradients) {
+  const int64_t T = steps.T;
+  Team::run(parts, [&](const Team::Member& member) {
+    for (int64_t i = T - 1; i >= 0; --i) {
+      const int64_t t = steps.at(i);
+      auto features_step = [&](int64_t q) {
+        if (i + 1 < T) carry(q, steps.at(i + 1));
+        step_gradient(q, t);
+      };
+      if (proj) {
+        member.each(features, features_step);
+        member.each(units, [&](int64_t p) { gate_gradients(p, t); });
+      } else {
+        member.each(units, [&](int64_t p) {
+          features_step(p);
+          gate_gradients(p, t);
+        });
+      }
+    }
+    if (T > 0) member.each(features, [&](int64_t q) { carry(q, steps.at(0)); });
+  });
+}
+
 // Where the forward loop keeps the state h (B x P): step i reads it from its slot of h_prev
 // (T, B, S), which the backward needs, in the first P values of each row; it writes the next
 // step's slot, or h_n (B x P) after the last.

@@ -353,25 +353,7 @@ std::vector<Tensor> lstm_variant_backward(
                     var.mask, var.keep_h ? var.keep_h + t * B * P : nullptr);
     };
 
-    Team::run(parts, [&](const Team::Member& member) {
-      for (int64_t i = T - 1; i >= 0; --i) {
-        const int64_t t = steps.at(i);
-        auto features_step = [&](int64_t q) {
-          if (i + 1 < T) carry(q, steps.at(i + 1));
-          step_gradient(q, t);
-        };
-        if (proj) {
-          member.each(features, features_step);
-          member.each(units, [&](int64_t p) { gate_gradients(p, t); });
-        } else {
-          member.each(units, [&](int64_t p) {
-            features_step(p);
-            gate_gradients(p, t);
-          });
-        }
-      }
-      if (T > 0) member.each(features, [&](int64_t q) { carry(q, steps.at(0)); });
-    });
+    lstm_backward_steps(parts, steps, proj, features, units, carry, step_gradient, gate_gradients);
   });
 
   // Weight gradients: one product over all steps, after the recurrence.
