@@ -64,7 +64,7 @@ class RNNCellBase(VariantKeywords, TorchTwin, nn.Module):
         check_size("input_size", input_size)
         check_size("hidden_size", hidden_size)
         ops.check_backend(backend)
-        self._check_variant_backend(mode, backend, all_states=False, step=True)
+        self._check_variant_backend(mode, backend, all_states=False)
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -130,10 +130,12 @@ class RNNCellBase(VariantKeywords, TorchTwin, nn.Module):
         if extras is None:
             new = ops.cell_step(self.mode, ops.resolve_backend(self.backend, x, self.mode), x, states, weights)
         else:  # one step of the variant's equations (ops/variant.py), zoneout's mask fresh each call
-            self._check_variant_backend(self.mode, self.backend, all_states=False, step=True)
+            self._check_variant_backend(self.mode, self.backend, all_states=False)
             sizes = tuple(s.shape[-1] for s in states)
             _, zone = variant_ops.noise(self.variant, self.training, 1, x.shape[0], sizes, x)
-            _, new = variant_ops.direction(self.mode, x.unsqueeze(0), states, weights, extras, None, zone)
+            backend = ops.resolve_variant_backend(self.backend, x, self.mode)
+            run = ops.VARIANT_DIRECTION_OPS.get((self.mode, backend), variant_ops.direction)
+            _, new = run(self.mode, x.unsqueeze(0), states, weights, extras, None, zone)
         if not batched:
             new = tuple(s.squeeze(0) for s in new)
         return self._hx_from_states(new)
@@ -162,7 +164,8 @@ class LSTMCell(RNNCellBase):
     Args:
         input_size: I. hidden_size: H. bias: use b_ih and b_hh (default True).
         device, dtype: of the parameters. backend: ``"auto"``, ``"naive"`` or ``"torch"`` (``"cpu"``
-            is accepted and runs torch's cell: one step has no time loop to fuse).
+            is accepted and runs torch's cell: one step has no time loop to fuse; a variant's step
+            runs on the compiled variant kernels, which ``"auto"`` picks on the CPU too).
 
     Inputs: input (B, I) or (I,); hx = (h, c), each (B, H) or (H,), zeros if None.
     Outputs: (h', c'), each (B, H) or (H,).
@@ -210,7 +213,8 @@ class GRUCell(RNNCellBase):
     Args:
         input_size: I. hidden_size: H. bias: use b_ih and b_hh (default True).
         device, dtype: of the parameters. backend: ``"auto"``, ``"naive"`` or ``"torch"`` (``"cpu"``
-            is accepted and runs torch's cell: one step has no time loop to fuse).
+            is accepted and runs torch's cell: one step has no time loop to fuse; a variant's step
+            runs on the compiled variant kernels, which ``"auto"`` picks on the CPU too).
 
     Inputs: input (B, I) or (I,); hx (B, H) or (H,), zeros if None. Output: h' (B, H) or (H,).
     Parameters: weight_ih (3H, I), weight_hh (3H, H), bias_ih (3H,), bias_hh (3H,); gate order r, z, n.
@@ -241,7 +245,8 @@ class RNNCell(RNNCellBase):
         input_size: I. hidden_size: H. bias: use b_ih and b_hh (default True).
         nonlinearity: ``"tanh"`` (default) or ``"relu"``.
         device, dtype: of the parameters. backend: ``"auto"``, ``"naive"`` or ``"torch"`` (``"cpu"``
-            is accepted and runs torch's cell: one step has no time loop to fuse).
+            is accepted and runs torch's cell: one step has no time loop to fuse; a variant's step
+            runs on the compiled variant kernels, which ``"auto"`` picks on the CPU too).
 
     Inputs: input (B, I) or (I,); hx (B, H) or (H,), zeros if None. Output: h' (B, H) or (H,).
     Parameters: weight_ih (H, I), weight_hh (H, H), bias_ih (H,), bias_hh (H,).

@@ -236,19 +236,19 @@ class VariantKeywords:
     def _torch_lacks(self) -> list[str]:
         return features(self.variant)
 
-    def _check_variant_backend(self, mode: str, backend: str, all_states: bool, step: bool = False) -> None:
+    def _check_variant_backend(self, mode: str, backend: str, all_states: bool) -> None:
         """A variant that changes the time loop, and every step's states, run on the naive ops, and on
-        a backend that fuses the cell's time loop (``ops.VARIANT_DIRECTION_OPS``; not a cell's ``step``)."""
-        if backend in ("auto", "naive") or (not step and (mode, backend) in VARIANT_DIRECTION_OPS):
+        a backend that fuses the cell's time loop (``ops.VARIANT_DIRECTION_OPS``)."""
+        if backend in ("auto", "naive") or (mode, backend) in VARIANT_DIRECTION_OPS:
             return
         asked = features(self.variant, RECURRENCE_KEYWORDS)
         asked += ["all_states=True"] if all_states else []
         if asked:
-            fused = sorted({f"{m} nets" for m, b in VARIANT_DIRECTION_OPS if b == backend and not step})
-            runs = f"; it runs them in {', '.join(fused)}" if fused else ""
+            fused = [b for m, b in VARIANT_DIRECTION_OPS if m == mode]
             raise ValueError(
-                f"{type(self).__name__}: backend={backend!r} does not run {', '.join(asked)} yet{runs}; "
+                f"{type(self).__name__}: backend={backend!r} does not run {', '.join(asked)} yet; "
                 "use backend='auto' or 'naive' (the equations in plain torch ops)"
+                + "".join(f", or {b!r}" for b in fused)
             )
 
     def _variant_repr(self) -> str:

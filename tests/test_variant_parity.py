@@ -275,3 +275,28 @@ def test_the_ops_check_their_arguments():
     with pytest.raises(RuntimeError, match=r"rnn_variant_forward: expected b_hh of shape \[4\], got \[5\]"):
         torch.ops.rnnkit.rnn_variant_forward(xw[..., :4], h0, torch.randn(4, 4), torch.ones(5), None, None, None, None,
                                             False, False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (rnnkit.LSTMCell, dict(layer_norm=True, peephole=True, zoneout=(0.2, 0.1))),
+        (rnnkit.GRUCell, dict(layer_norm=True, zoneout=0.3)),
+        (rnnkit.RNNCell, dict(layer_norm=("hh",), nonlinearity="relu")),
+    ],
+)
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_a_cell_runs_its_step_on_the_compiled_kernels_like_naive(cls, kwargs, training):
+    torch.manual_seed(0)
+    fused = cls(4, 6, backend="cpu", dtype=torch.float64, **kwargs).train(training)
+    naive = cls(4, 6, backend="naive", dtype=torch.float64, **kwargs).train(training)
+    naive.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    results = []
+    for cell in (fused, naive):
+        torch.manual_seed(5)
+        state = cell(x)
+        state = state if isinstance(state, tuple) else (state,)
+        results.append((*state, *torch.autograd.grad(sum(s.sum() for s in state), [x, *cell.parameters()])))
+    for a, e in zip(*results, strict=True):
+        assert_close("cell", a, e)
