@@ -10,7 +10,9 @@ elementwise relative error |a - ref| / |ref| (over the elements where ref is not
 ``--seeds`` nets and inputs, is summed up by its median and 99th percentile.
 
 DESIGN.md's Numerics section is the contract: every backend within 2x of torch.nn's error, median
-and 99th percentile, on every tensor and at every scale. The table gives, per cell, scale and
+and 99th percentile, on every tensor and at every scale. The variants (layer norm, peepholes,
+zoneout's expectation; in evaluation) have no torch.nn twin: their rows give the compiled kernels'
+error over the naive ops' (rnnkit's naive ops in float64 are then the reference). The table gives, per cell, scale and
 backend, the worst tensor's ratio of errors (backend / torch.nn; at most 2 passes) and torch.nn's
 own median error of the output. The CPU kernels' instruction-set path is the widest this CPU has,
 or the one ``--isa`` (or ``$RNNKIT_CPU_ISA``) names; the JSON under ``benchmarks/results/`` records
@@ -25,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from collections.abc import Sequence
@@ -41,6 +44,7 @@ SCALES = (1.0, 1e-2, 1e-4, 1e-6)
 LIMIT = 2.0
 FLOOR = 2.0**-23
 TORCH_NN = "torch.nn"
+NAIVE = "naive"
 TORCH_CLASSES = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN}
 
 
@@ -56,11 +60,18 @@ class Case:
     num_layers: int = 1
     bidirectional: bool = False
     proj_size: int = 0
+    # Variant keywords (name, value); then rnnkit's naive ops are the reference and the baseline.
+    variant: tuple[tuple[str, Any], ...] = ()
 
     @property
     def name(self) -> str:
-        """``LSTM P32``, ``RNN_TANH`` and the like."""
-        return self.mode + (f" P{self.proj_size}" if self.proj_size else "")
+        """``LSTM P32``, ``RNN_TANH``, ``GRU layer_norm`` and the like."""
+        return self.mode + (f" P{self.proj_size}" if self.proj_size else "") + "".join(f" {k}" for k, _ in self.variant)
+
+    @property
+    def baseline(self) -> str:
+        """Whose float32 error the backends' is measured against: torch.nn's, or for a variant the naive ops'."""
+        return NAIVE if self.variant else TORCH_NN
 
     def constructor_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"num_layers": self.num_layers, "bidirectional": self.bidirectional}
@@ -76,6 +87,17 @@ def cases(**sizes: int | bool) -> list[Case]:
     hidden = int(sizes.get("hidden_size", Case.hidden_size))
     modes = [("LSTM", 0), ("LSTM", max(1, hidden // 4)), ("GRU", 0), ("RNN_TANH", 0), ("RNN_RELU", 0)]
     return [Case(mode, proj_size=proj, **sizes) for mode, proj in modes]
+
+
+def variant_cases(**sizes: int | bool) -> list[Case]:
+    """The variants that change the time loop, in evaluation (no masks: zoneout's expectation)."""
+    layer_norm = (("layer_norm", True),)
+    return [
+        Case("LSTM", variant=(*layer_norm, ("peephole", True)), **sizes),
+        Case("LSTM", variant=(("zoneout", (0.2, 0.1)),), **sizes),
+        Case("GRU", variant=layer_norm, **sizes),
+        Case("RNN_TANH", variant=layer_norm, **sizes),
+    ]
 
 
 def _relative_errors(actual: Tensor, expected: Tensor) -> Tensor:
@@ -105,18 +127,27 @@ def _results(module: nn.Module, x: Tensor, upstream: Sequence[Tensor]) -> dict[s
     return {name: value.detach() for name, value in results.items()}
 
 
+def _on(module: nn.Module, backend: str) -> nn.Module:
+    module.backend = backend
+    return module
+
+
 def _errors_of_one_net(case: Case, scale: float, backends: Sequence[str], seed: int) -> dict[str, dict[str, Tensor]]:
     """Per contender, per tensor: the elementwise relative errors of one seeded net and input."""
     import rnnkit
 
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    single = TORCH_CLASSES[case.mode](case.input_size, case.hidden_size, **case.constructor_kwargs())
+    ours = getattr(rnnkit, TORCH_CLASSES[case.mode].__name__)
+    if case.variant:
+        single = ours(case.input_size, case.hidden_size, **case.constructor_kwargs(), **dict(case.variant))
+        single = _on(single.eval(), NAIVE)
+    else:
+        single = TORCH_CLASSES[case.mode](case.input_size, case.hidden_size, **case.constructor_kwargs())
     with torch.no_grad():
         for param in single.parameters():
             param.mul_(scale)
-    reference = TORCH_CLASSES[case.mode](case.input_size, case.hidden_size, **case.constructor_kwargs()).double()
-    reference.load_state_dict({k: v.double() for k, v in single.state_dict().items()})
+    reference = copy.deepcopy(single).double()
     x = (torch.randn(case.steps, case.batch, case.input_size, generator=generator) * scale).float()
     directions = 2 if case.bidirectional else 1
     out_size = case.proj_size or case.hidden_size
@@ -126,9 +157,11 @@ def _errors_of_one_net(case: Case, scale: float, backends: Sequence[str], seed: 
     upstream = [torch.randn(shape, generator=generator, dtype=torch.float64) for shape in shapes]
     expected = _results(reference, x.double(), upstream)
 
-    contenders: dict[str, nn.Module] = {TORCH_NN: single}
-    ours = getattr(rnnkit, TORCH_CLASSES[case.mode].__name__)
-    contenders.update((backend, ours.from_torch(single, backend=backend)) for backend in backends)
+    contenders: dict[str, nn.Module] = {case.baseline: single}
+    if case.variant:
+        contenders.update((backend, _on(copy.deepcopy(single), backend)) for backend in backends)
+    else:
+        contenders.update((backend, ours.from_torch(single, backend=backend)) for backend in backends)
     errors = {}
     for name, module in contenders.items():
         actual = _results(module, x, [u.float() for u in upstream])
@@ -149,16 +182,19 @@ def measure(case: Case, scale: float, backends: Sequence[str], seeds: int = 1) -
     }
 
 
-def worst_ratios(errors: dict[str, dict[str, list[float]]], backend: str) -> dict[str, tuple[float, str]]:
-    """For ``"median"`` and ``"p99"``: the largest backend / torch.nn error ratio over the tensors, and its tensor.
+def worst_ratios(
+    errors: dict[str, dict[str, list[float]]], backend: str, baseline: str = TORCH_NN
+) -> dict[str, tuple[float, str]]:
+    """For ``"median"`` and ``"p99"``: the largest backend / baseline (torch.nn's, or the naive ops')
+    error ratio over the tensors, and its tensor.
 
-    A ratio is taken against max(torch.nn's error, FLOOR / LIMIT), so a tensor torch.nn gets exactly
-    leaves the backend one ulp.
+    A ratio is taken against max(the baseline's error, FLOOR / LIMIT), so a tensor the baseline gets
+    exactly leaves the backend one ulp.
     """
     worst = {}
     for index, statistic in enumerate(("median", "p99")):
         ratios = {
-            tensor: values[index] / max(errors[TORCH_NN][tensor][index], FLOOR / LIMIT)
+            tensor: values[index] / max(errors[baseline][tensor][index], FLOOR / LIMIT)
             for tensor, values in errors[backend].items()
         }
         tensor = max(ratios, key=ratios.__getitem__)
@@ -215,13 +251,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     rows, failures = [], 0
-    for case in cases(**sizes):
+    # The variants have no torch.nn twin: the compiled kernels' error is measured against the naive ops'.
+    variant_backends = [backend for backend in backends if backend == "cpu"]
+    runs = [(case, backends) for case in cases(**sizes)]
+    runs += [(case, variant_backends) for case in variant_cases(**sizes) if variant_backends]
+    for case, contenders in runs:
         for scale in SCALES:
-            errors = measure(case, scale, backends, args.seeds)
-            line = f"{case.name:<10} {scale:>6g} {errors[TORCH_NN]['output'][0]:>22.2e}"
+            errors = measure(case, scale, contenders, args.seeds)
+            name = case.name if case.baseline == TORCH_NN else f"{case.name} (against {case.baseline})"
+            line = f"{name:<10} {scale:>6g} {errors[case.baseline]['output'][0]:>22.2e}"
             worst_of_all = (0.0, "")
-            for backend in backends:
-                worst = worst_ratios(errors, backend)
+            for backend in contenders:
+                worst = worst_ratios(errors, backend, case.baseline)
                 failures += sum(ratio > LIMIT for ratio, _ in worst.values())
                 line += f" | {worst['median'][0]:>6.2f}x/{worst['p99'][0]:>6.2f}x"
                 worst_of_all = max(worst_of_all, *worst.values())

@@ -212,7 +212,10 @@ def resolve_variant_backend(backend: str, x: Tensor, mode: str) -> str:
     ``"cpu"``, else ``"naive"``. The modules have refused other backends (``_check_variant_backend``)."""
     if backend not in ("auto", "cpu") or (mode, "cpu") not in VARIANT_DIRECTION_OPS:
         return "naive"
-    return resolve_backend("cpu", x) if backend == "cpu" or _cpu_runs(x) else "naive"
+    if backend == "cpu":
+        check_backend("cpu")  # loads the kernels, or says why they cannot run here
+        return resolve_backend("cpu", x)
+    return "cpu" if _cpu_runs(x) else "naive"
 
 
 def _cpu_runs(x: Tensor) -> bool:

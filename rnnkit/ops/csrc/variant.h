@@ -13,14 +13,28 @@
 
 namespace rnnkit {
 
-// The sum of a row v (n values).
+// Sums along a row in kSums vector accumulators, vector i of the row into accumulator i % kSums:
+// each lane's chain of additions is kSums times shorter (its rounding error too), and the
+// additions overlap. add(i, v) adds v into its accumulator; total() reduces them.
 template <typename T>
-T sum_of(int64_t n, const T* v) {
+struct RowSum {
   using V = at::vec::Vectorized<T>;
-  V sum(T(0));
-  vectorized<T>(n, [&](const auto& L, int64_t j) { sum = sum + L.load(v + j); });
-  return at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, sum);
-}
+  static constexpr int64_t kSums = 4;
+  std::array<V, kSums> sums{V(T(0)), V(T(0)), V(T(0)), V(T(0))};
+
+  void add(int64_t j, const V& v) {
+    V& sum = sums[(j / V::size()) % kSums];
+    sum = sum + v;
+  }
+  void fmadd(int64_t j, const V& a, const V& b) {
+    V& sum = sums[(j / V::size()) % kSums];
+    sum = at::vec::fmadd(a, b, sum);
+  }
+  T total() const {
+    return at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; },
+                                      (sums[0] + sums[1]) + (sums[2] + sums[3]));
+  }
+};
 
 // LN of a row v (n values) without gain or shift: v_hat = (v - mean) / sqrt(var + 1e-5) (torch.nn.
 // LayerNorm's eps), the biased variance from the deviations (two passes, as exact as torch's).
@@ -28,14 +42,14 @@ T sum_of(int64_t n, const T* v) {
 template <typename T>
 T normalise(int64_t n, const T* v, T* v_hat) {
   using V = at::vec::Vectorized<T>;
-  const T mean = sum_of(n, v) / T(n);
-  V squares(T(0));
+  RowSum<T> sum, squares;
+  vectorized<T>(n, [&](const auto& L, int64_t j) { sum.add(j, L.load(v + j)); });
+  const T mean = sum.total() / T(n);
   vectorized<T>(n, [&](const auto& L, int64_t j) {
     const V d = L.only(L.load(v + j) - V(mean));
-    squares = at::vec::fmadd(d, d, squares);
+    squares.fmadd(j, d, d);
   });
-  const T var = at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, squares) / T(n);
-  const T rstd = T(1) / std::sqrt(var + T(1e-5));
+  const T rstd = T(1) / std::sqrt(squares.total() / T(n) + T(1e-5));
   vectorized<T>(n, [&](const auto& L, int64_t j) { L.store(v_hat + j, (L.load(v + j) - V(mean)) * V(rstd)); });
   return rstd;
 }
@@ -45,14 +59,13 @@ T normalise(int64_t n, const T* v, T* v_hat) {
 template <typename T>
 void normalise_backward(int64_t n, const T* v_hat, T rstd, T* d) {
   using V = at::vec::Vectorized<T>;
-  V sum(T(0)), dot(T(0));
+  RowSum<T> sum, dot;
   vectorized<T>(n, [&](const auto& L, int64_t j) {
     const V dj = L.load(d + j);
-    sum = sum + dj;
-    dot = at::vec::fmadd(dj, L.load(v_hat + j), dot);
+    sum.add(j, dj);
+    dot.fmadd(j, dj, L.load(v_hat + j));
   });
-  auto add = [](const V& a, const V& b) { return a + b; };
-  const T mean = at::vec::vec_reduce_all<T>(add, sum) / T(n), mean_dot = at::vec::vec_reduce_all<T>(add, dot) / T(n);
+  const T mean = sum.total() / T(n), mean_dot = dot.total() / T(n);
   vectorized<T>(n, [&](const auto& L, int64_t j) {
     const V x = L.load(v_hat + j);
     L.store(d + j, V(rstd) * (L.load(d + j) - V(mean) - x * V(mean_dot)));
