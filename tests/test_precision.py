@@ -24,7 +24,7 @@ SIZES = dict(input_size=16, hidden_size=128, batch=8, steps=8)
 # largest errors, and torch.nn's own b_ih and b_hh gradients (the same sums in another order) then
 # differ by 2-3x. Pooled over 16 nets, the ratios to torch.nn's stay within 1.0-1.7x here.
 SEEDS = 16
-VARIANT_SEEDS = 16
+VARIANT_SEEDS = 8
 # Measured on an Intel Xeon: every variant within 2x of the naive ops' error on the AVX-512 and
 # portable paths; on the AVX2 path the GRU with layer norm reaches 2.1x at the 99th percentile of
 # grad W_hh at scales 1e-4 and 1e-6 (its median 1.1x), which this limit lets through.

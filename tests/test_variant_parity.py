@@ -39,7 +39,7 @@ LAYER_NORM = {
     "GRU": [False, True, ("hh",), ("ih",)],
 }
 ZONEOUT = {"LSTM": [0.0, 0.0, 0.2, (0.3, 0.1), (0.0, 0.25)], "GRU": [0.0, 0.0, 0.2]}
-CASES_PER_MODE = {"LSTM": 120, "GRU": 60, "RNN_TANH": 40, "RNN_RELU": 40}
+CASES_PER_MODE = {"LSTM": 90, "GRU": 45, "RNN_TANH": 30, "RNN_RELU": 30}
 # The largest error of a result is noisier than a median: over this sweep the fused kernels' is about
 # the naive ops' in the median. FLOAT32_FLOOR is 32 float32 rounding errors.
 FLOAT32_FACTOR, FLOAT32_FLOOR = 3.0, 4e-6
