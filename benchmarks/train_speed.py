@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu import positive_int
 from machine import measured_on, write_json
 from scripted_lstm import scripted_twin
+from training_runs import metrics_history
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train-speed-variants.json"
 TIME_MACHINE = (
@@ -96,7 +96,7 @@ def rate(command: str, backend: str) -> tuple[float, dict[str, Any]]:
             status = rnnkit.cli.main(args)
         if status != 0:
             raise RuntimeError(f"rnnkit {' '.join(args)} exited with {status}: {quiet.getvalue()[-2000:]}")
-        history = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+        history = metrics_history(Path(out_dir))
     unit = next(key for key in history[-1] if key.endswith("_per_s"))
     return max(epoch[unit] for epoch in history), {"unit": unit, **history[-1]}
 

@@ -19,6 +19,11 @@ from typing import Any
 from machine import measured_on, write_json
 
 
+def metrics_history(out_dir: Path) -> list[dict[str, Any]]:
+    """Every epoch's metrics of the run that wrote ``out_dir``, from its metrics.jsonl."""
+    return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def run(args: list[str], out_dir: Path, **labels: Any) -> dict[str, Any]:
     """``rnnkit ARGS --out-dir OUT_DIR`` in a fresh process on one thread; ``labels`` go into the result."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -26,7 +31,7 @@ def run(args: list[str], out_dir: Path, **labels: Any) -> dict[str, Any]:
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"rnnkit {' '.join(args)} failed: {done.stderr.strip()}")
-    history = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    history = metrics_history(out_dir)
     return {
         "command": "rnnkit " + " ".join(args),
         **labels,

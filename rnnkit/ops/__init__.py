@@ -184,7 +184,7 @@ def resolve_backend(
     Elsewhere (CUDA, other dtypes) torch's fused kernels: the Triton kernels are not chosen by
     ``"auto"`` until ``benchmarks/gpu.py`` has measured them faster.
     """
-    on_cpu = x.device.type == "cpu" and x.dtype in CPU_DTYPES
+    on_cpu = _cpu_tensor(x)
     if backend == "auto":
         large_steps = step_macs is not None and step_macs >= ONEDNN_STEP_MACS
         few_rows = batch is not None and batch < ROWS_PER_THREAD * _threads()
@@ -215,11 +215,12 @@ def resolve_variant_backend(backend: str, x: Tensor, mode: str) -> str:
     if backend == "cpu":
         check_backend("cpu")  # loads the kernels, or says why they cannot run here
         return resolve_backend("cpu", x)
-    return "cpu" if _cpu_runs(x) else "naive"
+    return "cpu" if _cpu_tensor(x) and compiled.unavailable_reason() is None else "naive"
 
 
-def _cpu_runs(x: Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in CPU_DTYPES and compiled.unavailable_reason() is None
+def _cpu_tensor(x: Tensor) -> bool:
+    """Whether the compiled kernels take ``x``: float32 or float64 on the CPU."""
+    return x.device.type == "cpu" and x.dtype in CPU_DTYPES
 
 
 def rnn_stack(

@@ -72,6 +72,19 @@ void normalise_backward(int64_t n, const T* v_hat, T rstd, T* d) {
   });
 }
 
+// Whether a variant's loop gives each thread whole sequences: always with layer norm, which reads a
+// whole row of a step; otherwise as the plain kernels choose (Tiles::by_rows).
+inline bool variant_by_rows(bool layer_norm, int64_t rows, int64_t weight_bytes) {
+  return layer_norm || Tiles::by_rows(rows, weight_bytes);
+}
+
+// Zoneout of one state: keep * old + (1 - keep) * fresh, keep the mask drawn for the step (or its
+// probability, in evaluation).
+template <typename V>
+V zoned(const V& keep, const V& old, const V& fresh) {
+  return keep * old + (V(1) - keep) * fresh;
+}
+
 // A pointer to t's data, or nullptr for an undefined tensor (a variant that is off).
 template <typename T>
 const T* data_or_null(const at::Tensor& t) {
@@ -119,10 +132,7 @@ struct VariantState {
     T* out = output + t * B * P + row;
     vectorized<T>(n, [&](const auto& L, int64_t j) {
       V y = L.load(h_new + j);
-      if (k_t) {
-        const V k = L.load(k_t + j);
-        y = k * L.load(h + row + j) + (V(1) - k) * y;
-      }
+      if (k_t) y = zoned(L.load(k_t + j), L.load(h + row + j), y);
       L.store(h + row + j, y), L.store(out + j, y);
       if (next) L.store(next + j, mask ? y * L.load(mask + row + j) : y);
     });
@@ -179,12 +189,11 @@ using SingleStateForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Te
 
 template <typename Cell>
 SingleStateForward single_state_variant_forward(const char* op, const at::Tensor& xw_in, const at::Tensor& h0,
-                                                     const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh_in,
-                                                     const std::optional<at::Tensor>& ln_hh_in,
-                                                     const std::optional<at::Tensor>& mask_in,
-                                                     const std::optional<at::Tensor>& keep_in,
-                                                     const std::optional<at::Tensor>& lengths_in, bool reverse,
-                                                     bool save) {
+                                                const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh_in,
+                                                const std::optional<at::Tensor>& ln_hh_in,
+                                                const std::optional<at::Tensor>& mask_in,
+                                                const std::optional<at::Tensor>& keep_in,
+                                                const std::optional<at::Tensor>& lengths_in, bool reverse, bool save) {
   constexpr int64_t G = Cell::kGates;
   TORCH_CHECK(xw_in.dim() == 3 && xw_in.device().is_cpu() && h0.dim() == 2, op,
               ": expected xw of 3 dimensions (T, B, G*H) on the CPU and h0 (B, H), got ", xw_in.sizes(), " on ",
@@ -218,8 +227,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
     using V = at::vec::Vectorized<T_>;
     const T_* bias = data_or_null<T_>(b_hh);
     const T_* gain = data_or_null<T_>(ln_hh);
-    // Layer norm reads a whole row of a step: then a thread takes whole sequences.
-    const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, ln || Tiles::by_rows(B, w_hh.numel() * sizeof(T_)));
+    const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = unit_rows<T_>({w_hh}, G, units, T * B);
     at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, options);
     const int64_t ld = products.size(2);
@@ -311,7 +319,7 @@ std::vector<at::Tensor> single_state_variant_backward(
     const T_* gain = data_or_null<T_>(ln_hh);
     const T_* pmask = data_or_null<T_>(mask);
     const T_* pkeep = data_or_null<T_>(keep);
-    const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, ln || Tiles::by_rows(B, w_hh.numel() * sizeof(T_)));
+    const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = column_parts<T_>(w_hh, units);
     at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, options);
     partials = at::zeros({T, units.parts(), extra}, options);

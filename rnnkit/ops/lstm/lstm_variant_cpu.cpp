@@ -65,11 +65,11 @@ using Forward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
                            Tensor, Tensor>;
 
 Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
-                                         const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
-                                         const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
-                                         const OptionalTensor& weight_ch, const OptionalTensor& dropout_mask,
-                                         const OptionalTensor& keep_h, const OptionalTensor& keep_c,
-                                         const OptionalTensor& lengths_in, bool reverse, bool save) {
+                             const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
+                             const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
+                             const OptionalTensor& weight_ch, const OptionalTensor& dropout_mask,
+                             const OptionalTensor& keep_h, const OptionalTensor& keep_c,
+                             const OptionalTensor& lengths_in, bool reverse, bool save) {
   const char* op = "lstm_variant_forward";
   TORCH_CHECK(xw_in.dim() == 3 && xw_in.device().is_cpu(), op,
               ": expected xw of 3 dimensions (T, B, 4H) on the CPU, got ", xw_in.sizes(), " on ", xw_in.device());
@@ -109,8 +109,7 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
     using T_ = scalar_t;
     using V = at::vec::Vectorized<T_>;
     const auto var = Variant<T_>::of(v);
-    // Layer norm reads a whole row of a step: then a thread takes whole sequences.
-    const bool by_rows = ln_hh || ln_c || Tiles::by_rows(B, w_hh.numel() * sizeof(T_));
+    const bool by_rows = variant_by_rows(ln_hh || ln_c, B, w_hh.numel() * sizeof(T_));
     const Tiles units(B, H, B * G, PackedWeight<T_>::kWidth, by_rows);
     const Tiles features(B, P, B * H, PackedWeight<T_>::kWidth, by_rows);
     const auto recurrent = unit_rows<T_>({w_hh}, 4, units, T * B);
@@ -174,11 +173,7 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
               V x = L.load(cl + j);
               if (ln_c) x = at::vec::fmadd(x, L.load(var.ln_c_weight + j), L.load(var.ln_c_bias + j));
               L.store(y + j, L.load(g + 3 * H + j) * tanh_(x));
-              V c_t = L.load(cn + j);
-              if (keep) {
-                const V k = L.load(keep + j);
-                c_t = k * L.load(cp + j) + (V(1) - k) * c_t;
-              }
+              const V c_t = keep ? zoned(L.load(keep + j), L.load(cp + j), L.load(cn + j)) : L.load(cn + j);
               L.store(cb + j, c_t), L.store(c_out + j, c_t);
             });
             if (!proj) state.write(i, b, j0, n, y);
@@ -250,7 +245,7 @@ std::vector<Tensor> lstm_variant_backward(
     using T_ = scalar_t;
     using V = at::vec::Vectorized<T_>;
     const auto var = Variant<T_>::of(v);
-    const bool by_rows = ln_hh || ln_c || Tiles::by_rows(B, w_hh.numel() * sizeof(T_));
+    const bool by_rows = variant_by_rows(ln_hh || ln_c, B, w_hh.numel() * sizeof(T_));
     const Tiles units(B, H, B * G, PackedWeight<T_>::kWidth, by_rows);
     const Tiles features = proj ? Tiles(B, P, B * G, PackedWeight<T_>::kWidth, by_rows) : units;
     const auto recurrent = column_parts<T_>(w_hh, features);
