@@ -115,6 +115,9 @@ def assert_compiles_like_eager(model: nn.Module, x: Tensor) -> None:
     x: (T >= 4, 3, I).
     """
     assert x.shape[0] >= 4 and x.shape[1] == 3, f"expected x of shape (T >= 4, 3, I), got {tuple(x.shape)}"
+    # Every module's forward is one code object to Dynamo: the graphs of earlier tests in this
+    # process would count against its recompile limit (8), which fullgraph turns into a failure.
+    torch._dynamo.reset()
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     lengths = [x.shape[0], 2, 4]
     eager_out, _ = model(x, lengths=lengths)
