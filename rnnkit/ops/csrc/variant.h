@@ -85,9 +85,10 @@ V zoned(const V& keep, const V& old, const V& fresh) {
   return keep * old + (V(1) - keep) * fresh;
 }
 
-// A pointer to t's data, or nullptr for an undefined tensor (a variant that is off).
+// A pointer to t's data, or nullptr for an undefined tensor (a variant that is off). Taken once
+// before a loop: each data_ptr call checks the tensor, which costs as much as a small row's work.
 template <typename T>
-const T* data_or_null(const at::Tensor& t) {
+T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
@@ -227,6 +228,9 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
     using V = at::vec::Vectorized<T_>;
     const T_* bias = data_or_null<T_>(b_hh);
     const T_* gain = data_or_null<T_>(ln_hh);
+    const T_* pxw = xw.data_ptr<T_>();
+    T_ *pgates = gates.data_ptr<T_>(), *ph_prev = h_prev.data_ptr<T_>(), *pu_n = data_or_null<T_>(u_n);
+    T_ *pv_hat = data_or_null<T_>(v_hat), *prstd = data_or_null<T_>(rstd);
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = unit_rows<T_>({w_hh}, G, units, T * B);
     at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, options);
@@ -245,8 +249,8 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
             }
             T_* u = hw + (b - b0) * ld;
             if (ln) {  // by rows: the whole row, n = H
-              T_* vh = v_hat.data_ptr<T_>() + (s * B + b) * GH;
-              rstd.data_ptr<T_>()[s * B + b] = normalise(GH, u, vh);
+              T_* vh = pv_hat + (s * B + b) * GH;
+              prstd[s * B + b] = normalise(GH, u, vh);
               vectorized<T_>(GH, [&](const auto& L, int64_t j) {
                 const V v = L.load(vh + j) * L.load(gain + j);
                 L.store(u + j, bias ? v + L.load(bias + j) : v);
@@ -259,11 +263,11 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
               }
             }
             const int64_t row = (s * B + b) * H + j0;
-            T_* hp = h_prev.data_ptr<T_>() + row;
+            T_* hp = ph_prev + row;
             std::copy(state.h + b * H + j0, state.h + b * H + j0 + n, hp);
-            const T_* a = xw.data_ptr<T_>() + (t * B + b) * GH + j0;
-            T_* g = gates.data_ptr<T_>() + (s * B + b) * GH + j0;
-            T_* un = Cell::kSavesProduct ? u_n.data_ptr<T_>() + row : nullptr;
+            const T_* a = pxw + (t * B + b) * GH + j0;
+            T_* g = pgates + (s * B + b) * GH + j0;
+            T_* un = Cell::kSavesProduct ? pu_n + row : nullptr;
             // h~ over u's first gate, each lane read before it is written
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               L.store(u + j, Cell::forward(L, j, H, n, a, u, L.load(hp + j), g, un));
@@ -326,8 +330,11 @@ std::vector<at::Tensor> single_state_variant_backward(
     T_* pdh = dh.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();
     T_* pskip = skip.data_ptr<T_>();
+    T_ *pgrad_xw = grad_xw.data_ptr<T_>(), *pgrad_v = grad_v.data_ptr<T_>(), *ppartials = partials.data_ptr<T_>();
+    const T_ *pgo = grad_output.data_ptr<T_>(), *pgates = gates.data_ptr<T_>(), *ph_prev = h_prev.data_ptr<T_>();
+    const T_ *pu_n = data_or_null<T_>(u_n), *pv_hat = data_or_null<T_>(v_hat), *prstd = data_or_null<T_>(rstd);
     auto carry = [&](int64_t p, int64_t t) {
-      carry_variant(recurrent, units, p, steps, t, grad_v.data_ptr<T_>() + t * B * GH, GH, products, pdh, pds, H, pmask,
+      carry_variant(recurrent, units, p, steps, t, pgrad_v + t * B * GH, GH, products, pdh, pds, H, pmask,
                     pkeep ? pkeep + t * B * H : nullptr, pskip);
     };
     Team::run(units.parts(), [&](const Team::Member& member) {
@@ -336,20 +343,20 @@ std::vector<at::Tensor> single_state_variant_backward(
         member.each(units, [&](int64_t p) {
           if (i + 1 < T) carry(p, steps.at(i + 1));
           const int64_t j0 = units.begin(p), n = units.end(p) - j0;
-          T_* sums = partials.data_ptr<T_>() + (t * units.parts() + p) * extra;
+          T_* sums = ppartials + (t * units.parts() + p) * extra;
           for (int64_t b = units.row_begin(p); b < units.row_end(p); ++b) {
             if (!steps.alive(t, b)) continue;
             const int64_t row = b * H + j0, at_t = t * B * H + row;
-            const T_* g = gates.data_ptr<T_>() + (t * B + b) * GH + j0;
-            const T_* un = Cell::kSavesProduct ? u_n.data_ptr<T_>() + at_t : nullptr;
+            const T_* g = pgates + (t * B + b) * GH + j0;
+            const T_* un = Cell::kSavesProduct ? pu_n + at_t : nullptr;
             const T_* keep_t = pkeep ? pkeep + at_t : nullptr;
-            T_* da = grad_xw.data_ptr<T_>() + (t * B + b) * GH + j0;
-            T_* du = grad_v.data_ptr<T_>() + (t * B + b) * GH + j0;
+            T_* da = pgrad_xw + (t * B + b) * GH + j0;
+            T_* du = pgrad_v + (t * B + b) * GH + j0;
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
-              const V d = L.load(pdh + row + j) + L.load(grad_output.data_ptr<T_>() + at_t + j);  // dh_t
+              const V d = L.load(pdh + row + j) + L.load(pgo + at_t + j);  // dh_t
               L.store(pds + row + j, d);
               const V d_new = keep_t ? (V(1) - L.load(keep_t + j)) * d : d;  // d h~_t
-              Cell::backward(L, j, H, d_new, g, un, L.load(h_prev.data_ptr<T_>() + at_t + j), da, du, pskip + row);
+              Cell::backward(L, j, H, d_new, g, un, L.load(ph_prev + at_t + j), da, du, pskip + row);
             });
             for (int64_t k = 0; bias && k < G; ++k) {
               vectorized<T_>(n, [&](const auto& L, int64_t j) {
@@ -358,13 +365,13 @@ std::vector<at::Tensor> single_state_variant_backward(
               });
             }
             if (ln) {  // by rows: the whole row, n = H
-              const T_* vh = v_hat.data_ptr<T_>() + (t * B + b) * GH;
+              const T_* vh = pv_hat + (t * B + b) * GH;
               vectorized<T_>(GH, [&](const auto& L, int64_t j) {
                 const V d = L.load(du + j);
                 L.store(sums + at_ln + j, at::vec::fmadd(d, L.load(vh + j), L.load(sums + at_ln + j)));
                 L.store(du + j, d * L.load(gain + j));
               });
-              normalise_backward(GH, vh, rstd.data_ptr<T_>()[t * B + b], du);
+              normalise_backward(GH, vh, prstd[t * B + b], du);
             }
           }
         });

@@ -66,6 +66,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const int64_t ld = products.size(2);
     const StateSlots<T_> state(steps, h_prev, h);
     T_* pc = c.data_ptr<T_>();
+    T_ *pc_prev = c_prev.data_ptr<T_>(), *pm = proj ? m.data_ptr<T_>() : nullptr;
+    const T_* pxw = project ? xw.data_ptr<T_>() : nullptr;
     Team::run(parts, [&](const Team::Member& member) {
       for (int64_t i = 0; i < T; ++i) {
         const int64_t t = steps.at(i);
@@ -80,7 +82,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
           const T_* hw = tile_product(recurrent, units, p, h_in, S, products);  // pre-activations, gate by gate
           for (int64_t b = b0; b < units.row_end(p); ++b) {
             T_* cb = pc + b * H + j0;
-            T_* cb_prev = c_prev.data_ptr<T_>() + (slot * B + b) * H + j0;
+            T_* cb_prev = pc_prev + (slot * B + b) * H + j0;
             if (!steps.alive(t, b)) {
               std::copy(cb, cb + n, cb_prev);
               if (!proj) std::copy(h_in + b * S + j0, h_in + b * S + j0 + n, h_out + b * ld_out + j0);
@@ -88,9 +90,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
             }
             T_* g = pg + b * 4 * H + j0;
             const T_* r = hw + (b - b0) * ld;
-            const T_* r_x = project ? xw.data_ptr<T_>() + (t * B + b) * 4 * H + j0 : nullptr;  // x_t's part
+            const T_* r_x = project ? pxw + (t * B + b) * 4 * H + j0 : nullptr;  // x_t's part
             // The cell's output o * tanh(c): the new state and output_t, or m for the projection.
-            T_* out = proj ? m.data_ptr<T_>() + b * H + j0 : h_out + b * ld_out + j0;
+            T_* out = proj ? pm + b * H + j0 : h_out + b * ld_out + j0;
             T_* out_t = proj ? nullptr : po + b * P + j0;
             // Two passes over the row, each with a short chain of dependent operations, so that the
             // processor overlaps the vectors of a pass (one pass ran ~2x slower, latency-bound).
@@ -176,6 +178,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
     T_* pdh = dh.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();
     T_* pdc = dc.data_ptr<T_>();
+    T_* pm_all = proj ? m_all.data_ptr<T_>() : nullptr;
 
     // dh_t[part q's tile] = dh + d output_t for the sequences alive at t (output_t is zero past a length).
     auto step_gradient = [&](int64_t q, int64_t t) {
@@ -211,7 +214,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
         const T_* cp = pcp + b * H;
         const T_* dmb = dm + (b - b0) * ld_dm;
         T_* dcb = pdc + b * H + j0;
-        T_* mb = proj ? m_all.data_ptr<T_>() + (t * B + b) * H + j0 : nullptr;
+        T_* mb = proj ? pm_all + (t * B + b) * H + j0 : nullptr;
         vectorized<T_>(n, [&](const auto& L, int64_t j) {
           using V = at::vec::Vectorized<T_>;
           const V gi = L.load(g + j), gf = L.load(g + H + j), gg = L.load(g + 2 * H + j);

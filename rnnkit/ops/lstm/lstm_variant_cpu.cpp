@@ -118,6 +118,11 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
     Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, options);
     const int64_t ld = products.size(2);
     T_* pc = c.data_ptr<T_>();
+    const T_* pxw = xw.data_ptr<T_>();
+    T_ *pgates = gates.data_ptr<T_>(), *pc_prev = c_prev.data_ptr<T_>(), *pc_new = c_new.data_ptr<T_>();
+    T_ *pcs = cs.data_ptr<T_>(), *pm = data_or_null<T_>(m);
+    T_ *pu_hat = data_or_null<T_>(u_hat), *prstd_hh = data_or_null<T_>(rstd_hh);
+    T_ *pc_hat = data_or_null<T_>(c_hat), *prstd_c = data_or_null<T_>(rstd_c);
     const VariantState<T_> state(steps, save, h, hm, output, var.mask, var.keep_h);
     Team::run(parts, [&](const Team::Member& member) {
       for (int64_t i = 0; i < T; ++i) {
@@ -132,14 +137,14 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
             }
             T_* u = hw + (b - b0) * ld;
             const int64_t row = (s * B + b) * H + j0;  // b's units in the saved (kept, B, H) tensors
-            T_* g = gates.data_ptr<T_>() + (s * B + b) * G + j0;
-            const T_* a = xw.data_ptr<T_>() + (t * B + b) * G + j0;
-            T_* cp = c_prev.data_ptr<T_>() + row;
-            T_* cn = c_new.data_ptr<T_>() + row;
+            T_* g = pgates + (s * B + b) * G + j0;
+            const T_* a = pxw + (t * B + b) * G + j0;
+            T_* cp = pc_prev + row;
+            T_* cn = pc_new + row;
             T_* cb = pc + b * H + j0;
             if (ln_hh) {  // by rows: u is the whole row, n = H
-              T_* uh = u_hat.data_ptr<T_>() + (s * B + b) * G;
-              rstd_hh.data_ptr<T_>()[s * B + b] = normalise(G, u, uh);
+              T_* uh = pu_hat + (s * B + b) * G;
+              prstd_hh[s * B + b] = normalise(G, u, uh);
               u = uh;
             }
             // The gates and c~_t; u_k's values lie n apart (H apart, normalised).
@@ -162,13 +167,13 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
             });
             const T_* cl = cn;  // what tanh reads: c~_t, or its layer norm
             if (ln_c) {
-              T_* ch = c_hat.data_ptr<T_>() + row;
-              rstd_c.data_ptr<T_>()[s * B + b] = normalise(H, cn, ch);
+              T_* ch = pc_hat + row;
+              prstd_c[s * B + b] = normalise(H, cn, ch);
               cl = ch;
             }
-            T_* y = proj ? m.data_ptr<T_>() + row : hw + (b - b0) * ld;  // o tanh(.), over u once read
+            T_* y = proj ? pm + row : hw + (b - b0) * ld;  // o tanh(.), over u once read
             const T_* keep = var.keep_c ? var.keep_c + (t * B + b) * H + j0 : nullptr;
-            T_* c_out = cs.data_ptr<T_>() + (t * B + b) * H + j0;
+            T_* c_out = pcs + (t * B + b) * H + j0;
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               V x = L.load(cl + j);
               if (ln_c) x = at::vec::fmadd(x, L.load(var.ln_c_weight + j), L.load(var.ln_c_bias + j));
@@ -182,7 +187,7 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
         if (!proj) continue;
         member.each(features, [&](int64_t q) {
           const int64_t k0 = features.begin(q), n = features.end(q) - k0, b0 = features.row_begin(q);
-          const T_* y = tile_product(projection, features, q, m.data_ptr<T_>() + s * B * H, H, products);  // W_hr m
+          const T_* y = tile_product(projection, features, q, pm + s * B * H, H, products);  // W_hr m
           for (int64_t b = b0; b < features.row_end(q); ++b) {
             if (steps.alive(t, b)) {
               state.write(i, b, k0, n, y + (b - b0) * ld);
@@ -257,6 +262,12 @@ std::vector<Tensor> lstm_variant_backward(
     T_* pdh = dh.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();
     T_* pdc = dc.data_ptr<T_>();
+    const T_ *pgo = grad_output.data_ptr<T_>(), *pgates = gates.data_ptr<T_>(), *pc_prev = c_prev.data_ptr<T_>();
+    const T_ *pc_new = c_new.data_ptr<T_>(), *pc_hat = data_or_null<T_>(c_hat), *prstd_c = data_or_null<T_>(rstd_c);
+    const T_ *pu_hat = data_or_null<T_>(u_hat), *prstd_hh = data_or_null<T_>(rstd_hh);
+    const T_* pgrad_cs = data_or_null<T_>(grad_cs);
+    T_ *pgrad_xw = grad_xw.data_ptr<T_>(), *pgrad_u = grad_u.data_ptr<T_>(), *ppartials = partials.data_ptr<T_>();
+    T_* pgrad_h_new = data_or_null<T_>(grad_h_new);
 
     // dh_t = dh + d output_t for part q's features of the sequences alive at t; with a
     // projection, also d h~_t = (1 - k_h) dh_t, which W_hr's backward multiplies.
@@ -266,30 +277,30 @@ std::vector<Tensor> lstm_variant_backward(
         if (!steps.alive(t, b)) continue;
         const int64_t row = b * P + k0, at_t = t * B * P + row;
         vectorized<T_>(n, [&](const auto& L, int64_t j) {
-          const V d = L.load(pdh + row + j) + L.load(grad_output.data_ptr<T_>() + at_t + j);
+          const V d = L.load(pdh + row + j) + L.load(pgo + at_t + j);
           L.store(pds + row + j, d);
-          if (proj) L.store(grad_h_new.data_ptr<T_>() + at_t + j, var.keep_h ? (V(1) - L.load(var.keep_h + at_t + j)) * d : d);
+          if (proj) L.store(pgrad_h_new + at_t + j, var.keep_h ? (V(1) - L.load(var.keep_h + at_t + j)) * d : d);
         });
       }
     };
     // The gate gradients of part p's units at step t, and dc carried to step t - 1.
     auto gate_gradients = [&](int64_t p, int64_t t) {
       const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
-      const T_* dm = proj ? tile_product(projection, units, p, grad_h_new.data_ptr<T_>() + t * B * P, P, products)
+      const T_* dm = proj ? tile_product(projection, units, p, pgrad_h_new + t * B * P, P, products)
                           : nullptr;  // d(o tanh(.)) = d h~_t W_hr, rows from the tile's first
-      T_* sums = partials.data_ptr<T_>() + (t * units.parts() + p) * extra;
+      T_* sums = ppartials + (t * units.parts() + p) * extra;
       for (int64_t b = b0; b < units.row_end(p); ++b) {
         if (!steps.alive(t, b)) continue;
         const int64_t row = (t * B + b) * H + j0, row_p = b * P + j0;
-        const T_* g = gates.data_ptr<T_>() + (t * B + b) * G + j0;
-        const T_* cp = c_prev.data_ptr<T_>() + row;
-        const T_* cn = c_new.data_ptr<T_>() + row;
-        const T_* ch = ln_c ? c_hat.data_ptr<T_>() + row : nullptr;
+        const T_* g = pgates + (t * B + b) * G + j0;
+        const T_* cp = pc_prev + row;
+        const T_* cn = pc_new + row;
+        const T_* ch = ln_c ? pc_hat + row : nullptr;
         const T_* dmb = proj ? dm + (b - b0) * ld : nullptr;
         const T_* keep_h_t = var.keep_h ? var.keep_h + t * B * P + row_p : nullptr;
         const T_* keep_c_t = var.keep_c ? var.keep_c + row : nullptr;
-        const T_* dcs = grad_cs.defined() ? grad_cs.data_ptr<T_>() + row : nullptr;
-        T_* dg = grad_xw.data_ptr<T_>() + (t * B + b) * G + j0;
+        const T_* dcs = pgrad_cs ? pgrad_cs + row : nullptr;
+        T_* dg = pgrad_xw + (t * B + b) * G + j0;
         T_* dcb = pdc + b * H + j0;
         // d c~_t through tanh (and LN), in the forget gate's room until below, and d pre_o.
         T_* dcn = dg + H;
@@ -308,7 +319,7 @@ std::vector<Tensor> lstm_variant_backward(
           L.store(dcn + j, ln_c ? d_cl * L.load(var.ln_c_weight + j) : d_cl);
           L.store(dg + 3 * H + j, d_m * tc * go * (V(1) - go));
         });
-        if (ln_c) normalise_backward(n, ch, rstd_c.data_ptr<T_>()[t * B + b], dcn);
+        if (ln_c) normalise_backward(n, ch, prstd_c[t * B + b], dcn);
         vectorized<T_>(n, [&](const auto& L, int64_t j) {
           const V gi = L.load(g + j), gf = L.load(g + H + j), gg = L.load(g + 2 * H + j), c_old = L.load(cp + j);
           V d_c = L.load(dcb + j);
@@ -332,19 +343,19 @@ std::vector<Tensor> lstm_variant_backward(
           L.store(dcb + j, d_old);
         });
         if (ln_hh) {  // by rows: the whole row, n = H
-          T_* du = grad_u.data_ptr<T_>() + (t * B + b) * G;
-          const T_* uh = u_hat.data_ptr<T_>() + (t * B + b) * G;
+          T_* du = pgrad_u + (t * B + b) * G;
+          const T_* uh = pu_hat + (t * B + b) * G;
           vectorized<T_>(G, [&](const auto& L, int64_t j) {
             const V d = L.load(dg + j);
             L.store(sums + j, at::vec::fmadd(d, L.load(uh + j), L.load(sums + j)));
             L.store(du + j, d * L.load(var.ln_hh + j));
           });
-          normalise_backward(G, uh, rstd_hh.data_ptr<T_>()[t * B + b], du);
+          normalise_backward(G, uh, prstd_hh[t * B + b], du);
         }
       }
     };
     auto carry = [&](int64_t q, int64_t t) {  // dh = m (d u_t W_hh) + k_h dh_t, for h_{t-1}
-      carry_variant(recurrent, features, q, steps, t, grad_u.data_ptr<T_>() + t * B * G, G, products, pdh, pds, P,
+      carry_variant(recurrent, features, q, steps, t, pgrad_u + t * B * G, G, products, pdh, pds, P,
                     var.mask, var.keep_h ? var.keep_h + t * B * P : nullptr);
     };
 
