@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .fused import call, fused_backward, gradient_wanted
+from .fused import call, fused_backward, gradient_wanted, register_autograd
 from .variant import Extras, Recurrence, input_projection, recurrence
 
 # The op of each mode and the flags it takes after ``reverse``.
@@ -126,4 +126,4 @@ def register() -> None:
     ):
         torch.library.register_fake(f"rnnkit::{name}_forward")(fake)
         torch.library.register_fake(f"rnnkit::{name}_backward")(_fake_backward)
-        torch.library.register_autograd(f"rnnkit::{name}_forward", _autograd(modes, name), setup_context=_setup_context)
+        register_autograd(f"rnnkit::{name}_forward", _autograd(modes, name), setup_context=_setup_context)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import call, fused_backward, gradient_wanted, input_like
+from ..fused import call, fused_backward, gradient_wanted, input_like, register_autograd
 from .naive import gru as naive_gru
 
 
@@ -75,4 +75,4 @@ def register() -> None:
     """Attach the fake implementations and the autograd formula to the loaded ops."""
     torch.library.register_fake("rnnkit::gru_forward")(_fake_forward)
     torch.library.register_fake("rnnkit::gru_backward")(_fake_backward)
-    torch.library.register_autograd("rnnkit::gru_forward", _backward, setup_context=_setup_context)
+    register_autograd("rnnkit::gru_forward", _backward, setup_context=_setup_context)

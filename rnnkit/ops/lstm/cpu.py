@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import bias_gradients, call, fused_backward, gradient_wanted, input_like
+from ..fused import bias_gradients, call, fused_backward, gradient_wanted, input_like, register_autograd
 from .naive import lstm as naive_lstm
 
 
@@ -93,4 +93,4 @@ def register() -> None:
     """Attach the fake implementations and the autograd formula to the loaded ops."""
     torch.library.register_fake("rnnkit::lstm_forward")(_fake_forward)
     torch.library.register_fake("rnnkit::lstm_backward")(_fake_backward)
-    torch.library.register_autograd("rnnkit::lstm_forward", _backward, setup_context=_setup_context)
+    register_autograd("rnnkit::lstm_forward", _backward, setup_context=_setup_context)

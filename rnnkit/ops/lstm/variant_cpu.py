@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import call, fused_backward, gradient_wanted
+from ..fused import call, fused_backward, gradient_wanted, register_autograd
 from ..variant import Extras, Recurrence, input_projection, recurrence
 
 
@@ -158,4 +158,4 @@ def register() -> None:
     """Attach the fake implementations and the autograd formula to the loaded ops."""
     torch.library.register_fake("rnnkit::lstm_variant_forward")(_fake_forward)
     torch.library.register_fake("rnnkit::lstm_variant_backward")(_fake_backward)
-    torch.library.register_autograd("rnnkit::lstm_variant_forward", _backward, setup_context=_setup_context)
+    register_autograd("rnnkit::lstm_variant_forward", _backward, setup_context=_setup_context)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import bias_gradients, call, fused_backward, gradient_wanted, input_like
+from ..fused import bias_gradients, call, fused_backward, gradient_wanted, input_like, register_autograd
 from .naive import rnn as naive_rnn
 
 
@@ -69,4 +69,4 @@ def register() -> None:
     """Attach the fake implementations and the autograd formula to the loaded ops."""
     torch.library.register_fake("rnnkit::rnn_forward")(_fake_forward)
     torch.library.register_fake("rnnkit::rnn_backward")(_fake_backward)
-    torch.library.register_autograd("rnnkit::rnn_forward", _backward, setup_context=_setup_context)
+    register_autograd("rnnkit::rnn_forward", _backward, setup_context=_setup_context)
