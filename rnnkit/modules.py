@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
@@ -167,7 +166,7 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
         ]
         p = self.variant.weight_dropout
         if p > 0 and self.training:  # DropConnect: a fresh mask on W_hh each call, before any backend
-            weights = [(w_ih, F.dropout(w_hh, p, training=True), *rest) for w_ih, w_hh, *rest in weights]
+            weights = [(w_ih, ops.variant.drop_connect(w_hh, p), *rest) for w_ih, w_hh, *rest in weights]
         return weights
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:

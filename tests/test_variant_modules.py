@@ -220,10 +220,12 @@ def test_weight_dropout_keeps_torchs_state_dict_and_masks_weight_hh(mode, backen
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(4, 2, 3, dtype=torch.float64)
     output = same_seed(ours, x)[0]
-    torch.manual_seed(11)  # the module draws one mask per weight_hh, layer by layer, as F.dropout does
-    masked = {
-        name: F.dropout(w, p, training=True) if "weight_hh" in name else w for name, w in theirs.named_parameters()
-    }
+    torch.manual_seed(11)  # one mask per weight_hh, layer by layer: keep where U < 1 - p, scaled by 1 / (1 - p)
+
+    def dropped(w: torch.Tensor) -> torch.Tensor:
+        return w * (torch.rand(w.shape, dtype=w.dtype) < 1 - p) / (1 - p)
+
+    masked = {name: dropped(w) if "weight_hh" in name else w for name, w in theirs.named_parameters()}
     expected = torch.func.functional_call(theirs, masked, (x,))[0]
     assert_close("output", output, expected)
     output.sum().backward()
