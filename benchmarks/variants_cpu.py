@@ -116,7 +116,8 @@ def bench_case(config: Config, cell: str, name: str, repeats: int) -> dict[str, 
     x = torch.randn(config.steps, config.batch, config.input_size, generator=torch.Generator().manual_seed(1))
     lengths = config.lengths()
     variant = build(config, cell, keywords)
-    on_naive = variants.is_recurrence(variant.variant) and ops.resolve_variant_backend("auto", x, cell) == "naive"
+    fused = ops.resolve_variant_backend("auto", x, variant.mode) != "naive"
+    on_naive = variants.is_recurrence(variant.variant) and not fused
     contenders = {
         PLAIN: rnnkit_contender(build(config, cell, {}), x, lengths),
         VARIANT: rnnkit_contender(variant, x, lengths),

@@ -42,6 +42,9 @@ def test_a_row_checks_the_scripted_twin_then_times_every_net():
     assert row["fwd_bwd_scripted_over_variant"] > 0 and row["fwd_variant_over_plain"] > 0
     row = variants_cpu.bench_case(config, "GRU", "weight_dropout", repeats=1)
     assert set(row["fwd_bwd_ms"]) == {"plain", "variant", "naive"} and not row["on_naive"]
+    row = variants_cpu.bench_case(config, "RNN", "zoneout", repeats=1)  # the module's mode is RNN_TANH
+    assert set(row["fwd_bwd_ms"]) == {"plain", "variant"} | ({"naive"} if fused else set())
+    assert row["on_naive"] is not fused
 
 
 def test_the_training_benchmarks_scripted_lstm_is_rnnkits_module():
