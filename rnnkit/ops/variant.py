@@ -151,8 +151,7 @@ def input_projection(mode: str, x: Tensor, weights: tuple[Tensor | None, ...], e
     bias = summed_bias(b_ih, b_hh) if mode == "LSTM" else b_ih  # GRU's b_hn sits inside r * (...)
     if extras.ln_ih_weight is None:  # as the plain naive ops compute it
         return F.linear(x, w_ih, bias)
-    xw = layer_norm(F.linear(x, w_ih), extras.ln_ih_weight)
-    return xw if bias is None else xw + bias
+    return layer_norm(F.linear(x, w_ih), extras.ln_ih_weight, bias)  # the bias as LN's shift: one op
 
 
 def recurrence(
