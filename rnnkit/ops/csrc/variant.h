@@ -13,28 +13,37 @@
 
 namespace rnnkit {
 
-// Sums along a row in kSums vector accumulators, vector i of the row into accumulator i % kSums:
-// each lane's chain of additions is kSums times shorter (its rounding error too), and the
-// additions overlap. add(i, v) adds v into its accumulator; total() reduces them.
-template <typename T>
-struct RowSum {
+// K sums along a row of n values, each in four vector accumulators, vector i of the row into
+// accumulator i % 4: each lane's chain of additions is four times shorter (its rounding error too),
+// and the additions overlap. ``terms(sums, lanes, j)`` adds vector j's terms into sums[0..K). The
+// row is walked four vectors at a time, so that every accumulator has a fixed name and stays in a
+// register (one picked by a computed index lives in memory, each addition waiting on a store).
+template <typename T, int K, typename F>
+C10_ALWAYS_INLINE std::array<T, K> row_totals(int64_t n, const F& terms) {
   using V = at::vec::Vectorized<T>;
-  static constexpr int64_t kSums = 4;
-  std::array<V, kSums> sums{V(T(0)), V(T(0)), V(T(0)), V(T(0))};
-
-  void add(int64_t j, const V& v) {
-    V& sum = sums[(j / V::size()) % kSums];
-    sum = sum + v;
+  constexpr int64_t W = V::size();
+  std::array<V, K> s0, s1, s2, s3;
+  for (auto* sums : {&s0, &s1, &s2, &s3}) sums->fill(V(T(0)));
+  int64_t j = 0;
+  for (; j + 4 * W <= n; j += 4 * W) {
+    terms(s0, WholeLanes<T>{}, j), terms(s1, WholeLanes<T>{}, j + W);
+    terms(s2, WholeLanes<T>{}, j + 2 * W), terms(s3, WholeLanes<T>{}, j + 3 * W);
   }
-  void fmadd(int64_t j, const V& a, const V& b) {
-    V& sum = sums[(j / V::size()) % kSums];
-    sum = at::vec::fmadd(a, b, sum);
+  auto rest = [&](std::array<V, K>& sums) {  // fewer than four vectors are left, the last maybe partial
+    if (j + W <= n) {
+      terms(sums, WholeLanes<T>{}, j);
+    } else if (j < n) {
+      terms(sums, Lanes<T>{static_cast<int>(n - j)}, j);
+    }
+    j += W;
+  };
+  rest(s0), rest(s1), rest(s2), rest(s3);
+  std::array<T, K> totals;
+  for (int k = 0; k < K; ++k) {
+    totals[k] = at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, (s0[k] + s1[k]) + (s2[k] + s3[k]));
   }
-  T total() const {
-    return at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; },
-                                      (sums[0] + sums[1]) + (sums[2] + sums[3]));
-  }
-};
+  return totals;
+}
 
 // LN of a row v (n values) without gain or shift: v_hat = (v - mean) / sqrt(var + 1e-5) (torch.nn.
 // LayerNorm's eps), the biased variance from the deviations (two passes, as exact as torch's).
@@ -42,14 +51,12 @@ struct RowSum {
 template <typename T>
 T normalise(int64_t n, const T* v, T* v_hat) {
   using V = at::vec::Vectorized<T>;
-  RowSum<T> sum, squares;
-  vectorized<T>(n, [&](const auto& L, int64_t j) { sum.add(j, L.load(v + j)); });
-  const T mean = sum.total() / T(n);
-  vectorized<T>(n, [&](const auto& L, int64_t j) {
+  const T mean = row_totals<T, 1>(n, [&](auto& s, const auto& L, int64_t j) { s[0] = s[0] + L.load(v + j); })[0] / T(n);
+  const T squares = row_totals<T, 1>(n, [&](auto& s, const auto& L, int64_t j) {
     const V d = L.only(L.load(v + j) - V(mean));
-    squares.fmadd(j, d, d);
-  });
-  const T rstd = T(1) / std::sqrt(squares.total() / T(n) + T(1e-5));
+    s[0] = at::vec::fmadd(d, d, s[0]);
+  })[0];
+  const T rstd = T(1) / std::sqrt(squares / T(n) + T(1e-5));
   vectorized<T>(n, [&](const auto& L, int64_t j) { L.store(v_hat + j, (L.load(v + j) - V(mean)) * V(rstd)); });
   return rstd;
 }
@@ -59,13 +66,12 @@ T normalise(int64_t n, const T* v, T* v_hat) {
 template <typename T>
 void normalise_backward(int64_t n, const T* v_hat, T rstd, T* d) {
   using V = at::vec::Vectorized<T>;
-  RowSum<T> sum, dot;
-  vectorized<T>(n, [&](const auto& L, int64_t j) {
+  const auto totals = row_totals<T, 2>(n, [&](auto& s, const auto& L, int64_t j) {
     const V dj = L.load(d + j);
-    sum.add(j, dj);
-    dot.fmadd(j, dj, L.load(v_hat + j));
+    s[0] = s[0] + dj;
+    s[1] = at::vec::fmadd(dj, L.load(v_hat + j), s[1]);
   });
-  const T mean = sum.total() / T(n), mean_dot = dot.total() / T(n);
+  const T mean = totals[0] / T(n), mean_dot = totals[1] / T(n);
   vectorized<T>(n, [&](const auto& L, int64_t j) {
     const V x = L.load(v_hat + j);
     L.store(d + j, V(rstd) * (L.load(d + j) - V(mean) - x * V(mean_dot)));

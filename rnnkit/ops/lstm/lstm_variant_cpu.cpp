@@ -130,24 +130,28 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
         member.each(units, [&](int64_t p) {
           const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
           T_* hw = tile_product(recurrent, units, p, state.in(i), P, products);  // W_hh m h, gate by gate
-          for (int64_t b = b0; b < units.row_end(p); ++b) {
-            if (!steps.alive(t, b)) {
-              if (!proj) state.hold(i, b, j0, n);
-              continue;
+          // Each phase runs over every row before the next: a loop of layer norm's row reductions
+          // alone lets the processor run several rows' reductions at once, each a chain of
+          // dependent operations.
+          auto each_alive = [&](const auto& body) {
+            for (int64_t b = b0; b < units.row_end(p); ++b) {
+              if (steps.alive(t, b)) body(b);
             }
-            T_* u = hw + (b - b0) * ld;
+          };
+          if (ln_hh) {  // by rows: u is the whole row, n = H
+            each_alive([&](int64_t b) {
+              prstd_hh[s * B + b] = normalise(G, hw + (b - b0) * ld, pu_hat + (s * B + b) * G);
+            });
+          }
+          for (int64_t b = b0; b < units.row_end(p) && !proj; ++b) {
+            if (!steps.alive(t, b)) state.hold(i, b, j0, n);
+          }
+          each_alive([&](int64_t b) {  // the gates and c~_t; u_k's values lie n apart (H apart, normalised)
+            const T_* u = ln_hh ? pu_hat + (s * B + b) * G : hw + (b - b0) * ld;
             const int64_t row = (s * B + b) * H + j0;  // b's units in the saved (kept, B, H) tensors
             T_* g = pgates + (s * B + b) * G + j0;
             const T_* a = pxw + (t * B + b) * G + j0;
-            T_* cp = pc_prev + row;
-            T_* cn = pc_new + row;
-            T_* cb = pc + b * H + j0;
-            if (ln_hh) {  // by rows: u is the whole row, n = H
-              T_* uh = pu_hat + (s * B + b) * G;
-              prstd_hh[s * B + b] = normalise(G, u, uh);
-              u = uh;
-            }
-            // The gates and c~_t; u_k's values lie n apart (H apart, normalised).
+            const T_* cb = pc + b * H + j0;
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               auto pre = [&](int64_t k) {
                 const V uk = L.load(u + k * n + j);
@@ -163,15 +167,21 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
               const V c_t = at::vec::fmadd(gf, c_old, gi * gg);
               if (var.peephole) po = at::vec::fmadd(L.load(var.peephole + 2 * H + j0 + j), c_t, po);
               L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, sigmoid_(po));
-              L.store(cp + j, c_old), L.store(cn + j, c_t);
+              L.store(pc_prev + row + j, c_old), L.store(pc_new + row + j, c_t);
             });
-            const T_* cl = cn;  // what tanh reads: c~_t, or its layer norm
-            if (ln_c) {
-              T_* ch = pc_hat + row;
-              prstd_c[s * B + b] = normalise(H, cn, ch);
-              cl = ch;
-            }
-            T_* y = proj ? pm + row : hw + (b - b0) * ld;  // o tanh(.), over u once read
+          });
+          if (ln_c) {
+            each_alive([&](int64_t b) {
+              const int64_t row = (s * B + b) * H + j0;
+              prstd_c[s * B + b] = normalise(H, pc_new + row, pc_hat + row);
+            });
+          }
+          each_alive([&](int64_t b) {  // h~_t = o tanh(c~_t or its layer norm), and zoneout
+            const int64_t row = (s * B + b) * H + j0;
+            const T_* g = pgates + (s * B + b) * G + j0;
+            const T_ *cp = pc_prev + row, *cn = pc_new + row, *cl = ln_c ? pc_hat + row : cn;
+            T_* cb = pc + b * H + j0;
+            T_* y = proj ? pm + row : hw + (b - b0) * ld;  // over u, read in the phase before
             const T_* keep = var.keep_c ? var.keep_c + (t * B + b) * H + j0 : nullptr;
             T_* c_out = pcs + (t * B + b) * H + j0;
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
@@ -182,7 +192,7 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
               L.store(cb + j, c_t), L.store(c_out + j, c_t);
             });
             if (!proj) state.write(i, b, j0, n, y);
-          }
+          });
         });
         if (!proj) continue;
         member.each(features, [&](int64_t q) {
@@ -289,25 +299,24 @@ std::vector<Tensor> lstm_variant_backward(
       const T_* dm = proj ? tile_product(projection, units, p, pgrad_h_new + t * B * P, P, products)
                           : nullptr;  // d(o tanh(.)) = d h~_t W_hr, rows from the tile's first
       T_* sums = ppartials + (t * units.parts() + p) * extra;
-      for (int64_t b = b0; b < units.row_end(p); ++b) {
-        if (!steps.alive(t, b)) continue;
+      // Phase by phase over the rows, layer norm's backward in loops of their own (as the forward).
+      auto each_alive = [&](const auto& body) {
+        for (int64_t b = b0; b < units.row_end(p); ++b) {
+          if (steps.alive(t, b)) body(b);
+        }
+      };
+      // d c~_t through tanh (and LN), in the forget gate's room until the gates' phase, and d pre_o.
+      each_alive([&](int64_t b) {
         const int64_t row = (t * B + b) * H + j0, row_p = b * P + j0;
         const T_* g = pgates + (t * B + b) * G + j0;
-        const T_* cp = pc_prev + row;
-        const T_* cn = pc_new + row;
-        const T_* ch = ln_c ? pc_hat + row : nullptr;
+        const T_* cl = ln_c ? pc_hat + row : pc_new + row;
         const T_* dmb = proj ? dm + (b - b0) * ld : nullptr;
         const T_* keep_h_t = var.keep_h ? var.keep_h + t * B * P + row_p : nullptr;
-        const T_* keep_c_t = var.keep_c ? var.keep_c + row : nullptr;
-        const T_* dcs = pgrad_cs ? pgrad_cs + row : nullptr;
         T_* dg = pgrad_xw + (t * B + b) * G + j0;
-        T_* dcb = pdc + b * H + j0;
-        // d c~_t through tanh (and LN), in the forget gate's room until below, and d pre_o.
-        T_* dcn = dg + H;
         vectorized<T_>(n, [&](const auto& L, int64_t j) {
           V d_m = proj ? L.load(dmb + j) : L.load(pds + row_p + j);
           if (!proj && keep_h_t) d_m = (V(1) - L.load(keep_h_t + j)) * d_m;
-          const V x_hat = L.load(ln_c ? ch + j : cn + j);
+          const V x_hat = L.load(cl + j);
           const V x = ln_c ? at::vec::fmadd(x_hat, L.load(var.ln_c_weight + j), L.load(var.ln_c_bias + j)) : x_hat;
           const V tc = tanh_(x), go = L.load(g + 3 * H + j);
           const V d_cl = d_m * go * (V(1) - tc * tc);  // d LN(c~_t)
@@ -316,16 +325,29 @@ std::vector<Tensor> lstm_variant_backward(
             L.store(gain, at::vec::fmadd(d_cl, x_hat, L.load(gain)));
             L.store(gain + H, L.load(gain + H) + d_cl);
           }
-          L.store(dcn + j, ln_c ? d_cl * L.load(var.ln_c_weight + j) : d_cl);
+          L.store(dg + H + j, ln_c ? d_cl * L.load(var.ln_c_weight + j) : d_cl);
           L.store(dg + 3 * H + j, d_m * tc * go * (V(1) - go));
         });
-        if (ln_c) normalise_backward(n, ch, prstd_c[t * B + b], dcn);
+      });
+      if (ln_c) {
+        each_alive([&](int64_t b) {
+          normalise_backward(n, pc_hat + (t * B + b) * H + j0, prstd_c[t * B + b], pgrad_xw + (t * B + b) * G + j0 + H);
+        });
+      }
+      each_alive([&](int64_t b) {  // the gates' gradients and dc carried to step t - 1
+        const int64_t row = (t * B + b) * H + j0;
+        const T_* g = pgates + (t * B + b) * G + j0;
+        const T_ *cp = pc_prev + row, *cn = pc_new + row;
+        const T_* keep_c_t = var.keep_c ? var.keep_c + row : nullptr;
+        const T_* dcs = pgrad_cs ? pgrad_cs + row : nullptr;
+        T_* dg = pgrad_xw + (t * B + b) * G + j0;
+        T_* dcb = pdc + b * H + j0;
         vectorized<T_>(n, [&](const auto& L, int64_t j) {
           const V gi = L.load(g + j), gf = L.load(g + H + j), gg = L.load(g + 2 * H + j), c_old = L.load(cp + j);
           V d_c = L.load(dcb + j);
           if (dcs) d_c = d_c + L.load(dcs + j);
           V dct = keep_c_t ? (V(1) - L.load(keep_c_t + j)) * d_c : d_c;  // d c~_t from c_t
-          dct = dct + L.load(dcn + j);
+          dct = dct + L.load(dg + H + j);
           const V d_o = L.load(dg + 3 * H + j);
           if (var.peephole) dct = at::vec::fmadd(d_o, L.load(var.peephole + 2 * H + j0 + j), dct);
           const V d_i = dct * gg * gi * (V(1) - gi), d_f = dct * c_old * gf * (V(1) - gf);
@@ -342,16 +364,19 @@ std::vector<Tensor> lstm_variant_backward(
           L.store(dg + j, d_i), L.store(dg + H + j, d_f), L.store(dg + 2 * H + j, dct * gi * (V(1) - gg * gg));
           L.store(dcb + j, d_old);
         });
-        if (ln_hh) {  // by rows: the whole row, n = H
-          T_* du = pgrad_u + (t * B + b) * G;
-          const T_* uh = pu_hat + (t * B + b) * G;
-          vectorized<T_>(G, [&](const auto& L, int64_t j) {
-            const V d = L.load(dg + j);
-            L.store(sums + j, at::vec::fmadd(d, L.load(uh + j), L.load(sums + j)));
-            L.store(du + j, d * L.load(var.ln_hh + j));
-          });
-          normalise_backward(G, uh, prstd_hh[t * B + b], du);
-        }
+        if (!ln_hh) return;
+        T_* du = pgrad_u + (t * B + b) * G;  // by rows: the whole row, n = H
+        const T_* uh = pu_hat + (t * B + b) * G;
+        vectorized<T_>(G, [&](const auto& L, int64_t j) {
+          const V d = L.load(dg + j);
+          L.store(sums + j, at::vec::fmadd(d, L.load(uh + j), L.load(sums + j)));
+          L.store(du + j, d * L.load(var.ln_hh + j));
+        });
+      });
+      if (ln_hh) {
+        each_alive([&](int64_t b) {
+          normalise_backward(G, pu_hat + (t * B + b) * G, prstd_hh[t * B + b], pgrad_u + (t * B + b) * G);
+        });
       }
     };
     auto carry = [&](int64_t q, int64_t t) {  // dh = m (d u_t W_hh) + k_h dh_t, for h_{t-1}
