@@ -78,6 +78,16 @@ void normalise_backward(int64_t n, const T* v_hat, T rstd, T* d) {
   });
 }
 
+// Calls body(b) for the sequences b in [begin, end) alive at step t. The variant loops run each
+// phase of a step over all their rows before the next: a loop of layer norm's row reductions alone
+// lets the processor run several rows' reductions at once, each a chain of dependent operations.
+template <typename F>
+void each_alive(const Steps& steps, int64_t t, int64_t begin, int64_t end, const F& body) {
+  for (int64_t b = begin; b < end; ++b) {
+    if (steps.alive(t, b)) body(b);
+  }
+}
+
 // Whether a variant's loop gives each thread whole sequences: always with layer norm, which reads a
 // whole row of a step; otherwise as the plain kernels choose (Tiles::by_rows).
 inline bool variant_by_rows(bool layer_norm, int64_t rows, int64_t weight_bytes) {
@@ -248,11 +258,11 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
         member.each(units, [&](int64_t p) {
           const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
           T_* hw = tile_product(recurrent, units, p, state.in(i), H, products);  // W_hh m h, gate by gate
-          for (int64_t b = b0; b < units.row_end(p); ++b) {
-            if (!steps.alive(t, b)) {
-              state.hold(i, b, j0, n);
-              continue;
-            }
+          const int64_t b1 = units.row_end(p);
+          for (int64_t b = b0; b < b1; ++b) {
+            if (!steps.alive(t, b)) state.hold(i, b, j0, n);
+          }
+          each_alive(steps, t, b0, b1, [&](int64_t b) {  // u = LN(W_hh m h) + b_hh
             T_* u = hw + (b - b0) * ld;
             if (ln) {  // by rows: the whole row, n = H
               T_* vh = pv_hat + (s * B + b) * GH;
@@ -268,6 +278,9 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
                 });
               }
             }
+          });
+          each_alive(steps, t, b0, b1, [&](int64_t b) {
+            T_* u = hw + (b - b0) * ld;
             const int64_t row = (s * B + b) * H + j0;
             T_* hp = ph_prev + row;
             std::copy(state.h + b * H + j0, state.h + b * H + j0 + n, hp);
@@ -279,7 +292,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
               L.store(u + j, Cell::forward(L, j, H, n, a, u, L.load(hp + j), g, un));
             });
             state.write(i, b, j0, n, u);
-          }
+          });
         });
       }
     });
@@ -350,8 +363,8 @@ std::vector<at::Tensor> single_state_variant_backward(
           if (i + 1 < T) carry(p, steps.at(i + 1));
           const int64_t j0 = units.begin(p), n = units.end(p) - j0;
           T_* sums = ppartials + (t * units.parts() + p) * extra;
-          for (int64_t b = units.row_begin(p); b < units.row_end(p); ++b) {
-            if (!steps.alive(t, b)) continue;
+          const int64_t b0 = units.row_begin(p), b1 = units.row_end(p);
+          each_alive(steps, t, b0, b1, [&](int64_t b) {
             const int64_t row = b * H + j0, at_t = t * B * H + row;
             const T_* g = pgates + (t * B + b) * GH + j0;
             const T_* un = Cell::kSavesProduct ? pu_n + at_t : nullptr;
@@ -377,8 +390,12 @@ std::vector<at::Tensor> single_state_variant_backward(
                 L.store(sums + at_ln + j, at::vec::fmadd(d, L.load(vh + j), L.load(sums + at_ln + j)));
                 L.store(du + j, d * L.load(gain + j));
               });
-              normalise_backward(GH, vh, prstd[t * B + b], du);
             }
+          });
+          if (ln) {
+            each_alive(steps, t, b0, b1, [&](int64_t b) {
+              normalise_backward(GH, pv_hat + (t * B + b) * GH, prstd[t * B + b], pgrad_v + (t * B + b) * GH);
+            });
           }
         });
       }

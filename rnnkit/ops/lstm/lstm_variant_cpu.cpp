@@ -130,14 +130,7 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
         member.each(units, [&](int64_t p) {
           const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
           T_* hw = tile_product(recurrent, units, p, state.in(i), P, products);  // W_hh m h, gate by gate
-          // Each phase runs over every row before the next: a loop of layer norm's row reductions
-          // alone lets the processor run several rows' reductions at once, each a chain of
-          // dependent operations.
-          auto each_alive = [&](const auto& body) {
-            for (int64_t b = b0; b < units.row_end(p); ++b) {
-              if (steps.alive(t, b)) body(b);
-            }
-          };
+          auto each_alive = [&](const auto& body) { rnnkit::each_alive(steps, t, b0, units.row_end(p), body); };
           if (ln_hh) {  // by rows: u is the whole row, n = H
             each_alive([&](int64_t b) {
               prstd_hh[s * B + b] = normalise(G, hw + (b - b0) * ld, pu_hat + (s * B + b) * G);
@@ -299,12 +292,7 @@ std::vector<Tensor> lstm_variant_backward(
       const T_* dm = proj ? tile_product(projection, units, p, pgrad_h_new + t * B * P, P, products)
                           : nullptr;  // d(o tanh(.)) = d h~_t W_hr, rows from the tile's first
       T_* sums = ppartials + (t * units.parts() + p) * extra;
-      // Phase by phase over the rows, layer norm's backward in loops of their own (as the forward).
-      auto each_alive = [&](const auto& body) {
-        for (int64_t b = b0; b < units.row_end(p); ++b) {
-          if (steps.alive(t, b)) body(b);
-        }
-      };
+      auto each_alive = [&](const auto& body) { rnnkit::each_alive(steps, t, b0, units.row_end(p), body); };
       // d c~_t through tanh (and LN), in the forget gate's room until the gates' phase, and d pre_o.
       each_alive([&](int64_t b) {
         const int64_t row = (t * B + b) * H + j0, row_p = b * P + j0;
