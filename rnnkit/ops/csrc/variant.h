@@ -13,36 +13,44 @@
 
 namespace rnnkit {
 
-// K sums along a row of n values, each in four vector accumulators, vector i of the row into
-// accumulator i % 4: each lane's chain of additions is four times shorter (its rounding error too),
-// and the additions overlap. ``terms(sums, lanes, j)`` adds vector j's terms into sums[0..K). The
-// row is walked four vectors at a time, so that every accumulator has a fixed name and stays in a
-// register (one picked by a computed index lives in memory, each addition waiting on a store).
-template <typename T, int K, typename F>
-C10_ALWAYS_INLINE std::array<T, K> row_totals(int64_t n, const F& terms) {
+// fn(std::integral_constant<size_t, i>) for each i of the sequence, written out: an array indexed by
+// i then has constant indices, and its elements can live in registers.
+template <typename F, size_t... I>
+C10_ALWAYS_INLINE void unrolled(const F& fn, std::index_sequence<I...>) {
+  (fn(std::integral_constant<size_t, I>{}), ...);
+}
+
+// A sum along a row of n values in A vector accumulators, vector i of the row into accumulator
+// i % A, A holding 64 lanes in all (at least 4, at most 8 vectors): every lane's chain of additions,
+// and its rounding error, is as short on each instruction-set path, and the additions overlap.
+// ``add(sum, lanes, j)`` returns sum plus vector j's terms. The row is walked A vectors at a time, so
+// that each accumulator stays in a register (one picked by a computed index lives in memory, each
+// addition waiting on a store).
+template <typename T, typename F>
+C10_ALWAYS_INLINE T row_total(int64_t n, const F& add) {
   using V = at::vec::Vectorized<T>;
-  constexpr int64_t W = V::size();
-  std::array<V, K> s0, s1, s2, s3;
-  for (auto* sums : {&s0, &s1, &s2, &s3}) sums->fill(V(T(0)));
+  constexpr int64_t W = V::size(), A = std::min<int64_t>(8, std::max<int64_t>(4, 64 / W));
+  constexpr auto accumulators = std::make_index_sequence<A>{};
+  std::array<V, A> sums;
+  sums.fill(V(T(0)));
   int64_t j = 0;
-  for (; j + 4 * W <= n; j += 4 * W) {
-    terms(s0, WholeLanes<T>{}, j), terms(s1, WholeLanes<T>{}, j + W);
-    terms(s2, WholeLanes<T>{}, j + 2 * W), terms(s3, WholeLanes<T>{}, j + 3 * W);
+  for (; j + A * W <= n; j += A * W) {
+    unrolled([&](auto a) { sums[a] = add(sums[a], WholeLanes<T>{}, j + a * W); }, accumulators);
   }
-  auto rest = [&](std::array<V, K>& sums) {  // fewer than four vectors are left, the last maybe partial
-    if (j + W <= n) {
-      terms(sums, WholeLanes<T>{}, j);
-    } else if (j < n) {
-      terms(sums, Lanes<T>{static_cast<int>(n - j)}, j);
-    }
-    j += W;
-  };
-  rest(s0), rest(s1), rest(s2), rest(s3);
-  std::array<T, K> totals;
-  for (int k = 0; k < K; ++k) {
-    totals[k] = at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, (s0[k] + s1[k]) + (s2[k] + s3[k]));
+  unrolled(
+      [&](auto a) {  // fewer than A vectors are left, the last maybe partial
+        const int64_t at = j + a * W;
+        if (at + W <= n) {
+          sums[a] = add(sums[a], WholeLanes<T>{}, at);
+        } else if (at < n) {
+          sums[a] = add(sums[a], Lanes<T>{static_cast<int>(n - at)}, at);
+        }
+      },
+      accumulators);
+  for (int64_t half = A / 2; half > 0; half /= 2) {  // by halves
+    for (int64_t a = 0; a < half; ++a) sums[a] = sums[a] + sums[a + half];
   }
-  return totals;
+  return at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, sums[0]);
 }
 
 // LN of a row v (n values) without gain or shift: v_hat = (v - mean) / sqrt(var + 1e-5) (torch.nn.
@@ -51,11 +59,11 @@ C10_ALWAYS_INLINE std::array<T, K> row_totals(int64_t n, const F& terms) {
 template <typename T>
 T normalise(int64_t n, const T* v, T* v_hat) {
   using V = at::vec::Vectorized<T>;
-  const T mean = row_totals<T, 1>(n, [&](auto& s, const auto& L, int64_t j) { s[0] = s[0] + L.load(v + j); })[0] / T(n);
-  const T squares = row_totals<T, 1>(n, [&](auto& s, const auto& L, int64_t j) {
+  const T mean = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) { return s + L.load(v + j); }) / T(n);
+  const T squares = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) {
     const V d = L.only(L.load(v + j) - V(mean));
-    s[0] = at::vec::fmadd(d, d, s[0]);
-  })[0];
+    return at::vec::fmadd(d, d, s);
+  });
   const T rstd = T(1) / std::sqrt(squares / T(n) + T(1e-5));
   vectorized<T>(n, [&](const auto& L, int64_t j) { L.store(v_hat + j, (L.load(v + j) - V(mean)) * V(rstd)); });
   return rstd;
@@ -66,12 +74,10 @@ T normalise(int64_t n, const T* v, T* v_hat) {
 template <typename T>
 void normalise_backward(int64_t n, const T* v_hat, T rstd, T* d) {
   using V = at::vec::Vectorized<T>;
-  const auto totals = row_totals<T, 2>(n, [&](auto& s, const auto& L, int64_t j) {
-    const V dj = L.load(d + j);
-    s[0] = s[0] + dj;
-    s[1] = at::vec::fmadd(dj, L.load(v_hat + j), s[1]);
-  });
-  const T mean = totals[0] / T(n), mean_dot = totals[1] / T(n);
+  const T mean = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) { return s + L.load(d + j); }) / T(n);
+  const T mean_dot = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) {
+    return at::vec::fmadd(L.load(d + j), L.load(v_hat + j), s);
+  }) / T(n);
   vectorized<T>(n, [&](const auto& L, int64_t j) {
     const V x = L.load(v_hat + j);
     L.store(d + j, V(rstd) * (L.load(d + j) - V(mean) - x * V(mean_dot)));
