@@ -133,8 +133,7 @@ class RNNCellBase(VariantKeywords, TorchTwin, nn.Module):
             self._check_variant_backend(self.mode, self.backend, all_states=False)
             sizes = tuple(s.shape[-1] for s in states)
             _, zone = variant_ops.noise(self.variant, self.training, 1, x.shape[0], sizes, x)
-            backend = ops.resolve_variant_backend(self.backend, x, self.mode)
-            run = ops.VARIANT_DIRECTION_OPS.get((self.mode, backend), variant_ops.direction)
+            run = ops.variant_direction(self.mode, ops.resolve_variant_backend(self.backend, x, self.mode))
             _, new = run(self.mode, x.unsqueeze(0), states, weights, extras, None, zone)
         if not batched:
             new = tuple(s.squeeze(0) for s in new)

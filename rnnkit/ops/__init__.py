@@ -218,6 +218,12 @@ def resolve_variant_backend(backend: str, x: Tensor, mode: str) -> str:
     return "cpu" if _cpu_tensor(x) and compiled.unavailable_reason() is None else "naive"
 
 
+def variant_direction(mode: str, backend: str) -> Callable:
+    """The direction op of a variant on a concrete ``backend`` (``resolve_variant_backend``'s): the
+    fused kernels' where they run the cell (``VARIANT_DIRECTION_OPS``), else the naive ops'."""
+    return VARIANT_DIRECTION_OPS.get((mode, backend), variant_ops.direction)
+
+
 def _cpu_tensor(x: Tensor) -> bool:
     """Whether the compiled kernels take ``x``: float32 or float64 on the CPU."""
     return x.device.type == "cpu" and x.dtype in CPU_DTYPES
@@ -291,7 +297,7 @@ def variant_stack(
     def run_layer(x: Tensor, states: tuple[Tensor, ...], ks: slice, lengths: Tensor | None) -> tuple[Tensor, ...]:
         return variant_ops.layer(mode, variant, training, x, states, weights[ks], extras[ks], lengths, run)
 
-    run = VARIANT_DIRECTION_OPS.get((mode, backend), variant_ops.direction)
+    run = variant_direction(mode, backend)
 
     return _stack(run_layer, x, hx, len(weights), lengths, 2 if bidirectional else 1, dropout, training)
 
