@@ -167,6 +167,13 @@ struct VariantState {
     const T* from = hm + (slot(i) * B + b) * P + k0;
     std::copy(from, from + n, hm + (slot(i + 1) * B + b) * P + k0);
   }
+
+  // ``hold`` for every sequence in [begin, end) past its length at step i.
+  void hold_ended(int64_t i, int64_t begin, int64_t end, int64_t k0, int64_t n) const {
+    for (int64_t b = begin; b < end; ++b) {
+      if (!steps.alive(steps.at(i), b)) hold(i, b, k0, n);
+    }
+  }
 };
 
 // dh[part q's features] = m (dv_t W_hh) + k_t dh_t (+ skip): the gradient of the state step t
@@ -265,9 +272,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
           const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
           T_* hw = tile_product(recurrent, units, p, state.in(i), H, products);  // W_hh m h, gate by gate
           const int64_t b1 = units.row_end(p);
-          for (int64_t b = b0; b < b1; ++b) {
-            if (!steps.alive(t, b)) state.hold(i, b, j0, n);
-          }
+          state.hold_ended(i, b0, b1, j0, n);
           each_alive(steps, t, b0, b1, [&](int64_t b) {  // u = LN(W_hh m h) + b_hh
             T_* u = hw + (b - b0) * ld;
             if (ln) {  // by rows: the whole row, n = H

@@ -136,9 +136,7 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
               prstd_hh[s * B + b] = normalise(G, hw + (b - b0) * ld, pu_hat + (s * B + b) * G);
             });
           }
-          for (int64_t b = b0; b < units.row_end(p) && !proj; ++b) {
-            if (!steps.alive(t, b)) state.hold(i, b, j0, n);
-          }
+          if (!proj) state.hold_ended(i, b0, units.row_end(p), j0, n);
           each_alive([&](int64_t b) {  // the gates and c~_t; u_k's values lie n apart (H apart, normalised)
             const T_* u = ln_hh ? pu_hat + (s * B + b) * G : hw + (b - b0) * ld;
             const int64_t row = (s * B + b) * H + j0;  // b's units in the saved (kept, B, H) tensors
