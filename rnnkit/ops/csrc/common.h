@@ -273,12 +273,13 @@ std::vector<PackedWeight<T>> unit_rows(at::TensorList weights, int64_t gates, co
   });
 }
 
-// The slices of W (N x K) by columns, for the products a W[:, slice] of the backward.
+// The slices of W (N x K) by columns, for the products a W[:, slice] of the backward; ``uses`` as
+// unit_rows'.
 template <typename T>
-std::vector<PackedWeight<T>> column_parts(const at::Tensor& weight, const Tiles& tiles) {
+std::vector<PackedWeight<T>> column_parts(const at::Tensor& weight, const Tiles& tiles, int64_t uses) {
   const auto w = Columns<T>::of(weight);
   return pack_slices<T>(tiles, [&](int64_t s) {
-    return PackedWeight<T>({w.columns(tiles.begin(s), tiles.end(s) - tiles.begin(s))});
+    return PackedWeight<T>({w.columns(tiles.begin(s), tiles.end(s) - tiles.begin(s))}, uses);
   });
 }
 

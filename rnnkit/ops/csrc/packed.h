@@ -30,6 +30,13 @@
 
 namespace rnnkit {
 
+// fn(std::integral_constant<size_t, i>) for each i of the sequence, written out: an array indexed by
+// i then has constant indices, and its elements can live in registers.
+template <typename F, size_t... I>
+C10_ALWAYS_INLINE void unrolled(const F& fn, std::index_sequence<I...>) {
+  (fn(std::integral_constant<size_t, I>{}), ...);
+}
+
 // The compiler's vector types (GCC/Clang extensions), as wide as the widest registers built for.
 #if defined(__AVX512F__)
 constexpr int kVectorBytes = 64;
@@ -124,7 +131,8 @@ struct Columns {
 // values and zero past N, so a block of up to kMaxBlockRows rows of out is kept in registers while
 // the panel streams through once. out's rows are padded to padded_n() values.
 // Packing costs about as much as a few dozen rows' product: a weight that multiplies fewer rows in
-// all (a step of one sequence, when text is generated) is read where it lies, row by row of W.
+// all (a step of one sequence, when text is generated, or its backward) is read where it lies, by
+// rows of W or by rows of W^T, whichever lie contiguous.
 template <typename T>
 class PackedWeight {
  public:
@@ -146,17 +154,21 @@ class PackedWeight {
   explicit PackedWeight(std::vector<Columns<T>> columns, int64_t uses = kPackUses, const T* bias = nullptr)
       : PackedWeight(Pieces{std::move(columns)}, uses, bias) {}
 
-  // ``uses``: the rows the weight will multiply in all; below kPackUses, blocks that are rows of W
-  // stay where they lie (the weight must outlive this). ``bias`` (N values), if given, is added to
-  // every row of a product.
+  // ``uses``: the rows the weight will multiply in all; below kPackUses, blocks that are all rows
+  // of W, or all rows of W^T, stay where they lie (the weight must outlive this). ``bias`` (N
+  // values), if given, is added to every row of a product.
   PackedWeight(Pieces pieces, int64_t uses, const T* bias) : pieces_(std::move(pieces)) {
-    bool rows_of_w = true;
+    bool rows_of_w = true, rows_of_wt = true;
     for (const auto& block : pieces_.front()) n_ += block.cols;
     for (const auto& piece : pieces_) {
       k_ += piece.front().rows;
-      for (const auto& block : piece) rows_of_w = rows_of_w && block.along_k == 1;
+      for (const auto& block : piece) {
+        rows_of_w = rows_of_w && block.along_k == 1;
+        rows_of_wt = rows_of_wt && block.along_n == 1;
+      }
     }
-    if (uses < kPackUses && rows_of_w) {
+    if (uses < kPackUses && (rows_of_w || rows_of_wt)) {
+      by_rows_of_wt_ = !rows_of_w;
       if (bias != nullptr) bias_.assign(bias, bias + n_);
       return;
     }
@@ -264,12 +276,23 @@ class PackedWeight {
   template <bool Transposed>
   using Block = void (*)(int64_t, const T*, int64_t, const T*, const T*, T*, int64_t);
 
-  // apply() on W's rows where they lie: each output a dot product along K, four rows of W at a
-  // time (they stay in L1 while every row of a passes).
+  // apply() on the weight where it lies. On W's rows, each output is a dot product along K, four
+  // rows of W at a time (they stay in L1 while every row of a passes); on W^T's rows, a block of
+  // outputs sums a(m, k) times W^T's row k over k.
   void apply_in_place(int64_t M, const T* a, int64_t lda, T* out, int64_t ldo) const {
+    constexpr int64_t kWide = kAxpyVectors * at::vec::Vectorized<T>::size();
     for (int64_t block = 0, n0 = 0; block < static_cast<int64_t>(pieces_.front().size()); ++block) {
       const int64_t width = pieces_.front()[block].cols;
       int64_t c = 0;
+      if (by_rows_of_wt_) {
+        for (; c + kWide <= width; c += kWide) {
+          for (int64_t m = 0; m < M; ++m) axpys<kAxpyVectors>(a + m * lda, block, c, kWide, out + m * ldo + n0 + c);
+        }
+        for (; c < width; c += at::vec::Vectorized<T>::size()) {
+          const int64_t n = std::min<int64_t>(width - c, at::vec::Vectorized<T>::size());
+          for (int64_t m = 0; m < M; ++m) axpys<1>(a + m * lda, block, c, n, out + m * ldo + n0 + c);
+        }
+      }
       for (; c + 4 <= width; c += 4) {
         for (int64_t m = 0; m < M; ++m) dots<4>(a + m * lda, block, c, out + m * ldo + n0 + c);
       }
@@ -311,6 +334,40 @@ class PackedWeight {
     for (int i = 0; i < Cols; ++i) {
       out[i] = tails[i] + at::vec::vec_reduce_all<T>([](const Vec& x, const Vec& y) { return x + y; }, sums[i]);
     }
+  }
+
+  // Vectors of outputs summed at once by axpys, each in a register.
+  static constexpr int64_t kAxpyVectors = 8;
+
+  // out[0, n) = sum over k of a[k] W^T(k, c + [0, n)), from column block ``block`` where W^T's rows
+  // lie contiguous, piece by piece, in Vecs vectors (n values; only the last may be partial). Each
+  // output adds its products in the order of k, as a packed panel's block does.
+  template <int Vecs>
+  void axpys(const T* a, int64_t block, int64_t c, int64_t n, T* out) const {
+    using Vec = at::vec::Vectorized<T>;
+    constexpr auto vectors = std::make_index_sequence<Vecs>{};
+    const int64_t last = n - (Vecs - 1) * Vec::size();  // values in the last vector
+    auto load = [&](const T* from, auto v) {
+      return v + 1 < Vecs || last == Vec::size() ? Vec::loadu(from + v * Vec::size()) : Vec::loadu(from + v * Vec::size(), last);
+    };
+    std::array<Vec, Vecs> sums;
+    sums.fill(Vec(T(0)));
+    for (const auto& piece : pieces_) {
+      const Columns<T>& columns = piece[block];
+      const T* w = columns.data + c;
+      for (int64_t k = 0; k < columns.rows; ++k) {
+        const Vec s(a[k]);
+        const T* row = w + k * columns.along_k;
+        unrolled([&](auto v) { sums[v] = at::vec::fmadd(s, load(row, v), sums[v]); }, vectors);
+      }
+      a += columns.rows;
+    }
+    unrolled(
+        [&](auto v) {
+          if (v + 1 < Vecs || last == Vec::size()) return sums[v].store(out + v * Vec::size());
+          sums[v].store(out + v * Vec::size(), last);
+        },
+        vectors);
   }
 
   // Calls fn(m, rows) over M rows in blocks of near-equal size: 32 rows as 11 + 11 + 10, not 12 + 12 + 8.
@@ -366,6 +423,7 @@ class PackedWeight {
   int64_t n_ = 0, k_ = 0;
   at::Tensor panels_;  // (panels, K, kPanel)
   Pieces pieces_;         // or W^T's blocks where they lie, unpacked
+  bool by_rows_of_wt_ = false;  // unpacked blocks read by W^T's rows (else by W's)
   std::vector<T> bias_;  // (padded_n()), or empty: added to every row of a product
 };
 

@@ -13,13 +13,6 @@
 
 namespace rnnkit {
 
-// fn(std::integral_constant<size_t, i>) for each i of the sequence, written out: an array indexed by
-// i then has constant indices, and its elements can live in registers.
-template <typename F, size_t... I>
-C10_ALWAYS_INLINE void unrolled(const F& fn, std::index_sequence<I...>) {
-  (fn(std::integral_constant<size_t, I>{}), ...);
-}
-
 // A sum along a row of n values in A vector accumulators, vector i of the row into accumulator
 // i % A, A holding 64 lanes in all (at least 4, at most 8 vectors): every lane's chain of additions,
 // and its rounding error, is as short on each instruction-set path, and the additions overlap.
@@ -354,7 +347,7 @@ std::vector<at::Tensor> single_state_variant_backward(
     const T_* pmask = data_or_null<T_>(mask);
     const T_* pkeep = data_or_null<T_>(keep);
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
-    const auto recurrent = column_parts<T_>(w_hh, units);
+    const auto recurrent = column_parts<T_>(w_hh, units, T * B);
     at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, options);
     partials = at::zeros({T, units.parts(), extra}, options);
     T_* pdh = dh.data_ptr<T_>();

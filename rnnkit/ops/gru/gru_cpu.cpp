@@ -88,7 +88,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     using T_ = scalar_t;
     // A part takes its units and W_hh's columns of them: all units for its sequences, or a slice for all.
     const Tiles units(B, H, B * 3 * H, PackedWeight<T_>::kWidth, Tiles::by_rows(B, w_hh.numel() * sizeof(T_)));
-    const auto recurrent = column_parts<T_>(w_hh, units);
+    const auto recurrent = column_parts<T_>(w_hh, units, T * B);
     Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, gates.options());
     T_* pdh = dh.data_ptr<T_>();
     T_* pskip = skip.data_ptr<T_>();

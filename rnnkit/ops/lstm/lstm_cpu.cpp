@@ -170,8 +170,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
     const bool by_rows = Tiles::by_rows(B, w_hh.numel() * sizeof(T_));
     const Tiles units(B, H, B * 4 * P, PackedWeight<T_>::kWidth, by_rows);
     const Tiles features = proj ? Tiles(B, P, B * 4 * H, PackedWeight<T_>::kWidth, by_rows) : units;
-    const auto recurrent = column_parts<T_>(w_hh, features);
-    const auto projection = proj ? column_parts<T_>(*w_hr, units) : std::vector<PackedWeight<T_>>();
+    const auto recurrent = column_parts<T_>(w_hh, features, T * B);
+    const auto projection = proj ? column_parts<T_>(*w_hr, units, T * B) : std::vector<PackedWeight<T_>>();
     const int64_t parts = std::max(units.parts(), features.parts());
     Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, gates.options());
     const int64_t ld = products.size(2);

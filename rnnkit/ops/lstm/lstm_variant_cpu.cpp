@@ -254,8 +254,8 @@ std::vector<Tensor> lstm_variant_backward(
     const bool by_rows = variant_by_rows(ln_hh || ln_c, B, w_hh.numel() * sizeof(T_));
     const Tiles units(B, H, B * G, PackedWeight<T_>::kWidth, by_rows);
     const Tiles features = proj ? Tiles(B, P, B * G, PackedWeight<T_>::kWidth, by_rows) : units;
-    const auto recurrent = column_parts<T_>(w_hh, features);
-    const auto projection = proj ? column_parts<T_>(*w_hr, units) : std::vector<PackedWeight<T_>>();
+    const auto recurrent = column_parts<T_>(w_hh, features, T * B);
+    const auto projection = proj ? column_parts<T_>(*w_hr, units, T * B) : std::vector<PackedWeight<T_>>();
     const int64_t parts = std::max(units.parts(), features.parts());
     Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, options);
     const int64_t ld = products.size(2);
