@@ -34,6 +34,7 @@ from .checks import (
 )
 from .errors import RNNInputError, RNNTypeError
 from .interop import TorchTwin
+from .ops.masks import drop_connect
 from .sequences import packed_to_padded, padded_to_packed
 
 GATES = ops.GATE_COUNTS
@@ -166,7 +167,7 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
         ]
         p = self.variant.weight_dropout
         if p > 0 and self.training:  # DropConnect: a fresh mask on W_hh each call, before any backend
-            weights = [(w_ih, ops.variant.drop_connect(w_hh, p), *rest) for w_ih, w_hh, *rest in weights]
+            weights = [(w_ih, drop_connect(w_hh, p), *rest) for w_ih, w_hh, *rest in weights]
         return weights
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:

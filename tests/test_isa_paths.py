@@ -20,7 +20,13 @@ import pytest
 from rnnkit.ops import compiled
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ["tests/test_ops_cpu.py", "tests/test_parity.py", "tests/test_variant_parity.py", "tests/test_precision.py"]
+FILES = [
+    "tests/test_ops_cpu.py",
+    "tests/test_parity.py",
+    "tests/test_variant_parity.py",
+    "tests/test_precision.py",
+    "tests/test_masks.py",
+]
 # Of the parity sweep against torch.nn, every third configuration (its sizes, layers, directions,
 # lengths and dtypes drawn at random): the paths differ in the elementwise math and vector widths,
 # which every configuration exercises, and the precision sweep runs in full.

@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit.modules import GATES
-from rnnkit.ops import compiled
+from rnnkit.ops import compiled, masks
 
 from .utils import assert_close
 
@@ -220,10 +220,12 @@ def test_weight_dropout_keeps_torchs_state_dict_and_masks_weight_hh(mode, backen
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(4, 2, 3, dtype=torch.float64)
     output = same_seed(ours, x)[0]
-    torch.manual_seed(11)  # one mask per weight_hh, layer by layer: keep where U < 1 - p, scaled by 1 / (1 - p)
+    torch.manual_seed(11)  # one mask per weight_hh, layer by layer: ops.masks' rule for 1 - p, scaled by 1 / (1 - p)
 
     def dropped(w: torch.Tensor) -> torch.Tensor:
-        return w * (torch.rand(w.shape, dtype=w.dtype) < 1 - p) / (1 - p)
+        key = torch.randint(0, 2**32, (2,), dtype=torch.int64)
+        kept = masks.hashed_bits(w.numel(), key).view(w.shape) < masks.threshold(1 - p)
+        return w * kept / (1 - p)
 
     masked = {name: dropped(w) if "weight_hh" in name else w for name, w in theirs.named_parameters()}
     expected = torch.func.functional_call(theirs, masked, (x,))[0]

@@ -29,6 +29,7 @@ SOURCES = [
     _OPS / "rnn" / "rnn_cpu.cpp",
     _OPS / "rnn" / "rnn_variant_cpu.cpp",
     _OPS / "csrc" / "activations.cpp",
+    _OPS / "csrc" / "masks.cpp",
 ]
 HEADERS = [_OPS / "csrc" / name for name in ("common.h", "packed.h", "activations.h", "variant.h")]
 # -march=native is safe: the library is built on, and cached for, the machine that runs it.

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .gru.naive import gru_gates
+from .masks import bernoulli
 from .rnn.naive import NONLINEARITIES
 from .scan import scan, summed_bias
 
@@ -213,24 +214,11 @@ def direction(
     return recurrence(mode, xw, state, recurrent, zone, lengths, reverse, seen)
 
 
-def bernoulli(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
-    """A tensor of ``shape`` in ``like``'s dtype and device whose elements are 1 with probability
-    ``p``, else 0: U < p, U uniform on [0, 1) from torch's generator. One pass of uniform draws takes
-    a third to a half of ``bernoulli_``'s time (or ``F.dropout``'s) on the CPU."""
-    return like.new_empty(shape).uniform_().lt_(p)
-
-
-def drop_connect(weight: Tensor, p: float) -> Tensor:
-    """``weight`` with each element zeroed with probability ``p`` and the rest scaled by 1 / (1 - p):
-    weight drop's fresh mask (``bernoulli``), differentiable in ``weight``."""
-    return weight * bernoulli(tuple(weight.shape), 1 - p, weight).div_(1 - p)
-
-
 def noise(
     variant: Variant, training: bool, steps: int, batch: int, sizes: tuple[int, ...], like: Tensor
 ) -> tuple[Tensor | None, tuple[Tensor, ...]]:
-    """One direction's recurrent-dropout mask and zoneout's keep tensors, drawn in that order from
-    torch's generator on ``like``'s device (same seed, same masks).
+    """One direction's recurrent-dropout mask and zoneout's keep tensors, in that order, by
+    ``masks.bernoulli`` on ``like``'s device (same seed, same masks).
 
     Args:
         sizes: the states' sizes, (P, H) for LSTM or (H,); like: a tensor of the dtype and device.

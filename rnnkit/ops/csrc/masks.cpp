@@ -1,0 +1,57 @@
+// Bernoulli masks from a counter-based hash, every element on its own, the threads splitting them:
+// ops/masks.py's rule (its hashed_bits is the specification), bit for bit.
+//   key        (2,) int64: the two 32-bit words k0, k1 drawn from torch's generator
+//   threshold  round(p 2^32): element i is 1 where mix(mix(i + k0) ^ k1) < threshold, else 0
+#include <torch/library.h>
+
+#include "common.h"
+
+namespace rnnkit {
+namespace {
+
+// lowbias32: every output bit depends on every input bit; a bijection of 32-bit words.
+inline uint32_t mix(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
+
+at::Tensor hashed_bernoulli(const at::Tensor& key_in, at::IntArrayRef shape, int64_t threshold,
+                            at::ScalarType dtype) {
+  TORCH_CHECK(key_in.numel() == 2 && key_in.scalar_type() == at::kLong && key_in.device().is_cpu(),
+              "hashed_bernoulli: expected a key of two int64 values on the CPU, got ", key_in.sizes(), " of ",
+              key_in.scalar_type(), " on ", key_in.device());
+  TORCH_CHECK(0 <= threshold && threshold <= (int64_t(1) << 32), "hashed_bernoulli: expected a threshold in [0, 2^32], got ",
+              threshold);
+  const at::Tensor key = key_in.contiguous();
+  const uint32_t k0 = static_cast<uint32_t>(key.data_ptr<int64_t>()[0]);
+  const uint32_t k1 = static_cast<uint32_t>(key.data_ptr<int64_t>()[1]);
+  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(dtype));
+  AT_DISPATCH_FLOATING_TYPES(dtype, "hashed_bernoulli", [&] {
+    scalar_t* o = out.data_ptr<scalar_t>();
+    if (threshold == (int64_t(1) << 32)) {  // p = 1: every word is below it
+      std::fill(o, o + out.numel(), scalar_t(1));
+      return;
+    }
+    const uint32_t below = static_cast<uint32_t>(threshold);
+    at::parallel_for(0, out.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        o[i] = mix(mix(static_cast<uint32_t>(i) + k0) ^ k1) < below ? scalar_t(1) : scalar_t(0);
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
+  m.def("hashed_bernoulli(Tensor key, int[] shape, int threshold, ScalarType dtype) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) { m.impl("hashed_bernoulli", &hashed_bernoulli); }
+
+}  // namespace rnnkit
