@@ -129,6 +129,32 @@ inline at::Tensor summed_rows(const at::Tensor& a) {
   return sums;
 }
 
+// grad^T y (G x K) for grad (R x G) and y (R x K), both contiguous, R below kPackUses (a generated
+// token's backward): row g is the sum over r of grad(r, g) y_r, in the order of r, written straight
+// into the result; packing y, zeroing the result and copying each weight's part out would cost
+// more than these few products.
+inline at::Tensor outer_products(const at::Tensor& grad, const at::Tensor& y) {
+  const int64_t R = grad.size(0), G = grad.size(1), K = y.size(1);
+  at::Tensor out = at::empty({G, K}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "outer_products", [&] {
+    using T = scalar_t;
+    using V = at::vec::Vectorized<T>;
+    const T *pg = grad.data_ptr<T>(), *py = y.data_ptr<T>();
+    T* po = out.data_ptr<T>();
+    at::parallel_for(0, G, std::max<int64_t>(1, 16384 / std::max<int64_t>(R * K, 1)), [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        T* row = po + g * K;
+        vectorized<T>(K, [&](const auto& L, int64_t k) {
+          V sum(T(0));
+          for (int64_t r = 0; r < R; ++r) sum = at::vec::fmadd(V(pg[r * G + g]), L.load(py + r * K + k), sum);
+          L.store(row + k, sum);
+        });
+      }
+    });
+  });
+  return out;
+}
+
 // The gradients of weights applied at every step to inputs y_i (T, B, K_i), whose products
 // (summed, with the bias when ``bias``) have the gradient grad (T, B, G): [d W_1 (G, K_1), ...,
 // then d b (G) when ``bias``], the weights' from one product over the T*B rows, the bias's summed
@@ -139,11 +165,15 @@ inline std::vector<at::Tensor> step_weight_gradients(const at::Tensor& grad, con
   std::vector<at::Tensor> columns;
   for (const auto& y : inputs) columns.push_back(y.reshape({rows, y.size(-1)}));
   const at::Tensor by_row = grad.reshape({rows, G}).contiguous();
-  const at::Tensor all = weight_gradient(by_row, columns);
   std::vector<at::Tensor> grads;  // separate memory each: autograd accumulates them one by one
-  for (int64_t offset = 0; const auto& y : columns) {
-    grads.push_back(all.narrow(1, offset, y.size(1)).contiguous());
-    offset += y.size(1);
+  if (rows < PackedWeight<float>::kPackUses) {
+    for (const auto& y : columns) grads.push_back(outer_products(by_row, y.contiguous()));
+  } else {
+    const at::Tensor all = weight_gradient(by_row, columns);
+    for (int64_t offset = 0; const auto& y : columns) {
+      grads.push_back(all.narrow(1, offset, y.size(1)).contiguous());
+      offset += y.size(1);
+    }
   }
   if (bias) grads.push_back(summed_rows(by_row));
   return grads;

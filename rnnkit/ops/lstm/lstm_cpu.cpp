@@ -239,10 +239,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
   });
 
   // Weight gradients: one product over all steps, after the recurrence.
-  const auto grads = step_weight_gradients(grad_gates, {h_prev}, true);  // d [W_hh | W_ih], d b
+  const auto grads = step_weight_gradients(grad_gates, {h_prev.narrow(2, 0, P), h_prev.narrow(2, P, I)}, true);
   Tensor grad_w_hr = proj ? step_weight_gradients(dh_all, {m_all}, false)[0] : at::empty({0}, gates.options());
-  return {input_gradient(grad_gates, w_ih, input_grad), dh, dc, grads[0].narrow(1, P, I).contiguous(),
-          grads[0].narrow(1, 0, P).contiguous(), grads[1], grad_w_hr};
+  return {input_gradient(grad_gates, w_ih, input_grad), dh, dc, grads[1], grads[0], grads[2], grad_w_hr};
 }
 
 }  // namespace
