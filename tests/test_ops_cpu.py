@@ -96,8 +96,9 @@ def test_threads_split_sequences_or_units_like_naive(mode, batch, hidden):
 def test_weights_read_in_place_or_packed_like_naive(mode, steps, batch, hidden, features):
     """Below 16 rows in all (packed.h's kPackUses) the kernels read W's rows where they lie, as dot
     products in blocks of four with a ragged tail along K, and the backward reads W^T's rows (W_hh's,
-    W_hr's), eight vectors of outputs at a time with a partial last one; the input projection splits W's
-    rows between the threads (the third case has enough work for two); 20 rows pack the weight.
+    W_hr's), eight vectors of outputs at a time with a partial last one, and sums the weights'
+    gradients as outer products, row by row; the input projection splits W's rows between the
+    threads (the third case has enough work for two); 20 rows pack the weight.
     In the last case a thread's slice of the LSTM's [W_hh | W_ih] (float64, no proj) outgrows
     Tiles::kCachedWeightBytes: x W_ih^T + b of all steps is then one product before the loop."""
     mode, proj = mode.removesuffix("-proj"), mode.endswith("-proj")
