@@ -24,8 +24,8 @@ at::Tensor hashed_bernoulli(const at::Tensor& key_in, at::IntArrayRef shape, int
   TORCH_CHECK(key_in.numel() == 2 && key_in.scalar_type() == at::kLong && key_in.device().is_cpu(),
               "hashed_bernoulli: expected a key of two int64 values on the CPU, got ", key_in.sizes(), " of ",
               key_in.scalar_type(), " on ", key_in.device());
-  TORCH_CHECK(0 <= threshold && threshold <= (int64_t(1) << 32), "hashed_bernoulli: expected a threshold in [0, 2^32], got ",
-              threshold);
+  TORCH_CHECK(0 <= threshold && threshold <= (int64_t(1) << 32),
+              "hashed_bernoulli: expected a threshold in [0, 2^32], got ", threshold);
   const at::Tensor key = key_in.contiguous();
   const uint32_t k0 = static_cast<uint32_t>(key.data_ptr<int64_t>()[0]);
   const uint32_t k1 = static_cast<uint32_t>(key.data_ptr<int64_t>()[1]);

@@ -348,7 +348,8 @@ class PackedWeight {
     constexpr auto vectors = std::make_index_sequence<Vecs>{};
     const int64_t last = n - (Vecs - 1) * Vec::size();  // values in the last vector
     auto load = [&](const T* from, auto v) {
-      return v + 1 < Vecs || last == Vec::size() ? Vec::loadu(from + v * Vec::size()) : Vec::loadu(from + v * Vec::size(), last);
+      const T* at = from + v * Vec::size();
+      return v + 1 < Vecs || last == Vec::size() ? Vec::loadu(at) : Vec::loadu(at, last);
     };
     std::array<Vec, Vecs> sums;
     sums.fill(Vec(T(0)));
