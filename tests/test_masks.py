@@ -10,14 +10,15 @@ import torch
 
 from rnnkit.ops import compiled, masks
 
+from .utils import hashed_mask
+
 CPU_READY = compiled.unavailable_reason() is None
 
 
 def spec(shape: tuple[int, ...], p: float, dtype: torch.dtype, seed: int) -> torch.Tensor:
-    """``masks.bernoulli``'s rule written out from the module's docstring: the key first, then the hash."""
+    """``masks.bernoulli``'s mask after ``torch.manual_seed(seed)``, by the rule written out."""
     torch.manual_seed(seed)
-    key = torch.randint(0, 2**32, (2,), dtype=torch.int64)
-    return (masks.hashed_bits(math.prod(shape), key) < masks.threshold(p)).to(dtype).view(shape)
+    return hashed_mask(shape, p, dtype)
 
 
 def test_the_hash_is_lowbias32_on_32_bit_words():

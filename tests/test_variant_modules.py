@@ -17,9 +17,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit.modules import GATES
-from rnnkit.ops import compiled, masks
+from rnnkit.ops import compiled
 
-from .utils import assert_close
+from .utils import assert_close, hashed_mask
 
 CLASSES = {"LSTM": rnnkit.LSTM, "GRU": rnnkit.GRU, "RNN_TANH": rnnkit.RNN}
 TORCH = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN}
@@ -223,9 +223,7 @@ def test_weight_dropout_keeps_torchs_state_dict_and_masks_weight_hh(mode, backen
     torch.manual_seed(11)  # one mask per weight_hh, layer by layer: ops.masks' rule for 1 - p, scaled by 1 / (1 - p)
 
     def dropped(w: torch.Tensor) -> torch.Tensor:
-        key = torch.randint(0, 2**32, (2,), dtype=torch.int64)
-        kept = masks.hashed_bits(w.numel(), key).view(w.shape) < masks.threshold(1 - p)
-        return w * kept / (1 - p)
+        return w * hashed_mask(tuple(w.shape), 1 - p, torch.bool) / (1 - p)
 
     masked = {name: dropped(w) if "weight_hh" in name else w for name, w in theirs.named_parameters()}
     expected = torch.func.functional_call(theirs, masked, (x,))[0]

@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import importlib.util
 import io
+import math
 import random
 import struct
 import subprocess
@@ -21,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit import cli
+from rnnkit.ops import masks
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -71,6 +73,13 @@ TOLERANCES = {
     torch.float64: dict(atol=1e-9, rtol=0.0),
     torch.float32: dict(atol=2e-5, rtol=1e-4),
 }
+
+
+def hashed_mask(shape: tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
+    """``rnnkit.ops.masks``' rule written out from its docstring, the key drawn from torch's generator
+    as ``masks.bernoulli`` draws it: 1 where the hashed word of the element is below round(p 2^32)."""
+    key = torch.randint(0, 2**32, (2,), dtype=torch.int64)
+    return (masks.hashed_bits(math.prod(shape), key) < masks.threshold(p)).to(dtype).view(shape)
 
 
 def assert_close(name: str, actual: Tensor, expected: Tensor) -> None:
