@@ -292,12 +292,13 @@ class PackedWeight {
           const int64_t n = std::min<int64_t>(width - c, at::vec::Vectorized<T>::size());
           for (int64_t m = 0; m < M; ++m) axpys<1>(a + m * lda, block, c, n, out + m * ldo + n0 + c);
         }
-      }
-      for (; c + 4 <= width; c += 4) {
-        for (int64_t m = 0; m < M; ++m) dots<4>(a + m * lda, block, c, out + m * ldo + n0 + c);
-      }
-      for (; c < width; ++c) {
-        for (int64_t m = 0; m < M; ++m) dots<1>(a + m * lda, block, c, out + m * ldo + n0 + c);
+      } else {
+        for (; c + 4 <= width; c += 4) {
+          for (int64_t m = 0; m < M; ++m) dots<4>(a + m * lda, block, c, out + m * ldo + n0 + c);
+        }
+        for (; c < width; ++c) {
+          for (int64_t m = 0; m < M; ++m) dots<1>(a + m * lda, block, c, out + m * ldo + n0 + c);
+        }
       }
       n0 += width;
     }
