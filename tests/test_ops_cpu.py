@@ -106,6 +106,16 @@ def test_weights_read_in_place_or_packed_like_naive(mode, steps, batch, hidden, 
 
 
 @pytest.mark.cpu_kernels
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+def test_weight_gradients_of_few_units_split_the_steps_like_naive(mode):
+    """With fewer of d W's rows than a vector (H = 3) over 5,760 rows of steps, two threads split
+    the steps, each summing its own d W, and the two are added: the weights' and biases' gradients
+    match the naive ops' (on the AVX2 path the LSTM's 12 rows split by rows instead)."""
+    lengths = torch.randint(1, 81, (72,), generator=torch.Generator().manual_seed(2))
+    assert_two_threads_match_naive(mode, False, lengths, T=80, B=72, I=5, H=3)
+
+
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("save", [True, False])
 def test_lstm_keeps_one_step_of_activations_without_gradients(save):
     """With no gradient wanted the LSTM op keeps one step of gates and cell states, rewritten at

@@ -87,7 +87,7 @@ inline at::Tensor rows_product(const at::Tensor& a, const at::Tensor& weight, co
 }
 
 // x (T, B, I) -> x W_ih^T + bias (T, B, G): the input projection of every step, one product before the loop.
-inline at::Tensor project_input(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias) {
+inline at::Tensor project_input(const at::Tensor& x, const at::Tensor& w_ih, const std::optional<at::Tensor>& bias) {
   const int64_t T = x.size(0), B = x.size(1);
   return rows_product(x.reshape({T * B, x.size(2)}), w_ih, bias).view({T, B, w_ih.size(0)});
 }
@@ -105,11 +105,12 @@ inline at::Tensor input_gradient(const at::Tensor& grad_xw, const at::Tensor& w_
 // grows with log2(rows), not with rows as in one running sum. scratch: room for G values per halving.
 template <typename T>
 void column_sums(const T* a, int64_t rows, int64_t G, T* out, T* scratch) {
-  if (rows <= 8) {
-    std::fill(out, out + G, T(0));
-    for (int64_t r = 0; r < rows; ++r) {
-      vectorized<T>(G, [&](const auto& L, int64_t j) { L.store(out + j, L.load(out + j) + L.load(a + r * G + j)); });
-    }
+  if (rows <= 8) {  // each vector's sum in a register: a masked store read back stalls the next addition
+    vectorized<T>(G, [&](const auto& L, int64_t j) {
+      at::vec::Vectorized<T> sum(T(0));
+      for (int64_t r = 0; r < rows; ++r) sum = sum + L.load(a + r * G + j);
+      L.store(out + j, sum);
+    });
     return;
   }
   const int64_t half = rows / 2;

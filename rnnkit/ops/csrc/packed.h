@@ -124,6 +124,8 @@ struct Columns {
   }
   // Columns [c0, c0 + n).
   Columns columns(int64_t c0, int64_t n) const { return {data + c0 * along_n, rows, n, along_k, along_n}; }
+  // Rows [k0, k0 + n) of W^T.
+  Columns rows_from(int64_t k0, int64_t n) const { return {data + k0 * along_k, n, cols, along_k, along_n}; }
 };
 
 // A fixed weight W (N x K) for products out (M x N) = a (M x K) W^T, with M small (the batch).
@@ -193,12 +195,7 @@ class PackedWeight {
                 run = std::min(width - c, kPanel - (offset + c) % kPanel);
                 const T* from = src + (k - first) * along_k + c;
                 T* to = &at(k, offset + c);
-                if (run == kPanel) {  // two vector moves, not a call to memmove
-                  *reinterpret_cast<V*>(to) = *reinterpret_cast<const V*>(from);
-                  *reinterpret_cast<V*>(to + kWidth) = *reinterpret_cast<const V*>(from + kWidth);
-                } else {
-                  std::copy(from, from + run, to);
-                }
+                copy_run(from, run, to);
               }
             }
           } else if (lo < hi) {  // columns of W^T (rows of W, say): turned over, a panel's run at a time
@@ -217,6 +214,19 @@ class PackedWeight {
       }
     });
     pieces_.clear();
+  }
+
+  // run (at most kPanel) values from ``from`` to ``to`` by vector moves: a call to memmove costs more.
+  static void copy_run(const T* from, int64_t run, T* to) {
+    using Vec = at::vec::Vectorized<T>;
+    for (int64_t j = 0; j < run; j += Vec::size()) {
+      const int64_t n = std::min<int64_t>(Vec::size(), run - j);
+      if (n == Vec::size()) {
+        Vec::loadu(from + j).store(to + j);
+      } else {
+        Vec::loadu(from + j, n).store(to + j, n);
+      }
+    }
   }
 
   int64_t padded_n() const { return pieces_.empty() ? panels_.size(0) * kPanel : n_; }
@@ -261,7 +271,7 @@ class PackedWeight {
     for (int64_t k0 = 0; k0 < k_; k0 += kDepth) {
       const int64_t depth = std::min(kDepth, k_ - k0);
       for_blocks(M, [&](int64_t m, int64_t rows) {
-        for (int64_t k = 0; k < depth; ++k) std::copy(a + (k0 + k) * lda + m, a + (k0 + k) * lda + m + rows, slab + k * rows);
+        for (int64_t k = 0; k < depth; ++k) copy_run(a + (k0 + k) * lda + m, rows, slab + k * rows);
         for (int64_t p = 0; p < panels_.size(0); ++p) {
           block_of<true>(rows)(depth, slab, rows, panels + (p * k_ + k0) * kPanel, nullptr, out + m * ldo + p * kPanel,
                                ldo);
@@ -598,25 +608,47 @@ class Team {
 
 // d W (G x N) = grad^T [y_1 | y_2 | ...] over all R rows, grad (R x G) contiguous and the inputs
 // y_i (R x N_i): the gradient of the weights used on those rows, at once; a column of ones
-// among the inputs gives the bias's. Threads split d W's rows; nothing is transposed.
+// among the inputs gives the bias's. Nothing is transposed. Threads split d W's rows where there
+// are enough of them; else (a gradient of few rows over many steps, as the input projection's at
+// small H) they split the R rows, each packing its own and summing into a d W of its own, and
+// the parts' sums are added in order.
 inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs) {
   const int64_t R = grad.size(0), G = grad.size(1);
-  at::Tensor out;
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "weight_gradient", [&] {
-    std::vector<Columns<scalar_t>> columns;
-    for (const auto& input : inputs) columns.push_back(Columns<scalar_t>::of(input));
-    const PackedWeight<scalar_t> packed(std::move(columns));
-    out = at::zeros({G, packed.padded_n()}, grad.options());
-    const int64_t ld = out.size(1);
-    const Split rows(G, R * ld, PackedWeight<scalar_t>::kWidth);
-    rows.run([&](int64_t p) {
-      const int64_t m0 = rows.begin(p);
-      packed.accumulate_transposed(rows.end(p) - m0, grad.data_ptr<scalar_t>() + m0, G,
-                                   out.data_ptr<scalar_t>() + m0 * ld, ld);
-    });
-  });
   int64_t n = 0;
   for (const auto& y : inputs) n += y.size(1);
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "weight_gradient", [&] {
+    using T = scalar_t;
+    constexpr int64_t kWidth = PackedWeight<T>::kWidth, kPanel = PackedWeight<T>::kPanel;
+    const int64_t ld = (n + kPanel - 1) / kPanel * kPanel;
+    const T* pgrad = grad.data_ptr<T>();
+    auto columns_of = [&](int64_t r0, int64_t rows) {
+      std::vector<Columns<T>> columns;
+      for (const auto& input : inputs) columns.push_back(Columns<T>::of(input).rows_from(r0, rows));
+      return columns;
+    };
+    const Split by_gradient_rows(G, R * ld, kWidth);
+    const Split by_steps(R, G * ld, PackedWeight<T>::kPackUses);
+    if (by_gradient_rows.parts >= by_steps.parts) {
+      const PackedWeight<T> packed(columns_of(0, R));
+      out = at::zeros({G, ld}, grad.options());
+      by_gradient_rows.run([&](int64_t p) {
+        const int64_t m0 = by_gradient_rows.begin(p);
+        packed.accumulate_transposed(by_gradient_rows.end(p) - m0, pgrad + m0, G, out.data_ptr<T>() + m0 * ld, ld);
+      });
+      return;
+    }
+    const at::Tensor partials = at::zeros({by_steps.parts, G, ld}, grad.options());
+    T* sums = partials.data_ptr<T>();
+    by_steps.run([&](int64_t p) {
+      const int64_t r0 = by_steps.begin(p), rows = by_steps.end(p) - r0;
+      PackedWeight<T>(columns_of(r0, rows)).accumulate_transposed(G, pgrad + r0 * G, G, sums + p * G * ld, ld);
+    });
+    for (int64_t p = 1; p < by_steps.parts; ++p) {
+      for (int64_t i = 0; i < G * ld; ++i) sums[i] += sums[p * G * ld + i];
+    }
+    out = partials[0];
+  });
   return out.narrow(1, 0, n);
 }
 
