@@ -19,13 +19,23 @@ import zlib
 import pytest
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
 from rnnkit import ops
 from rnnkit.modules import GATES
 
-from .utils import MODES, Config, as_tuple, assert_close, assert_compiles_like_eager, make_inputs, random_configs
+from .utils import (
+    MODES,
+    Config,
+    as_tuple,
+    assert_close,
+    assert_compiles_like_eager,
+    assert_frozen_input_not_differentiated,
+    make_inputs,
+    random_configs,
+)
 
 _CPU_REASON = ops.unavailable_reason("cpu")
 pytestmark = [
@@ -231,7 +241,7 @@ def test_without_gradients_the_lstm_keeps_one_step():
     net = rnnkit.LSTM(6, 8, proj_size=3, backend="cpu", **FULL)
     with torch.no_grad():
         saved = torch.ops.rnnkit.lstm_variant_forward(
-            torch.zeros(7, 5, 32), torch.zeros(5, 3), torch.zeros(5, 8), net.weight_hh_l0, net.weight_hr_l0,
+            torch.zeros(7, 5, 32), None, None, torch.zeros(5, 3), torch.zeros(5, 8), net.weight_hh_l0, net.weight_hr_l0,
             net.ln_hh_weight_l0, net.ln_c_weight_l0, net.ln_c_bias_l0, net.weight_ch_l0, None, None, None, None,
             False, False,
         )  # fmt: skip
@@ -242,6 +252,7 @@ def test_without_gradients_the_lstm_keeps_one_step():
     ("cls", "op", "kwargs"),
     [
         (rnnkit.LSTM, "lstm_variant_forward", dict(proj_size=3, layer_norm=True, peephole=True, zoneout=0.1)),
+        (rnnkit.LSTM, "lstm_variant_forward", dict(peephole=True)),
         (rnnkit.GRU, "gru_variant_forward", dict(layer_norm=True, zoneout=0.1)),
         (rnnkit.RNN, "rnn_variant_forward", dict(layer_norm=True, nonlinearity="relu")),
     ],
@@ -257,24 +268,85 @@ def test_torch_compile_and_export_see_one_op(cls, op, kwargs):
     torch.testing.assert_close(program.module()(x), model(x))
 
 
+@pytest.mark.parametrize(
+    ("cls", "name", "at"),
+    [
+        (rnnkit.LSTM, "lstm_variant_backward", 7),
+        (rnnkit.GRU, "gru_variant_backward", 5),
+        (rnnkit.RNN, "rnn_variant_backward", 5),
+    ],
+)
+def test_an_input_without_gradient_is_not_differentiated(cls, name, at, monkeypatch):
+    """The ops project x themselves where a_t has no layer norm: a first layer's x without a
+    gradient gets none, and the weights' gradients are the same."""
+    torch.manual_seed(0)
+    model = cls(5, 7, num_layers=2, backend="cpu", zoneout=0.1).eval()
+    assert_frozen_input_not_differentiated(model, torch.randn(6, 3, 5), torch.ops.rnnkit, name, monkeypatch, at)
+
+
+@pytest.mark.parametrize("name", ["lstm_variant_forward", "gru_variant_forward", "rnn_variant_forward"])
+@pytest.mark.parametrize("projected", [False, True], ids=["x", "layer-normed-xw"])
+def test_the_fake_forwards_give_the_kernels_shapes(name, projected):
+    """Each forward op takes x with w_ih and its bias, or a_t made before it (layer norm on the
+    input projection); its fake implementation gives the shapes the kernel returns either way."""
+    T, B, I, H = 4, 3, 5, 6
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[name.split("_")[0]] * H
+    x, w_ih, bias = (
+        (torch.randn(T, B, G), None, None) if projected else (torch.randn(T, B, I), torch.randn(G, I), torch.randn(G))
+    )
+    h0, w_hh, ln = torch.randn(B, H), torch.randn(G, H), torch.ones(G)
+    keep, mask = torch.full((T, B, H), 0.5), torch.ones(B, H)
+    if name == "lstm_variant_forward":
+        args = (x, w_ih, bias, h0, h0, w_hh, None, ln, None, None, torch.randn(3 * H), mask, keep, keep, None, False)
+    else:
+        args = (
+            x,
+            w_ih,
+            bias,
+            h0,
+            w_hh,
+            torch.randn(G),
+            ln,
+            mask,
+            keep,
+            None,
+            False,
+            *(() if name[0] == "g" else (False,)),
+        )
+    op = getattr(torch.ops.rnnkit, name)
+    with FakeTensorMode() as mode:
+        fakes = op(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args))
+    assert [tuple(f.shape) for f in fakes] == [tuple(t.shape) for t in op(*args)]
+
+
 def test_the_ops_check_their_arguments():
     xw, h0, c0, w_hh = torch.randn(3, 2, 16), torch.zeros(2, 4), torch.zeros(2, 4), torch.randn(16, 4)
     op = torch.ops.rnnkit.lstm_variant_forward
     with pytest.raises(RuntimeError, match=r"expected ln_hh_weight of shape \[16\], got \[4\]"):
-        op(xw, h0, c0, w_hh, None, torch.ones(4), None, None, None, None, None, None, None, False)
+        op(xw, None, None, h0, c0, w_hh, None, torch.ones(4), None, None, None, None, None, None, None, False)
     with pytest.raises(RuntimeError, match="layer norm on c takes both ln_c_weight and ln_c_bias"):
-        op(xw, h0, c0, w_hh, None, None, torch.ones(4), None, None, None, None, None, None, False)
+        op(xw, None, None, h0, c0, w_hh, None, None, torch.ones(4), None, None, None, None, None, None, False)
     with pytest.raises(RuntimeError, match=r"expected keep_h of shape \[3, 2, 4\], got \[3, 2, 5\]"):
-        op(xw, h0, c0, w_hh, None, None, None, None, None, None, torch.ones(3, 2, 5), None, None, False)
+        op(xw, None, None, h0, c0, w_hh, None, None, None, None, None, None, torch.ones(3, 2, 5), None, None, False)
     with pytest.raises(RuntimeError, match=r"expected dropout_mask of dtype Float"):
         mask = torch.ones(2, 4, dtype=torch.float64)
-        op(xw, h0, c0, w_hh, None, None, None, None, None, mask, None, None, None, False)
+        op(xw, None, None, h0, c0, w_hh, None, None, None, None, None, mask, None, None, None, False)
+    x = torch.randn(3, 2, 5)
+    with pytest.raises(RuntimeError, match=r"expected w_ih of shape \[16, 5\], got \[16, 6\]"):
+        op(x, torch.randn(16, 6), None, h0, c0, w_hh, None, None, None, None, None, None, None, None, None, False)
+    with pytest.raises(RuntimeError, match=r"expected bias of shape \[16\], got \[4\]"):
+        op(x, torch.randn(16, 5), torch.ones(4), h0, c0, w_hh, None, None, None, None, None, None, None, None, None,
+           False)  # fmt: skip
+    with pytest.raises(RuntimeError, match="expected no bias without w_ih"):
+        op(xw, None, torch.ones(16), h0, c0, w_hh, None, None, None, None, None, None, None, None, None, False)
     gru = torch.ops.rnnkit.gru_variant_forward
     with pytest.raises(RuntimeError, match=r"gru_variant_forward: expected xw of shape \[3, 2, 12\], got \[3, 2, 16\]"):
-        gru(xw, h0, torch.randn(12, 4), None, None, None, None, None, False)
+        gru(xw, None, None, h0, torch.randn(12, 4), None, None, None, None, None, False)
+    with pytest.raises(RuntimeError, match=r"gru_variant_forward: expected xw of shape \[3, 2, 12\], got \[3, 2, 16\]"):
+        gru(x, torch.randn(16, 5), None, h0, torch.randn(12, 4), None, None, None, None, None, False)
     with pytest.raises(RuntimeError, match=r"rnn_variant_forward: expected b_hh of shape \[4\], got \[5\]"):
-        torch.ops.rnnkit.rnn_variant_forward(xw[..., :4], h0, torch.randn(4, 4), torch.ones(5), None, None, None, None,
-                                            False, False)  # fmt: skip
+        torch.ops.rnnkit.rnn_variant_forward(xw[..., :4], None, None, h0, torch.randn(4, 4), torch.ones(5), None, None,
+                                            None, None, False, False)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -304,9 +304,11 @@ def run_ours(module: nn.Module, config: Config, x: Tensor, states) -> tuple[Tens
     return output, as_tuple(final)
 
 
-def assert_frozen_input_not_differentiated(model: nn.Module, x: Tensor, owner: Any, name: str, monkeypatch) -> None:
+def assert_frozen_input_not_differentiated(
+    model: nn.Module, x: Tensor, owner: Any, name: str, monkeypatch, at: int = -1
+) -> None:
     """An input that needs no gradient: the first layer's backward ``owner.name`` is asked for none
-    (its last argument, ``input_grad``), and the weights get the same gradients as when it does.
+    (its argument ``input_grad``, at position ``at``), and the weights get the same gradients as when it does.
 
     x: (T, B, I) for ``model``, a stacked net of the backend under test.
     """
@@ -314,9 +316,9 @@ def assert_frozen_input_not_differentiated(model: nn.Module, x: Tensor, owner: A
     backward = getattr(owner, name)
 
     def spy(*args):
-        asked.append(args[-1])
+        asked.append(args[at])
         grads = backward(*args)
-        assert args[-1] or grads[0].numel() == 0, "the input's gradient was computed though not asked for"
+        assert args[at] or grads[0].numel() == 0, "the input's gradient was computed though not asked for"
         return grads
 
     monkeypatch.setattr(owner, name, spy)

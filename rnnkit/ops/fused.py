@@ -117,3 +117,26 @@ def bias_gradients(grad: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> tu
     and two parameters sharing one would be accumulated and clipped twice.
     """
     return (None if b_ih is None else grad, None if b_hh is None else grad.clone())
+
+
+def input_arguments(ctx: Any, x: Tensor, w_ih: Tensor | None, bias: Tensor | None) -> tuple[Any, ...]:
+    """What a variant op's backward takes for its input projection (``ops/variant.py``'s
+    ``fused_input``, the op's first three inputs): x where the op projected it, w_ih, whether the
+    bias and x need gradients."""
+    return (None if w_ih is None else x, w_ih, bias is not None and ctx.needs_input_grad[2], ctx.needs_input_grad[0])
+
+
+def input_gradients_like(xw: Tensor, x: Tensor, w_ih: Tensor | None, bias_grad: bool, input_grad: bool) -> list[Tensor]:
+    """The fakes of a variant backward's first three gradients: d x (d a_t, like xw, without w_ih), d w_ih, d bias."""
+    if w_ih is None:
+        return [torch.empty_like(xw, memory_format=torch.contiguous_format), xw.new_empty(0), xw.new_empty(0)]
+    return [input_like(x, input_grad), torch.empty_like(w_ih), xw.new_empty(w_ih.shape[0] if bias_grad else 0)]
+
+
+def wanted_gradients(ctx: Any, inputs: Sequence[Tensor | None], grads: Sequence[Tensor]) -> list[Tensor | None]:
+    """A kernel's gradients of ``inputs``, None where an input is absent or needs none (the kernels
+    return empty tensors there)."""
+    return [
+        grad if given is not None and wanted else None
+        for given, wanted, grad in zip(inputs, ctx.needs_input_grad, grads)
+    ]

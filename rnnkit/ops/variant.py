@@ -146,13 +146,33 @@ STEPS = {
 }
 
 
+def input_bias(mode: str, weights: tuple[Tensor | None, ...]) -> Tensor | None:
+    """The input projection's bias (G*H,): b_ih, plus b_hh for an LSTM (a GRU's b_hn sits inside r * (...))."""
+    _, _, b_ih, b_hh, *_ = weights
+    return summed_bias(b_ih, b_hh) if mode == "LSTM" else b_ih
+
+
 def input_projection(mode: str, x: Tensor, weights: tuple[Tensor | None, ...], extras: Extras) -> Tensor:
-    """a_t of every step, (T, B, G*H) for x (T, B, I): LN(W_ih x_t; gamma_ih) + b_ih, plus b_hh for an LSTM."""
-    w_ih, _, b_ih, b_hh, *_ = weights
-    bias = summed_bias(b_ih, b_hh) if mode == "LSTM" else b_ih  # GRU's b_hn sits inside r * (...)
+    """a_t of every step, (T, B, G*H) for x (T, B, I): LN(W_ih x_t; gamma_ih) + ``input_bias``."""
+    w_ih, bias = weights[0], input_bias(mode, weights)
     if extras.ln_ih_weight is None:  # as the plain naive ops compute it
         return F.linear(x, w_ih, bias)
     return layer_norm(F.linear(x, w_ih), extras.ln_ih_weight, bias)  # the bias as LN's shift: one op
+
+
+def fused_input(
+    mode: str, x: Tensor, weights: tuple[Tensor | None, ...], extras: Extras
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """What a fused loop takes for a_t: (x, W_ih, ``input_bias``), whose product the kernel makes
+    itself, or, with layer norm on it, (a_t, None, None) from ``input_projection``."""
+    if extras.ln_ih_weight is not None:
+        return input_projection(mode, x, weights, extras), None, None
+    return x, weights[0], input_bias(mode, weights)
+
+
+def unfused_input(x: Tensor, w_ih: Tensor | None, bias: Tensor | None) -> Tensor:
+    """a_t from ``fused_input``'s three, in torch ops."""
+    return x if w_ih is None else F.linear(x, w_ih, bias)
 
 
 def recurrence(

@@ -114,6 +114,49 @@ inline at::Tensor checked_contiguous(const char* op, const char* name, const std
   return t.has_value() ? t->contiguous() : at::Tensor();
 }
 
+// A variant op's input projection a_t (T, B, G) of every step. Given w_ih (G, I), x is the layer's
+// input (T, B, I), projected here with ``bias`` (G) in one product before the loop, as the plain
+// kernels do; without it x is a_t, projected before the op (with layer norm, ops/variant.py's
+// input_projection).
+inline at::Tensor variant_input(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
+                                const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu(), op, ": expected x of 3 dimensions (T, B, I) on the CPU, got ",
+              x.sizes(), " on ", x.device());
+  if (!w_ih.has_value()) {
+    TORCH_CHECK(!bias.has_value(), op, ": expected no bias without w_ih");
+    return x.contiguous();
+  }
+  TORCH_CHECK(w_ih->dim() == 2, op, ": expected w_ih of shape (G, I), got ", w_ih->sizes());
+  check_tensor(op, "w_ih", *w_ih, {w_ih->size(0), x.size(2)}, x);
+  check_tensor(op, "bias", bias, {w_ih->size(0)}, x);
+  return project_input(x.contiguous(), *w_ih, bias);
+}
+
+// The gradients of variant_input's tensors from d a_t (T, B, G): {d x, d w_ih, d bias}, d x empty
+// unless ``input_grad`` and d bias unless ``bias``; without w_ih, {d a_t, empty, empty}. Given
+// ``joined`` (T, B, K), the input of another weight whose product has the same gradient d a_t (an
+// Elman cell's m h_{t-1}), that weight's gradient comes fourth, from the same product over all rows.
+inline std::vector<at::Tensor> variant_input_gradients(const char* op, const at::Tensor& grad_xw,
+                                                       const std::optional<at::Tensor>& x,
+                                                       const std::optional<at::Tensor>& w_ih, bool bias,
+                                                       bool input_grad, const at::Tensor& joined = {}) {
+  const at::Tensor none = at::empty({0}, grad_xw.options());
+  std::vector<at::Tensor> inputs;
+  if (w_ih.has_value()) {
+    TORCH_CHECK(x.has_value() && x->dim() == 3 && w_ih->dim() == 2, op, ": expected x (T, B, I) with w_ih");
+    check_tensor(op, "x", *x, {grad_xw.size(0), grad_xw.size(1), x->size(2)}, grad_xw);
+    check_tensor(op, "w_ih", *w_ih, {grad_xw.size(2), x->size(2)}, grad_xw);
+    inputs.push_back(x->contiguous());
+  }
+  if (joined.defined()) inputs.push_back(joined);
+  if (inputs.empty()) return {grad_xw, none, none};
+  auto grads = step_weight_gradients(grad_xw, inputs, bias);
+  const at::Tensor d_x = w_ih.has_value() ? input_gradient(grad_xw, *w_ih, input_grad) : grad_xw;
+  std::vector<at::Tensor> result = {d_x, w_ih.has_value() ? grads[0] : none, bias ? grads.back() : none};
+  if (joined.defined()) result.push_back(grads[inputs.size() - 1]);
+  return result;
+}
+
 // The state h through a forward loop: read by step i's product as m h_{t-1} (hm), written as the
 // zoned h_t to the state (h_n after the last step), output_t and the next step's hm.
 template <typename T>
@@ -197,31 +240,34 @@ void carry_variant(const std::vector<PackedWeight<T>>& recurrent, const Tiles& t
 // The fused variant loop of a cell with one state h (GRU, Elman RNN), by the cell's step:
 //   Cell::kGates                 G, the gates of a step (GRU 3, RNN 1)
 //   Cell::kSavesProduct          whether the backward reads u_n (the GRU's r-scaled product)
+//   Cell::kOfTheSum              whether h~ is a function of a + u alone (Elman): the backward
+//       then reads no h_{t-1} (none is saved), nothing reaches h_{t-1} past W_hh, and without layer
+//       norm d u = d a, so that one product over [x | m h] gives W_ih's and W_hh's gradients
 //   Cell::forward(L, j, H, n, a, u, h_old, g, u_n) -> h~ of units j..: a the input projection
 //       (gate k at a[k * H]), u the recurrent product with layer norm and b_hh (gate k at u[k * n]);
 //       it stores the activated gates (g[k * H]) and u_n where saved
 //   Cell::backward(L, j, H, dh, g, u_n, h_old, d_a, d_u, skip): from dh = d h~, the gradients of the
 //       pre-activations a (d_a[k * H]) and of u (d_u[k * H]), and what reaches h_{t-1} past W_hh (skip)
 //
-// Tensors as in the kernels: xw (T, B, G*H) the input projections a_t with b_ih (b_hh is added to
-// the product, after its layer norm), saved gates (T, B, G*H), h_prev (T, B, H), u_n (T, B, H),
+// Tensors as in the kernels: x, w_ih and b_ih give the input projections a_t (variant_input; b_hh is
+// added to the product, after its layer norm), xw (T, B, G*H); saved gates (T, B, G*H), h_prev (T, B, H), u_n (T, B, H),
 // v_hat (T, B, G*H) and rstd (T, B) with layer norm. Returns output, h_n, then what the backward reads:
 // hm, gates, h_prev, u_n, v_hat, rstd.
 using SingleStateForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor>;
 
 template <typename Cell>
-SingleStateForward single_state_variant_forward(const char* op, const at::Tensor& xw_in, const at::Tensor& h0,
+SingleStateForward single_state_variant_forward(const char* op, const at::Tensor& x,
+                                                const std::optional<at::Tensor>& w_ih,
+                                                const std::optional<at::Tensor>& b_ih, const at::Tensor& h0,
                                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh_in,
                                                 const std::optional<at::Tensor>& ln_hh_in,
                                                 const std::optional<at::Tensor>& mask_in,
                                                 const std::optional<at::Tensor>& keep_in,
                                                 const std::optional<at::Tensor>& lengths_in, bool reverse, bool save) {
   constexpr int64_t G = Cell::kGates;
-  TORCH_CHECK(xw_in.dim() == 3 && xw_in.device().is_cpu() && h0.dim() == 2, op,
-              ": expected xw of 3 dimensions (T, B, G*H) on the CPU and h0 (B, H), got ", xw_in.sizes(), " on ",
-              xw_in.device(), " and ", h0.sizes());
-  const at::Tensor xw = xw_in.contiguous();
+  const at::Tensor xw = variant_input(op, x, w_ih, b_ih);
+  TORCH_CHECK(h0.dim() == 2, op, ": expected h0 of shape (B, H), got ", h0.sizes());
   const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1), GH = G * H;
   check_tensor(op, "xw", xw, {T, B, GH}, xw);
   check_tensor(op, "h0", h0, {B, H}, xw);
@@ -241,7 +287,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
   at::Tensor output = step_results({T, B, H}, options, lengths);
   at::Tensor h = copy_of(h0);
   at::Tensor hm = at::empty({save ? T : std::min<int64_t>(T, 2), B, H}, options);
-  at::Tensor gates = saved(true, {kept, B, GH}), h_prev = saved(true, {kept, B, H});
+  at::Tensor gates = saved(true, {kept, B, GH}), h_prev = saved(!Cell::kOfTheSum, {kept, B, H});
   at::Tensor u_n = saved(Cell::kSavesProduct, {kept, B, H});
   at::Tensor v_hat = saved(ln, {kept, B, GH}), rstd = saved(ln, {kept, B});
 
@@ -251,7 +297,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
     const T_* bias = data_or_null<T_>(b_hh);
     const T_* gain = data_or_null<T_>(ln_hh);
     const T_* pxw = xw.data_ptr<T_>();
-    T_ *pgates = gates.data_ptr<T_>(), *ph_prev = h_prev.data_ptr<T_>(), *pu_n = data_or_null<T_>(u_n);
+    T_ *pgates = gates.data_ptr<T_>(), *ph_prev = data_or_null<T_>(h_prev), *pu_n = data_or_null<T_>(u_n);
     T_ *pv_hat = data_or_null<T_>(v_hat), *prstd = data_or_null<T_>(rstd);
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = unit_rows<T_>({w_hh}, G, units, T * B);
@@ -286,14 +332,15 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
           each_alive(steps, t, b0, b1, [&](int64_t b) {
             T_* u = hw + (b - b0) * ld;
             const int64_t row = (s * B + b) * H + j0;
-            T_* hp = ph_prev + row;
-            std::copy(state.h + b * H + j0, state.h + b * H + j0 + n, hp);
+            const T_* h_old = state.h + b * H + j0;  // state.write replaces it after the step
             const T_* a = pxw + (t * B + b) * GH + j0;
             T_* g = pgates + (s * B + b) * GH + j0;
             T_* un = Cell::kSavesProduct ? pu_n + row : nullptr;
             // h~ over u's first gate, each lane read before it is written
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
-              L.store(u + j, Cell::forward(L, j, H, n, a, u, L.load(hp + j), g, un));
+              const V old = L.load(h_old + j);
+              if (!Cell::kOfTheSum) L.store(ph_prev + row + j, old);
+              L.store(u + j, Cell::forward(L, j, H, n, a, u, old, g, un));
             });
             state.write(i, b, j0, n, u);
           });
@@ -304,12 +351,13 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
   return {output, h, hm, gates, h_prev, u_n, v_hat, rstd};
 }
 
-// The backward of single_state_variant_forward: grad_xw, grad_h0, grad_w_hh, grad_b_hh and
-// grad_ln_hh_weight (empty where absent); the new parameters' gradients summed by halves over the
-// steps, each part adding its sequences' terms into its row of a step first.
+// The backward of single_state_variant_forward: variant_input_gradients (x, w_ih, b_ih), then grad_h0,
+// grad_w_hh, grad_b_hh and grad_ln_hh_weight (empty where absent); the new parameters' gradients
+// summed by halves over the steps, each part adding its sequences' terms into its row of a step first.
 template <typename Cell>
 std::vector<at::Tensor> single_state_variant_backward(
-    const char* op, const at::Tensor& grad_output_in, const at::Tensor& grad_h_n, const at::Tensor& w_hh,
+    const char* op, const at::Tensor& grad_output_in, const at::Tensor& grad_h_n, const std::optional<at::Tensor>& x,
+    const std::optional<at::Tensor>& w_ih, bool bias_grad, bool input_grad, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_hh_in, const std::optional<at::Tensor>& ln_hh_in,
     const std::optional<at::Tensor>& mask_in, const std::optional<at::Tensor>& keep_in,
     const std::optional<at::Tensor>& lengths_in, bool reverse, const at::Tensor& hm, const at::Tensor& gates,
@@ -321,12 +369,13 @@ std::vector<at::Tensor> single_state_variant_backward(
   check_tensor(op, "grad_h_n", grad_h_n, {B, H}, gates);
   check_tensor(op, "w_hh", w_hh, {GH, H}, gates);
   check_tensor(op, "hm", hm, {T, B, H}, gates);
-  check_tensor(op, "h_prev", h_prev, {T, B, H}, gates);
+  if (!Cell::kOfTheSum) check_tensor(op, "h_prev", h_prev, {T, B, H}, gates);
   const at::Tensor b_hh = checked_contiguous(op, "b_hh", b_hh_in, {GH}, gates);
   const at::Tensor ln_hh = checked_contiguous(op, "ln_hh_weight", ln_hh_in, {GH}, gates);
   const at::Tensor mask = checked_contiguous(op, "dropout_mask", mask_in, {B, H}, gates);
   const at::Tensor keep = checked_contiguous(op, "keep_h", keep_in, {T, B, H}, gates);
   const bool ln = ln_hh.defined(), bias = b_hh.defined();
+  const bool joined = Cell::kOfTheSum && !ln;  // d u = d a: one product gives the weights' gradients
   if (Cell::kSavesProduct) check_tensor(op, "u_n", u_n, {T, B, H}, gates);
   if (ln) check_tensor(op, "v_hat", v_hat, {T, B, GH}, gates), check_tensor(op, "rstd", rstd, {T, B}, gates);
   const auto lengths = checked_lengths(lengths_in, B, T);
@@ -334,10 +383,12 @@ std::vector<at::Tensor> single_state_variant_backward(
   const auto options = gates.options();
 
   at::Tensor grad_xw = step_results({T, B, GH}, options, lengths);
-  at::Tensor grad_v = step_results({T, B, GH}, options, lengths);  // d(W_hh m h_{t-1})
+  at::Tensor grad_v = joined ? grad_xw : step_results({T, B, GH}, options, lengths);  // d(W_hh m h_{t-1})
   at::Tensor dh = copy_of(grad_h_n);
-  at::Tensor dh_step = at::zeros({B, H}, options), skip = at::zeros({B, H}, options);
-  const int64_t at_ln = bias ? GH : 0, extra = at_ln + (ln ? GH : 0);  // b_hh's sums, then the gain's
+  at::Tensor dh_step = at::zeros({B, H}, options);
+  at::Tensor skip = Cell::kOfTheSum ? at::Tensor() : at::zeros({B, H}, options);
+  const bool bias_sums = bias && !joined;  // joined, the product's bias sums come with its weights'
+  const int64_t at_ln = bias_sums ? GH : 0, extra = at_ln + (ln ? GH : 0);  // b_hh's sums, then the gain's
   at::Tensor partials;
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "single_state_variant_backward", [&] {
@@ -352,7 +403,7 @@ std::vector<at::Tensor> single_state_variant_backward(
     partials = at::zeros({T, units.parts(), extra}, options);
     T_* pdh = dh.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();
-    T_* pskip = skip.data_ptr<T_>();
+    T_* pskip = data_or_null<T_>(skip);
     T_ *pgrad_xw = grad_xw.data_ptr<T_>(), *pgrad_v = grad_v.data_ptr<T_>(), *ppartials = partials.data_ptr<T_>();
     const T_ *pgo = grad_output.data_ptr<T_>(), *pgates = gates.data_ptr<T_>(), *ph_prev = h_prev.data_ptr<T_>();
     const T_ *pu_n = data_or_null<T_>(u_n), *pv_hat = data_or_null<T_>(v_hat), *prstd = data_or_null<T_>(rstd);
@@ -379,9 +430,10 @@ std::vector<at::Tensor> single_state_variant_backward(
               const V d = L.load(pdh + row + j) + L.load(pgo + at_t + j);  // dh_t
               L.store(pds + row + j, d);
               const V d_new = keep_t ? (V(1) - L.load(keep_t + j)) * d : d;  // d h~_t
-              Cell::backward(L, j, H, d_new, g, un, L.load(ph_prev + at_t + j), da, du, pskip + row);
+              const V h_old = Cell::kOfTheSum ? V(0) : L.load(ph_prev + at_t + j);
+              Cell::backward(L, j, H, d_new, g, un, h_old, da, du, pskip ? pskip + row : nullptr);
             });
-            for (int64_t k = 0; bias && k < G; ++k) {
+            for (int64_t k = 0; bias_sums && k < G; ++k) {
               vectorized<T_>(n, [&](const auto& L, int64_t j) {
                 T_* to = sums + k * H + j0 + j;
                 L.store(to, L.load(to) + L.load(du + k * H + j));
@@ -407,10 +459,19 @@ std::vector<at::Tensor> single_state_variant_backward(
     });
   });
 
-  at::Tensor grad_w_hh = step_weight_gradients(grad_v, {hm}, false)[0];
   const at::Tensor sums = summed_rows(partials);
   auto part = [&](bool on, int64_t from) { return on ? sums.narrow(0, from, GH) : at::empty({0}, options); };
-  return {grad_xw, dh, grad_w_hh, part(bias, 0), part(ln, at_ln)};
+  if (!joined) {
+    at::Tensor grad_w_hh = step_weight_gradients(grad_v, {hm}, false)[0];
+    auto grads = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad, input_grad);
+    grads.insert(grads.end(), {dh, grad_w_hh, part(bias, 0), part(ln, at_ln)});
+    return grads;
+  }
+  // [d W_ih |] d W_hh, then the sums of d a_t, b_ih's and b_hh's gradient both
+  auto joint = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad || bias, input_grad, hm);
+  const at::Tensor none = at::empty({0}, options), bias_grad_sums = joint[2];
+  return {joint[0], w_ih.has_value() ? joint[1] : none, bias_grad ? bias_grad_sums : none, dh, joint[3],
+          bias ? (bias_grad ? bias_grad_sums.clone() : bias_grad_sums) : none, none};
 }
 
 }  // namespace rnnkit

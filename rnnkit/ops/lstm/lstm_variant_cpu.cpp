@@ -2,8 +2,9 @@
 // of W_hh (m h_{t-1}) and of c_t, peepholes, recurrent dropout's mask m and zoneout's keep masks
 // in the time loop, forward and hand-written backward through time.
 //
-// The input projection of every step, a_t = LN(W_ih x_t) + b_ih + b_hh, comes in as xw: it is one
-// product before the loop, which autograd differentiates. A step then reads
+// The input projection of every step, a_t = LN(W_ih x_t) + b_ih + b_hh, is one product before the
+// loop: made here from x, w_ih and the summed bias, or, with layer norm, made before the op and
+// passed as x (csrc/variant.h's variant_input). A step then reads
 //   u_t = LN(W_hh (m h_{t-1}); gamma_hh)
 //   i, f, g, o = sigma, sigma, tanh, sigma(xw_t + u_t + (w_ci c_{t-1}, w_cf c_{t-1}, 0, w_co c~_t))
 //   c~_t = f c_{t-1} + i g      h~_t = W_hr (o tanh(LN(c~_t; gamma_c, beta_c)))
@@ -11,7 +12,7 @@
 // Layer norm needs a whole row of a step, so a thread then takes whole sequences (Tiles by rows).
 //
 // Dimensions: T steps, B batch, H hidden, P = proj_size or H, G = 4H.
-//   xw      (T, B, G)   a_t with both biases
+//   xw      (T, B, G)   a_t with both biases (variant_input)
 //   hm      (T, B, P)   saved: m h_{t-1}, what W_hh multiplies (h_{t-1} without recurrent dropout)
 //   gates   (T, B, G)   saved: activated i, f, g, o
 //   c_prev  (T, B, H)   saved: c_{t-1}
@@ -64,17 +65,16 @@ std::vector<Tensor> variant_tensors(const char* op, const Tensor& like, int64_t 
 using Forward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                            Tensor, Tensor>;
 
-Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+Forward lstm_variant_forward(const Tensor& x, const OptionalTensor& w_ih, const OptionalTensor& bias,
+                             const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                              const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
                              const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
                              const OptionalTensor& weight_ch, const OptionalTensor& dropout_mask,
                              const OptionalTensor& keep_h, const OptionalTensor& keep_c,
                              const OptionalTensor& lengths_in, bool reverse, bool save) {
   const char* op = "lstm_variant_forward";
-  TORCH_CHECK(xw_in.dim() == 3 && xw_in.device().is_cpu(), op,
-              ": expected xw of 3 dimensions (T, B, 4H) on the CPU, got ", xw_in.sizes(), " on ", xw_in.device());
+  const Tensor xw = variant_input(op, x, w_ih, bias);
   TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % 4 == 0, op, ": expected w_hh of shape (4*H, P), got ", w_hh.sizes());
-  const Tensor xw = xw_in.contiguous();
   const int64_t T = xw.size(0), B = xw.size(1), G = w_hh.size(0), H = G / 4, P = w_hh.size(1);
   const bool proj = w_hr.has_value();
   TORCH_CHECK(proj || P == H, op, ": without w_hr, w_hh must have H = ", H, " columns, got ", P);
@@ -205,7 +205,7 @@ Forward lstm_variant_forward(const Tensor& xw_in, const Tensor& h0, const Tensor
 
 std::vector<Tensor> lstm_variant_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& grad_c_n, const OptionalTensor& grad_cs_in,
-    const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
+    const OptionalTensor& x, const OptionalTensor& w_ih, bool bias_grad, bool input_grad, const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
     const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
     const OptionalTensor& dropout_mask, const OptionalTensor& keep_h, const OptionalTensor& keep_c,
     const OptionalTensor& lengths_in, bool reverse, const Tensor& hm, const Tensor& gates, const Tensor& c_prev,
@@ -373,30 +373,34 @@ std::vector<Tensor> lstm_variant_backward(
     lstm_backward_steps(parts, steps, proj, features, units, carry, step_gradient, gate_gradients);
   });
 
-  // Weight gradients: one product over all steps, after the recurrence.
-  Tensor grad_w_hh = step_weight_gradients(grad_u, {hm}, false)[0];
+  // Weight gradients: one product over all steps, after the recurrence. Without layer norm on W_hh's
+  // product its gradient is d a_t's, and one product gives W_ih's and W_hh's.
+  auto grads = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad, input_grad, ln_hh ? Tensor() : hm);
+  Tensor grad_w_hh = ln_hh ? step_weight_gradients(grad_u, {hm}, false)[0] : grads[3];
+  grads.resize(3);
   Tensor grad_w_hr = proj ? step_weight_gradients(grad_h_new, {m}, false)[0] : at::empty({0}, options);
   const Tensor sums = summed_rows(partials);
   auto part = [&](bool on, int64_t from, int64_t size) { return on ? sums.narrow(0, from, size) : at::empty({0}, options); };
-  return {grad_xw, dh, dc, grad_w_hh, grad_w_hr, part(ln_hh, 0, G), part(ln_c, at_ln_c, H), part(ln_c, at_ln_c + H, H),
-          part(v[3].defined(), at_peephole, 3 * H)};
+  grads.insert(grads.end(), {dh, dc, grad_w_hh, grad_w_hr, part(ln_hh, 0, G), part(ln_c, at_ln_c, H),
+                             part(ln_c, at_ln_c + H, H), part(v[3].defined(), at_peephole, 3 * H)});
+  return grads;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
-      "lstm_variant_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, "
-      "Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, Tensor? dropout_mask, Tensor? keep_h, "
-      "Tensor? keep_c, Tensor? lengths, bool reverse, bool save=True) -> (Tensor output, Tensor h_n, Tensor c_n, "
-      "Tensor cs, Tensor hm, Tensor gates, Tensor c_prev, Tensor c_new, Tensor u_hat, Tensor rstd_hh, Tensor c_hat, "
-      "Tensor rstd_c, Tensor m)");
+      "lstm_variant_forward(Tensor x, Tensor? w_ih, Tensor? bias, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, "
+      "Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, Tensor? dropout_mask, "
+      "Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, bool save=True) -> (Tensor output, "
+      "Tensor h_n, Tensor c_n, Tensor cs, Tensor hm, Tensor gates, Tensor c_prev, Tensor c_new, Tensor u_hat, "
+      "Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m)");
   m.def(
-      "lstm_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor? grad_cs, Tensor w_hh, "
-      "Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, "
-      "Tensor? dropout_mask, Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, Tensor hm, "
-      "Tensor gates, Tensor c_prev, Tensor c_new, Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, "
-      "Tensor m) -> Tensor[]");
+      "lstm_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor? grad_cs, Tensor? x, "
+      "Tensor? w_ih, bool bias_grad, bool input_grad, Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, "
+      "Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, Tensor? dropout_mask, Tensor? keep_h, "
+      "Tensor? keep_c, Tensor? lengths, bool reverse, Tensor hm, Tensor gates, Tensor c_prev, Tensor c_new, "
+      "Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

@@ -1,9 +1,10 @@
 """LSTM variants on the CPU: the fused C++ recurrence of ``lstm_variant_cpu.cpp`` as a torch op with autograd.
 
-``direction`` has the signature and result of ``ops/variant.py``'s ``direction``: the input
-projection a_t = LN(W_ih x_t) + b_ih + b_hh runs in torch ops (autograd differentiates it), and
-``torch.ops.rnnkit.lstm_variant_forward`` runs the time loop with layer norm on W_hh h_{t-1} and
-c_t, peepholes, recurrent dropout and zoneout; ``lstm_variant_backward`` is its hand-written
+``direction`` has the signature and result of ``ops/variant.py``'s ``direction``.
+``torch.ops.rnnkit.lstm_variant_forward`` makes the input projection a_t = W_ih x_t + b_ih + b_hh
+in one product (with layer norm on it, a_t comes in from torch ops, which autograd
+differentiates) and runs the time loop with layer norm on W_hh h_{t-1} and c_t, peepholes,
+recurrent dropout and zoneout; ``lstm_variant_backward`` is its hand-written
 backward through time. The masks are drawn by ``ops/variant.py``'s ``noise`` before the loop, so
 a seed gives the naive op's masks. Both ops carry fake implementations and the forward an
 autograd formula (torch.compile, torch.export); double backward replays the naive ops.
@@ -14,8 +15,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import call, fused_backward, gradient_wanted, register_autograd
-from ..variant import Extras, Recurrence, input_projection, recurrence
+from ..fused import (
+    call,
+    fused_backward,
+    gradient_wanted,
+    input_arguments,
+    input_gradients_like,
+    register_autograd,
+    wanted_gradients,
+)
+from ..variant import Extras, Recurrence, fused_input, recurrence, unfused_input
 
 
 def direction(
@@ -34,9 +43,8 @@ def direction(
     Returns every step's (h_t (T, B, P), c_t (T, B, H)), zero past each length, and the final (h_n, c_n).
     """
     _, w_hh, _, _, *w_hr = weights
-    xw = input_projection(mode, x, weights, extras)
     keep_h, keep_c = zone or (None, None)
-    tensors = (xw, *state, w_hh, w_hr[0] if w_hr else None, *extras[1:])
+    tensors = (*fused_input(mode, x, weights, extras), *state, w_hh, w_hr[0] if w_hr else None, *extras[1:])
     wanted = gradient_wanted(*tensors)
     op = torch.ops.rnnkit.lstm_variant_forward
     output, h_n, c_n, cs, *_ = call(
@@ -46,7 +54,9 @@ def direction(
 
 
 def _fake_forward(
-    xw,
+    x,
+    w_ih,
+    bias,
     h0,
     c0,
     w_hh,
@@ -62,22 +72,23 @@ def _fake_forward(
     reverse,
     save=True,
 ):
-    steps, batch, gates = xw.shape
-    hidden, out = gates // 4, h0.shape[1]
+    steps, batch = x.shape[:2]
+    gates, out = w_hh.shape
+    hidden = c0.shape[1]
     kept = steps if save else min(steps, 1)
 
     def kept_or_empty(on: bool, *shape: int) -> Tensor:
-        return xw.new_empty(kept, batch, *shape) if on else xw.new_empty(0)
+        return x.new_empty(kept, batch, *shape) if on else x.new_empty(0)
 
     return (
-        xw.new_empty(steps, batch, out),  # output
+        x.new_empty(steps, batch, out),  # output
         h0.new_empty(batch, out),  # h_n
         c0.new_empty(batch, hidden),  # c_n
-        xw.new_empty(steps, batch, hidden),  # cs
-        xw.new_empty(steps if save else min(steps, 2), batch, out),  # hm
-        xw.new_empty(kept, batch, gates),  # gates
-        xw.new_empty(kept, batch, hidden),  # c_prev
-        xw.new_empty(kept, batch, hidden),  # c_new
+        x.new_empty(steps, batch, hidden),  # cs
+        x.new_empty(steps if save else min(steps, 2), batch, out),  # hm
+        x.new_empty(kept, batch, gates),  # gates
+        x.new_empty(kept, batch, hidden),  # c_prev
+        x.new_empty(kept, batch, hidden),  # c_new
         kept_or_empty(ln_hh_weight is not None, gates),  # u_hat
         kept_or_empty(ln_hh_weight is not None),  # rstd_hh
         kept_or_empty(ln_c_weight is not None, hidden),  # c_hat
@@ -91,6 +102,10 @@ def _fake_backward(
     grad_h_n,
     grad_c_n,
     grad_cs,
+    x,
+    w_ih,
+    bias_grad,
+    input_grad,
     w_hh,
     w_hr,
     ln_hh_weight,
@@ -116,7 +131,7 @@ def _fake_backward(
         return gates.new_empty(0) if t is None else torch.empty_like(t)
 
     return [
-        torch.empty_like(gates, memory_format=torch.contiguous_format),  # d xw
+        *input_gradients_like(gates, x, w_ih, bias_grad, input_grad),
         torch.empty_like(grad_h_n),
         torch.empty_like(grad_c_n),
         torch.empty_like(w_hh),
@@ -133,21 +148,33 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, grad_cs, *_):
     saved = ctx.saved_tensors
-    inputs, (mask, keep_h, keep_c, lengths), kept = saved[:9], saved[9:13], saved[13:]
-    h0, c0 = inputs[1:3]
+    inputs, (mask, keep_h, keep_c, lengths), kept = saved[:11], saved[11:15], saved[15:]
+    h0, c0 = inputs[3:5]
     hm = kept[0]
     zone = () if keep_h is None else (keep_h, keep_c)
 
-    def naive(xw, h0, c0, w_hh, w_hr, *extras):
+    def naive(x, w_ih, bias, h0, c0, w_hh, w_hr, *extras):
         recurrent = Recurrence(w_hh, None, w_hr, Extras(None, *extras), mask)
+        xw = unfused_input(x, w_ih, bias)
         (output, cs), (h_n, c_n) = recurrence("LSTM", xw, (h0, c0), recurrent, zone, lengths, ctx.reverse)
         return output, h_n, c_n, cs
 
     def kernel(grad_output, grad_h_n, grad_c_n, grad_cs):
         grads = torch.ops.rnnkit.lstm_variant_backward(
-            grad_output, grad_h_n, grad_c_n, grad_cs, *inputs[3:], mask, keep_h, keep_c, lengths, ctx.reverse, *kept
+            grad_output,
+            grad_h_n,
+            grad_c_n,
+            grad_cs,
+            *input_arguments(ctx, *inputs[:3]),
+            *inputs[5:],
+            mask,
+            keep_h,
+            keep_c,
+            lengths,
+            ctx.reverse,
+            *kept,
         )
-        return [None if given is None else grad for given, grad in zip(inputs, grads)]  # none where absent
+        return wanted_gradients(ctx, inputs, grads)
 
     likes = (hm, h0, c0, None)  # shaped as output, h_n, c_n; the kernel takes no gradient of cs as None
     grads = fused_backward(naive, inputs, (grad_output, grad_h_n, grad_c_n, grad_cs), likes, kernel)

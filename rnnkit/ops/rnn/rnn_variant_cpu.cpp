@@ -1,7 +1,8 @@
 // Fused Elman RNN layer (one direction; tanh or ReLU) with the variants of ops/variant.py for the
 // CPU: layer norm of W_hh (m h_{t-1}), recurrent dropout's mask m and zoneout, forward and
 // hand-written backward (the loop is csrc/variant.h's). The input projection a_t = LN(W_ih x_t) +
-// b_ih comes in as xw:  h~ = phi(a_t + LN(W_hh (m h_{t-1}); gamma_hh) + b_hh).
+// b_ih is made from x, w_ih and b_ih, or comes in as x where it has layer norm (variant_input):
+//   h~ = phi(a_t + LN(W_hh (m h_{t-1}); gamma_hh) + b_hh).
 #include <torch/library.h>
 
 #include "../csrc/variant.h"
@@ -15,6 +16,7 @@ using OptionalTensor = std::optional<Tensor>;
 template <bool Relu>
 struct ElmanCell {
   static constexpr int64_t kGates = 1;
+  static constexpr bool kOfTheSum = true;
   static constexpr bool kSavesProduct = false;
 
   template <typename L, typename T>
@@ -27,7 +29,7 @@ struct ElmanCell {
     return y;
   }
 
-  // No skip: h_{t-1} reaches h~ through W_hh only (the skip buffer stays zero).
+  // No skip: h_{t-1} reaches h~ through W_hh only (kOfTheSum: there is no skip buffer).
   template <typename L, typename T>
   static void backward(const L& lanes, int64_t j, int64_t, const at::vec::Vectorized<T>& d, const T* g, const T*,
                        const at::vec::Vectorized<T>&, T* d_a, T* d_u, T*) {
@@ -38,43 +40,43 @@ struct ElmanCell {
   }
 };
 
-SingleStateForward rnn_variant_forward(const Tensor& xw, const Tensor& h0, const Tensor& w_hh,
-                                       const OptionalTensor& b_hh, const OptionalTensor& ln_hh_weight,
-                                       const OptionalTensor& dropout_mask, const OptionalTensor& keep_h,
-                                       const OptionalTensor& lengths, bool reverse, bool relu, bool save) {
+SingleStateForward rnn_variant_forward(const Tensor& x, const OptionalTensor& w_ih, const OptionalTensor& b_ih,
+                                       const Tensor& h0, const Tensor& w_hh, const OptionalTensor& b_hh,
+                                       const OptionalTensor& ln_hh_weight, const OptionalTensor& dropout_mask,
+                                       const OptionalTensor& keep_h, const OptionalTensor& lengths, bool reverse,
+                                       bool relu, bool save) {
   const char* op = "rnn_variant_forward";
-  return relu ? single_state_variant_forward<ElmanCell<true>>(op, xw, h0, w_hh, b_hh, ln_hh_weight, dropout_mask,
-                                                              keep_h, lengths, reverse, save)
-              : single_state_variant_forward<ElmanCell<false>>(op, xw, h0, w_hh, b_hh, ln_hh_weight, dropout_mask,
-                                                               keep_h, lengths, reverse, save);
+  auto forward = relu ? single_state_variant_forward<ElmanCell<true>> : single_state_variant_forward<ElmanCell<false>>;
+  return forward(op, x, w_ih, b_ih, h0, w_hh, b_hh, ln_hh_weight, dropout_mask, keep_h, lengths, reverse, save);
 }
 
-std::vector<Tensor> rnn_variant_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& w_hh,
-                                         const OptionalTensor& b_hh, const OptionalTensor& ln_hh_weight,
-                                         const OptionalTensor& dropout_mask, const OptionalTensor& keep_h,
-                                         const OptionalTensor& lengths, bool reverse, bool relu, const Tensor& hm,
-                                         const Tensor& gates, const Tensor& h_prev, const Tensor& u_n,
-                                         const Tensor& v_hat, const Tensor& rstd) {
+std::vector<Tensor> rnn_variant_backward(const Tensor& grad_output, const Tensor& grad_h_n, const OptionalTensor& x,
+                                         const OptionalTensor& w_ih, bool bias_grad, bool input_grad,
+                                         const Tensor& w_hh, const OptionalTensor& b_hh,
+                                         const OptionalTensor& ln_hh_weight, const OptionalTensor& dropout_mask,
+                                         const OptionalTensor& keep_h, const OptionalTensor& lengths, bool reverse,
+                                         bool relu, const Tensor& hm, const Tensor& gates, const Tensor& h_prev,
+                                         const Tensor& u_n, const Tensor& v_hat, const Tensor& rstd) {
   const char* op = "rnn_variant_backward";
-  return relu ? single_state_variant_backward<ElmanCell<true>>(op, grad_output, grad_h_n, w_hh, b_hh, ln_hh_weight,
-                                                               dropout_mask, keep_h, lengths, reverse, hm, gates,
-                                                               h_prev, u_n, v_hat, rstd)
-              : single_state_variant_backward<ElmanCell<false>>(op, grad_output, grad_h_n, w_hh, b_hh, ln_hh_weight,
-                                                                dropout_mask, keep_h, lengths, reverse, hm, gates,
-                                                                h_prev, u_n, v_hat, rstd);
+  auto backward =
+      relu ? single_state_variant_backward<ElmanCell<true>> : single_state_variant_backward<ElmanCell<false>>;
+  return backward(op, grad_output, grad_h_n, x, w_ih, bias_grad, input_grad, w_hh, b_hh, ln_hh_weight, dropout_mask,
+                  keep_h, lengths, reverse, hm, gates, h_prev, u_n, v_hat, rstd);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
-      "rnn_variant_forward(Tensor xw, Tensor h0, Tensor w_hh, Tensor? b_hh, Tensor? ln_hh_weight, "
-      "Tensor? dropout_mask, Tensor? keep_h, Tensor? lengths, bool reverse, bool relu, bool save=True) -> "
-      "(Tensor output, Tensor h_n, Tensor hm, Tensor gates, Tensor h_prev, Tensor u_n, Tensor v_hat, Tensor rstd)");
+      "rnn_variant_forward(Tensor x, Tensor? w_ih, Tensor? b_ih, Tensor h0, Tensor w_hh, Tensor? b_hh, "
+      "Tensor? ln_hh_weight, Tensor? dropout_mask, Tensor? keep_h, Tensor? lengths, bool reverse, bool relu, "
+      "bool save=True) -> (Tensor output, Tensor h_n, Tensor hm, Tensor gates, Tensor h_prev, Tensor u_n, "
+      "Tensor v_hat, Tensor rstd)");
   m.def(
-      "rnn_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor w_hh, Tensor? b_hh, Tensor? ln_hh_weight, "
-      "Tensor? dropout_mask, Tensor? keep_h, Tensor? lengths, bool reverse, bool relu, Tensor hm, Tensor gates, "
-      "Tensor h_prev, Tensor u_n, Tensor v_hat, Tensor rstd) -> Tensor[]");
+      "rnn_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor? x, Tensor? w_ih, bool bias_grad, "
+      "bool input_grad, Tensor w_hh, Tensor? b_hh, Tensor? ln_hh_weight, Tensor? dropout_mask, Tensor? keep_h, "
+      "Tensor? lengths, bool reverse, bool relu, Tensor hm, Tensor gates, Tensor h_prev, Tensor u_n, Tensor v_hat, "
+      "Tensor rstd) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
