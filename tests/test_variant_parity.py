@@ -188,26 +188,30 @@ FULL = dict(layer_norm=True, peephole=True, recurrent_dropout=0.2, zoneout=(0.2,
 
 
 @pytest.mark.parametrize(
-    ("batch", "hidden", "variant"),
+    ("batch", "hidden", "steps", "variant"),
     [
-        (48, 32, dict(layer_norm=True, recurrent_dropout=0.2, zoneout=0.2)),
-        (48, 32, dict(recurrent_dropout=0.2, zoneout=0.2)),
-        (4, 256, dict(recurrent_dropout=0.2, zoneout=0.1)),
-        (4, 64, dict(layer_norm=("hh",))),
+        (48, 32, 5, dict(layer_norm=True, recurrent_dropout=0.2, zoneout=0.2)),
+        (48, 32, 5, dict(recurrent_dropout=0.2, zoneout=0.2)),
+        (4, 256, 5, dict(recurrent_dropout=0.2, zoneout=0.1)),
+        (4, 64, 5, dict(layer_norm=("hh",))),
+        (48, 32, 40, dict(layer_norm=True)),
     ],
-    ids=["sequences-layer-norm", "sequences", "units", "layer-norm-one-thread"],
+    ids=["sequences-layer-norm", "sequences", "units", "layer-norm-one-thread", "input-layer-norm-blocks"],
 )
 @pytest.mark.parametrize("mode", ["LSTM", "LSTM-proj", "GRU", "RNN_TANH"])
-def test_threads_split_sequences_or_units_like_naive(batch, hidden, variant, mode):
+def test_threads_split_sequences_or_units_like_naive(batch, hidden, steps, variant, mode):
     """Two threads take blocks of whole sequences (always with layer norm, which reads a whole row),
-    or slices of the hidden units of every sequence (4 of them), meeting after every phase of a step."""
+    or slices of the hidden units of every sequence (4 of them), meeting after every phase of a step.
+    The backward of the input projection's layer norm sums blocks of rows on each thread (1,920
+    rows in the last case), then the blocks' sums."""
     mode, proj = mode.removesuffix("-proj"), 5 if mode.endswith("-proj") else 0
     config = Config(
         mode=mode, input_size=6, hidden_size=hidden, num_layers=1, bidirectional=True, bias=True,
-        batch_first=False, proj_size=proj, batch=batch, steps=5, dtype=torch.float64, unbatched=False, with_hx=True,
+        batch_first=False, proj_size=proj, batch=batch, steps=steps, dtype=torch.float64, unbatched=False,
+        with_hx=True,
     )  # fmt: skip
-    config.lengths = torch.randint(1, 6, (batch,), generator=torch.Generator().manual_seed(1)).tolist()
-    config.lengths[0] = 5
+    config.lengths = torch.randint(1, steps + 1, (batch,), generator=torch.Generator().manual_seed(1)).tolist()
+    config.lengths[0] = steps
     variant = {**variant, "peephole": True} if mode == "LSTM" else variant
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -241,11 +245,12 @@ def test_without_gradients_the_lstm_keeps_one_step():
     net = rnnkit.LSTM(6, 8, proj_size=3, backend="cpu", **FULL)
     with torch.no_grad():
         saved = torch.ops.rnnkit.lstm_variant_forward(
-            torch.zeros(7, 5, 32), None, None, torch.zeros(5, 3), torch.zeros(5, 8), net.weight_hh_l0, net.weight_hr_l0,
-            net.ln_hh_weight_l0, net.ln_c_weight_l0, net.ln_c_bias_l0, net.weight_ch_l0, None, None, None, None,
-            False, False,
+            torch.zeros(7, 5, 6), net.weight_ih_l0, None, net.ln_ih_weight_l0, torch.zeros(5, 3), torch.zeros(5, 8),
+            net.weight_hh_l0, net.weight_hr_l0, net.ln_hh_weight_l0, net.ln_c_weight_l0, net.ln_c_bias_l0,
+            net.weight_ch_l0, None, None, None, None, False, False,
         )  # fmt: skip
     assert [tuple(t.shape[:1]) for t in saved[4:9]] == [(2,), (1,), (1,), (1,), (1,)]  # hm keeps two, the rest one
+    assert [t.numel() for t in saved[13:]] == [0, 0]  # nor the input projection's layer norm
 
 
 @pytest.mark.parametrize(
@@ -276,43 +281,37 @@ def test_torch_compile_and_export_see_one_op(cls, op, kwargs):
         (rnnkit.RNN, "rnn_variant_backward", 5),
     ],
 )
-def test_an_input_without_gradient_is_not_differentiated(cls, name, at, monkeypatch):
-    """The ops project x themselves where a_t has no layer norm: a first layer's x without a
-    gradient gets none, and the weights' gradients are the same."""
+@pytest.mark.parametrize("kwargs", [dict(zoneout=0.1), dict(layer_norm=True)], ids=["zoneout", "layer-norm"])
+def test_an_input_without_gradient_is_not_differentiated(cls, name, at, kwargs, monkeypatch):
+    """The ops make the input projection (and its layer norm) themselves: a first layer's x without
+    a gradient gets none, and the weights' gradients are the same."""
     torch.manual_seed(0)
-    model = cls(5, 7, num_layers=2, backend="cpu", zoneout=0.1).eval()
+    model = cls(5, 7, num_layers=2, backend="cpu", **kwargs).eval()
     assert_frozen_input_not_differentiated(model, torch.randn(6, 3, 5), torch.ops.rnnkit, name, monkeypatch, at)
 
 
 @pytest.mark.parametrize("name", ["lstm_variant_forward", "gru_variant_forward", "rnn_variant_forward"])
-@pytest.mark.parametrize("projected", [False, True], ids=["x", "layer-normed-xw"])
-def test_the_fake_forwards_give_the_kernels_shapes(name, projected):
-    """Each forward op takes x with w_ih and its bias, or a_t made before it (layer norm on the
-    input projection); its fake implementation gives the shapes the kernel returns either way."""
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain-input", "layer-normed-input"])
+@pytest.mark.parametrize("save", [False, True], ids=["inference", "training"])
+def test_the_fake_forwards_give_the_kernels_shapes(name, layer_norm, save):
+    """The fake implementation of each forward op gives the shapes its kernel returns, with and
+    without layer norm on the input projection, keeping every step for a backward or not."""
     T, B, I, H = 4, 3, 5, 6
     G = {"lstm": 4, "gru": 3, "rnn": 1}[name.split("_")[0]] * H
-    x, w_ih, bias = (
-        (torch.randn(T, B, G), None, None) if projected else (torch.randn(T, B, I), torch.randn(G, I), torch.randn(G))
+    x, w_ih, bias, ln_ih = (
+        torch.randn(T, B, I),
+        torch.randn(G, I),
+        torch.randn(G),
+        torch.ones(G) if layer_norm else None,
     )
     h0, w_hh, ln = torch.randn(B, H), torch.randn(G, H), torch.ones(G)
     keep, mask = torch.full((T, B, H), 0.5), torch.ones(B, H)
     if name == "lstm_variant_forward":
-        args = (x, w_ih, bias, h0, h0, w_hh, None, ln, None, None, torch.randn(3 * H), mask, keep, keep, None, False)
+        states_and_weights = (h0, h0, w_hh, None, ln, None, None, torch.randn(3 * H))
+        args = (x, w_ih, bias, ln_ih, *states_and_weights, mask, keep, keep, None, False, save)
     else:
-        args = (
-            x,
-            w_ih,
-            bias,
-            h0,
-            w_hh,
-            torch.randn(G),
-            ln,
-            mask,
-            keep,
-            None,
-            False,
-            *(() if name[0] == "g" else (False,)),
-        )
+        flags = (False, save) if name[0] == "r" else (save,)
+        args = (x, w_ih, bias, ln_ih, h0, w_hh, torch.randn(G), ln, mask, keep, None, False, *flags)
     op = getattr(torch.ops.rnnkit, name)
     with FakeTensorMode() as mode:
         fakes = op(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args))
@@ -320,32 +319,37 @@ def test_the_fake_forwards_give_the_kernels_shapes(name, projected):
 
 
 def test_the_ops_check_their_arguments():
-    xw, h0, c0, w_hh = torch.randn(3, 2, 16), torch.zeros(2, 4), torch.zeros(2, 4), torch.randn(16, 4)
+    x, w_ih, h0, c0, w_hh = (
+        torch.randn(3, 2, 5),
+        torch.randn(16, 5),
+        torch.zeros(2, 4),
+        torch.zeros(2, 4),
+        torch.randn(16, 4),
+    )
     op = torch.ops.rnnkit.lstm_variant_forward
+
+    def lstm(*extras, w_ih=w_ih, bias=None, ln_ih=None):
+        return op(x, w_ih, bias, ln_ih, h0, c0, w_hh, None, *extras, None, False)
+
     with pytest.raises(RuntimeError, match=r"expected ln_hh_weight of shape \[16\], got \[4\]"):
-        op(xw, None, None, h0, c0, w_hh, None, torch.ones(4), None, None, None, None, None, None, None, False)
+        lstm(torch.ones(4), None, None, None, None, None, None)
     with pytest.raises(RuntimeError, match="layer norm on c takes both ln_c_weight and ln_c_bias"):
-        op(xw, None, None, h0, c0, w_hh, None, None, torch.ones(4), None, None, None, None, None, None, False)
+        lstm(None, torch.ones(4), None, None, None, None, None)
     with pytest.raises(RuntimeError, match=r"expected keep_h of shape \[3, 2, 4\], got \[3, 2, 5\]"):
-        op(xw, None, None, h0, c0, w_hh, None, None, None, None, None, None, torch.ones(3, 2, 5), None, None, False)
+        lstm(None, None, None, None, None, torch.ones(3, 2, 5), None)
     with pytest.raises(RuntimeError, match=r"expected dropout_mask of dtype Float"):
-        mask = torch.ones(2, 4, dtype=torch.float64)
-        op(xw, None, None, h0, c0, w_hh, None, None, None, None, None, mask, None, None, None, False)
-    x = torch.randn(3, 2, 5)
+        lstm(None, None, None, None, torch.ones(2, 4, dtype=torch.float64), None, None)
     with pytest.raises(RuntimeError, match=r"expected w_ih of shape \[16, 5\], got \[16, 6\]"):
-        op(x, torch.randn(16, 6), None, h0, c0, w_hh, None, None, None, None, None, None, None, None, None, False)
+        lstm(*[None] * 7, w_ih=torch.randn(16, 6))
     with pytest.raises(RuntimeError, match=r"expected bias of shape \[16\], got \[4\]"):
-        op(x, torch.randn(16, 5), torch.ones(4), h0, c0, w_hh, None, None, None, None, None, None, None, None, None,
-           False)  # fmt: skip
-    with pytest.raises(RuntimeError, match="expected no bias without w_ih"):
-        op(xw, None, torch.ones(16), h0, c0, w_hh, None, None, None, None, None, None, None, None, None, False)
+        lstm(*[None] * 7, bias=torch.ones(4))
+    with pytest.raises(RuntimeError, match=r"expected ln_ih_weight of shape \[16\], got \[5\]"):
+        lstm(*[None] * 7, ln_ih=torch.ones(5))
     gru = torch.ops.rnnkit.gru_variant_forward
     with pytest.raises(RuntimeError, match=r"gru_variant_forward: expected xw of shape \[3, 2, 12\], got \[3, 2, 16\]"):
-        gru(xw, None, None, h0, torch.randn(12, 4), None, None, None, None, None, False)
-    with pytest.raises(RuntimeError, match=r"gru_variant_forward: expected xw of shape \[3, 2, 12\], got \[3, 2, 16\]"):
-        gru(x, torch.randn(16, 5), None, h0, torch.randn(12, 4), None, None, None, None, None, False)
+        gru(x, w_ih, None, None, h0, torch.randn(12, 4), None, None, None, None, None, False)
     with pytest.raises(RuntimeError, match=r"rnn_variant_forward: expected b_hh of shape \[4\], got \[5\]"):
-        torch.ops.rnnkit.rnn_variant_forward(xw[..., :4], None, None, h0, torch.randn(4, 4), torch.ones(5), None, None,
+        torch.ops.rnnkit.rnn_variant_forward(x, w_ih[:4], None, None, h0, torch.randn(4, 4), torch.ones(5), None, None,
                                             None, None, False, False)  # fmt: skip
 
 

@@ -119,18 +119,30 @@ def bias_gradients(grad: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> tu
     return (None if b_ih is None else grad, None if b_hh is None else grad.clone())
 
 
-def input_arguments(ctx: Any, x: Tensor, w_ih: Tensor | None, bias: Tensor | None) -> tuple[Any, ...]:
+def input_arguments(ctx: Any, x: Tensor, w_ih: Tensor, bias: Tensor | None, ln_ih_weight: Tensor | None) -> tuple:
     """What a variant op's backward takes for its input projection (``ops/variant.py``'s
-    ``fused_input``, the op's first three inputs): x where the op projected it, w_ih, whether the
-    bias and x need gradients."""
-    return (None if w_ih is None else x, w_ih, bias is not None and ctx.needs_input_grad[2], ctx.needs_input_grad[0])
+    ``fused_input``, the op's first four inputs): x, w_ih, whether the bias and x need gradients, gamma_ih."""
+    return x, w_ih, bias is not None and ctx.needs_input_grad[2], ctx.needs_input_grad[0], ln_ih_weight
 
 
-def input_gradients_like(xw: Tensor, x: Tensor, w_ih: Tensor | None, bias_grad: bool, input_grad: bool) -> list[Tensor]:
-    """The fakes of a variant backward's first three gradients: d x (d a_t, like xw, without w_ih), d w_ih, d bias."""
-    if w_ih is None:
-        return [torch.empty_like(xw, memory_format=torch.contiguous_format), xw.new_empty(0), xw.new_empty(0)]
-    return [input_like(x, input_grad), torch.empty_like(w_ih), xw.new_empty(w_ih.shape[0] if bias_grad else 0)]
+def input_saved_like(x: Tensor, w_ih: Tensor, ln_ih_weight: Tensor | None, save: bool) -> tuple[Tensor, Tensor]:
+    """The fakes of a variant forward's last two results: a_hat (T, B, G) and rstd_ih (T, B), kept
+    with layer norm on the input projection and ``save``, else empty."""
+    if ln_ih_weight is None or not save:
+        return x.new_empty(0), x.new_empty(0)
+    return x.new_empty(*x.shape[:2], w_ih.shape[0]), x.new_empty(*x.shape[:2])
+
+
+def input_gradients_like(
+    x: Tensor, w_ih: Tensor, bias_grad: bool, input_grad: bool, ln_ih_weight: Tensor | None
+) -> list[Tensor]:
+    """The fakes of a variant backward's first four gradients: d x, d w_ih, d bias, d gamma_ih (empty where none)."""
+    return [
+        input_like(x, input_grad),
+        torch.empty_like(w_ih),
+        x.new_empty(w_ih.shape[0] if bias_grad else 0),
+        x.new_empty(0) if ln_ih_weight is None else torch.empty_like(ln_ih_weight),
+    ]
 
 
 def wanted_gradients(ctx: Any, inputs: Sequence[Tensor | None], grads: Sequence[Tensor]) -> list[Tensor | None]:

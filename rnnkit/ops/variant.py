@@ -154,25 +154,21 @@ def input_bias(mode: str, weights: tuple[Tensor | None, ...]) -> Tensor | None:
 
 def input_projection(mode: str, x: Tensor, weights: tuple[Tensor | None, ...], extras: Extras) -> Tensor:
     """a_t of every step, (T, B, G*H) for x (T, B, I): LN(W_ih x_t; gamma_ih) + ``input_bias``."""
-    w_ih, bias = weights[0], input_bias(mode, weights)
-    if extras.ln_ih_weight is None:  # as the plain naive ops compute it
-        return F.linear(x, w_ih, bias)
-    return layer_norm(F.linear(x, w_ih), extras.ln_ih_weight, bias)  # the bias as LN's shift: one op
+    return projected_input(*fused_input(mode, x, weights, extras))
 
 
 def fused_input(
     mode: str, x: Tensor, weights: tuple[Tensor | None, ...], extras: Extras
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """What a fused loop takes for a_t: (x, W_ih, ``input_bias``), whose product the kernel makes
-    itself, or, with layer norm on it, (a_t, None, None) from ``input_projection``."""
-    if extras.ln_ih_weight is not None:
-        return input_projection(mode, x, weights, extras), None, None
-    return x, weights[0], input_bias(mode, weights)
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """What makes a_t, as the fused loops take it: (x, W_ih, ``input_bias``, gamma_ih or None)."""
+    return x, weights[0], input_bias(mode, weights), extras.ln_ih_weight
 
 
-def unfused_input(x: Tensor, w_ih: Tensor | None, bias: Tensor | None) -> Tensor:
-    """a_t from ``fused_input``'s three, in torch ops."""
-    return x if w_ih is None else F.linear(x, w_ih, bias)
+def projected_input(x: Tensor, w_ih: Tensor, bias: Tensor | None, ln_ih_weight: Tensor | None) -> Tensor:
+    """a_t = LN(W_ih x_t; gamma_ih) + bias from ``fused_input``'s four, in torch ops."""
+    if ln_ih_weight is None:  # as the plain naive ops compute it
+        return F.linear(x, w_ih, bias)
+    return layer_norm(F.linear(x, w_ih), ln_ih_weight, bias)  # the bias as LN's shift: one op
 
 
 def recurrence(

@@ -22,10 +22,11 @@ from .fused import (
     gradient_wanted,
     input_arguments,
     input_gradients_like,
+    input_saved_like,
     register_autograd,
     wanted_gradients,
 )
-from .variant import Extras, Recurrence, fused_input, recurrence, unfused_input
+from .variant import Extras, Recurrence, fused_input, projected_input, recurrence
 
 # The op of each mode and the flags it takes after ``reverse``.
 OPS = {"GRU": ("gru_variant", ()), "RNN_TANH": ("rnn_variant", (False,)), "RNN_RELU": ("rnn_variant", (True,))}
@@ -56,7 +57,15 @@ def direction(
     return (output,), (h_n,)
 
 
-def _fake_results(x: Tensor, h0: Tensor, w_hh: Tensor, ln_hh_weight: Tensor | None, save: bool) -> tuple[Tensor, ...]:
+def _fake_results(
+    x: Tensor,
+    w_ih: Tensor,
+    ln_ih_weight: Tensor | None,
+    h0: Tensor,
+    w_hh: Tensor,
+    ln_hh_weight: Tensor | None,
+    save: bool,
+) -> tuple[Tensor, ...]:
     steps, batch = x.shape[:2]
     width, hidden = w_hh.shape
     kept = steps if save else min(steps, 1)
@@ -71,15 +80,16 @@ def _fake_results(x: Tensor, h0: Tensor, w_hh: Tensor, ln_hh_weight: Tensor | No
         x.new_empty(kept, batch, hidden) if gru else x.new_empty(0),  # u_n
         x.new_empty(kept, batch, width) if layer_norm else x.new_empty(0),  # v_hat
         x.new_empty(kept, batch) if layer_norm else x.new_empty(0),  # rstd
+        *input_saved_like(x, w_ih, ln_ih_weight, save),  # a_hat, rstd_ih
     )
 
 
-def _fake_gru_forward(x, w_ih, b_ih, h0, w_hh, b_hh, ln_hh_weight, mask, keep_h, lengths, reverse, save=True):
-    return _fake_results(x, h0, w_hh, ln_hh_weight, save)
+def _fake_gru_forward(x, w_ih, b_ih, ln_ih, h0, w_hh, b_hh, ln_hh, mask, keep_h, lengths, reverse, save=True):
+    return _fake_results(x, w_ih, ln_ih, h0, w_hh, ln_hh, save)
 
 
-def _fake_rnn_forward(x, w_ih, b_ih, h0, w_hh, b_hh, ln_hh_weight, mask, keep_h, lengths, reverse, relu, save=True):
-    return _fake_results(x, h0, w_hh, ln_hh_weight, save)
+def _fake_rnn_forward(x, w_ih, b_ih, ln_ih, h0, w_hh, b_hh, ln_hh, mask, keep_h, lengths, reverse, relu, save=True):
+    return _fake_results(x, w_ih, ln_ih, h0, w_hh, ln_hh, save)
 
 
 def _fake_backward(
@@ -89,6 +99,7 @@ def _fake_backward(
     w_ih,
     bias_grad,
     input_grad,
+    ln_ih_weight,
     w_hh,
     b_hh,
     ln_hh_weight,
@@ -98,9 +109,9 @@ def _fake_backward(
     reverse,
     *flags_and_saved,
 ):
-    gates = flags_and_saved[-5]  # before h_prev, u_n, v_hat, rstd
+    gates = flags_and_saved[-7]  # before h_prev, u_n, v_hat, rstd, a_hat, rstd_ih
     return [
-        *input_gradients_like(gates, x, w_ih, bias_grad, input_grad),
+        *input_gradients_like(x, w_ih, bias_grad, input_grad, ln_ih_weight),
         torch.empty_like(grad_h_n),
         torch.empty_like(w_hh),
         *(gates.new_empty(0) if t is None else torch.empty_like(t) for t in (b_hh, ln_hh_weight)),
@@ -109,9 +120,9 @@ def _fake_backward(
 
 def _setup_context(ctx, inputs, output) -> None:
     ctx.set_materialize_grads(False)
-    *tensors, mask, keep_h, lengths, reverse = inputs[:11]
+    *tensors, mask, keep_h, lengths, reverse = inputs[:12]
     ctx.save_for_backward(*tensors, mask, keep_h, lengths, *output[2:])
-    ctx.reverse, ctx.flags = reverse, tuple(inputs[11:-1])  # the RNN's relu
+    ctx.reverse, ctx.flags = reverse, tuple(inputs[12:-1])  # the RNN's relu
 
 
 def _autograd(mode_of: dict[tuple[bool, ...], str], name: str):
@@ -119,14 +130,14 @@ def _autograd(mode_of: dict[tuple[bool, ...], str], name: str):
 
     def backward(ctx, grad_output, grad_h_n, *_):
         saved = ctx.saved_tensors
-        inputs, (mask, keep_h, lengths), kept = saved[:7], saved[7:10], saved[10:]
-        h0 = inputs[3]
+        inputs, (mask, keep_h, lengths), kept = saved[:8], saved[8:11], saved[11:]
+        h0 = inputs[4]
         zone = () if keep_h is None else (keep_h,)
         mode = mode_of[ctx.flags]
 
-        def naive(x, w_ih, b_ih, h0, w_hh, b_hh, ln_hh_weight):
+        def naive(x, w_ih, b_ih, ln_ih_weight, h0, w_hh, b_hh, ln_hh_weight):
             recurrent = Recurrence(w_hh, b_hh, None, Extras(ln_hh_weight=ln_hh_weight), mask)
-            xw = unfused_input(x, w_ih, b_ih)
+            xw = projected_input(x, w_ih, b_ih, ln_ih_weight)
             (output,), (h_n,) = recurrence(mode, xw, (h0,), recurrent, zone, lengths, ctx.reverse)
             return output, h_n
 
@@ -134,8 +145,8 @@ def _autograd(mode_of: dict[tuple[bool, ...], str], name: str):
             grads = getattr(torch.ops.rnnkit, f"{name}_backward")(
                 grad_output,
                 grad_h_n,
-                *input_arguments(ctx, *inputs[:3]),
-                *inputs[4:],
+                *input_arguments(ctx, *inputs[:4]),
+                *inputs[5:],
                 mask,
                 keep_h,
                 lengths,

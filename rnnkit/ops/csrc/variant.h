@@ -114,47 +114,110 @@ inline at::Tensor checked_contiguous(const char* op, const char* name, const std
   return t.has_value() ? t->contiguous() : at::Tensor();
 }
 
-// A variant op's input projection a_t (T, B, G) of every step. Given w_ih (G, I), x is the layer's
-// input (T, B, I), projected here with ``bias`` (G) in one product before the loop, as the plain
-// kernels do; without it x is a_t, projected before the op (with layer norm, ops/variant.py's
-// input_projection).
-inline at::Tensor variant_input(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& w_ih,
-                                const std::optional<at::Tensor>& bias) {
-  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu(), op, ": expected x of 3 dimensions (T, B, I) on the CPU, got ",
-              x.sizes(), " on ", x.device());
-  if (!w_ih.has_value()) {
-    TORCH_CHECK(!bias.has_value(), op, ": expected no bias without w_ih");
-    return x.contiguous();
-  }
-  TORCH_CHECK(w_ih->dim() == 2, op, ": expected w_ih of shape (G, I), got ", w_ih->sizes());
-  check_tensor(op, "w_ih", *w_ih, {w_ih->size(0), x.size(2)}, x);
-  check_tensor(op, "bias", bias, {w_ih->size(0)}, x);
-  return project_input(x.contiguous(), *w_ih, bias);
+// A variant op's input projection of every step, a_t = LN(W_ih x_t; gamma_ih) + bias (T, B, G), for
+// x (T, B, I) and w_ih (G, I): one product before the loop, as in the plain kernels, then each row's
+// layer norm where ``ln_ih`` (gamma_ih, (G)) is given. With ``save`` a_hat (T, B, G) and rstd (T, B)
+// keep the normalised rows and their 1 / std for the backward (else, and without layer norm, empty).
+struct VariantInput {
+  at::Tensor xw, a_hat, rstd;
+};
+
+inline VariantInput variant_input(const char* op, const at::Tensor& x, const at::Tensor& w_ih,
+                                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& ln_ih,
+                                  bool save) {
+  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu() && w_ih.dim() == 2, op,
+              ": expected x of 3 dimensions (T, B, I) on the CPU and w_ih (G, I), got ", x.sizes(), " on ",
+              x.device(), " and ", w_ih.sizes());
+  const int64_t T = x.size(0), B = x.size(1), G = w_ih.size(0);
+  check_tensor(op, "w_ih", w_ih, {G, x.size(2)}, x);
+  check_tensor(op, "bias", bias, {G}, x);
+  check_tensor(op, "ln_ih_weight", ln_ih, {G}, x);
+  auto none = [&] { return at::empty({0}, x.options()); };  // each result its own tensor, none aliased
+  if (!ln_ih.has_value()) return {project_input(x.contiguous(), w_ih, bias), none(), none()};
+  at::Tensor xw = project_input(x.contiguous(), w_ih, std::nullopt);
+  at::Tensor a_hat = save ? at::empty_like(xw) : xw, rstd = at::empty({T, B}, x.options());
+  const at::Tensor gain = ln_ih->contiguous(), shift = bias.has_value() ? bias->contiguous() : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "variant_input", [&] {
+    using T_ = scalar_t;
+    using V = at::vec::Vectorized<T_>;
+    T_ *v = xw.data_ptr<T_>(), *v_hat = a_hat.data_ptr<T_>(), *r = rstd.data_ptr<T_>();
+    const T_ *g = gain.data_ptr<T_>(), *b = shift.defined() ? shift.data_ptr<T_>() : nullptr;
+    at::parallel_for(0, T * B, std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t row = r0; row < r1; ++row) {
+        T_ *a = v + row * G, *a_n = v_hat + row * G;
+        r[row] = normalise(G, a, a_n);  // in place without ``save``
+        vectorized<T_>(G, [&](const auto& L, int64_t j) {
+          const V y = L.load(a_n + j) * L.load(g + j);
+          L.store(a + j, b ? y + L.load(b + j) : y);
+        });
+      }
+    });
+  });
+  return {xw, save ? a_hat : none(), save ? rstd : none()};
 }
 
-// The gradients of variant_input's tensors from d a_t (T, B, G): {d x, d w_ih, d bias}, d x empty
-// unless ``input_grad`` and d bias unless ``bias``; without w_ih, {d a_t, empty, empty}. Given
+// The gradients of variant_input's tensors from d a_t (T, B, G): {d x, d w_ih, d bias, d gamma_ih},
+// d x empty unless ``input_grad``, d bias unless ``bias``, d gamma_ih without layer norm. Given
 // ``joined`` (T, B, K), the input of another weight whose product has the same gradient d a_t (an
-// Elman cell's m h_{t-1}), that weight's gradient comes fourth, from the same product over all rows.
-inline std::vector<at::Tensor> variant_input_gradients(const char* op, const at::Tensor& grad_xw,
-                                                       const std::optional<at::Tensor>& x,
-                                                       const std::optional<at::Tensor>& w_ih, bool bias,
-                                                       bool input_grad, const at::Tensor& joined = {}) {
-  const at::Tensor none = at::empty({0}, grad_xw.options());
-  std::vector<at::Tensor> inputs;
-  if (w_ih.has_value()) {
-    TORCH_CHECK(x.has_value() && x->dim() == 3 && w_ih->dim() == 2, op, ": expected x (T, B, I) with w_ih");
-    check_tensor(op, "x", *x, {grad_xw.size(0), grad_xw.size(1), x->size(2)}, grad_xw);
-    check_tensor(op, "w_ih", *w_ih, {grad_xw.size(2), x->size(2)}, grad_xw);
-    inputs.push_back(x->contiguous());
+// Elman cell's m h_{t-1}, without layer norm), that weight's gradient comes fifth, from the same
+// product over all rows.
+inline std::vector<at::Tensor> variant_input_gradients(const char* op, const at::Tensor& grad_xw, const at::Tensor& x_in,
+                                                       const at::Tensor& w_ih, bool bias, bool input_grad,
+                                                       const std::optional<at::Tensor>& ln_ih, const at::Tensor& a_hat,
+                                                       const at::Tensor& rstd, const at::Tensor& joined = {}) {
+  const int64_t T = grad_xw.size(0), B = grad_xw.size(1), G = grad_xw.size(2);
+  TORCH_CHECK(x_in.dim() == 3, op, ": expected x of 3 dimensions (T, B, I), got ", x_in.sizes());
+  const at::Tensor x = x_in.contiguous();
+  auto none = [&] { return at::empty({0}, grad_xw.options()); };
+  check_tensor(op, "x", x, {T, B, x.size(2)}, grad_xw);
+  check_tensor(op, "w_ih", w_ih, {G, x.size(2)}, grad_xw);
+  check_tensor(op, "ln_ih_weight", ln_ih, {G}, grad_xw);
+  if (!ln_ih.has_value()) {
+    std::vector<at::Tensor> inputs = {x};
+    if (joined.defined()) inputs.push_back(joined);
+    auto grads = step_weight_gradients(grad_xw, inputs, bias);
+    std::vector<at::Tensor> result = {input_gradient(grad_xw, w_ih, input_grad), grads[0],
+                                      bias ? grads.back() : none(), none()};
+    if (joined.defined()) result.push_back(grads[1]);
+    return result;
   }
-  if (joined.defined()) inputs.push_back(joined);
-  if (inputs.empty()) return {grad_xw, none, none};
-  auto grads = step_weight_gradients(grad_xw, inputs, bias);
-  const at::Tensor d_x = w_ih.has_value() ? input_gradient(grad_xw, *w_ih, input_grad) : grad_xw;
-  std::vector<at::Tensor> result = {d_x, w_ih.has_value() ? grads[0] : none, bias ? grads.back() : none};
-  if (joined.defined()) result.push_back(grads[inputs.size() - 1]);
-  return result;
+  TORCH_CHECK(!joined.defined(), op, ": layer norm on a_t leaves no product to join");
+  check_tensor(op, "a_hat", a_hat, {T, B, G}, grad_xw);
+  check_tensor(op, "rstd_ih", rstd, {T, B}, grad_xw);
+  // d v = LN's backward of d a_t gamma_ih, row by row. d gamma_ih sums d a_t a_hat over the rows and d bias
+  // d a_t: each block of rows sums its own by halves while they are in cache, then the blocks' sums
+  // are summed by halves.
+  const int64_t rows = T * B, block = std::clamp<int64_t>((int64_t(1) << 15) / std::max<int64_t>(G, 1), 8, 256);
+  const int64_t blocks = (rows + block - 1) / block;
+  at::Tensor grad_v = at::empty({T, B, G}, grad_xw.options());
+  at::Tensor gain_sums = at::empty({blocks, G}, grad_xw.options()), bias_sums = at::empty({blocks, G}, grad_xw.options());
+  const at::Tensor gain = ln_ih->contiguous(), grad = grad_xw.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "variant_input_gradients", [&] {
+    using T_ = scalar_t;
+    const T_ *d = grad.data_ptr<T_>(), *v_hat = a_hat.data_ptr<T_>(), *r = rstd.data_ptr<T_>(), *g = gain.data_ptr<T_>();
+    T_ *dv = grad_v.data_ptr<T_>(), *pg = gain_sums.data_ptr<T_>(), *pb = bias_sums.data_ptr<T_>();
+    at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
+      std::vector<T_> products(block * G), scratch(65 * G);
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t r0 = k * block, n = std::min(block, rows - r0);
+        for (int64_t row = r0; row < r0 + n; ++row) {
+          const int64_t at = row * G;
+          T_* prod = products.data() + (row - r0) * G;
+          vectorized<T_>(G, [&](const auto& L, int64_t j) {
+            const auto dj = L.load(d + at + j);
+            L.store(prod + j, dj * L.load(v_hat + at + j));
+            L.store(dv + at + j, dj * L.load(g + j));
+          });
+          normalise_backward(G, v_hat + at, r[row], dv + at);
+        }
+        column_sums(products.data(), n, G, pg + k * G, scratch.data());
+        if (bias) column_sums(d + r0 * G, n, G, pb + k * G, scratch.data());
+      }
+    });
+  });
+  const at::Tensor grad_w_ih = step_weight_gradients(grad_v, {x}, false)[0];
+  return {input_gradient(grad_v, w_ih, input_grad), grad_w_ih, bias ? summed_rows(bias_sums) : none(),
+          summed_rows(gain_sums)};
 }
 
 // The state h through a forward loop: read by step i's product as m h_{t-1} (hm), written as the
@@ -249,24 +312,25 @@ void carry_variant(const std::vector<PackedWeight<T>>& recurrent, const Tiles& t
 //   Cell::backward(L, j, H, dh, g, u_n, h_old, d_a, d_u, skip): from dh = d h~, the gradients of the
 //       pre-activations a (d_a[k * H]) and of u (d_u[k * H]), and what reaches h_{t-1} past W_hh (skip)
 //
-// Tensors as in the kernels: x, w_ih and b_ih give the input projections a_t (variant_input; b_hh is
-// added to the product, after its layer norm), xw (T, B, G*H); saved gates (T, B, G*H), h_prev (T, B, H), u_n (T, B, H),
-// v_hat (T, B, G*H) and rstd (T, B) with layer norm. Returns output, h_n, then what the backward reads:
-// hm, gates, h_prev, u_n, v_hat, rstd.
+// Tensors as in the kernels: x, w_ih, b_ih and ln_ih give the input projections a_t, xw (T, B, G*H)
+// (variant_input; b_hh is added to the product, after its layer norm); saved gates (T, B, G*H),
+// h_prev (T, B, H), u_n (T, B, H), v_hat (T, B, G*H) and rstd (T, B) with layer norm. Returns output,
+// h_n, then what the backward reads: hm, gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih.
 using SingleStateForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                      at::Tensor, at::Tensor>;
+                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 template <typename Cell>
-SingleStateForward single_state_variant_forward(const char* op, const at::Tensor& x,
-                                                const std::optional<at::Tensor>& w_ih,
-                                                const std::optional<at::Tensor>& b_ih, const at::Tensor& h0,
+SingleStateForward single_state_variant_forward(const char* op, const at::Tensor& x, const at::Tensor& w_ih,
+                                                const std::optional<at::Tensor>& b_ih,
+                                                const std::optional<at::Tensor>& ln_ih, const at::Tensor& h0,
                                                 const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh_in,
                                                 const std::optional<at::Tensor>& ln_hh_in,
                                                 const std::optional<at::Tensor>& mask_in,
                                                 const std::optional<at::Tensor>& keep_in,
                                                 const std::optional<at::Tensor>& lengths_in, bool reverse, bool save) {
   constexpr int64_t G = Cell::kGates;
-  const at::Tensor xw = variant_input(op, x, w_ih, b_ih);
+  const VariantInput input = variant_input(op, x, w_ih, b_ih, ln_ih, save);
+  const at::Tensor& xw = input.xw;
   TORCH_CHECK(h0.dim() == 2, op, ": expected h0 of shape (B, H), got ", h0.sizes());
   const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1), GH = G * H;
   check_tensor(op, "xw", xw, {T, B, GH}, xw);
@@ -348,20 +412,22 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
       }
     });
   });
-  return {output, h, hm, gates, h_prev, u_n, v_hat, rstd};
+  return {output, h, hm, gates, h_prev, u_n, v_hat, rstd, input.a_hat, input.rstd};
 }
 
-// The backward of single_state_variant_forward: variant_input_gradients (x, w_ih, b_ih), then grad_h0,
+// The backward of single_state_variant_forward: variant_input_gradients (x, w_ih, b_ih, ln_ih), grad_h0,
 // grad_w_hh, grad_b_hh and grad_ln_hh_weight (empty where absent); the new parameters' gradients
 // summed by halves over the steps, each part adding its sequences' terms into its row of a step first.
 template <typename Cell>
 std::vector<at::Tensor> single_state_variant_backward(
-    const char* op, const at::Tensor& grad_output_in, const at::Tensor& grad_h_n, const std::optional<at::Tensor>& x,
-    const std::optional<at::Tensor>& w_ih, bool bias_grad, bool input_grad, const at::Tensor& w_hh,
+    const char* op, const at::Tensor& grad_output_in, const at::Tensor& grad_h_n, const at::Tensor& x,
+    const at::Tensor& w_ih, bool bias_grad, bool input_grad, const std::optional<at::Tensor>& ln_ih,
+    const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_hh_in, const std::optional<at::Tensor>& ln_hh_in,
     const std::optional<at::Tensor>& mask_in, const std::optional<at::Tensor>& keep_in,
     const std::optional<at::Tensor>& lengths_in, bool reverse, const at::Tensor& hm, const at::Tensor& gates,
-    const at::Tensor& h_prev, const at::Tensor& u_n, const at::Tensor& v_hat, const at::Tensor& rstd) {
+    const at::Tensor& h_prev, const at::Tensor& u_n, const at::Tensor& v_hat, const at::Tensor& rstd,
+    const at::Tensor& a_hat, const at::Tensor& rstd_ih) {
   constexpr int64_t G = Cell::kGates;
   const at::Tensor grad_output = grad_output_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), GH = gates.size(2), H = GH / G;
@@ -375,7 +441,8 @@ std::vector<at::Tensor> single_state_variant_backward(
   const at::Tensor mask = checked_contiguous(op, "dropout_mask", mask_in, {B, H}, gates);
   const at::Tensor keep = checked_contiguous(op, "keep_h", keep_in, {T, B, H}, gates);
   const bool ln = ln_hh.defined(), bias = b_hh.defined();
-  const bool joined = Cell::kOfTheSum && !ln;  // d u = d a: one product gives the weights' gradients
+  // d u = d a: one product gives the weights' gradients
+  const bool joined = Cell::kOfTheSum && !ln && !ln_ih.has_value();
   if (Cell::kSavesProduct) check_tensor(op, "u_n", u_n, {T, B, H}, gates);
   if (ln) check_tensor(op, "v_hat", v_hat, {T, B, GH}, gates), check_tensor(op, "rstd", rstd, {T, B}, gates);
   const auto lengths = checked_lengths(lengths_in, B, T);
@@ -463,15 +530,16 @@ std::vector<at::Tensor> single_state_variant_backward(
   auto part = [&](bool on, int64_t from) { return on ? sums.narrow(0, from, GH) : at::empty({0}, options); };
   if (!joined) {
     at::Tensor grad_w_hh = step_weight_gradients(grad_v, {hm}, false)[0];
-    auto grads = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad, input_grad);
+    auto grads = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad, input_grad, ln_ih, a_hat, rstd_ih);
     grads.insert(grads.end(), {dh, grad_w_hh, part(bias, 0), part(ln, at_ln)});
     return grads;
   }
-  // [d W_ih |] d W_hh, then the sums of d a_t, b_ih's and b_hh's gradient both
-  auto joint = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad || bias, input_grad, hm);
-  const at::Tensor none = at::empty({0}, options), bias_grad_sums = joint[2];
-  return {joint[0], w_ih.has_value() ? joint[1] : none, bias_grad ? bias_grad_sums : none, dh, joint[3],
-          bias ? (bias_grad ? bias_grad_sums.clone() : bias_grad_sums) : none, none};
+  // d W_ih and d W_hh, then the sums of d a_t: b_ih's and b_hh's gradient both
+  auto joint = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad || bias, input_grad, ln_ih, a_hat, rstd_ih, hm);
+  auto none = [&] { return at::empty({0}, options); };
+  const at::Tensor& sums_of_d = joint[2];
+  return {joint[0], joint[1], bias_grad ? sums_of_d : none(), none(), dh, joint[4],
+          bias ? (bias_grad ? sums_of_d.clone() : sums_of_d) : none(), none()};
 }
 
 }  // namespace rnnkit

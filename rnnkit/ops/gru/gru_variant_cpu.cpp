@@ -1,7 +1,7 @@
 // Fused GRU layer (one direction) with the variants of ops/variant.py for the CPU: layer norm of
 // W_hh (m h_{t-1}), recurrent dropout's mask m and zoneout, forward and hand-written backward
-// (the loop is csrc/variant.h's). The input projection a_t = LN(W_ih x_t) + b_ih is made from x, w_ih
-// and b_ih, or comes in as x where it has layer norm (variant_input).
+// (the loop is csrc/variant.h's), from the input projection a_t = LN(W_ih x_t) + b_ih of every step
+// (variant_input):
 //   u = LN(W_hh (m h_{t-1}); gamma_hh) + b_hh
 //   r = sigma(a_r + u_r)   z = sigma(a_z + u_z)   n = tanh(a_n + r u_n)   h~ = n + z (h_{t-1} - n)
 #include <torch/library.h>
@@ -45,40 +45,43 @@ struct GruCell {
   }
 };
 
-SingleStateForward gru_variant_forward(const Tensor& x, const OptionalTensor& w_ih, const OptionalTensor& b_ih,
-                                       const Tensor& h0, const Tensor& w_hh, const OptionalTensor& b_hh,
-                                       const OptionalTensor& ln_hh_weight, const OptionalTensor& dropout_mask,
-                                       const OptionalTensor& keep_h, const OptionalTensor& lengths, bool reverse,
-                                       bool save) {
-  return single_state_variant_forward<GruCell>("gru_variant_forward", x, w_ih, b_ih, h0, w_hh, b_hh, ln_hh_weight,
-                                               dropout_mask, keep_h, lengths, reverse, save);
+SingleStateForward gru_variant_forward(const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
+                                       const OptionalTensor& ln_ih_weight, const Tensor& h0, const Tensor& w_hh,
+                                       const OptionalTensor& b_hh, const OptionalTensor& ln_hh_weight,
+                                       const OptionalTensor& dropout_mask, const OptionalTensor& keep_h,
+                                       const OptionalTensor& lengths, bool reverse, bool save) {
+  return single_state_variant_forward<GruCell>("gru_variant_forward", x, w_ih, b_ih, ln_ih_weight, h0, w_hh, b_hh,
+                                               ln_hh_weight, dropout_mask, keep_h, lengths, reverse, save);
 }
 
-std::vector<Tensor> gru_variant_backward(const Tensor& grad_output, const Tensor& grad_h_n, const OptionalTensor& x,
-                                         const OptionalTensor& w_ih, bool bias_grad, bool input_grad,
-                                         const Tensor& w_hh, const OptionalTensor& b_hh,
-                                         const OptionalTensor& ln_hh_weight, const OptionalTensor& dropout_mask,
-                                         const OptionalTensor& keep_h, const OptionalTensor& lengths, bool reverse,
-                                         const Tensor& hm, const Tensor& gates, const Tensor& h_prev,
-                                         const Tensor& u_n, const Tensor& v_hat, const Tensor& rstd) {
+std::vector<Tensor> gru_variant_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& x,
+                                         const Tensor& w_ih, bool bias_grad, bool input_grad,
+                                         const OptionalTensor& ln_ih_weight, const Tensor& w_hh,
+                                         const OptionalTensor& b_hh, const OptionalTensor& ln_hh_weight,
+                                         const OptionalTensor& dropout_mask, const OptionalTensor& keep_h,
+                                         const OptionalTensor& lengths, bool reverse, const Tensor& hm,
+                                         const Tensor& gates, const Tensor& h_prev, const Tensor& u_n,
+                                         const Tensor& v_hat, const Tensor& rstd, const Tensor& a_hat,
+                                         const Tensor& rstd_ih) {
   return single_state_variant_backward<GruCell>("gru_variant_backward", grad_output, grad_h_n, x, w_ih, bias_grad,
-                                                input_grad, w_hh, b_hh, ln_hh_weight, dropout_mask, keep_h, lengths,
-                                                reverse, hm, gates, h_prev, u_n, v_hat, rstd);
+                                                input_grad, ln_ih_weight, w_hh, b_hh, ln_hh_weight, dropout_mask,
+                                                keep_h, lengths, reverse, hm, gates, h_prev, u_n, v_hat, rstd, a_hat,
+                                                rstd_ih);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
-      "gru_variant_forward(Tensor x, Tensor? w_ih, Tensor? b_ih, Tensor h0, Tensor w_hh, Tensor? b_hh, "
-      "Tensor? ln_hh_weight, Tensor? dropout_mask, Tensor? keep_h, Tensor? lengths, bool reverse, "
+      "gru_variant_forward(Tensor x, Tensor w_ih, Tensor? b_ih, Tensor? ln_ih_weight, Tensor h0, Tensor w_hh, "
+      "Tensor? b_hh, Tensor? ln_hh_weight, Tensor? dropout_mask, Tensor? keep_h, Tensor? lengths, bool reverse, "
       "bool save=True) -> (Tensor output, Tensor h_n, Tensor hm, Tensor gates, Tensor h_prev, Tensor u_n, "
-      "Tensor v_hat, Tensor rstd)");
+      "Tensor v_hat, Tensor rstd, Tensor a_hat, Tensor rstd_ih)");
   m.def(
-      "gru_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor? x, Tensor? w_ih, bool bias_grad, "
-      "bool input_grad, Tensor w_hh, Tensor? b_hh, Tensor? ln_hh_weight, Tensor? dropout_mask, Tensor? keep_h, "
-      "Tensor? lengths, bool reverse, Tensor hm, Tensor gates, Tensor h_prev, Tensor u_n, Tensor v_hat, "
-      "Tensor rstd) -> Tensor[]");
+      "gru_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor x, Tensor w_ih, bool bias_grad, "
+      "bool input_grad, Tensor? ln_ih_weight, Tensor w_hh, Tensor? b_hh, Tensor? ln_hh_weight, "
+      "Tensor? dropout_mask, Tensor? keep_h, Tensor? lengths, bool reverse, Tensor hm, Tensor gates, "
+      "Tensor h_prev, Tensor u_n, Tensor v_hat, Tensor rstd, Tensor a_hat, Tensor rstd_ih) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

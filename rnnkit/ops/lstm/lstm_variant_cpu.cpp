@@ -2,9 +2,8 @@
 // of W_hh (m h_{t-1}) and of c_t, peepholes, recurrent dropout's mask m and zoneout's keep masks
 // in the time loop, forward and hand-written backward through time.
 //
-// The input projection of every step, a_t = LN(W_ih x_t) + b_ih + b_hh, is one product before the
-// loop: made here from x, w_ih and the summed bias, or, with layer norm, made before the op and
-// passed as x (csrc/variant.h's variant_input). A step then reads
+// The input projection of every step, a_t = LN(W_ih x_t; gamma_ih) + b_ih + b_hh, is one product
+// before the loop, then each row's layer norm (csrc/variant.h's variant_input). A step then reads
 //   u_t = LN(W_hh (m h_{t-1}); gamma_hh)
 //   i, f, g, o = sigma, sigma, tanh, sigma(xw_t + u_t + (w_ci c_{t-1}, w_cf c_{t-1}, 0, w_co c~_t))
 //   c~_t = f c_{t-1} + i g      h~_t = W_hr (o tanh(LN(c~_t; gamma_c, beta_c)))
@@ -20,8 +19,9 @@
 //   u_hat   (T, B, G)   saved with layer norm on W_hh h: the normalised product; rstd_hh (T, B) its 1/std
 //   c_hat   (T, B, H)   saved with layer norm on c: the normalised c~_t; rstd_c (T, B)
 //   m       (T, B, H)   saved with a projection: o tanh(LN(c~_t)), what W_hr multiplies
+//   a_hat   (T, B, G)   saved with layer norm on W_ih x_t: the normalised product; rstd_ih (T, B)
 // Without ``save`` (no gradient wanted) the saved tensors hold one step (hm two), rewritten at
-// every step. A step at t >= lengths[b] leaves sequence b's states as they are and outputs zero.
+// every step, and a_hat none. A step at t >= lengths[b] leaves sequence b's states as they are and outputs zero.
 #include <torch/library.h>
 
 #include "../csrc/variant.h"
@@ -63,17 +63,18 @@ std::vector<Tensor> variant_tensors(const char* op, const Tensor& like, int64_t 
 
 // output, h_n, c_n, every step's c_t (T, B, H), then what the backward reads (above).
 using Forward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                           Tensor, Tensor>;
+                           Tensor, Tensor, Tensor, Tensor>;
 
-Forward lstm_variant_forward(const Tensor& x, const OptionalTensor& w_ih, const OptionalTensor& bias,
-                             const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
-                             const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
+Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const OptionalTensor& bias,
+                             const OptionalTensor& ln_ih_weight, const Tensor& h0, const Tensor& c0,
+                             const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
                              const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
                              const OptionalTensor& weight_ch, const OptionalTensor& dropout_mask,
                              const OptionalTensor& keep_h, const OptionalTensor& keep_c,
                              const OptionalTensor& lengths_in, bool reverse, bool save) {
   const char* op = "lstm_variant_forward";
-  const Tensor xw = variant_input(op, x, w_ih, bias);
+  const VariantInput input = variant_input(op, x, w_ih, bias, ln_ih_weight, save);
+  const Tensor& xw = input.xw;
   TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % 4 == 0, op, ": expected w_hh of shape (4*H, P), got ", w_hh.sizes());
   const int64_t T = xw.size(0), B = xw.size(1), G = w_hh.size(0), H = G / 4, P = w_hh.size(1);
   const bool proj = w_hr.has_value();
@@ -200,17 +201,18 @@ Forward lstm_variant_forward(const Tensor& x, const OptionalTensor& w_ih, const 
       }
     });
   });
-  return {output, h, c, cs, hm, gates, c_prev, c_new, u_hat, rstd_hh, c_hat, rstd_c, m};
+  return {output, h, c, cs, hm, gates, c_prev, c_new, u_hat, rstd_hh, c_hat, rstd_c, m, input.a_hat, input.rstd};
 }
 
 std::vector<Tensor> lstm_variant_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& grad_c_n, const OptionalTensor& grad_cs_in,
-    const OptionalTensor& x, const OptionalTensor& w_ih, bool bias_grad, bool input_grad, const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
+    const Tensor& x, const Tensor& w_ih, bool bias_grad, bool input_grad, const OptionalTensor& ln_ih_weight,
+    const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
     const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
     const OptionalTensor& dropout_mask, const OptionalTensor& keep_h, const OptionalTensor& keep_c,
     const OptionalTensor& lengths_in, bool reverse, const Tensor& hm, const Tensor& gates, const Tensor& c_prev,
     const Tensor& c_new, const Tensor& u_hat, const Tensor& rstd_hh, const Tensor& c_hat, const Tensor& rstd_c,
-    const Tensor& m) {
+    const Tensor& m, const Tensor& a_hat, const Tensor& rstd_ih) {
   const char* op = "lstm_variant_backward";
   const Tensor grad_output = grad_output_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4, P = w_hh.size(1);
@@ -373,11 +375,13 @@ std::vector<Tensor> lstm_variant_backward(
     lstm_backward_steps(parts, steps, proj, features, units, carry, step_gradient, gate_gradients);
   });
 
-  // Weight gradients: one product over all steps, after the recurrence. Without layer norm on W_hh's
-  // product its gradient is d a_t's, and one product gives W_ih's and W_hh's.
-  auto grads = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad, input_grad, ln_hh ? Tensor() : hm);
-  Tensor grad_w_hh = ln_hh ? step_weight_gradients(grad_u, {hm}, false)[0] : grads[3];
-  grads.resize(3);
+  // Weight gradients: one product over all steps, after the recurrence. Without layer norm on either
+  // product W_hh's has d a_t's gradient, and one product gives W_ih's and W_hh's.
+  const bool joined = !ln_hh && !ln_ih_weight.has_value();
+  auto grads = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad, input_grad, ln_ih_weight, a_hat, rstd_ih,
+                                       joined ? hm : Tensor());
+  Tensor grad_w_hh = joined ? grads[4] : step_weight_gradients(grad_u, {hm}, false)[0];
+  grads.resize(4);
   Tensor grad_w_hr = proj ? step_weight_gradients(grad_h_new, {m}, false)[0] : at::empty({0}, options);
   const Tensor sums = summed_rows(partials);
   auto part = [&](bool on, int64_t from, int64_t size) { return on ? sums.narrow(0, from, size) : at::empty({0}, options); };
@@ -390,17 +394,18 @@ std::vector<Tensor> lstm_variant_backward(
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
-      "lstm_variant_forward(Tensor x, Tensor? w_ih, Tensor? bias, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, "
-      "Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, Tensor? dropout_mask, "
-      "Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, bool save=True) -> (Tensor output, "
-      "Tensor h_n, Tensor c_n, Tensor cs, Tensor hm, Tensor gates, Tensor c_prev, Tensor c_new, Tensor u_hat, "
-      "Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m)");
+      "lstm_variant_forward(Tensor x, Tensor w_ih, Tensor? bias, Tensor? ln_ih_weight, Tensor h0, Tensor c0, "
+      "Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, "
+      "Tensor? dropout_mask, Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, bool save=True) -> "
+      "(Tensor output, Tensor h_n, Tensor c_n, Tensor cs, Tensor hm, Tensor gates, Tensor c_prev, Tensor c_new, "
+      "Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m, Tensor a_hat, Tensor rstd_ih)");
   m.def(
-      "lstm_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor? grad_cs, Tensor? x, "
-      "Tensor? w_ih, bool bias_grad, bool input_grad, Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, "
-      "Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, Tensor? dropout_mask, Tensor? keep_h, "
-      "Tensor? keep_c, Tensor? lengths, bool reverse, Tensor hm, Tensor gates, Tensor c_prev, Tensor c_new, "
-      "Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m) -> Tensor[]");
+      "lstm_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor? grad_cs, Tensor x, "
+      "Tensor w_ih, bool bias_grad, bool input_grad, Tensor? ln_ih_weight, Tensor w_hh, Tensor? w_hr, "
+      "Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, Tensor? dropout_mask, "
+      "Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, Tensor hm, Tensor gates, Tensor c_prev, "
+      "Tensor c_new, Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m, Tensor a_hat, "
+      "Tensor rstd_ih) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

@@ -21,10 +21,11 @@ from ..fused import (
     gradient_wanted,
     input_arguments,
     input_gradients_like,
+    input_saved_like,
     register_autograd,
     wanted_gradients,
 )
-from ..variant import Extras, Recurrence, fused_input, recurrence, unfused_input
+from ..variant import Extras, Recurrence, fused_input, projected_input, recurrence
 
 
 def direction(
@@ -57,6 +58,7 @@ def _fake_forward(
     x,
     w_ih,
     bias,
+    ln_ih_weight,
     h0,
     c0,
     w_hh,
@@ -94,6 +96,7 @@ def _fake_forward(
         kept_or_empty(ln_c_weight is not None, hidden),  # c_hat
         kept_or_empty(ln_c_weight is not None),  # rstd_c
         kept_or_empty(w_hr is not None, hidden),  # m
+        *input_saved_like(x, w_ih, ln_ih_weight, save),  # a_hat, rstd_ih
     )
 
 
@@ -106,6 +109,7 @@ def _fake_backward(
     w_ih,
     bias_grad,
     input_grad,
+    ln_ih_weight,
     w_hh,
     w_hr,
     ln_hh_weight,
@@ -126,12 +130,14 @@ def _fake_backward(
     c_hat,
     rstd_c,
     m,
+    a_hat,
+    rstd_ih,
 ):
     def like_or_empty(t: Tensor | None) -> Tensor:
         return gates.new_empty(0) if t is None else torch.empty_like(t)
 
     return [
-        *input_gradients_like(gates, x, w_ih, bias_grad, input_grad),
+        *input_gradients_like(x, w_ih, bias_grad, input_grad, ln_ih_weight),
         torch.empty_like(grad_h_n),
         torch.empty_like(grad_c_n),
         torch.empty_like(w_hh),
@@ -148,14 +154,14 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, grad_cs, *_):
     saved = ctx.saved_tensors
-    inputs, (mask, keep_h, keep_c, lengths), kept = saved[:11], saved[11:15], saved[15:]
-    h0, c0 = inputs[3:5]
+    inputs, (mask, keep_h, keep_c, lengths), kept = saved[:12], saved[12:16], saved[16:]
+    h0, c0 = inputs[4:6]
     hm = kept[0]
     zone = () if keep_h is None else (keep_h, keep_c)
 
-    def naive(x, w_ih, bias, h0, c0, w_hh, w_hr, *extras):
+    def naive(x, w_ih, bias, ln_ih_weight, h0, c0, w_hh, w_hr, *extras):
         recurrent = Recurrence(w_hh, None, w_hr, Extras(None, *extras), mask)
-        xw = unfused_input(x, w_ih, bias)
+        xw = projected_input(x, w_ih, bias, ln_ih_weight)
         (output, cs), (h_n, c_n) = recurrence("LSTM", xw, (h0, c0), recurrent, zone, lengths, ctx.reverse)
         return output, h_n, c_n, cs
 
@@ -165,8 +171,8 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, grad_cs, *_):
             grad_h_n,
             grad_c_n,
             grad_cs,
-            *input_arguments(ctx, *inputs[:3]),
-            *inputs[5:],
+            *input_arguments(ctx, *inputs[:4]),
+            *inputs[6:],
             mask,
             keep_h,
             keep_c,
