@@ -194,7 +194,7 @@ FULL = dict(layer_norm=True, peephole=True, recurrent_dropout=0.2, zoneout=(0.2,
         (48, 32, 5, dict(recurrent_dropout=0.2, zoneout=0.2)),
         (4, 256, 5, dict(recurrent_dropout=0.2, zoneout=0.1)),
         (4, 64, 5, dict(layer_norm=("hh",))),
-        (48, 32, 40, dict(layer_norm=True)),
+        (48, 32, 12, dict(layer_norm=True)),
     ],
     ids=["sequences-layer-norm", "sequences", "units", "layer-norm-one-thread", "input-layer-norm-blocks"],
 )
@@ -202,7 +202,7 @@ FULL = dict(layer_norm=True, peephole=True, recurrent_dropout=0.2, zoneout=(0.2,
 def test_threads_split_sequences_or_units_like_naive(batch, hidden, steps, variant, mode):
     """Two threads take blocks of whole sequences (always with layer norm, which reads a whole row),
     or slices of the hidden units of every sequence (4 of them), meeting after every phase of a step.
-    The backward of the input projection's layer norm sums blocks of rows on each thread (1,920
+    The backward of the input projection's layer norm sums blocks of rows on each thread (576
     rows in the last case), then the blocks' sums."""
     mode, proj = mode.removesuffix("-proj"), 5 if mode.endswith("-proj") else 0
     config = Config(
