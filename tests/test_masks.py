@@ -47,13 +47,16 @@ def test_the_hash_is_lowbias32_on_32_bit_words():
         ((4, 4), 1.0, torch.float32),
         ((4, 4), 0.0, torch.float64),
         ((0, 3), 0.5, torch.float32),
+        ((5, 3), 0.6, torch.bfloat16),  # the specification itself, where the kernel makes no masks
     ],
 )
-def test_kernel_gives_the_specifications_masks(shape, p, dtype):
+@pytest.mark.parametrize("value", [1.0, 1 / 0.7])
+def test_kernel_gives_the_specifications_masks(shape, p, dtype, value):
+    """The kernel's masks are the specification's bit for bit, of ones or of dropout's scaled ``value``."""
     torch.manual_seed(5)
-    actual = masks.bernoulli(shape, p, torch.empty(0, dtype=dtype))
+    actual = masks.bernoulli(shape, p, torch.empty(0, dtype=dtype), value)
     assert actual.dtype == dtype and actual.shape == shape
-    assert torch.equal(actual, spec(shape, p, dtype, seed=5))
+    assert torch.equal(actual, spec(shape, p, dtype, seed=5) * torch.tensor(value, dtype=dtype))
 
 
 def test_elements_are_one_with_probability_p_and_independent():

@@ -53,19 +53,22 @@ def threshold(p: float) -> int:
     return round(min(max(p, 0.0), 1.0) * 2**32)
 
 
-def bernoulli(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
-    """A tensor of ``shape`` in ``like``'s dtype and device whose elements are 1 with probability
-    ``p``, else 0, by the rule in this module's docstring; the key is drawn from torch's generator."""
+def bernoulli(shape: tuple[int, ...], p: float, like: Tensor, value: float = 1.0) -> Tensor:
+    """A tensor of ``shape`` in ``like``'s dtype and device whose elements are ``value`` with
+    probability ``p``, else 0, by the rule in this module's docstring; the key is drawn from torch's
+    generator. (``value`` 1 / (1 - p) of dropout's keep probability 1 - p scales the kept ones in
+    the same pass.)"""
     key = torch.randint(0, 2**32, (2,), dtype=torch.int64, device=like.device)
     if _kernel_takes(like):
-        return torch.ops.rnnkit.hashed_bernoulli(key, shape, threshold(p), like.dtype)
-    return (hashed_bits(math.prod(shape), key) < threshold(p)).to(like.dtype).view(shape)
+        return torch.ops.rnnkit.hashed_bernoulli(key, shape, threshold(p), like.dtype, value)
+    mask = (hashed_bits(math.prod(shape), key) < threshold(p)).to(like.dtype).view(shape)
+    return mask if value == 1.0 else mask.mul_(value)
 
 
 def drop_connect(weight: Tensor, p: float) -> Tensor:
     """``weight`` with each element zeroed with probability ``p`` and the rest scaled by 1 / (1 - p):
     weight drop's fresh mask (``bernoulli``), differentiable in ``weight``."""
-    return weight * bernoulli(tuple(weight.shape), 1 - p, weight).div_(1 - p)
+    return weight * bernoulli(tuple(weight.shape), 1 - p, weight, 1 / (1 - p))
 
 
 def _kernel_takes(like: Tensor) -> bool:

@@ -246,7 +246,7 @@ def noise(
     p = variant.recurrent_dropout
     mask = None
     if training and p > 0:
-        mask = bernoulli((batch, sizes[0]), 1 - p, like).div_(1 - p)
+        mask = bernoulli((batch, sizes[0]), 1 - p, like, 1 / (1 - p))
     zone: tuple[Tensor, ...] = ()
     if any(z > 0 for z in variant.zoneout):
         z_c, z_h = variant.zoneout

@@ -1,7 +1,8 @@
 // Bernoulli masks from a counter-based hash, every element on its own, the threads splitting them:
 // ops/masks.py's rule (its hashed_bits is the specification), bit for bit.
 //   key        (2,) int64: the two 32-bit words k0, k1 drawn from torch's generator
-//   threshold  round(p 2^32): element i is 1 where mix(mix(i + k0) ^ k1) < threshold, else 0
+//   threshold  round(p 2^32): element i is ``value`` where mix(mix(i + k0) ^ k1) < threshold, else 0
+//              (value 1 / (1 - p) gives dropout's scaled mask in the same pass)
 #include <torch/library.h>
 
 #include "common.h"
@@ -20,7 +21,7 @@ inline uint32_t mix(uint32_t x) {
 }
 
 at::Tensor hashed_bernoulli(const at::Tensor& key_in, at::IntArrayRef shape, int64_t threshold,
-                            at::ScalarType dtype) {
+                            at::ScalarType dtype, double value) {
   TORCH_CHECK(key_in.numel() == 2 && key_in.scalar_type() == at::kLong && key_in.device().is_cpu(),
               "hashed_bernoulli: expected a key of two int64 values on the CPU, got ", key_in.sizes(), " of ",
               key_in.scalar_type(), " on ", key_in.device());
@@ -32,14 +33,15 @@ at::Tensor hashed_bernoulli(const at::Tensor& key_in, at::IntArrayRef shape, int
   at::Tensor out = at::empty(shape, at::TensorOptions().dtype(dtype));
   AT_DISPATCH_FLOATING_TYPES(dtype, "hashed_bernoulli", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
+    const scalar_t one = static_cast<scalar_t>(value);
     if (threshold == (int64_t(1) << 32)) {  // p = 1: every word is below it
-      std::fill(o, o + out.numel(), scalar_t(1));
+      std::fill(o, o + out.numel(), one);
       return;
     }
     const uint32_t below = static_cast<uint32_t>(threshold);
     at::parallel_for(0, out.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        o[i] = mix(mix(static_cast<uint32_t>(i) + k0) ^ k1) < below ? scalar_t(1) : scalar_t(0);
+        o[i] = mix(mix(static_cast<uint32_t>(i) + k0) ^ k1) < below ? one : scalar_t(0);
       }
     });
   });
@@ -49,7 +51,7 @@ at::Tensor hashed_bernoulli(const at::Tensor& key_in, at::IntArrayRef shape, int
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
-  m.def("hashed_bernoulli(Tensor key, int[] shape, int threshold, ScalarType dtype) -> Tensor");
+  m.def("hashed_bernoulli(Tensor key, int[] shape, int threshold, ScalarType dtype, float value=1.) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) { m.impl("hashed_bernoulli", &hashed_bernoulli); }
