@@ -161,10 +161,11 @@ inline VariantInput variant_input(const char* op, const at::Tensor& x, const at:
 // ``joined`` (T, B, K), the input of another weight whose product has the same gradient d a_t (an
 // Elman cell's m h_{t-1}, without layer norm), that weight's gradient comes fifth, from the same
 // product over all rows.
-inline std::vector<at::Tensor> variant_input_gradients(const char* op, const at::Tensor& grad_xw, const at::Tensor& x_in,
-                                                       const at::Tensor& w_ih, bool bias, bool input_grad,
-                                                       const std::optional<at::Tensor>& ln_ih, const at::Tensor& a_hat,
-                                                       const at::Tensor& rstd, const at::Tensor& joined = {}) {
+inline std::vector<at::Tensor> variant_input_gradients(const char* op, const at::Tensor& grad_xw,
+                                                       const at::Tensor& x_in, const at::Tensor& w_ih, bool bias,
+                                                       bool input_grad, const std::optional<at::Tensor>& ln_ih,
+                                                       const at::Tensor& a_hat, const at::Tensor& rstd,
+                                                       const at::Tensor& joined = {}) {
   const int64_t T = grad_xw.size(0), B = grad_xw.size(1), G = grad_xw.size(2);
   TORCH_CHECK(x_in.dim() == 3, op, ": expected x of 3 dimensions (T, B, I), got ", x_in.sizes());
   const at::Tensor x = x_in.contiguous();
@@ -184,17 +185,19 @@ inline std::vector<at::Tensor> variant_input_gradients(const char* op, const at:
   TORCH_CHECK(!joined.defined(), op, ": layer norm on a_t leaves no product to join");
   check_tensor(op, "a_hat", a_hat, {T, B, G}, grad_xw);
   check_tensor(op, "rstd_ih", rstd, {T, B}, grad_xw);
-  // d v = LN's backward of d a_t gamma_ih, row by row. d gamma_ih sums d a_t a_hat over the rows and d bias
-  // d a_t: each block of rows sums its own by halves while they are in cache, then the blocks' sums
-  // are summed by halves.
+  // d v = LN's backward of d a_t gamma_ih, row by row. d gamma_ih sums d a_t a_hat over the rows and
+  // d bias d a_t: each block of rows sums its own by halves while they are in cache, then the blocks'
+  // sums are summed by halves.
   const int64_t rows = T * B, block = std::clamp<int64_t>((int64_t(1) << 15) / std::max<int64_t>(G, 1), 8, 256);
   const int64_t blocks = (rows + block - 1) / block;
-  at::Tensor grad_v = at::empty({T, B, G}, grad_xw.options());
-  at::Tensor gain_sums = at::empty({blocks, G}, grad_xw.options()), bias_sums = at::empty({blocks, G}, grad_xw.options());
+  const auto options = grad_xw.options();
+  at::Tensor grad_v = at::empty({T, B, G}, options);
+  at::Tensor gain_sums = at::empty({blocks, G}, options), bias_sums = at::empty({blocks, G}, options);
   const at::Tensor gain = ln_ih->contiguous(), grad = grad_xw.contiguous();
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "variant_input_gradients", [&] {
     using T_ = scalar_t;
-    const T_ *d = grad.data_ptr<T_>(), *v_hat = a_hat.data_ptr<T_>(), *r = rstd.data_ptr<T_>(), *g = gain.data_ptr<T_>();
+    const T_ *d = grad.data_ptr<T_>(), *v_hat = a_hat.data_ptr<T_>(), *r = rstd.data_ptr<T_>();
+    const T_* g = gain.data_ptr<T_>();
     T_ *dv = grad_v.data_ptr<T_>(), *pg = gain_sums.data_ptr<T_>(), *pb = bias_sums.data_ptr<T_>();
     at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
       std::vector<T_> products(block * G), scratch(65 * G);
@@ -347,7 +350,9 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
   const int64_t kept = save ? T : std::min<int64_t>(T, 1);
   const auto kept_lengths = save ? lengths : std::nullopt;  // zeros where the backward's sums read dead rows
   const bool ln = ln_hh.defined();
-  auto saved = [&](bool on, at::IntArrayRef shape) { return on ? step_results(shape, options, kept_lengths) : at::empty({0}, options); };
+  auto saved = [&](bool on, at::IntArrayRef shape) {
+    return on ? step_results(shape, options, kept_lengths) : at::empty({0}, options);
+  };
   at::Tensor output = step_results({T, B, H}, options, lengths);
   at::Tensor h = copy_of(h0);
   at::Tensor hm = at::empty({save ? T : std::min<int64_t>(T, 2), B, H}, options);
