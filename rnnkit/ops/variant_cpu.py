@@ -2,13 +2,13 @@
 and ``rnn/rnn_variant_cpu.cpp`` (one loop, ``csrc/variant.h``) as torch ops with autograd.
 
 ``direction`` has the signature and result of ``ops/variant.py``'s ``direction``.
-``torch.ops.rnnkit.{gru,rnn}_variant_forward`` makes the input projection a_t = W_ih x_t + b_ih
-in one product, as the plain kernels do (with layer norm on it, a_t comes in from torch ops,
-which autograd differentiates), and runs the time loop with layer norm on W_hh h_{t-1}, b_hh
-after it, recurrent dropout and zoneout; ``*_variant_backward`` is its hand-written backward
-through time. The masks are drawn by ``ops/variant.py``'s ``noise`` before the loop, so a seed
-gives the naive op's masks. Both ops carry fake implementations and the forward an autograd
-formula (torch.compile, torch.export); double backward replays the naive ops.
+``torch.ops.rnnkit.{gru,rnn}_variant_forward`` makes the input projection a_t = LN(W_ih x_t) + b_ih
+in one product and each row's layer norm, as the plain kernels make W_ih x_t + b, then runs the
+time loop with layer norm on W_hh h_{t-1}, b_hh after it, recurrent dropout and zoneout;
+``*_variant_backward`` is its hand-written backward through time, the input projection's included.
+The masks are drawn by ``ops/variant.py``'s ``noise`` before the loop, so a seed gives the naive
+op's masks. Both ops carry fake implementations and the forward an autograd formula
+(torch.compile, torch.export); double backward replays the naive ops.
 """
 
 from __future__ import annotations

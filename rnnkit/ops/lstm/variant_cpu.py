@@ -1,11 +1,11 @@
 """LSTM variants on the CPU: the fused C++ recurrence of ``lstm_variant_cpu.cpp`` as a torch op with autograd.
 
 ``direction`` has the signature and result of ``ops/variant.py``'s ``direction``.
-``torch.ops.rnnkit.lstm_variant_forward`` makes the input projection a_t = W_ih x_t + b_ih + b_hh
-in one product (with layer norm on it, a_t comes in from torch ops, which autograd
-differentiates) and runs the time loop with layer norm on W_hh h_{t-1} and c_t, peepholes,
-recurrent dropout and zoneout; ``lstm_variant_backward`` is its hand-written
-backward through time. The masks are drawn by ``ops/variant.py``'s ``noise`` before the loop, so
+``torch.ops.rnnkit.lstm_variant_forward`` makes the input projection a_t = LN(W_ih x_t) + b_ih +
+b_hh in one product and each row's layer norm, as ``ops/variant.py``'s ``fused_input`` hands it
+the tensors, then runs the time loop with layer norm on W_hh h_{t-1} and c_t, peepholes,
+recurrent dropout and zoneout; ``lstm_variant_backward`` is its hand-written backward through
+time, the input projection's included. The masks are drawn by ``ops/variant.py``'s ``noise`` before the loop, so
 a seed gives the naive op's masks. Both ops carry fake implementations and the forward an
 autograd formula (torch.compile, torch.export); double backward replays the naive ops.
 """
