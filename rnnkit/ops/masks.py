@@ -56,8 +56,8 @@ def threshold(p: float) -> int:
 def bernoulli(shape: tuple[int, ...], p: float, like: Tensor, value: float = 1.0) -> Tensor:
     """A tensor of ``shape`` in ``like``'s dtype and device whose elements are ``value`` with
     probability ``p``, else 0, by the rule in this module's docstring; the key is drawn from torch's
-    generator. (``value`` 1 / (1 - p) of dropout's keep probability 1 - p scales the kept ones in
-    the same pass.)"""
+    generator. Dropout keeping an element with probability q passes value 1 / q: the kept elements
+    come scaled from the same pass."""
     key = torch.randint(0, 2**32, (2,), dtype=torch.int64, device=like.device)
     if _kernel_takes(like):
         return torch.ops.rnnkit.hashed_bernoulli(key, shape, threshold(p), like.dtype, value)
