@@ -156,6 +156,47 @@ inline VariantInput variant_input(const char* op, const at::Tensor& x, const at:
   return {xw, save ? a_hat : none(), save ? rstd : none()};
 }
 
+// The backward of variant_input's row layer norm, from d a_t (T, B, G) and what the forward kept
+// (a_hat (T, B, G), rstd (T, B)): {d v, the gradient of the product W_ih x_t; d gamma_ih; d bias, or
+// empty unless ``bias``}. d v is LN's backward of d a_t gamma_ih, row by row; d gamma_ih sums
+// d a_t a_hat over the rows and d bias d a_t: each block of rows sums its own by halves while they
+// are in cache, then the blocks' sums are summed by halves.
+inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_xw, const at::Tensor& ln_ih,
+                                                         const at::Tensor& a_hat, const at::Tensor& rstd, bool bias) {
+  const int64_t T = grad_xw.size(0), B = grad_xw.size(1), G = grad_xw.size(2);
+  const int64_t rows = T * B, block = std::clamp<int64_t>((int64_t(1) << 15) / std::max<int64_t>(G, 1), 8, 256);
+  const int64_t blocks = (rows + block - 1) / block;
+  const auto options = grad_xw.options();
+  at::Tensor grad_v = at::empty({T, B, G}, options);
+  at::Tensor gain_sums = at::empty({blocks, G}, options), bias_sums = at::empty({blocks, G}, options);
+  const at::Tensor gain = ln_ih.contiguous(), grad = grad_xw.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "input_layer_norm_backward", [&] {
+    using T_ = scalar_t;
+    const T_ *d = grad.data_ptr<T_>(), *v_hat = a_hat.data_ptr<T_>(), *r = rstd.data_ptr<T_>();
+    const T_* g = gain.data_ptr<T_>();
+    T_ *dv = grad_v.data_ptr<T_>(), *pg = gain_sums.data_ptr<T_>(), *pb = bias_sums.data_ptr<T_>();
+    at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
+      std::vector<T_> products(block * G), scratch(65 * G);
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t r0 = k * block, n = std::min(block, rows - r0);
+        for (int64_t row = r0; row < r0 + n; ++row) {
+          const int64_t at = row * G;
+          T_* prod = products.data() + (row - r0) * G;
+          vectorized<T_>(G, [&](const auto& L, int64_t j) {
+            const auto dj = L.load(d + at + j);
+            L.store(prod + j, dj * L.load(v_hat + at + j));
+            L.store(dv + at + j, dj * L.load(g + j));
+          });
+          normalise_backward(G, v_hat + at, r[row], dv + at);
+        }
+        column_sums(products.data(), n, G, pg + k * G, scratch.data());
+        if (bias) column_sums(d + r0 * G, n, G, pb + k * G, scratch.data());
+      }
+    });
+  });
+  return {grad_v, summed_rows(gain_sums), bias ? summed_rows(bias_sums) : at::empty({0}, options)};
+}
+
 // The gradients of variant_input's tensors from d a_t (T, B, G): {d x, d w_ih, d bias, d gamma_ih},
 // d x empty unless ``input_grad``, d bias unless ``bias``, d gamma_ih without layer norm. Given
 // ``joined`` (T, B, K), the input of another weight whose product has the same gradient d a_t (an
@@ -185,42 +226,9 @@ inline std::vector<at::Tensor> variant_input_gradients(const char* op, const at:
   TORCH_CHECK(!joined.defined(), op, ": layer norm on a_t leaves no product to join");
   check_tensor(op, "a_hat", a_hat, {T, B, G}, grad_xw);
   check_tensor(op, "rstd_ih", rstd, {T, B}, grad_xw);
-  // d v = LN's backward of d a_t gamma_ih, row by row. d gamma_ih sums d a_t a_hat over the rows and
-  // d bias d a_t: each block of rows sums its own by halves while they are in cache, then the blocks'
-  // sums are summed by halves.
-  const int64_t rows = T * B, block = std::clamp<int64_t>((int64_t(1) << 15) / std::max<int64_t>(G, 1), 8, 256);
-  const int64_t blocks = (rows + block - 1) / block;
-  const auto options = grad_xw.options();
-  at::Tensor grad_v = at::empty({T, B, G}, options);
-  at::Tensor gain_sums = at::empty({blocks, G}, options), bias_sums = at::empty({blocks, G}, options);
-  const at::Tensor gain = ln_ih->contiguous(), grad = grad_xw.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "variant_input_gradients", [&] {
-    using T_ = scalar_t;
-    const T_ *d = grad.data_ptr<T_>(), *v_hat = a_hat.data_ptr<T_>(), *r = rstd.data_ptr<T_>();
-    const T_* g = gain.data_ptr<T_>();
-    T_ *dv = grad_v.data_ptr<T_>(), *pg = gain_sums.data_ptr<T_>(), *pb = bias_sums.data_ptr<T_>();
-    at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
-      std::vector<T_> products(block * G), scratch(65 * G);
-      for (int64_t k = k0; k < k1; ++k) {
-        const int64_t r0 = k * block, n = std::min(block, rows - r0);
-        for (int64_t row = r0; row < r0 + n; ++row) {
-          const int64_t at = row * G;
-          T_* prod = products.data() + (row - r0) * G;
-          vectorized<T_>(G, [&](const auto& L, int64_t j) {
-            const auto dj = L.load(d + at + j);
-            L.store(prod + j, dj * L.load(v_hat + at + j));
-            L.store(dv + at + j, dj * L.load(g + j));
-          });
-          normalise_backward(G, v_hat + at, r[row], dv + at);
-        }
-        column_sums(products.data(), n, G, pg + k * G, scratch.data());
-        if (bias) column_sums(d + r0 * G, n, G, pb + k * G, scratch.data());
-      }
-    });
-  });
-  const at::Tensor grad_w_ih = step_weight_gradients(grad_v, {x}, false)[0];
-  return {input_gradient(grad_v, w_ih, input_grad), grad_w_ih, bias ? summed_rows(bias_sums) : none(),
-          summed_rows(gain_sums)};
+  const auto norm = input_layer_norm_backward(grad_xw, *ln_ih, a_hat, rstd, bias);  // d v, d gamma_ih, d bias
+  const at::Tensor& grad_v = norm[0];
+  return {input_gradient(grad_v, w_ih, input_grad), step_weight_gradients(grad_v, {x}, false)[0], norm[2], norm[1]};
 }
 
 // The state h through a forward loop: read by step i's product as m h_{t-1} (hm), written as the
