@@ -249,7 +249,9 @@ class PackedWeight {
           const T* panel = panels + p * k_ * kPanel;
           const T* init = bias ? bias + p * kPanel : nullptr;
           if (p < full) return block_of<false>(rows)(k_, am, lda, panel, init, om, ldo);
-          block_of<false>(rows)(k_, am, lda, panel, init, tile, kPanel);
+          // A last panel of at most one vector of columns: its zero half is not multiplied.
+          (n_ - p * kPanel <= kWidth ? block_of<false, true>(rows) : block_of<false>(rows))(k_, am, lda, panel, init,
+                                                                                            tile, kPanel);
           for (int64_t r = 0; r < rows; ++r) std::copy(tile + r * kPanel, tile + r * kPanel + n_ - p * kPanel, om + r * ldo);
         });
       }
@@ -393,20 +395,29 @@ class PackedWeight {
     }
   }
 
-  template <int Rows, bool Transposed>
+  // Half: only the panel's first vector of columns (the rest of out's panel is left as it is).
+  template <int Rows, bool Transposed, bool Half = false>
   static void block(int64_t K, const T* a, int64_t lda, const T* panel, const T* init, T* out, int64_t ldo) {
     V lo[Rows], hi[Rows];
 #pragma GCC unroll 16
     for (int m = 0; m < Rows; ++m) lo[m] = hi[m] = V{};
     for (int64_t k = 0; k < K; ++k) {
       const V w_lo = *reinterpret_cast<const V*>(panel + k * kPanel);
-      const V w_hi = *reinterpret_cast<const V*>(panel + k * kPanel + kWidth);
+      const V w_hi = Half ? V{} : *reinterpret_cast<const V*>(panel + k * kPanel + kWidth);
 #pragma GCC unroll 16
       for (int m = 0; m < Rows; ++m) {
         const T s = Transposed ? a[m + k * lda] : a[m * lda + k];
         lo[m] += s * w_lo;
-        hi[m] += s * w_hi;
+        if (!Half) hi[m] += s * w_hi;
       }
+    }
+    if constexpr (Half) {
+#pragma GCC unroll 16
+      for (int m = 0; m < Rows; ++m) {
+        if (init) lo[m] += *reinterpret_cast<const V*>(init);
+        *reinterpret_cast<V*>(out + m * ldo) = lo[m];
+      }
+      return;
     }
     // What the products are added to (the bias, or the sum so far) comes last: summed from zero, the
     // products round at their own size, not at that of a larger bias (as torch's addmm does).
@@ -422,13 +433,13 @@ class PackedWeight {
     }
   }
 
-  template <bool Transposed, int... Rows>
+  template <bool Transposed, bool Half, int... Rows>
   static constexpr std::array<Block<Transposed>, sizeof...(Rows)> blocks(std::integer_sequence<int, Rows...>) {
-    return {&block<Rows + 1, Transposed>...};
+    return {&block<Rows + 1, Transposed, Half>...};
   }
-  template <bool Transposed>
+  template <bool Transposed, bool Half = false>
   static Block<Transposed> block_of(int64_t rows) {
-    static constexpr auto table = blocks<Transposed>(std::make_integer_sequence<int, kMaxBlockRows>{});
+    static constexpr auto table = blocks<Transposed, Half>(std::make_integer_sequence<int, kMaxBlockRows>{});
     return table[rows - 1];
   }
 
