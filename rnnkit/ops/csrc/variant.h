@@ -62,6 +62,19 @@ T normalise(int64_t n, const T* v, T* v_hat) {
   return rstd;
 }
 
+// ``normalise`` with LN's gain and an optional shift, the result written over v: v = gain v_hat (+
+// shift), v_hat kept (v_hat may be v itself). Returns 1 / sqrt(var + eps).
+template <typename T>
+T normalise_over(int64_t n, T* v, T* v_hat, const T* gain, const T* shift) {
+  using V = at::vec::Vectorized<T>;
+  const T rstd = normalise(n, v, v_hat);
+  vectorized<T>(n, [&](const auto& L, int64_t j) {
+    const V y = L.load(v_hat + j) * L.load(gain + j);
+    L.store(v + j, shift ? y + L.load(shift + j) : y);
+  });
+  return rstd;
+}
+
 // The backward of ``normalise``, in place: d v_hat (n) -> d v = rstd (d v_hat - mean(d v_hat)
 // - v_hat mean(d v_hat v_hat)).
 template <typename T>
@@ -139,17 +152,11 @@ inline VariantInput variant_input(const char* op, const at::Tensor& x, const at:
   const at::Tensor gain = ln_ih->contiguous(), shift = bias.has_value() ? bias->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "variant_input", [&] {
     using T_ = scalar_t;
-    using V = at::vec::Vectorized<T_>;
     T_ *v = xw.data_ptr<T_>(), *v_hat = a_hat.data_ptr<T_>(), *r = rstd.data_ptr<T_>();
-    const T_ *g = gain.data_ptr<T_>(), *b = shift.defined() ? shift.data_ptr<T_>() : nullptr;
+    const T_ *g = gain.data_ptr<T_>(), *b = data_or_null<T_>(shift);
     at::parallel_for(0, T * B, std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)), [&](int64_t r0, int64_t r1) {
       for (int64_t row = r0; row < r1; ++row) {
-        T_ *a = v + row * G, *a_n = v_hat + row * G;
-        r[row] = normalise(G, a, a_n);  // in place without ``save``
-        vectorized<T_>(G, [&](const auto& L, int64_t j) {
-          const V y = L.load(a_n + j) * L.load(g + j);
-          L.store(a + j, b ? y + L.load(b + j) : y);
-        });
+        r[row] = normalise_over(G, v + row * G, v_hat + row * G, g, b);  // in place without ``save``
       }
     });
   });
@@ -392,12 +399,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
           each_alive(steps, t, b0, b1, [&](int64_t b) {  // u = LN(W_hh m h) + b_hh
             T_* u = hw + (b - b0) * ld;
             if (ln) {  // by rows: the whole row, n = H
-              T_* vh = pv_hat + (s * B + b) * GH;
-              prstd[s * B + b] = normalise(GH, u, vh);
-              vectorized<T_>(GH, [&](const auto& L, int64_t j) {
-                const V v = L.load(vh + j) * L.load(gain + j);
-                L.store(u + j, bias ? v + L.load(bias + j) : v);
-              });
+              prstd[s * B + b] = normalise_over(GH, u, pv_hat + (s * B + b) * GH, gain, bias);
             } else if (bias) {
               for (int64_t k = 0; k < G; ++k) {
                 vectorized<T_>(n, [&](const auto& L, int64_t j) {
@@ -485,7 +487,8 @@ std::vector<at::Tensor> single_state_variant_backward(
     T_* pds = dh_step.data_ptr<T_>();
     T_* pskip = data_or_null<T_>(skip);
     T_ *pgrad_xw = grad_xw.data_ptr<T_>(), *pgrad_v = grad_v.data_ptr<T_>(), *ppartials = partials.data_ptr<T_>();
-    const T_ *pgo = grad_output.data_ptr<T_>(), *pgates = gates.data_ptr<T_>(), *ph_prev = h_prev.data_ptr<T_>();
+    const T_ *pgo = grad_output.data_ptr<T_>(), *pgates = gates.data_ptr<T_>();
+    const T_* ph_prev = data_or_null<T_>(h_prev);  // none for an Elman cell
     const T_ *pu_n = data_or_null<T_>(u_n), *pv_hat = data_or_null<T_>(v_hat), *prstd = data_or_null<T_>(rstd);
     auto carry = [&](int64_t p, int64_t t) {
       carry_variant(recurrent, units, p, steps, t, pgrad_v + t * B * GH, GH, products, pdh, pds, H, pmask,
