@@ -128,6 +128,12 @@ def results(config: Config, variant: dict, training: bool, backend: str, dtype: 
     ids=[f"{i:03d}-{c.id}-{'train' if t else 'eval'}" for i, (c, _, t) in enumerate(CASES)],
 )
 def test_fused_variant_matches_the_naive_ops(config: Config, variant: dict, training: bool) -> None:
+    assert_matches_naive(config, variant, training)
+
+
+def assert_matches_naive(config: Config, variant: dict, training: bool) -> None:
+    """The fused kernels' results and gradients against the naive ops': within 1e-9 in float64, and as
+    exact as the naive ops in float32."""
     expected = results(config, variant, training, "naive", torch.float64)
     actual = results(config, variant, training, "cpu", config.dtype)
     float32 = config.dtype == torch.float32 and well_conditioned(config, variant)
@@ -147,6 +153,21 @@ def test_fused_variant_matches_the_naive_ops(config: Config, variant: dict, trai
             assert_close(name, a, e)
         elif naive is not None:
             assert_as_exact(name, a, naive[i][1], e, largest[name.startswith("grad")])
+
+
+@pytest.mark.parametrize("hidden", [2, 4, 10, 16, 17])
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layer_norm_rows_of_every_length_in_groups_like_naive(hidden, mode, dtype):
+    """Layer norm takes up to 16 rows side by side, a short row (at most 64 values) in registers: rows
+    of one vector to several, of exactly 64 values (LSTM, H = 16) and of more (H = 17), in groups cut
+    short by the batch's end (33 sequences: 16, 16 and 1) and by sequences that ended."""
+    config = Config(
+        mode=mode, input_size=5, hidden_size=hidden, num_layers=1, bidirectional=False, bias=True,
+        batch_first=False, proj_size=0, batch=33, steps=4, dtype=dtype, unbatched=False, with_hx=True,
+    )  # fmt: skip
+    config.lengths = torch.randint(1, 5, (33,), generator=torch.Generator().manual_seed(hidden)).tolist()
+    assert_matches_naive(config, dict(layer_norm=True), training=True)
 
 
 def well_conditioned(config: Config, variant: dict) -> bool:

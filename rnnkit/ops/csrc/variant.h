@@ -13,16 +13,29 @@
 
 namespace rnnkit {
 
-// A sum along a row of n values in A vector accumulators, vector i of the row into accumulator
-// i % A, A holding 64 lanes in all (at least 4, at most 8 vectors): every lane's chain of additions,
-// and its rounding error, is as short on each instruction-set path, and the additions overlap.
-// ``add(sum, lanes, j)`` returns sum plus vector j's terms. The row is walked A vectors at a time, so
-// that each accumulator stays in a register (one picked by a computed index lives in memory, each
-// addition waiting on a store).
+// The vector accumulators of a row's sum: A vectors holding 64 lanes in all (at least 4, at most
+// 8): every lane's chain of additions, and its rounding error, is as short on each instruction-set
+// path, and the additions overlap.
+template <typename T>
+constexpr int64_t kAccumulators = std::min<int64_t>(8, std::max<int64_t>(4, 64 / at::vec::Vectorized<T>::size()));
+
+// A accumulators summed by halves into one vector.
+template <typename T, size_t A>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> by_halves(std::array<at::vec::Vectorized<T>, A> sums) {
+  for (size_t half = A / 2; half > 0; half /= 2) {
+    for (size_t a = 0; a < half; ++a) sums[a] = sums[a] + sums[a + half];
+  }
+  return sums[0];
+}
+
+// A sum along a row of n values in kAccumulators vector accumulators, vector i of the row into
+// accumulator i % A. ``add(sum, lanes, j)`` returns sum plus vector j's terms. The row is walked A
+// vectors at a time, so that each accumulator stays in a register (one picked by a computed index
+// lives in memory, each addition waiting on a store).
 template <typename T, typename F>
 C10_ALWAYS_INLINE T row_total(int64_t n, const F& add) {
   using V = at::vec::Vectorized<T>;
-  constexpr int64_t W = V::size(), A = std::min<int64_t>(8, std::max<int64_t>(4, 64 / W));
+  constexpr int64_t W = V::size(), A = kAccumulators<T>;
   constexpr auto accumulators = std::make_index_sequence<A>{};
   std::array<V, A> sums;
   sums.fill(V(T(0)));
@@ -40,59 +53,275 @@ C10_ALWAYS_INLINE T row_total(int64_t n, const F& add) {
         }
       },
       accumulators);
-  for (int64_t half = A / 2; half > 0; half /= 2) {  // by halves
-    for (int64_t a = 0; a < half; ++a) sums[a] = sums[a] + sums[a + half];
+  return at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, by_halves<T>(sums));
+}
+
+// The totals of W = V::size() vectors in one vector: lane r holds the sum of sums[r]'s lanes, each
+// summed as vec_reduce_all sums one vector's (lanes i and i + W/2 first, then i and i + W/4, ...).
+// A group of short rows' sums this way take a few shuffles and additions per row, and one division
+// and one square root for all of them, where each row's own were a chain of dependent operations.
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> lane_totals(const std::array<at::vec::Vectorized<T>, at::vec::Vectorized<T>::size()>& sums) {
+  using V = at::vec::Vectorized<T>;
+  __at_align__ T totals[V::size()];
+  for (int64_t r = 0; r < V::size(); ++r) {
+    totals[r] = at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, sums[r]);
   }
-  return at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, sums[0]);
+  return V::loadu(totals);
 }
 
-// LN of a row v (n values) without gain or shift: v_hat = (v - mean) / sqrt(var + 1e-5) (torch.nn.
+// AVX-512 and AVX2 float: the W vectors transposed as they are summed, pairs of rows' vectors
+// shuffled together at each halving (the same pairs of lanes as vec_reduce_all's), then the totals
+// put in row order.
+#if defined(CPU_CAPABILITY_AVX512)
+template <>
+C10_ALWAYS_INLINE at::vec::Vectorized<float> lane_totals<float>(const std::array<at::vec::Vectorized<float>, 16>& s) {
+  __m512 h8[8], h4[4], h2[2];
+  for (int k = 0; k < 8; ++k) {  // lanes i + i+8: rows 2k, 2k+1 in the low and high 8 lanes
+    const __m512 x = s[2 * k], y = s[2 * k + 1];
+    h8[k] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
+  }
+  for (int k = 0; k < 4; ++k) {  // i + i+4: rows 4k .. 4k+3, one a quarter
+    h4[k] = _mm512_add_ps(_mm512_shuffle_f32x4(h8[2 * k], h8[2 * k + 1], 0x88),
+                          _mm512_shuffle_f32x4(h8[2 * k], h8[2 * k + 1], 0xDD));
+  }
+  for (int k = 0; k < 2; ++k) {  // i + i+2: quarter j, rows 8k + j and 8k + 4 + j
+    h2[k] = _mm512_add_ps(_mm512_shuffle_ps(h4[2 * k], h4[2 * k + 1], 0x44),
+                          _mm512_shuffle_ps(h4[2 * k], h4[2 * k + 1], 0xEE));
+  }
+  // i + i+1: lane 4j + m holds row 4m + j
+  const __m512 t = _mm512_add_ps(_mm512_shuffle_ps(h2[0], h2[1], 0x88), _mm512_shuffle_ps(h2[0], h2[1], 0xDD));
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), t);
+}
+#elif defined(CPU_CAPABILITY_AVX2)
+template <>
+C10_ALWAYS_INLINE at::vec::Vectorized<float> lane_totals<float>(const std::array<at::vec::Vectorized<float>, 8>& s) {
+  __m256 h4[4], h2[2];
+  for (int k = 0; k < 4; ++k) {  // lanes i + i+4: rows 2k, 2k+1 in the low and high 4 lanes
+    const __m256 x = s[2 * k], y = s[2 * k + 1];
+    h4[k] = _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+  }
+  for (int k = 0; k < 2; ++k) {  // i + i+2: half j, rows 4k + j and 4k + 2 + j
+    h2[k] = _mm256_add_ps(_mm256_shuffle_ps(h4[2 * k], h4[2 * k + 1], 0x44),
+                          _mm256_shuffle_ps(h4[2 * k], h4[2 * k + 1], 0xEE));
+  }
+  // i + i+1: lane 4j + m holds row 2m + j
+  const __m256 t = _mm256_add_ps(_mm256_shuffle_ps(h2[0], h2[1], 0x88), _mm256_shuffle_ps(h2[0], h2[1], 0xDD));
+  return _mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+#endif
+
+// A row of n values, N vectors (N <= kAccumulators: one vector per accumulator of row_total), in
+// registers, the lanes past the row zero: ``summed`` and lane_totals give row_total's sum. Layer
+// norm's rows at small H (an LSTM's 4H = 40, its c's H = 10) are a few such vectors.
+template <typename T, int64_t N>
+struct ShortRow {
+  using V = at::vec::Vectorized<T>;
+  static constexpr int64_t W = V::size();
+  std::array<V, N> v;
+
+  // The lanes of the last vector that lie in a row of n values.
+  C10_ALWAYS_INLINE static int64_t tail(int64_t n) { return n - (N - 1) * W; }
+
+  C10_ALWAYS_INLINE static ShortRow load(const T* p, int64_t n) {
+    ShortRow row;
+    for (int64_t a = 0; a + 1 < N; ++a) row.v[a] = V::loadu(p + a * W);
+    row.v[N - 1] = V::loadu(p + (N - 1) * W, tail(n));
+    return row;
+  }
+
+  C10_ALWAYS_INLINE void store(T* p, int64_t n) const {
+    for (int64_t a = 0; a + 1 < N; ++a) v[a].store(p + a * W);
+    v[N - 1].store(p + (N - 1) * W, tail(n));
+  }
+
+  // The vectors summed by halves, as row_total sums its accumulators (those past N hold zero).
+  C10_ALWAYS_INLINE V summed() const {
+    std::array<V, N> s = v;
+    for (int64_t half = kAccumulators<T> / 2; half > 0; half /= 2) {
+      for (int64_t a = 0; a < half && a + half < N; ++a) s[a] = s[a] + s[a + half];
+    }
+    return s[0];
+  }
+};
+
+// Calls body(std::integral_constant<int64_t, N>) with N the vectors a row of n values takes, and
+// returns true, if the row is short (0 < N <= kAccumulators); else returns false.
+template <typename T, typename F>
+bool short_rows(int64_t n, const F& body) {
+  constexpr int64_t W = at::vec::Vectorized<T>::size();
+  const int64_t vectors = (n + W - 1) / W;
+  bool found = false;
+  unrolled([&](auto i) {
+    if (i + 1 == vectors) body(std::integral_constant<int64_t, i + 1>{}), found = true;
+  }, std::make_index_sequence<kAccumulators<T>>{});
+  return found;
+}
+
+// A row of layer norm: v (n values) is read, and written over where a gain is given; v_hat, the
+// normalised row, and rstd, its 1 / std, are written.
+template <typename T>
+struct NormRow {
+  T *v, *v_hat, *rstd;
+};
+
+// A row of layer norm's backward: d (n values), the gradient of v_hat, becomes v's in place; v_hat and
+// rstd as ``normalise`` gave them.
+template <typename T>
+struct NormGrad {
+  const T* v_hat;
+  T rstd;
+  T* d;
+};
+
+// Stores a row's v_hat, and over v gain v_hat (+ shift) where a gain is given.
+template <typename T, typename L>
+C10_ALWAYS_INLINE void store_normalised(const NormRow<T>& row, const L& lanes, int64_t j, const at::vec::Vectorized<T>& v_hat,
+                                        const T* gain, const T* shift) {
+  lanes.store(row.v_hat + j, v_hat);
+  if (!gain) return;
+  const auto y = v_hat * lanes.load(gain + j);
+  lanes.store(row.v + j, shift ? y + lanes.load(shift + j) : y);
+}
+
+// ``normalise`` of k <= V::size() short rows of N vectors: their sums side by side in one vector
+// (lane_totals), one division and one square root for all. Each row is read twice and written once,
+// after every row was read: a row's partial last vector, stored masked, cannot be forwarded to the
+// next row's first load, which overlaps it, and that load would wait for the store to reach the cache.
+template <typename T, int64_t N>
+void normalise_short(int64_t n, const NormRow<T>* rows, int64_t k, const T* gain, const T* shift) {
+  using V = at::vec::Vectorized<T>;
+  using Short = ShortRow<T, N>;
+  const V in_row = V::set(V(T(0)), V(T(1)), Short::tail(n));  // the last vector's lanes in the row
+  std::array<V, V::size()> sums;
+  for (int64_t r = 0; r < V::size(); ++r) sums[r] = r < k ? Short::load(rows[r].v, n).summed() : V(T(0));
+  __at_align__ T mean[V::size()], rstd[V::size()];
+  (lane_totals<T>(sums) / V(T(n))).store(mean);
+  std::array<Short, V::size()> centred;
+  for (int64_t r = 0; r < k; ++r) {
+    Short d = Short::load(rows[r].v, n);
+    for (int64_t a = 0; a < N; ++a) d.v[a] = d.v[a] - V(mean[r]);
+    d.v[N - 1] = d.v[N - 1] * in_row;
+    Short squares;
+    for (int64_t a = 0; a < N; ++a) squares.v[a] = d.v[a] * d.v[a];
+    centred[r] = d, sums[r] = squares.summed();
+  }
+  (V(T(1)) / (lane_totals<T>(sums) / V(T(n)) + V(T(1e-5))).sqrt()).store(rstd);
+  for (int64_t r = 0; r < k; ++r) {
+    *rows[r].rstd = rstd[r];
+    for (int64_t a = 0; a + 1 < N; ++a) {
+      store_normalised(rows[r], WholeLanes<T>{}, a * V::size(), centred[r].v[a] * V(rstd[r]), gain, shift);
+    }
+    store_normalised(rows[r], Lanes<T>{static_cast<int>(Short::tail(n))}, (N - 1) * V::size(),
+                     centred[r].v[N - 1] * V(rstd[r]), gain, shift);
+  }
+}
+
+// ``normalise_backward`` of k <= V::size() short rows, as normalise_short.
+template <typename T, int64_t N>
+void normalise_backward_short(int64_t n, const NormGrad<T>* rows, int64_t k) {
+  using V = at::vec::Vectorized<T>;
+  using Short = ShortRow<T, N>;
+  std::array<V, V::size()> sums, dots;
+  for (int64_t r = 0; r < V::size(); ++r) {
+    if (r >= k) {
+      sums[r] = dots[r] = V(T(0));
+      continue;
+    }
+    Short d = Short::load(rows[r].d, n);
+    sums[r] = d.summed();
+    const Short x = Short::load(rows[r].v_hat, n);
+    for (int64_t a = 0; a < N; ++a) d.v[a] = d.v[a] * x.v[a];
+    dots[r] = d.summed();
+  }
+  __at_align__ T mean[V::size()], mean_dot[V::size()];
+  (lane_totals<T>(sums) / V(T(n))).store(mean);
+  (lane_totals<T>(dots) / V(T(n))).store(mean_dot);
+  std::array<Short, V::size()> grads;
+  for (int64_t r = 0; r < k; ++r) {
+    const Short x = Short::load(rows[r].v_hat, n);
+    Short d = Short::load(rows[r].d, n);
+    const V m(mean[r]), dot(mean_dot[r]), rstd(rows[r].rstd);
+    for (int64_t a = 0; a < N; ++a) d.v[a] = rstd * (d.v[a] - m - x.v[a] * dot);
+    grads[r] = d;
+  }
+  for (int64_t r = 0; r < k; ++r) grads[r].store(rows[r].d, n);
+}
+
+// LN of each of k rows without gain or shift: v_hat = (v - mean) / sqrt(var + 1e-5) (torch.nn.
 // LayerNorm's eps), the biased variance from the deviations (two passes, as exact as torch's).
-// Returns 1 / sqrt(var + eps).
+// Given a gain (n), v is written over with gain v_hat (+ shift): LN with its parameters (v_hat may
+// then be v itself).
 template <typename T>
-T normalise(int64_t n, const T* v, T* v_hat) {
+void normalise(int64_t n, const NormRow<T>* rows, int64_t k, const T* gain = nullptr, const T* shift = nullptr) {
   using V = at::vec::Vectorized<T>;
-  const T mean = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) { return s + L.load(v + j); }) / T(n);
-  const T squares = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) {
-    const V d = L.only(L.load(v + j) - V(mean));
-    return at::vec::fmadd(d, d, s);
+  const bool is_short = short_rows<T>(n, [&](auto vectors) {
+    for (int64_t r = 0; r < k; r += V::size()) {
+      normalise_short<T, vectors>(n, rows + r, std::min<int64_t>(V::size(), k - r), gain, shift);
+    }
   });
-  const T rstd = T(1) / std::sqrt(squares / T(n) + T(1e-5));
-  vectorized<T>(n, [&](const auto& L, int64_t j) { L.store(v_hat + j, (L.load(v + j) - V(mean)) * V(rstd)); });
-  return rstd;
+  for (int64_t r = 0; r < k && !is_short; ++r) {
+    const NormRow<T>& row = rows[r];
+    const T mean = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) { return s + L.load(row.v + j); }) / T(n);
+    const T squares = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) {
+      const V d = L.only(L.load(row.v + j) - V(mean));
+      return at::vec::fmadd(d, d, s);
+    });
+    const T rstd = *row.rstd = T(1) / std::sqrt(squares / T(n) + T(1e-5));
+    vectorized<T>(n, [&](const auto& L, int64_t j) {
+      store_normalised(row, L, j, (L.load(row.v + j) - V(mean)) * V(rstd), gain, shift);
+    });
+  }
 }
 
-// ``normalise`` with LN's gain and an optional shift, the result written over v: v = gain v_hat (+
-// shift), v_hat kept (v_hat may be v itself). Returns 1 / sqrt(var + eps).
+// The backward of ``normalise``, in place for each of k rows: d v_hat -> d v = rstd (d v_hat -
+// mean(d v_hat) - v_hat mean(d v_hat v_hat)).
 template <typename T>
-T normalise_over(int64_t n, T* v, T* v_hat, const T* gain, const T* shift) {
+void normalise_backward(int64_t n, const NormGrad<T>* rows, int64_t k) {
   using V = at::vec::Vectorized<T>;
-  const T rstd = normalise(n, v, v_hat);
-  vectorized<T>(n, [&](const auto& L, int64_t j) {
-    const V y = L.load(v_hat + j) * L.load(gain + j);
-    L.store(v + j, shift ? y + L.load(shift + j) : y);
+  const bool is_short = short_rows<T>(n, [&](auto vectors) {
+    for (int64_t r = 0; r < k; r += V::size()) {
+      normalise_backward_short<T, vectors>(n, rows + r, std::min<int64_t>(V::size(), k - r));
+    }
   });
-  return rstd;
+  for (int64_t r = 0; r < k && !is_short; ++r) {
+    const NormGrad<T>& row = rows[r];
+    const T mean = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) { return s + L.load(row.d + j); }) / T(n);
+    const T mean_dot = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) {
+      return at::vec::fmadd(L.load(row.d + j), L.load(row.v_hat + j), s);
+    }) / T(n);
+    vectorized<T>(n, [&](const auto& L, int64_t j) {
+      const V x = L.load(row.v_hat + j);
+      L.store(row.d + j, V(row.rstd) * (L.load(row.d + j) - V(mean) - x * V(mean_dot)));
+    });
+  }
 }
 
-// The backward of ``normalise``, in place: d v_hat (n) -> d v = rstd (d v_hat - mean(d v_hat)
-// - v_hat mean(d v_hat v_hat)).
-template <typename T>
-void normalise_backward(int64_t n, const T* v_hat, T rstd, T* d) {
-  using V = at::vec::Vectorized<T>;
-  const T mean = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) { return s + L.load(d + j); }) / T(n);
-  const T mean_dot = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) {
-    return at::vec::fmadd(L.load(d + j), L.load(v_hat + j), s);
-  }) / T(n);
-  vectorized<T>(n, [&](const auto& L, int64_t j) {
-    const V x = L.load(v_hat + j);
-    L.store(d + j, V(rstd) * (L.load(d + j) - V(mean) - x * V(mean_dot)));
-  });
+// How many rows ``in_groups`` hands over at once: AVX-512's float vector holds 16 rows' sums.
+constexpr int64_t kRowsAtOnce = 16;
+
+// Calls group(items, k) with item(b) of the b in [begin, end) where keep(b), at most kRowsAtOnce at a
+// time (items a pointer to k of them).
+template <typename Keep, typename Item, typename Group>
+void in_groups(int64_t begin, int64_t end, const Keep& keep, const Item& item, const Group& group) {
+  std::array<decltype(item(begin)), kRowsAtOnce> items;
+  int64_t k = 0;
+  for (int64_t b = begin; b < end; ++b) {
+    if (!keep(b)) continue;
+    items[k++] = item(b);
+    if (k == kRowsAtOnce) group(items.data(), k), k = 0;
+  }
+  if (k > 0) group(items.data(), k);
+}
+
+// ``in_groups`` of the sequences b in [begin, end) alive at step t.
+template <typename Item, typename Group>
+void alive_in_groups(const Steps& steps, int64_t t, int64_t begin, int64_t end, const Item& item, const Group& group) {
+  in_groups(begin, end, [&](int64_t b) { return steps.alive(t, b); }, item, group);
 }
 
 // Calls body(b) for the sequences b in [begin, end) alive at step t. The variant loops run each
-// phase of a step over all their rows before the next: a loop of layer norm's row reductions alone
-// lets the processor run several rows' reductions at once, each a chain of dependent operations.
+// phase of a step over all their rows before the next (layer norm's rows by ``alive_in_groups``).
 template <typename F>
 void each_alive(const Steps& steps, int64_t t, int64_t begin, int64_t end, const F& body) {
   for (int64_t b = begin; b < end; ++b) {
@@ -155,9 +384,10 @@ inline VariantInput variant_input(const char* op, const at::Tensor& x, const at:
     T_ *v = xw.data_ptr<T_>(), *v_hat = a_hat.data_ptr<T_>(), *r = rstd.data_ptr<T_>();
     const T_ *g = gain.data_ptr<T_>(), *b = data_or_null<T_>(shift);
     at::parallel_for(0, T * B, std::max<int64_t>(1, 16384 / std::max<int64_t>(G, 1)), [&](int64_t r0, int64_t r1) {
-      for (int64_t row = r0; row < r1; ++row) {
-        r[row] = normalise_over(G, v + row * G, v_hat + row * G, g, b);  // in place without ``save``
-      }
+      in_groups(
+          r0, r1, [](int64_t) { return true; },
+          [&](int64_t row) { return NormRow<T_>{v + row * G, v_hat + row * G, r + row}; },  // in place without ``save``
+          [&](const auto* rows, int64_t k) { normalise(G, rows, k, g, b); });
     });
   });
   return {xw, save ? a_hat : none(), save ? rstd : none()};
@@ -194,8 +424,11 @@ inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_
             L.store(prod + j, dj * L.load(v_hat + at + j));
             L.store(dv + at + j, dj * L.load(g + j));
           });
-          normalise_backward(G, v_hat + at, r[row], dv + at);
         }
+        in_groups(
+            r0, r0 + n, [](int64_t) { return true; },
+            [&](int64_t row) { return NormGrad<T_>{v_hat + row * G, r[row], dv + row * G}; },
+            [&](const auto* rows, int64_t k) { normalise_backward(G, rows, k); });
         column_sums(products.data(), n, G, pg + k * G, scratch.data());
         if (bias) column_sums(d + r0 * G, n, G, pb + k * G, scratch.data());
       }
@@ -396,18 +629,21 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
           T_* hw = tile_product(recurrent, units, p, state.in(i), H, products);  // W_hh m h, gate by gate
           const int64_t b1 = units.row_end(p);
           state.hold_ended(i, b0, b1, j0, n);
-          each_alive(steps, t, b0, b1, [&](int64_t b) {  // u = LN(W_hh m h) + b_hh
-            T_* u = hw + (b - b0) * ld;
-            if (ln) {  // by rows: the whole row, n = H
-              prstd[s * B + b] = normalise_over(GH, u, pv_hat + (s * B + b) * GH, gain, bias);
-            } else if (bias) {
+          if (ln) {  // u = LN(W_hh m h) + b_hh, by rows: the whole row, n = H
+            alive_in_groups(
+                steps, t, b0, b1,
+                [&](int64_t b) { return NormRow<T_>{hw + (b - b0) * ld, pv_hat + (s * B + b) * GH, prstd + s * B + b}; },
+                [&](const auto* rows, int64_t k) { normalise(GH, rows, k, gain, bias); });
+          } else if (bias) {  // u = W_hh m h + b_hh
+            each_alive(steps, t, b0, b1, [&](int64_t b) {
+              T_* u = hw + (b - b0) * ld;
               for (int64_t k = 0; k < G; ++k) {
                 vectorized<T_>(n, [&](const auto& L, int64_t j) {
                   L.store(u + k * n + j, L.load(u + k * n + j) + L.load(bias + k * H + j0 + j));
                 });
               }
-            }
-          });
+            });
+          }
           each_alive(steps, t, b0, b1, [&](int64_t b) {
             T_* u = hw + (b - b0) * ld;
             const int64_t row = (s * B + b) * H + j0;
@@ -532,9 +768,13 @@ std::vector<at::Tensor> single_state_variant_backward(
             }
           });
           if (ln) {
-            each_alive(steps, t, b0, b1, [&](int64_t b) {
-              normalise_backward(GH, pv_hat + (t * B + b) * GH, prstd[t * B + b], pgrad_v + (t * B + b) * GH);
-            });
+            alive_in_groups(
+                steps, t, b0, b1,
+                [&](int64_t b) {
+                  const int64_t row = t * B + b;
+                  return NormGrad<T_>{pv_hat + row * GH, prstd[row], pgrad_v + row * GH};
+                },
+                [&](const auto* rows, int64_t k) { normalise_backward(GH, rows, k); });
           }
         });
       }

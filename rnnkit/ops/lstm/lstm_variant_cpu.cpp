@@ -133,9 +133,10 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
           T_* hw = tile_product(recurrent, units, p, state.in(i), P, products);  // W_hh m h, gate by gate
           auto each_alive = [&](const auto& body) { rnnkit::each_alive(steps, t, b0, units.row_end(p), body); };
           if (ln_hh) {  // by rows: u is the whole row, n = H
-            each_alive([&](int64_t b) {
-              prstd_hh[s * B + b] = normalise(G, hw + (b - b0) * ld, pu_hat + (s * B + b) * G);
-            });
+            alive_in_groups(
+                steps, t, b0, units.row_end(p),
+                [&](int64_t b) { return NormRow<T_>{hw + (b - b0) * ld, pu_hat + (s * B + b) * G, prstd_hh + s * B + b}; },
+                [&](const auto* rows, int64_t k) { normalise(G, rows, k); });
           }
           if (!proj) state.hold_ended(i, b0, units.row_end(p), j0, n);
           each_alive([&](int64_t b) {  // the gates and c~_t; u_k's values lie n apart (H apart, normalised)
@@ -163,10 +164,13 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
             });
           });
           if (ln_c) {
-            each_alive([&](int64_t b) {
-              const int64_t row = (s * B + b) * H + j0;
-              prstd_c[s * B + b] = normalise(H, pc_new + row, pc_hat + row);
-            });
+            alive_in_groups(
+                steps, t, b0, units.row_end(p),
+                [&](int64_t b) {
+                  const int64_t row = (s * B + b) * H + j0;
+                  return NormRow<T_>{pc_new + row, pc_hat + row, prstd_c + s * B + b};
+                },
+                [&](const auto* rows, int64_t k) { normalise(H, rows, k); });
           }
           each_alive([&](int64_t b) {  // h~_t = o tanh(c~_t or its layer norm), and zoneout
             const int64_t row = (s * B + b) * H + j0;
@@ -318,9 +322,13 @@ std::vector<Tensor> lstm_variant_backward(
         });
       });
       if (ln_c) {
-        each_alive([&](int64_t b) {
-          normalise_backward(n, pc_hat + (t * B + b) * H + j0, prstd_c[t * B + b], pgrad_xw + (t * B + b) * G + j0 + H);
-        });
+        alive_in_groups(
+            steps, t, b0, units.row_end(p),
+            [&](int64_t b) {
+              const int64_t row = t * B + b;
+              return NormGrad<T_>{pc_hat + row * H + j0, prstd_c[row], pgrad_xw + row * G + j0 + H};
+            },
+            [&](const auto* rows, int64_t k) { normalise_backward(n, rows, k); });
       }
       each_alive([&](int64_t b) {  // the gates' gradients and dc carried to step t - 1
         const int64_t row = (t * B + b) * H + j0;
@@ -362,9 +370,13 @@ std::vector<Tensor> lstm_variant_backward(
         });
       });
       if (ln_hh) {
-        each_alive([&](int64_t b) {
-          normalise_backward(G, pu_hat + (t * B + b) * G, prstd_hh[t * B + b], pgrad_u + (t * B + b) * G);
-        });
+        alive_in_groups(
+            steps, t, b0, units.row_end(p),
+            [&](int64_t b) {
+              const int64_t row = t * B + b;
+              return NormGrad<T_>{pu_hat + row * G, prstd_hh[row], pgrad_u + row * G};
+            },
+            [&](const auto* rows, int64_t k) { normalise_backward(G, rows, k); });
       }
     };
     auto carry = [&](int64_t q, int64_t t) {  // dh = m (d u_t W_hh) + k_h dh_t, for h_{t-1}
