@@ -165,12 +165,13 @@ struct NormRow {
   T *v, *v_hat, *rstd;
 };
 
-// A row of layer norm's backward: d (n values), the gradient of v_hat, becomes v's in place; v_hat and
-// rstd as ``normalise`` gave them.
+// A row of layer norm's backward: grad (n values), the gradient of LN's output gain v_hat (+ shift),
+// gives d, v's (d may be grad); v_hat and rstd as ``normalise`` gave them.
 template <typename T>
 struct NormGrad {
   const T* v_hat;
   T rstd;
+  const T* grad;
   T* d;
 };
 
@@ -219,16 +220,22 @@ void normalise_short(int64_t n, const NormRow<T>* rows, int64_t k, const T* gain
 
 // ``normalise_backward`` of k <= V::size() short rows, as normalise_short.
 template <typename T, int64_t N>
-void normalise_backward_short(int64_t n, const NormGrad<T>* rows, int64_t k) {
+void normalise_backward_short(int64_t n, const NormGrad<T>* rows, int64_t k, const T* gain) {
   using V = at::vec::Vectorized<T>;
   using Short = ShortRow<T, N>;
+  const Short g = gain ? Short::load(gain, n) : Short{};
+  auto gradient = [&](const NormGrad<T>& row) {  // d v_hat = grad gain
+    Short d = Short::load(row.grad, n);
+    for (int64_t a = 0; gain && a < N; ++a) d.v[a] = d.v[a] * g.v[a];
+    return d;
+  };
   std::array<V, V::size()> sums, dots;
   for (int64_t r = 0; r < V::size(); ++r) {
     if (r >= k) {
       sums[r] = dots[r] = V(T(0));
       continue;
     }
-    Short d = Short::load(rows[r].d, n);
+    Short d = gradient(rows[r]);
     sums[r] = d.summed();
     const Short x = Short::load(rows[r].v_hat, n);
     for (int64_t a = 0; a < N; ++a) d.v[a] = d.v[a] * x.v[a];
@@ -240,7 +247,7 @@ void normalise_backward_short(int64_t n, const NormGrad<T>* rows, int64_t k) {
   std::array<Short, V::size()> grads;
   for (int64_t r = 0; r < k; ++r) {
     const Short x = Short::load(rows[r].v_hat, n);
-    Short d = Short::load(rows[r].d, n);
+    Short d = gradient(rows[r]);
     const V m(mean[r]), dot(mean_dot[r]), rstd(rows[r].rstd);
     for (int64_t a = 0; a < N; ++a) d.v[a] = rstd * (d.v[a] - m - x.v[a] * dot);
     grads[r] = d;
@@ -274,26 +281,54 @@ void normalise(int64_t n, const NormRow<T>* rows, int64_t k, const T* gain = nul
   }
 }
 
-// The backward of ``normalise``, in place for each of k rows: d v_hat -> d v = rstd (d v_hat -
-// mean(d v_hat) - v_hat mean(d v_hat v_hat)).
+// The backward of ``normalise`` for each of k rows: d v_hat = grad gain (grad without a gain) ->
+// d v = rstd (d v_hat - mean(d v_hat) - v_hat mean(d v_hat v_hat)).
 template <typename T>
-void normalise_backward(int64_t n, const NormGrad<T>* rows, int64_t k) {
+void normalise_backward(int64_t n, const NormGrad<T>* rows, int64_t k, const T* gain = nullptr) {
   using V = at::vec::Vectorized<T>;
   const bool is_short = short_rows<T>(n, [&](auto vectors) {
     for (int64_t r = 0; r < k; r += V::size()) {
-      normalise_backward_short<T, vectors>(n, rows + r, std::min<int64_t>(V::size(), k - r));
+      normalise_backward_short<T, vectors>(n, rows + r, std::min<int64_t>(V::size(), k - r), gain);
     }
   });
   for (int64_t r = 0; r < k && !is_short; ++r) {
     const NormGrad<T>& row = rows[r];
-    const T mean = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) { return s + L.load(row.d + j); }) / T(n);
+    auto gradient = [&](const auto& L, int64_t j) { return gain ? L.load(row.grad + j) * L.load(gain + j) : L.load(row.grad + j); };
+    const T mean = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) { return s + gradient(L, j); }) / T(n);
     const T mean_dot = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) {
-      return at::vec::fmadd(L.load(row.d + j), L.load(row.v_hat + j), s);
+      return at::vec::fmadd(gradient(L, j), L.load(row.v_hat + j), s);
     }) / T(n);
     vectorized<T>(n, [&](const auto& L, int64_t j) {
       const V x = L.load(row.v_hat + j);
-      L.store(row.d + j, V(row.rstd) * (L.load(row.d + j) - V(mean) - x * V(mean_dot)));
+      L.store(row.d + j, V(row.rstd) * (gradient(L, j) - V(mean) - x * V(mean_dot)));
     });
+  }
+}
+
+// sums (n) plus the terms of the sequences alive at step t in [begin, end), added row after row:
+// term(sum, lanes, j, b) returns sum plus sequence b's terms of vector j. The sums of up to 8 vectors
+// stay in registers across the rows, each its own chain of additions: one sum read back from memory
+// for each row waited for the row before's store, and one vector's additions wait for each other.
+template <typename T, typename F>
+void add_rows(T* sums, int64_t n, const Steps& steps, int64_t t, int64_t begin, int64_t end, const F& term) {
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t W = V::size(), K = 8;
+  for (int64_t j0 = 0; j0 < n; j0 += K * W) {
+    std::array<Lanes<T>, K> lanes;
+    std::array<V, K> sum;
+    unrolled([&](auto k) {
+      lanes[k] = Lanes<T>{static_cast<int>(std::clamp<int64_t>(n - j0 - k * W, 0, W))};
+      if (lanes[k].count > 0) sum[k] = lanes[k].load(sums + j0 + k * W);
+    }, std::make_index_sequence<K>{});
+    for (int64_t b = begin; b < end; ++b) {
+      if (!steps.alive(t, b)) continue;
+      unrolled([&](auto k) {
+        if (lanes[k].count > 0) sum[k] = term(sum[k], lanes[k], j0 + k * W, b);
+      }, std::make_index_sequence<K>{});
+    }
+    unrolled([&](auto k) {
+      if (lanes[k].count > 0) lanes[k].store(sums + j0 + k * W, sum[k]);
+    }, std::make_index_sequence<K>{});
   }
 }
 
@@ -416,19 +451,14 @@ inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_
       std::vector<T_> products(block * G), scratch(65 * G);
       for (int64_t k = k0; k < k1; ++k) {
         const int64_t r0 = k * block, n = std::min(block, rows - r0);
-        for (int64_t row = r0; row < r0 + n; ++row) {
-          const int64_t at = row * G;
-          T_* prod = products.data() + (row - r0) * G;
-          vectorized<T_>(G, [&](const auto& L, int64_t j) {
-            const auto dj = L.load(d + at + j);
-            L.store(prod + j, dj * L.load(v_hat + at + j));
-            L.store(dv + at + j, dj * L.load(g + j));
-          });
+        for (int64_t at = r0 * G; at < (r0 + n) * G; at += G) {
+          T_* prod = products.data() + at - r0 * G;
+          vectorized<T_>(G, [&](const auto& L, int64_t j) { L.store(prod + j, L.load(d + at + j) * L.load(v_hat + at + j)); });
         }
         in_groups(
             r0, r0 + n, [](int64_t) { return true; },
-            [&](int64_t row) { return NormGrad<T_>{v_hat + row * G, r[row], dv + row * G}; },
-            [&](const auto* rows, int64_t k) { normalise_backward(G, rows, k); });
+            [&](int64_t row) { return NormGrad<T_>{v_hat + row * G, r[row], d + row * G, dv + row * G}; },
+            [&](const auto* rows, int64_t k) { normalise_backward(G, rows, k, g); });
         column_sums(products.data(), n, G, pg + k * G, scratch.data());
         if (bias) column_sums(d + r0 * G, n, G, pb + k * G, scratch.data());
       }
@@ -495,20 +525,21 @@ struct VariantState {
   int64_t slot(int64_t i) const { return save ? steps.at(i) : i % 2; }
   const T* in(int64_t i) const { return hm + slot(i) * B * P; }  // m h_{t-1} of step i, (B, P)
 
-  // Sequence b's new state h~ at step i, features [k0, k0 + n): zoneout against the state, then the
-  // state, output_t and the next step's m h.
+  // Sequence b's new state h~ at step i, features k.. of ``lanes``: zoneout against the state, then
+  // the state, output_t and the next step's m h. Called with the value as the step computes it: a
+  // value stored for it to read back waits, where the store was masked (H = 10, say), until the store
+  // reaches the cache.
+  template <typename L>
+  C10_ALWAYS_INLINE void put(int64_t i, int64_t b, int64_t k, const L& lanes, at::vec::Vectorized<T> y) const {
+    const int64_t t = steps.at(i), row = b * P + k;
+    if (keep) y = zoned(lanes.load(keep + t * B * P + row), lanes.load(h + row), y);
+    lanes.store(h + row, y), lanes.store(output + t * B * P + row, y);
+    if (i + 1 < steps.T) lanes.store(hm + slot(i + 1) * B * P + row, mask ? y * lanes.load(mask + row) : y);
+  }
+
+  // ``put`` of features [k0, k0 + n) from h_new.
   void write(int64_t i, int64_t b, int64_t k0, int64_t n, const T* h_new) const {
-    using V = at::vec::Vectorized<T>;
-    const int64_t t = steps.at(i), row = b * P + k0;
-    const T* k_t = keep ? keep + t * B * P + row : nullptr;
-    T* next = i + 1 < steps.T ? hm + slot(i + 1) * B * P + row : nullptr;
-    T* out = output + t * B * P + row;
-    vectorized<T>(n, [&](const auto& L, int64_t j) {
-      V y = L.load(h_new + j);
-      if (k_t) y = zoned(L.load(k_t + j), L.load(h + row + j), y);
-      L.store(h + row + j, y), L.store(out + j, y);
-      if (next) L.store(next + j, mask ? y * L.load(mask + row + j) : y);
-    });
+    vectorized<T>(n, [&](const auto& L, int64_t j) { put(i, b, k0 + j, L, L.load(h_new + j)); });
   }
 
   // Sequence b past its length at step i: its m h carried to the next step (the state stays).
@@ -647,17 +678,15 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
           each_alive(steps, t, b0, b1, [&](int64_t b) {
             T_* u = hw + (b - b0) * ld;
             const int64_t row = (s * B + b) * H + j0;
-            const T_* h_old = state.h + b * H + j0;  // state.write replaces it after the step
+            const T_* h_old = state.h + b * H + j0;  // state.put replaces each vector once read
             const T_* a = pxw + (t * B + b) * GH + j0;
             T_* g = pgates + (s * B + b) * GH + j0;
             T_* un = Cell::kSavesProduct ? pu_n + row : nullptr;
-            // h~ over u's first gate, each lane read before it is written
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               const V old = L.load(h_old + j);
               if (!Cell::kOfTheSum) L.store(ph_prev + row + j, old);
-              L.store(u + j, Cell::forward(L, j, H, n, a, u, old, g, un));
+              state.put(i, b, j0 + j, L, Cell::forward(L, j, H, n, a, u, old, g, un));
             });
-            state.write(i, b, j0, n, u);
           });
         });
       }
@@ -752,29 +781,25 @@ std::vector<at::Tensor> single_state_variant_backward(
               const V h_old = Cell::kOfTheSum ? V(0) : L.load(ph_prev + at_t + j);
               Cell::backward(L, j, H, d_new, g, un, h_old, da, du, pskip ? pskip + row : nullptr);
             });
-            for (int64_t k = 0; bias_sums && k < G; ++k) {
-              vectorized<T_>(n, [&](const auto& L, int64_t j) {
-                T_* to = sums + k * H + j0 + j;
-                L.store(to, L.load(to) + L.load(du + k * H + j));
-              });
-            }
-            if (ln) {  // by rows: the whole row, n = H
-              const T_* vh = pv_hat + (t * B + b) * GH;
-              vectorized<T_>(GH, [&](const auto& L, int64_t j) {
-                const V d = L.load(du + j);
-                L.store(sums + at_ln + j, at::vec::fmadd(d, L.load(vh + j), L.load(sums + at_ln + j)));
-                L.store(du + j, d * L.load(gain + j));
-              });
-            }
           });
-          if (ln) {
+          const T_* du_t = pgrad_v + t * B * GH;  // then the gradients of W_hh m h_{t-1} + b_hh (+ LN)
+          for (int64_t k = 0; bias_sums && k < G; ++k) {
+            add_rows(sums + k * H + j0, n, steps, t, b0, b1, [&](const V& sum, const auto& L, int64_t j, int64_t b) {
+              return sum + L.load(du_t + b * GH + k * H + j0 + j);
+            });
+          }
+          if (ln) {  // by rows: the whole row, n = H
+            const T_* v_hat_t = pv_hat + t * B * GH;
+            add_rows(sums + at_ln, GH, steps, t, b0, b1, [&](const V& sum, const auto& L, int64_t j, int64_t b) {
+              return at::vec::fmadd(L.load(du_t + b * GH + j), L.load(v_hat_t + b * GH + j), sum);
+            });
             alive_in_groups(
                 steps, t, b0, b1,
                 [&](int64_t b) {
                   const int64_t row = t * B + b;
-                  return NormGrad<T_>{pv_hat + row * GH, prstd[row], pgrad_v + row * GH};
+                  return NormGrad<T_>{pv_hat + row * GH, prstd[row], pgrad_v + row * GH, pgrad_v + row * GH};
                 },
-                [&](const auto* rows, int64_t k) { normalise_backward(GH, rows, k); });
+                [&](const auto* rows, int64_t k) { normalise_backward(GH, rows, k, gain); });
           }
         });
       }

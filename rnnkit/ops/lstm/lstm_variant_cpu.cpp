@@ -177,17 +177,20 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
             const T_* g = pgates + (s * B + b) * G + j0;
             const T_ *cp = pc_prev + row, *cn = pc_new + row, *cl = ln_c ? pc_hat + row : cn;
             T_* cb = pc + b * H + j0;
-            T_* y = proj ? pm + row : hw + (b - b0) * ld;  // over u, read in the phase before
             const T_* keep = var.keep_c ? var.keep_c + (t * B + b) * H + j0 : nullptr;
             T_* c_out = pcs + (t * B + b) * H + j0;
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               V x = L.load(cl + j);
               if (ln_c) x = at::vec::fmadd(x, L.load(var.ln_c_weight + j), L.load(var.ln_c_bias + j));
-              L.store(y + j, L.load(g + 3 * H + j) * tanh_(x));
+              const V y = L.load(g + 3 * H + j) * tanh_(x);
+              if (proj) {
+                L.store(pm + row + j, y);
+              } else {
+                state.put(i, b, j0 + j, L, y);
+              }
               const V c_t = keep ? zoned(L.load(keep + j), L.load(cp + j), L.load(cn + j)) : L.load(cn + j);
               L.store(cb + j, c_t), L.store(c_out + j, c_t);
             });
-            if (!proj) state.write(i, b, j0, n, y);
           });
         });
         if (!proj) continue;
@@ -292,11 +295,11 @@ std::vector<Tensor> lstm_variant_backward(
     };
     // The gate gradients of part p's units at step t, and dc carried to step t - 1.
     auto gate_gradients = [&](int64_t p, int64_t t) {
-      const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
+      const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p), b1 = units.row_end(p);
       const T_* dm = proj ? tile_product(projection, units, p, pgrad_h_new + t * B * P, P, products)
                           : nullptr;  // d(o tanh(.)) = d h~_t W_hr, rows from the tile's first
       T_* sums = ppartials + (t * units.parts() + p) * extra;
-      auto each_alive = [&](const auto& body) { rnnkit::each_alive(steps, t, b0, units.row_end(p), body); };
+      auto each_alive = [&](const auto& body) { rnnkit::each_alive(steps, t, b0, b1, body); };
       // d c~_t through tanh (and LN), in the forget gate's room until the gates' phase, and d pre_o.
       each_alive([&](int64_t b) {
         const int64_t row = (t * B + b) * H + j0, row_p = b * P + j0;
@@ -311,24 +314,27 @@ std::vector<Tensor> lstm_variant_backward(
           const V x_hat = L.load(cl + j);
           const V x = ln_c ? at::vec::fmadd(x_hat, L.load(var.ln_c_weight + j), L.load(var.ln_c_bias + j)) : x_hat;
           const V tc = tanh_(x), go = L.load(g + 3 * H + j);
-          const V d_cl = d_m * go * (V(1) - tc * tc);  // d LN(c~_t)
-          if (ln_c) {
-            T_* gain = sums + at_ln_c + j0 + j;
-            L.store(gain, at::vec::fmadd(d_cl, x_hat, L.load(gain)));
-            L.store(gain + H, L.load(gain + H) + d_cl);
-          }
-          L.store(dg + H + j, ln_c ? d_cl * L.load(var.ln_c_weight + j) : d_cl);
+          L.store(dg + H + j, d_m * go * (V(1) - tc * tc));  // d LN(c~_t)
           L.store(dg + 3 * H + j, d_m * tc * go * (V(1) - go));
         });
       });
+      const T_* dg_t = pgrad_xw + t * B * G + j0;  // gate k of sequence b at dg_t + b * G + k * H
       if (ln_c) {
+        const T_* c_hat_t = pc_hat + t * B * H + j0;
+        add_rows(sums + at_ln_c + j0, n, steps, t, b0, b1, [&](const V& sum, const auto& L, int64_t j, int64_t b) {
+          return at::vec::fmadd(L.load(dg_t + b * G + H + j), L.load(c_hat_t + b * H + j), sum);
+        });
+        add_rows(sums + at_ln_c + H + j0, n, steps, t, b0, b1, [&](const V& sum, const auto& L, int64_t j, int64_t b) {
+          return sum + L.load(dg_t + b * G + H + j);
+        });
         alive_in_groups(
-            steps, t, b0, units.row_end(p),
+            steps, t, b0, b1,
             [&](int64_t b) {
               const int64_t row = t * B + b;
-              return NormGrad<T_>{pc_hat + row * H + j0, prstd_c[row], pgrad_xw + row * G + j0 + H};
+              T_* d = pgrad_xw + row * G + j0 + H;
+              return NormGrad<T_>{pc_hat + row * H + j0, prstd_c[row], d, d};
             },
-            [&](const auto* rows, int64_t k) { normalise_backward(n, rows, k); });
+            [&](const auto* rows, int64_t k) { normalise_backward(n, rows, k, var.ln_c_weight); });
       }
       each_alive([&](int64_t b) {  // the gates' gradients and dc carried to step t - 1
         const int64_t row = (t * B + b) * H + j0;
@@ -352,31 +358,34 @@ std::vector<Tensor> lstm_variant_backward(
           if (var.peephole) {
             d_old = at::vec::fmadd(d_i, L.load(var.peephole + j0 + j), d_old);
             d_old = at::vec::fmadd(d_f, L.load(var.peephole + H + j0 + j), d_old);
-            T_* w = sums + at_peephole + j0 + j;
-            L.store(w, at::vec::fmadd(d_i, c_old, L.load(w)));
-            L.store(w + H, at::vec::fmadd(d_f, c_old, L.load(w + H)));
-            L.store(w + 2 * H, at::vec::fmadd(d_o, L.load(cn + j), L.load(w + 2 * H)));
           }
           L.store(dg + j, d_i), L.store(dg + H + j, d_f), L.store(dg + 2 * H + j, dct * gi * (V(1) - gg * gg));
           L.store(dcb + j, d_old);
         });
-        if (!ln_hh) return;
-        T_* du = pgrad_u + (t * B + b) * G;  // by rows: the whole row, n = H
-        const T_* uh = pu_hat + (t * B + b) * G;
-        vectorized<T_>(G, [&](const auto& L, int64_t j) {
-          const V d = L.load(dg + j);
-          L.store(sums + j, at::vec::fmadd(d, L.load(uh + j), L.load(sums + j)));
-          L.store(du + j, d * L.load(var.ln_hh + j));
-        });
       });
-      if (ln_hh) {
+      if (var.peephole) {  // w_ci, w_cf and w_co: d_i c_{t-1}, d_f c_{t-1} and d_o c~_t
+        const T_ *c_prev_t = pc_prev + t * B * H + j0, *c_new_t = pc_new + t * B * H + j0;
+        for (int64_t k = 0; k < 3; ++k) {
+          const T_* c = k < 2 ? c_prev_t : c_new_t;
+          const int64_t gate = k < 2 ? k : 3;
+          add_rows(sums + at_peephole + k * H + j0, n, steps, t, b0, b1,
+                   [&](const V& sum, const auto& L, int64_t j, int64_t b) {
+                     return at::vec::fmadd(L.load(dg_t + b * G + gate * H + j), L.load(c + b * H + j), sum);
+                   });
+        }
+      }
+      if (ln_hh) {  // by rows: the whole row, n = H
+        const T_* u_hat_t = pu_hat + t * B * G;
+        add_rows(sums, G, steps, t, b0, b1, [&](const V& sum, const auto& L, int64_t j, int64_t b) {
+          return at::vec::fmadd(L.load(dg_t + b * G + j), L.load(u_hat_t + b * G + j), sum);
+        });
         alive_in_groups(
-            steps, t, b0, units.row_end(p),
+            steps, t, b0, b1,
             [&](int64_t b) {
               const int64_t row = t * B + b;
-              return NormGrad<T_>{pu_hat + row * G, prstd_hh[row], pgrad_u + row * G};
+              return NormGrad<T_>{pu_hat + row * G, prstd_hh[row], pgrad_xw + row * G, pgrad_u + row * G};
             },
-            [&](const auto* rows, int64_t k) { normalise_backward(G, rows, k); });
+            [&](const auto* rows, int64_t k) { normalise_backward(G, rows, k, var.ln_hh); });
       }
     };
     auto carry = [&](int64_t q, int64_t t) {  // dh = m (d u_t W_hh) + k_h dh_t, for h_{t-1}
