@@ -61,7 +61,8 @@ C10_ALWAYS_INLINE T row_total(int64_t n, const F& add) {
 // A group of short rows' sums this way take a few shuffles and additions per row, and one division
 // and one square root for all of them, where each row's own were a chain of dependent operations.
 template <typename T>
-C10_ALWAYS_INLINE at::vec::Vectorized<T> lane_totals(const std::array<at::vec::Vectorized<T>, at::vec::Vectorized<T>::size()>& sums) {
+C10_ALWAYS_INLINE at::vec::Vectorized<T> lane_totals(
+    const std::array<at::vec::Vectorized<T>, at::vec::Vectorized<T>::size()>& sums) {
   using V = at::vec::Vectorized<T>;
   __at_align__ T totals[V::size()];
   for (int64_t r = 0; r < V::size(); ++r) {
@@ -177,8 +178,8 @@ struct NormGrad {
 
 // Stores a row's v_hat, and over v gain v_hat (+ shift) where a gain is given.
 template <typename T, typename L>
-C10_ALWAYS_INLINE void store_normalised(const NormRow<T>& row, const L& lanes, int64_t j, const at::vec::Vectorized<T>& v_hat,
-                                        const T* gain, const T* shift) {
+C10_ALWAYS_INLINE void store_normalised(const NormRow<T>& row, const L& lanes, int64_t j,
+                                        const at::vec::Vectorized<T>& v_hat, const T* gain, const T* shift) {
   lanes.store(row.v_hat + j, v_hat);
   if (!gain) return;
   const auto y = v_hat * lanes.load(gain + j);
@@ -293,7 +294,9 @@ void normalise_backward(int64_t n, const NormGrad<T>* rows, int64_t k, const T* 
   });
   for (int64_t r = 0; r < k && !is_short; ++r) {
     const NormGrad<T>& row = rows[r];
-    auto gradient = [&](const auto& L, int64_t j) { return gain ? L.load(row.grad + j) * L.load(gain + j) : L.load(row.grad + j); };
+    auto gradient = [&](const auto& L, int64_t j) {
+      return gain ? L.load(row.grad + j) * L.load(gain + j) : L.load(row.grad + j);
+    };
     const T mean = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) { return s + gradient(L, j); }) / T(n);
     const T mean_dot = row_total<T>(n, [&](const V& s, const auto& L, int64_t j) {
       return at::vec::fmadd(gradient(L, j), L.load(row.v_hat + j), s);
@@ -453,7 +456,9 @@ inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_
         const int64_t r0 = k * block, n = std::min(block, rows - r0);
         for (int64_t at = r0 * G; at < (r0 + n) * G; at += G) {
           T_* prod = products.data() + at - r0 * G;
-          vectorized<T_>(G, [&](const auto& L, int64_t j) { L.store(prod + j, L.load(d + at + j) * L.load(v_hat + at + j)); });
+          vectorized<T_>(G, [&](const auto& L, int64_t j) {
+            L.store(prod + j, L.load(d + at + j) * L.load(v_hat + at + j));
+          });
         }
         in_groups(
             r0, r0 + n, [](int64_t) { return true; },
@@ -663,7 +668,9 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
           if (ln) {  // u = LN(W_hh m h) + b_hh, by rows: the whole row, n = H
             alive_in_groups(
                 steps, t, b0, b1,
-                [&](int64_t b) { return NormRow<T_>{hw + (b - b0) * ld, pv_hat + (s * B + b) * GH, prstd + s * B + b}; },
+                [&](int64_t b) {
+                  return NormRow<T_>{hw + (b - b0) * ld, pv_hat + (s * B + b) * GH, prstd + s * B + b};
+                },
                 [&](const auto* rows, int64_t k) { normalise(GH, rows, k, gain, bias); });
           } else if (bias) {  // u = W_hh m h + b_hh
             each_alive(steps, t, b0, b1, [&](int64_t b) {

@@ -135,7 +135,9 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
           if (ln_hh) {  // by rows: u is the whole row, n = H
             alive_in_groups(
                 steps, t, b0, units.row_end(p),
-                [&](int64_t b) { return NormRow<T_>{hw + (b - b0) * ld, pu_hat + (s * B + b) * G, prstd_hh + s * B + b}; },
+                [&](int64_t b) {
+                  return NormRow<T_>{hw + (b - b0) * ld, pu_hat + (s * B + b) * G, prstd_hh + s * B + b};
+                },
                 [&](const auto* rows, int64_t k) { normalise(G, rows, k); });
           }
           if (!proj) state.hold_ended(i, b0, units.row_end(p), j0, n);
