@@ -309,30 +309,36 @@ void normalise_backward(int64_t n, const NormGrad<T>* rows, int64_t k, const T* 
 }
 
 // sums (n) plus the terms of the sequences alive at step t in [begin, end), added row after row:
-// term(sum, lanes, j, b) returns sum plus sequence b's terms of vector j. The sums of up to 8 vectors
-// stay in registers across the rows, each its own chain of additions: one sum read back from memory
-// for each row waited for the row before's store, and one vector's additions wait for each other.
+// term(sum, lanes, j, b) returns sum plus sequence b's terms of vector j. A short row's sums (at most
+// 8 vectors) stay in registers across the rows, each its own chain of additions: read back from
+// memory for each row, a sum waited for the row before's store. A longer row's vectors are added
+// row by row, each row read once while the sums stay in cache.
 template <typename T, typename F>
 void add_rows(T* sums, int64_t n, const Steps& steps, int64_t t, int64_t begin, int64_t end, const F& term) {
   using V = at::vec::Vectorized<T>;
   constexpr int64_t W = V::size(), K = 8;
-  for (int64_t j0 = 0; j0 < n; j0 += K * W) {
-    std::array<Lanes<T>, K> lanes;
-    std::array<V, K> sum;
-    unrolled([&](auto k) {
-      lanes[k] = Lanes<T>{static_cast<int>(std::clamp<int64_t>(n - j0 - k * W, 0, W))};
-      if (lanes[k].count > 0) sum[k] = lanes[k].load(sums + j0 + k * W);
-    }, std::make_index_sequence<K>{});
+  if (n > K * W) {
     for (int64_t b = begin; b < end; ++b) {
       if (!steps.alive(t, b)) continue;
-      unrolled([&](auto k) {
-        if (lanes[k].count > 0) sum[k] = term(sum[k], lanes[k], j0 + k * W, b);
-      }, std::make_index_sequence<K>{});
+      vectorized<T>(n, [&](const auto& L, int64_t j) { L.store(sums + j, term(L.load(sums + j), L, j, b)); });
     }
+    return;
+  }
+  std::array<Lanes<T>, K> lanes;
+  std::array<V, K> sum;
+  unrolled([&](auto k) {
+    lanes[k] = Lanes<T>{static_cast<int>(std::clamp<int64_t>(n - k * W, 0, W))};
+    if (lanes[k].count > 0) sum[k] = lanes[k].load(sums + k * W);
+  }, std::make_index_sequence<K>{});
+  for (int64_t b = begin; b < end; ++b) {
+    if (!steps.alive(t, b)) continue;
     unrolled([&](auto k) {
-      if (lanes[k].count > 0) lanes[k].store(sums + j0 + k * W, sum[k]);
+      if (lanes[k].count > 0) sum[k] = term(sum[k], lanes[k], k * W, b);
     }, std::make_index_sequence<K>{});
   }
+  unrolled([&](auto k) {
+    if (lanes[k].count > 0) lanes[k].store(sums + k * W, sum[k]);
+  }, std::make_index_sequence<K>{});
 }
 
 // How many rows ``in_groups`` hands over at once: AVX-512's float vector holds 16 rows' sums.
