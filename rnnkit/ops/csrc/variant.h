@@ -364,6 +364,26 @@ void alive_in_groups(const Steps& steps, int64_t t, int64_t begin, int64_t end, 
   in_groups(begin, end, [&](int64_t b) { return steps.alive(t, b); }, item, group);
 }
 
+// The backward of the layer norm of step t's recurrent products W_hh m h_{t-1} for the sequences
+// alive in [begin, end) of B, whole rows of n = G H values: from grad, the gradient of LN's output,
+// adds the gain's terms grad v_hat into sums (n) and writes d, the product's gradient. v_hat, grad
+// and d are (T, B, n), rstd (T, B); d may be grad.
+template <typename T>
+void recurrent_layer_norm_backward(int64_t n, int64_t B, const Steps& steps, int64_t t, int64_t begin, int64_t end,
+                                   const T* v_hat, const T* rstd, const T* grad, T* d, const T* gain, T* sums) {
+  const int64_t at_t = t * B * n;
+  add_rows(sums, n, steps, t, begin, end, [&](const auto& sum, const auto& L, int64_t j, int64_t b) {
+    return at::vec::fmadd(L.load(grad + at_t + b * n + j), L.load(v_hat + at_t + b * n + j), sum);
+  });
+  alive_in_groups(
+      steps, t, begin, end,
+      [&](int64_t b) {
+        const int64_t row = t * B + b;
+        return NormGrad<T>{v_hat + row * n, rstd[row], grad + row * n, d + row * n};
+      },
+      [&](const auto* rows, int64_t k) { normalise_backward(n, rows, k, gain); });
+}
+
 // Calls body(b) for the sequences b in [begin, end) alive at step t. The variant loops run each
 // phase of a step over all their rows before the next (layer norm's rows by ``alive_in_groups``).
 template <typename F>
@@ -802,17 +822,7 @@ std::vector<at::Tensor> single_state_variant_backward(
             });
           }
           if (ln) {  // by rows: the whole row, n = H
-            const T_* v_hat_t = pv_hat + t * B * GH;
-            add_rows(sums + at_ln, GH, steps, t, b0, b1, [&](const V& sum, const auto& L, int64_t j, int64_t b) {
-              return at::vec::fmadd(L.load(du_t + b * GH + j), L.load(v_hat_t + b * GH + j), sum);
-            });
-            alive_in_groups(
-                steps, t, b0, b1,
-                [&](int64_t b) {
-                  const int64_t row = t * B + b;
-                  return NormGrad<T_>{pv_hat + row * GH, prstd[row], pgrad_v + row * GH, pgrad_v + row * GH};
-                },
-                [&](const auto* rows, int64_t k) { normalise_backward(GH, rows, k, gain); });
+            recurrent_layer_norm_backward(GH, B, steps, t, b0, b1, pv_hat, prstd, pgrad_v, pgrad_v, gain, sums + at_ln);
           }
         });
       }

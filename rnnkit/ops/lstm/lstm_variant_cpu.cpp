@@ -377,17 +377,7 @@ std::vector<Tensor> lstm_variant_backward(
         }
       }
       if (ln_hh) {  // by rows: the whole row, n = H
-        const T_* u_hat_t = pu_hat + t * B * G;
-        add_rows(sums, G, steps, t, b0, b1, [&](const V& sum, const auto& L, int64_t j, int64_t b) {
-          return at::vec::fmadd(L.load(dg_t + b * G + j), L.load(u_hat_t + b * G + j), sum);
-        });
-        alive_in_groups(
-            steps, t, b0, b1,
-            [&](int64_t b) {
-              const int64_t row = t * B + b;
-              return NormGrad<T_>{pu_hat + row * G, prstd_hh[row], pgrad_xw + row * G, pgrad_u + row * G};
-            },
-            [&](const auto* rows, int64_t k) { normalise_backward(G, rows, k, var.ln_hh); });
+        recurrent_layer_norm_backward(G, B, steps, t, b0, b1, pu_hat, prstd_hh, pgrad_xw, pgrad_u, var.ln_hh, sums);
       }
     };
     auto carry = [&](int64_t q, int64_t t) {  // dh = m (d u_t W_hh) + k_h dh_t, for h_{t-1}
