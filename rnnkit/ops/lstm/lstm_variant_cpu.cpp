@@ -341,7 +341,7 @@ std::vector<Tensor> lstm_variant_backward(
       each_alive([&](int64_t b) {  // the gates' gradients and dc carried to step t - 1
         const int64_t row = (t * B + b) * H + j0;
         const T_* g = pgates + (t * B + b) * G + j0;
-        const T_ *cp = pc_prev + row, *cn = pc_new + row;
+        const T_* cp = pc_prev + row;
         const T_* keep_c_t = var.keep_c ? var.keep_c + row : nullptr;
         const T_* dcs = pgrad_cs ? pgrad_cs + row : nullptr;
         T_* dg = pgrad_xw + (t * B + b) * G + j0;
