@@ -19,11 +19,12 @@ namespace rnnkit {
 template <typename T>
 constexpr int64_t kAccumulators = std::min<int64_t>(8, std::max<int64_t>(4, 64 / at::vec::Vectorized<T>::size()));
 
-// A accumulators summed by halves into one vector.
-template <typename T, size_t A>
-C10_ALWAYS_INLINE at::vec::Vectorized<T> by_halves(std::array<at::vec::Vectorized<T>, A> sums) {
+// A accumulators summed by halves into one vector, the first N given, those past them zero (not added).
+template <typename T, size_t A, size_t N>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> by_halves(std::array<at::vec::Vectorized<T>, N> sums) {
+  static_assert(N <= A);
   for (size_t half = A / 2; half > 0; half /= 2) {
-    for (size_t a = 0; a < half; ++a) sums[a] = sums[a] + sums[a + half];
+    for (size_t a = 0; a < half && a + half < N; ++a) sums[a] = sums[a] + sums[a + half];
   }
   return sums[0];
 }
@@ -53,7 +54,7 @@ C10_ALWAYS_INLINE T row_total(int64_t n, const F& add) {
         }
       },
       accumulators);
-  return at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, by_halves<T>(sums));
+  return at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, by_halves<T, A>(sums));
 }
 
 // The totals of W = V::size() vectors in one vector: lane r holds the sum of sums[r]'s lanes, each
@@ -137,13 +138,7 @@ struct ShortRow {
   }
 
   // The vectors summed by halves, as row_total sums its accumulators (those past N hold zero).
-  C10_ALWAYS_INLINE V summed() const {
-    std::array<V, N> s = v;
-    for (int64_t half = kAccumulators<T> / 2; half > 0; half /= 2) {
-      for (int64_t a = 0; a < half && a + half < N; ++a) s[a] = s[a] + s[a + half];
-    }
-    return s[0];
-  }
+  C10_ALWAYS_INLINE V summed() const { return by_halves<T, kAccumulators<T>>(v); }
 };
 
 // Calls body(std::integral_constant<int64_t, N>) with N the vectors a row of n values takes, and
