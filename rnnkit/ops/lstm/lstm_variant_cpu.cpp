@@ -129,18 +129,18 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
       for (int64_t i = 0; i < T; ++i) {
         const int64_t t = steps.at(i), s = save ? t : 0;  // s: the step's room in the saved tensors
         member.each(units, [&](int64_t p) {
-          const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p), b1 = units.row_end(p);
           T_* hw = tile_product(recurrent, units, p, state.in(i), P, products);  // W_hh m h, gate by gate
-          auto each_alive = [&](const auto& body) { rnnkit::each_alive(steps, t, b0, units.row_end(p), body); };
+          auto each_alive = [&](const auto& body) { rnnkit::each_alive(steps, t, b0, b1, body); };
           if (ln_hh) {  // by rows: u is the whole row, n = H
             alive_in_groups(
-                steps, t, b0, units.row_end(p),
+                steps, t, b0, b1,
                 [&](int64_t b) {
                   return NormRow<T_>{hw + (b - b0) * ld, pu_hat + (s * B + b) * G, prstd_hh + s * B + b};
                 },
                 [&](const auto* rows, int64_t k) { normalise(G, rows, k); });
           }
-          if (!proj) state.hold_ended(i, b0, units.row_end(p), j0, n);
+          if (!proj) state.hold_ended(i, b0, b1, j0, n);
           each_alive([&](int64_t b) {  // the gates and c~_t; u_k's values lie n apart (H apart, normalised)
             const T_* u = ln_hh ? pu_hat + (s * B + b) * G : hw + (b - b0) * ld;
             const int64_t row = (s * B + b) * H + j0;  // b's units in the saved (kept, B, H) tensors
@@ -167,7 +167,7 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
           });
           if (ln_c) {
             alive_in_groups(
-                steps, t, b0, units.row_end(p),
+                steps, t, b0, b1,
                 [&](int64_t b) {
                   const int64_t row = (s * B + b) * H + j0;
                   return NormRow<T_>{pc_new + row, pc_hat + row, prstd_c + s * B + b};
