@@ -209,8 +209,8 @@ class PackedWeight {
         }
         first += rows;
       }
-      for (int64_t n = n_; n < panels * kPanel; ++n) {
-        for (int64_t k = k0; k < k1; ++k) at(k, n) = T(0);
+      if (const int64_t pad = panels * kPanel - n_; pad > 0) {  // the last panel's columns past N, a run per row
+        for (int64_t k = k0; k < k1; ++k) zero_run(pad, &at(k, n_));
       }
     });
     pieces_.clear();
@@ -227,6 +227,12 @@ class PackedWeight {
         Vec::loadu(from + j, n).store(to + j, n);
       }
     }
+  }
+
+  // run (at most kPanel) zeros from ``to`` on by vector stores: a call to memset costs more.
+  static void zero_run(int64_t run, T* to) {
+    using Vec = at::vec::Vectorized<T>;
+    for (int64_t j = 0; j < run; j += Vec::size()) Vec(T(0)).store(to + j, std::min<int64_t>(Vec::size(), run - j));
   }
 
   int64_t padded_n() const { return pieces_.empty() ? panels_.size(0) * kPanel : n_; }

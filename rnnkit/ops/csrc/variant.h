@@ -57,17 +57,32 @@ C10_ALWAYS_INLINE T row_total(int64_t n, const F& add) {
   return at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, by_halves<T, A>(sums));
 }
 
+// N vectors for each of up to V::size() rows of a group, in memory and left uninitialised: an
+// std::array of Vectorized is zeroed at every call (its constructor clears the lanes), a memset
+// as long as the work on a group of short rows.
+template <typename T, int64_t N = 1>
+struct GroupVectors {
+  using V = at::vec::Vectorized<T>;
+  __at_align__ T values[V::size()][N * V::size()];
+
+  C10_ALWAYS_INLINE void set(int64_t r, int64_t a, const V& x) { x.store(values[r] + a * V::size()); }
+  C10_ALWAYS_INLINE V at(int64_t r, int64_t a = 0) const { return V::loadu(values[r] + a * V::size()); }
+  template <typename Row>
+  C10_ALWAYS_INLINE void put(int64_t r, const Row& row) {
+    for (int64_t a = 0; a < N; ++a) set(r, a, row.v[a]);
+  }
+};
+
 // The totals of W = V::size() vectors in one vector: lane r holds the sum of sums[r]'s lanes, each
 // summed as vec_reduce_all sums one vector's (lanes i and i + W/2 first, then i and i + W/4, ...).
 // A group of short rows' sums this way take a few shuffles and additions per row, and one division
 // and one square root for all of them, where each row's own were a chain of dependent operations.
 template <typename T>
-C10_ALWAYS_INLINE at::vec::Vectorized<T> lane_totals(
-    const std::array<at::vec::Vectorized<T>, at::vec::Vectorized<T>::size()>& sums) {
+C10_ALWAYS_INLINE at::vec::Vectorized<T> lane_totals(const GroupVectors<T>& sums) {
   using V = at::vec::Vectorized<T>;
   __at_align__ T totals[V::size()];
   for (int64_t r = 0; r < V::size(); ++r) {
-    totals[r] = at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, sums[r]);
+    totals[r] = at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, sums.at(r));
   }
   return V::loadu(totals);
 }
@@ -77,10 +92,10 @@ C10_ALWAYS_INLINE at::vec::Vectorized<T> lane_totals(
 // put in row order.
 #if defined(CPU_CAPABILITY_AVX512)
 template <>
-C10_ALWAYS_INLINE at::vec::Vectorized<float> lane_totals<float>(const std::array<at::vec::Vectorized<float>, 16>& s) {
+C10_ALWAYS_INLINE at::vec::Vectorized<float> lane_totals<float>(const GroupVectors<float>& s) {
   __m512 h8[8], h4[4], h2[2];
   for (int k = 0; k < 8; ++k) {  // lanes i + i+8: rows 2k, 2k+1 in the low and high 8 lanes
-    const __m512 x = s[2 * k], y = s[2 * k + 1];
+    const __m512 x = s.at(2 * k), y = s.at(2 * k + 1);
     h8[k] = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
   }
   for (int k = 0; k < 4; ++k) {  // i + i+4: rows 4k .. 4k+3, one a quarter
@@ -97,10 +112,10 @@ C10_ALWAYS_INLINE at::vec::Vectorized<float> lane_totals<float>(const std::array
 }
 #elif defined(CPU_CAPABILITY_AVX2)
 template <>
-C10_ALWAYS_INLINE at::vec::Vectorized<float> lane_totals<float>(const std::array<at::vec::Vectorized<float>, 8>& s) {
+C10_ALWAYS_INLINE at::vec::Vectorized<float> lane_totals<float>(const GroupVectors<float>& s) {
   __m256 h4[4], h2[2];
   for (int k = 0; k < 4; ++k) {  // lanes i + i+4: rows 2k, 2k+1 in the low and high 4 lanes
-    const __m256 x = s[2 * k], y = s[2 * k + 1];
+    const __m256 x = s.at(2 * k), y = s.at(2 * k + 1);
     h4[k] = _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
   }
   for (int k = 0; k < 2; ++k) {  // i + i+2: half j, rows 4k + j and 4k + 2 + j
@@ -190,27 +205,27 @@ void normalise_short(int64_t n, const NormRow<T>* rows, int64_t k, const T* gain
   using V = at::vec::Vectorized<T>;
   using Short = ShortRow<T, N>;
   const V in_row = V::set(V(T(0)), V(T(1)), Short::tail(n));  // the last vector's lanes in the row
-  std::array<V, V::size()> sums;
-  for (int64_t r = 0; r < V::size(); ++r) sums[r] = r < k ? Short::load(rows[r].v, n).summed() : V(T(0));
+  GroupVectors<T> sums;
+  for (int64_t r = 0; r < V::size(); ++r) sums.set(r, 0, r < k ? Short::load(rows[r].v, n).summed() : V(T(0)));
   __at_align__ T mean[V::size()], rstd[V::size()];
   (lane_totals<T>(sums) / V(T(n))).store(mean);
-  std::array<Short, V::size()> centred;
+  GroupVectors<T, N> centred;
   for (int64_t r = 0; r < k; ++r) {
     Short d = Short::load(rows[r].v, n);
     for (int64_t a = 0; a < N; ++a) d.v[a] = d.v[a] - V(mean[r]);
     d.v[N - 1] = d.v[N - 1] * in_row;
     Short squares;
     for (int64_t a = 0; a < N; ++a) squares.v[a] = d.v[a] * d.v[a];
-    centred[r] = d, sums[r] = squares.summed();
+    centred.put(r, d), sums.set(r, 0, squares.summed());
   }
   (V(T(1)) / (lane_totals<T>(sums) / V(T(n)) + V(T(1e-5))).sqrt()).store(rstd);
   for (int64_t r = 0; r < k; ++r) {
     *rows[r].rstd = rstd[r];
     for (int64_t a = 0; a + 1 < N; ++a) {
-      store_normalised(rows[r], WholeLanes<T>{}, a * V::size(), centred[r].v[a] * V(rstd[r]), gain, shift);
+      store_normalised(rows[r], WholeLanes<T>{}, a * V::size(), centred.at(r, a) * V(rstd[r]), gain, shift);
     }
     store_normalised(rows[r], Lanes<T>{static_cast<int>(Short::tail(n))}, (N - 1) * V::size(),
-                     centred[r].v[N - 1] * V(rstd[r]), gain, shift);
+                     centred.at(r, N - 1) * V(rstd[r]), gain, shift);
   }
 }
 
@@ -225,30 +240,33 @@ void normalise_backward_short(int64_t n, const NormGrad<T>* rows, int64_t k, con
     for (int64_t a = 0; gain && a < N; ++a) d.v[a] = d.v[a] * g.v[a];
     return d;
   };
-  std::array<V, V::size()> sums, dots;
+  GroupVectors<T> sums, dots;
   for (int64_t r = 0; r < V::size(); ++r) {
     if (r >= k) {
-      sums[r] = dots[r] = V(T(0));
+      sums.set(r, 0, V(T(0))), dots.set(r, 0, V(T(0)));
       continue;
     }
     Short d = gradient(rows[r]);
-    sums[r] = d.summed();
+    sums.set(r, 0, d.summed());
     const Short x = Short::load(rows[r].v_hat, n);
     for (int64_t a = 0; a < N; ++a) d.v[a] = d.v[a] * x.v[a];
-    dots[r] = d.summed();
+    dots.set(r, 0, d.summed());
   }
   __at_align__ T mean[V::size()], mean_dot[V::size()];
   (lane_totals<T>(sums) / V(T(n))).store(mean);
   (lane_totals<T>(dots) / V(T(n))).store(mean_dot);
-  std::array<Short, V::size()> grads;
+  GroupVectors<T, N> grads;
   for (int64_t r = 0; r < k; ++r) {
     const Short x = Short::load(rows[r].v_hat, n);
     Short d = gradient(rows[r]);
     const V m(mean[r]), dot(mean_dot[r]), rstd(rows[r].rstd);
     for (int64_t a = 0; a < N; ++a) d.v[a] = rstd * (d.v[a] - m - x.v[a] * dot);
-    grads[r] = d;
+    grads.put(r, d);
   }
-  for (int64_t r = 0; r < k; ++r) grads[r].store(rows[r].d, n);
+  for (int64_t r = 0; r < k; ++r) {
+    for (int64_t a = 0; a + 1 < N; ++a) grads.at(r, a).store(rows[r].d + a * V::size());
+    grads.at(r, N - 1).store(rows[r].d + (N - 1) * V::size(), Short::tail(n));
+  }
 }
 
 // LN of each of k rows without gain or shift: v_hat = (v - mean) / sqrt(var + 1e-5) (torch.nn.
@@ -472,11 +490,12 @@ inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_
     const T_* g = gain.data_ptr<T_>();
     T_ *dv = grad_v.data_ptr<T_>(), *pg = gain_sums.data_ptr<T_>(), *pb = bias_sums.data_ptr<T_>();
     at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
-      std::vector<T_> products(block * G), scratch(65 * G);
+      T_* products = thread_scratch<T_>((block + 65) * G);
+      T_* scratch = products + block * G;
       for (int64_t k = k0; k < k1; ++k) {
         const int64_t r0 = k * block, n = std::min(block, rows - r0);
         for (int64_t at = r0 * G; at < (r0 + n) * G; at += G) {
-          T_* prod = products.data() + at - r0 * G;
+          T_* prod = products + at - r0 * G;
           vectorized<T_>(G, [&](const auto& L, int64_t j) {
             L.store(prod + j, L.load(d + at + j) * L.load(v_hat + at + j));
           });
@@ -485,8 +504,8 @@ inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_
             r0, r0 + n, [](int64_t) { return true; },
             [&](int64_t row) { return NormGrad<T_>{v_hat + row * G, r[row], d + row * G, dv + row * G}; },
             [&](const auto* rows, int64_t k) { normalise_backward(G, rows, k, g); });
-        column_sums(products.data(), n, G, pg + k * G, scratch.data());
-        if (bias) column_sums(d + r0 * G, n, G, pb + k * G, scratch.data());
+        column_sums(products, n, G, pg + k * G, scratch);
+        if (bias) column_sums(d + r0 * G, n, G, pb + k * G, scratch);
       }
     });
   });
