@@ -31,7 +31,7 @@ SOURCES = [
     _OPS / "csrc" / "activations.cpp",
     _OPS / "csrc" / "masks.cpp",
 ]
-HEADERS = [_OPS / "csrc" / name for name in ("common.h", "packed.h", "activations.h", "variant.h")]
+HEADERS = [_OPS / "csrc" / name for name in ("common.h", "packed.h", "activations.h", "variant.h", "workspace.h")]
 # -march=native is safe: the library is built on, and cached for, the machine that runs it.
 # -fopenmp turns on at::parallel_for: without it the header runs every loop on one thread. The
 # library then shares torch's OpenMP runtime (the libgomp.so.1 that torch has loaded already).

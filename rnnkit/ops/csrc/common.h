@@ -382,16 +382,6 @@ void carry_back(const std::vector<PackedWeight<T>>& recurrent, const Tiles& tile
   }
 }
 
-// Room for ``n`` values of the calling thread's own, kept for its next call. Memory that a call frees
-// goes back to the system and comes again as fresh pages, whose first touch cost more than the work
-// on a block of rows (a vector zeroed per call was a tenth of a layer-normalised backward at H = 10).
-template <typename T>
-T* thread_scratch(int64_t n) {
-  thread_local std::vector<T> room;
-  if (static_cast<int64_t>(room.size()) < n) room.resize(n);
-  return room.data();
-}
-
 // lengths as the kernels read them: None, or B int64 values in [1, T] on the CPU.
 inline std::optional<at::Tensor> checked_lengths(const std::optional<at::Tensor>& lengths, int64_t B, int64_t T) {
   if (!lengths.has_value()) return lengths;

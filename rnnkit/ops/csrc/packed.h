@@ -20,9 +20,12 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "workspace.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -153,13 +156,16 @@ class PackedWeight {
 
   // W^T given as column blocks side by side: W_hh's slice transposed, say, or the inputs
   // [h | x] whose weights' gradients a product gives at once.
-  explicit PackedWeight(std::vector<Columns<T>> columns, int64_t uses = kPackUses, const T* bias = nullptr)
-      : PackedWeight(Pieces{std::move(columns)}, uses, bias) {}
+  explicit PackedWeight(std::vector<Columns<T>> columns, int64_t uses = kPackUses, const T* bias = nullptr,
+                        std::optional<Slot> room = std::nullopt)
+      : PackedWeight(Pieces{std::move(columns)}, uses, bias, room) {}
 
   // ``uses``: the rows the weight will multiply in all; below kPackUses, blocks that are all rows
   // of W, or all rows of W^T, stay where they lie (the weight must outlive this). ``bias`` (N
-  // values), if given, is added to every row of a product.
-  PackedWeight(Pieces pieces, int64_t uses, const T* bias) : pieces_(std::move(pieces)) {
+  // values), if given, is added to every row of a product. ``room``: the workspace slot of the
+  // panels, for a weight packed at every call (the inputs of a weight gradient).
+  PackedWeight(Pieces pieces, int64_t uses, const T* bias, std::optional<Slot> room = std::nullopt)
+      : pieces_(std::move(pieces)) {
     bool rows_of_w = true, rows_of_wt = true;
     for (const auto& block : pieces_.front()) n_ += block.cols;
     for (const auto& piece : pieces_) {
@@ -175,7 +181,8 @@ class PackedWeight {
       return;
     }
     const int64_t panels = (n_ + kPanel - 1) / kPanel;
-    panels_ = at::empty({panels, k_, kPanel}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    panels_ = room ? workspace(*room, {panels, k_, kPanel}, options, false) : at::empty({panels, k_, kPanel}, options);
     if (bias != nullptr) {
       bias_.assign(panels * kPanel, T(0));
       std::copy(bias, bias + n_, bias_.begin());
@@ -647,7 +654,7 @@ inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs)
     const Split by_gradient_rows(G, R * ld, kWidth);
     const Split by_steps(R, G * ld, PackedWeight<T>::kPackUses);
     if (by_gradient_rows.parts >= by_steps.parts) {
-      const PackedWeight<T> packed(columns_of(0, R));
+      const PackedWeight<T> packed(columns_of(0, R), PackedWeight<T>::kPackUses, nullptr, Slot::kPackedInputs);
       out = at::zeros({G, ld}, grad.options());
       by_gradient_rows.run([&](int64_t p) {
         const int64_t m0 = by_gradient_rows.begin(p);
@@ -659,7 +666,7 @@ inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs)
     T* sums = partials.data_ptr<T>();
     by_steps.run([&](int64_t p) {
       const int64_t r0 = by_steps.begin(p), rows = by_steps.end(p) - r0;
-      PackedWeight<T>(columns_of(r0, rows)).accumulate_transposed(G, pgrad + r0 * G, G, sums + p * G * ld, ld);
+      PackedWeight<T>(columns_of(r0, rows), PackedWeight<T>::kPackUses, nullptr, Slot::kPackedInputs).accumulate_transposed(G, pgrad + r0 * G, G, sums + p * G * ld, ld);
     });
     for (int64_t p = 1; p < by_steps.parts; ++p) {
       for (int64_t i = 0; i < G * ld; ++i) sums[i] += sums[p * G * ld + i];

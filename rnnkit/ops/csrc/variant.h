@@ -481,7 +481,7 @@ inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_
   const int64_t rows = T * B, block = std::clamp<int64_t>((int64_t(1) << 15) / std::max<int64_t>(G, 1), 8, 256);
   const int64_t blocks = (rows + block - 1) / block;
   const auto options = grad_xw.options();
-  at::Tensor grad_v = at::empty({T, B, G}, options);
+  at::Tensor grad_v = workspace(Slot::kGradNormalised, {T, B, G}, options, false);
   at::Tensor gain_sums = at::empty({blocks, G}, options), bias_sums = at::empty({blocks, G}, options);
   const at::Tensor gain = ln_ih.contiguous(), grad = grad_xw.contiguous();
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "input_layer_norm_backward", [&] {
@@ -776,8 +776,8 @@ std::vector<at::Tensor> single_state_variant_backward(
   const Steps steps = make_steps(T, reverse, lengths);
   const auto options = gates.options();
 
-  at::Tensor grad_xw = step_results({T, B, GH}, options, lengths);
-  at::Tensor grad_v = joined ? grad_xw : step_results({T, B, GH}, options, lengths);  // d(W_hh m h_{t-1})
+  at::Tensor grad_xw = workspace(Slot::kGradInput, {T, B, GH}, options, lengths.has_value());
+  at::Tensor grad_v = joined ? grad_xw : workspace(Slot::kGradRecurrent, {T, B, GH}, options, lengths.has_value());
   at::Tensor dh = copy_of(grad_h_n);
   at::Tensor dh_step = at::zeros({B, H}, options);
   at::Tensor skip = Cell::kOfTheSum ? at::Tensor() : at::zeros({B, H}, options);

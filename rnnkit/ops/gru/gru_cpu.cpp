@@ -79,8 +79,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  Tensor grad_xw = at::empty({T, B, 3 * H}, gates.options());  // d(W_ih x + b_ih)
-  Tensor grad_hw = at::empty({T, B, 3 * H}, gates.options());  // d(W_hh h + b_hh): differs in the n block
+  Tensor grad_xw = workspace(Slot::kGradInput, {T, B, 3 * H}, gates.options(), false);  // d(W_ih x + b_ih)
+  Tensor grad_hw = workspace(Slot::kGradRecurrent, {T, B, 3 * H}, gates.options(), false);  // d(W_hh h + b_hh)
   Tensor dh = copy_of(grad_h_n);
   Tensor skip = at::zeros({B, H}, gates.options());  // the part of dh_{t-1} that skips W_hh: z * dh_t
 

@@ -155,7 +155,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  Tensor grad_gates = at::empty({T, B, 4 * H}, gates.options());  // d(pre-activations)
+  Tensor grad_gates = workspace(Slot::kGradInput, {T, B, 4 * H}, gates.options(), false);  // d(pre-activations)
   Tensor dh = copy_of(grad_h_n), dc = copy_of(grad_c_n);
   Tensor dh_step = at::zeros({B, P}, gates.options());  // dh_t: carried dh plus d output_t
   Tensor dh_all = proj ? at::zeros({T, B, P}, gates.options()) : Tensor();  // for grad W_hr
