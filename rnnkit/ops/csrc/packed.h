@@ -630,12 +630,57 @@ class Team {
   std::atomic<int64_t> arrived_{0}, generation_{0};
 };
 
+// d W's rows [g, g + ROWS) += grad^T y over all R rows, for y (R x n, rows ldy apart, n at most
+// NV vectors) and grad (R x G): each row's sum of kDepth rows of y made from zero in registers,
+// then added, as accumulate_transposed sums (the same rounding), with no packed copy of y: that
+// pads n columns to kPanel (3.2x the inputs' memory at n = 10), written afresh at every call.
+template <typename T, int64_t NV, int64_t ROWS>
+void add_outer_products(int64_t R, int64_t G, int64_t g, const T* grad, const T* y, int64_t ldy, int64_t n, T* out,
+                        int64_t ld) {
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t kDepth = 64, W = V::size();
+  const int64_t tail = n - (NV - 1) * W;
+  constexpr auto accumulators = std::make_index_sequence<ROWS * NV>{};
+  for (int64_t r0 = 0; r0 < R; r0 += kDepth) {
+    std::array<V, ROWS * NV> sums;  // in registers: indexed by compile-time constants only
+    unrolled([&](auto i) { sums[i] = V(T(0)); }, accumulators);
+    for (int64_t r = r0; r < std::min(R, r0 + kDepth); ++r) {
+      std::array<V, NV> y_r;
+      const T* y_row = y + r * ldy;
+      unrolled([&](auto a) { y_r[a] = a + 1 < NV ? V::loadu(y_row + a * W) : V::loadu(y_row + a * W, tail); },
+               std::make_index_sequence<NV>{});
+      const T* grad_r = grad + r * G + g;
+      unrolled([&](auto i) { sums[i] = at::vec::fmadd(V(grad_r[i / NV]), y_r[i % NV], sums[i]); }, accumulators);
+    }
+    unrolled(
+        [&](auto i) {
+          T* at = out + (g + i / NV) * ld + (i % NV) * W;
+          const int64_t lanes = i % NV + 1 < NV ? W : tail;
+          (V::loadu(at, lanes) + sums[i]).store(at, lanes);
+        },
+        accumulators);
+  }
+}
+
+// add_outer_products for d W's rows [g0, g1): as many at a time as the registers hold (8 at most),
+// the rest one by one.
+template <typename T, int64_t NV>
+void add_outer_products(int64_t R, int64_t G, int64_t g0, int64_t g1, const T* grad, const T* y, int64_t ldy,
+                        int64_t n, T* out, int64_t ld) {
+  constexpr int64_t kRows = std::min<int64_t>(8, 2 * kMaxBlockRows / NV);
+  for (int64_t g = g0; g < g1; g += g + kRows <= g1 ? kRows : 1) {
+    auto rows = g + kRows <= g1 ? add_outer_products<T, NV, kRows> : add_outer_products<T, NV, 1>;
+    rows(R, G, g, grad, y, ldy, n, out, ld);
+  }
+}
+
 // d W (G x N) = grad^T [y_1 | y_2 | ...] over all R rows, grad (R x G) contiguous and the inputs
 // y_i (R x N_i): the gradient of the weights used on those rows, at once; a column of ones
 // among the inputs gives the bias's. Nothing is transposed. Threads split d W's rows where there
-// are enough of them; else (a gradient of few rows over many steps, as the input projection's at
-// small H) they split the R rows, each packing its own and summing into a d W of its own, and
-// the parts' sums are added in order.
+// are enough of them (inputs of at most two vectors' width, as x and h at I28 H10, are then read
+// where they lie: add_outer_products); else (a gradient of few rows over many steps, as the input
+// projection's at small H) they split the R rows, each packing its own and summing into a d W of
+// its own, and the parts' sums are added in order.
 inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs) {
   const int64_t R = grad.size(0), G = grad.size(1);
   int64_t n = 0;
@@ -653,6 +698,23 @@ inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs)
     };
     const Split by_gradient_rows(G, R * ld, kWidth);
     const Split by_steps(R, G * ld, PackedWeight<T>::kPackUses);
+    using V = at::vec::Vectorized<T>;
+    const bool narrow = std::all_of(inputs.begin(), inputs.end(), [](const at::Tensor& y) {
+      return y.stride(1) == 1 && y.size(1) <= 2 * V::size();
+    });
+    if (narrow && by_gradient_rows.parts >= by_steps.parts) {  // their outer products added straight from them
+      out = at::zeros({G, n}, grad.options());
+      by_gradient_rows.run([&](int64_t p) {
+        for (int64_t offset = 0; const auto& y : inputs) {
+          const int64_t k = y.size(1);
+          auto add = k > V::size() ? add_outer_products<T, 2> : add_outer_products<T, 1>;
+          add(R, G, by_gradient_rows.begin(p), by_gradient_rows.end(p), pgrad, y.data_ptr<T>(), y.stride(0), k,
+              out.data_ptr<T>() + offset, n);
+          offset += k;
+        }
+      });
+      return;
+    }
     if (by_gradient_rows.parts >= by_steps.parts) {
       const PackedWeight<T> packed(columns_of(0, R), PackedWeight<T>::kPackUses, nullptr, Slot::kPackedInputs);
       out = at::zeros({G, ld}, grad.options());
@@ -666,7 +728,8 @@ inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs)
     T* sums = partials.data_ptr<T>();
     by_steps.run([&](int64_t p) {
       const int64_t r0 = by_steps.begin(p), rows = by_steps.end(p) - r0;
-      PackedWeight<T>(columns_of(r0, rows), PackedWeight<T>::kPackUses, nullptr, Slot::kPackedInputs).accumulate_transposed(G, pgrad + r0 * G, G, sums + p * G * ld, ld);
+      const PackedWeight<T> packed(columns_of(r0, rows), PackedWeight<T>::kPackUses, nullptr, Slot::kPackedInputs);
+      packed.accumulate_transposed(G, pgrad + r0 * G, G, sums + p * G * ld, ld);
     });
     for (int64_t p = 1; p < by_steps.parts; ++p) {
       for (int64_t i = 0; i < G * ld; ++i) sums[i] += sums[p * G * ld + i];
