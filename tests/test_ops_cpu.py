@@ -116,6 +116,17 @@ def test_weight_gradients_of_few_units_split_the_steps_like_naive(mode):
 
 
 @pytest.mark.cpu_kernels
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+@pytest.mark.parametrize(("features", "hidden"), [(6, 7), (12, 9)], ids=["one-vector", "two-vectors"])
+def test_weight_gradients_of_narrow_inputs_read_in_place_like_naive(mode, features, hidden):
+    """Inputs x and h of at most two vectors (float64 on the AVX-512 path: 8 or 16 values) with
+    enough of d W's rows for two threads: their outer products are summed straight from them, 8 of
+    d W's rows at a time and the rest one by one; the weights' gradients match the naive ops'."""
+    lengths = torch.randint(1, 41, (24,), generator=torch.Generator().manual_seed(3))
+    assert_two_threads_match_naive(mode, False, lengths, T=40, B=24, I=features, H=hidden)
+
+
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("save", [True, False])
 def test_lstm_keeps_one_step_of_activations_without_gradients(save):
     """With no gradient wanted the LSTM op keeps one step of gates and cell states, rewritten at
