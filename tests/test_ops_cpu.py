@@ -121,7 +121,8 @@ def test_weight_gradients_of_few_units_split_the_steps_like_naive(mode):
 def test_weight_gradients_of_narrow_inputs_read_in_place_like_naive(mode, features, hidden):
     """Inputs x and h of at most two vectors (float64 on the AVX-512 path: 8 or 16 values) with
     enough of d W's rows for two threads: their outer products are summed straight from them, 8 of
-    d W's rows at a time and the rest one by one; the weights' gradients match the naive ops'."""
+    d W's rows at a time and the rest one by one; the weights' gradients match the naive ops'. (On
+    the AVX2 and portable paths, 4 doubles a vector, the wider of them are packed as before.)"""
     lengths = torch.randint(1, 41, (24,), generator=torch.Generator().manual_seed(3))
     assert_two_threads_match_naive(mode, False, lengths, T=40, B=24, I=features, H=hidden)
 

@@ -394,9 +394,11 @@ inline std::optional<at::Tensor> checked_lengths(const std::optional<at::Tensor>
 }
 
 // A (T, B, ...) buffer of per-step results: zeros where lengths skip steps (nothing is written
-// past a length), uninitialised where every step writes it.
+// past a length), uninitialised where every step writes it. Given a workspace slot, a buffer the
+// kernel keeps to itself, from the thread's workspace.
 inline at::Tensor step_results(at::IntArrayRef shape, const at::TensorOptions& options,
-                               const std::optional<at::Tensor>& lengths) {
+                               const std::optional<at::Tensor>& lengths, std::optional<Slot> slot = std::nullopt) {
+  if (slot) return workspace(*slot, shape, options, lengths.has_value());
   return lengths.has_value() ? at::zeros(shape, options) : at::empty(shape, options);
 }
 

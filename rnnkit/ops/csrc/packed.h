@@ -698,24 +698,24 @@ inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs)
     };
     const Split by_gradient_rows(G, R * ld, kWidth);
     const Split by_steps(R, G * ld, PackedWeight<T>::kPackUses);
-    using V = at::vec::Vectorized<T>;
-    const bool narrow = std::all_of(inputs.begin(), inputs.end(), [](const at::Tensor& y) {
-      return y.stride(1) == 1 && y.size(1) <= 2 * V::size();
-    });
-    if (narrow && by_gradient_rows.parts >= by_steps.parts) {  // their outer products added straight from them
-      out = at::zeros({G, n}, grad.options());
-      by_gradient_rows.run([&](int64_t p) {
-        for (int64_t offset = 0; const auto& y : inputs) {
-          const int64_t k = y.size(1);
-          auto add = k > V::size() ? add_outer_products<T, 2> : add_outer_products<T, 1>;
-          add(R, G, by_gradient_rows.begin(p), by_gradient_rows.end(p), pgrad, y.data_ptr<T>(), y.stride(0), k,
-              out.data_ptr<T>() + offset, n);
-          offset += k;
-        }
-      });
-      return;
-    }
     if (by_gradient_rows.parts >= by_steps.parts) {
+      using V = at::vec::Vectorized<T>;
+      const bool narrow = std::all_of(inputs.begin(), inputs.end(), [](const at::Tensor& y) {
+        return y.stride(1) == 1 && y.size(1) <= 2 * V::size();
+      });
+      if (narrow) {  // their outer products added straight from them
+        out = at::zeros({G, n}, grad.options());
+        by_gradient_rows.run([&](int64_t p) {
+          for (int64_t offset = 0; const auto& y : inputs) {
+            const int64_t k = y.size(1);
+            auto add = k > V::size() ? add_outer_products<T, 2> : add_outer_products<T, 1>;
+            add(R, G, by_gradient_rows.begin(p), by_gradient_rows.end(p), pgrad, y.data_ptr<T>(), y.stride(0), k,
+                out.data_ptr<T>() + offset, n);
+            offset += k;
+          }
+        });
+        return;
+      }
       const PackedWeight<T> packed(columns_of(0, R), PackedWeight<T>::kPackUses, nullptr, Slot::kPackedInputs);
       out = at::zeros({G, ld}, grad.options());
       by_gradient_rows.run([&](int64_t p) {

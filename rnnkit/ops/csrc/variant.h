@@ -263,10 +263,7 @@ void normalise_backward_short(int64_t n, const NormGrad<T>* rows, int64_t k, con
     for (int64_t a = 0; a < N; ++a) d.v[a] = rstd * (d.v[a] - m - x.v[a] * dot);
     grads.put(r, d);
   }
-  for (int64_t r = 0; r < k; ++r) {
-    for (int64_t a = 0; a + 1 < N; ++a) grads.at(r, a).store(rows[r].d + a * V::size());
-    grads.at(r, N - 1).store(rows[r].d + (N - 1) * V::size(), Short::tail(n));
-  }
+  for (int64_t r = 0; r < k; ++r) Short::load(grads.values[r], n).store(rows[r].d, n);
 }
 
 // LN of each of k rows without gain or shift: v_hat = (v - mean) / sqrt(var + 1e-5) (torch.nn.
@@ -776,8 +773,8 @@ std::vector<at::Tensor> single_state_variant_backward(
   const Steps steps = make_steps(T, reverse, lengths);
   const auto options = gates.options();
 
-  at::Tensor grad_xw = workspace(Slot::kGradInput, {T, B, GH}, options, lengths.has_value());
-  at::Tensor grad_v = joined ? grad_xw : workspace(Slot::kGradRecurrent, {T, B, GH}, options, lengths.has_value());
+  at::Tensor grad_xw = step_results({T, B, GH}, options, lengths, Slot::kGradInput);
+  at::Tensor grad_v = joined ? grad_xw : step_results({T, B, GH}, options, lengths, Slot::kGradRecurrent);
   at::Tensor dh = copy_of(grad_h_n);
   at::Tensor dh_step = at::zeros({B, H}, options);
   at::Tensor skip = Cell::kOfTheSum ? at::Tensor() : at::zeros({B, H}, options);

@@ -246,10 +246,9 @@ std::vector<Tensor> lstm_variant_backward(
   const Steps steps = make_steps(T, reverse, lengths);
   const auto options = gates.options();
 
-  const bool skipped = lengths.has_value();  // steps past a length are never written: zeros
-  Tensor grad_xw = workspace(Slot::kGradInput, {T, B, G}, options, skipped);  // d(pre-activations)
-  Tensor grad_u = ln_hh ? workspace(Slot::kGradRecurrent, {T, B, G}, options, skipped) : grad_xw;  // d(W_hh m h_{t-1})
-  Tensor grad_h_new = proj ? workspace(Slot::kGradProjected, {T, B, P}, options, skipped) : Tensor();  // d h~_t
+  Tensor grad_xw = step_results({T, B, G}, options, lengths, Slot::kGradInput);  // d(pre-activations)
+  Tensor grad_u = ln_hh ? step_results({T, B, G}, options, lengths, Slot::kGradRecurrent) : grad_xw;  // d(W_hh m h)
+  Tensor grad_h_new = proj ? step_results({T, B, P}, options, lengths, Slot::kGradProjected) : Tensor();  // d h~_t
   Tensor dh = copy_of(grad_h_n), dc = copy_of(grad_c_n);
   Tensor dh_step = at::zeros({B, P}, options);  // dh_t: carried dh plus d output_t
   // The new parameters' gradients, summed over the steps: each part adds its sequences' terms into
