@@ -155,13 +155,15 @@ def assert_matches_naive(config: Config, variant: dict, training: bool) -> None:
             assert_as_exact(name, a, naive[i][1], e, largest[name.startswith("grad")])
 
 
-@pytest.mark.parametrize("hidden", [2, 4, 10, 16, 17])
+@pytest.mark.parametrize("hidden", [1, 2, 3, 5, 6, 7, 10, 16, 17])
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_layer_norm_rows_of_every_length_in_groups_like_naive(hidden, mode, dtype):
     """Layer norm takes up to 16 rows side by side, a short row (at most 64 values) in registers: rows
     of one vector to several, of exactly 64 values (LSTM, H = 16) and of more (H = 17), in groups cut
-    short by the batch's end (33 sequences: 16, 16 and 1) and by sequences that ended."""
+    short by the batch's end (33 sequences: 16, 16 and 1) and by sequences that ended. Rows of H
+    values end in a partial vector of every length of the AVX2 path's (1 to 7 floats, 1 to 3
+    doubles), which it stores a run of 4, 2 and 1 lanes at a time (packed.h's store_first)."""
     config = Config(
         mode=mode, input_size=5, hidden_size=hidden, num_layers=1, bidirectional=False, bias=True,
         batch_first=False, proj_size=0, batch=33, steps=4, dtype=dtype, unbatched=False, with_hx=True,

@@ -43,7 +43,7 @@ struct Lanes {
   using V = at::vec::Vectorized<T>;
   int count;
   V load(const T* p) const { return V::loadu(p, count); }
-  void store(T* p, const V& v) const { v.store(p, count); }
+  void store(T* p, const V& v) const { store_first(v, p, count); }
   V only(const V& v) const { return V::set(V(T(0)), v, count); }
 };
 

@@ -63,6 +63,31 @@ struct VectorOf<double> {
   typedef double type __attribute__((vector_size(kVectorBytes), aligned(alignof(double))));
 };
 
+// Stores v's first ``count`` lanes at p (all of them for count >= its size). AVX2 has no plain
+// masked store: its vmaskmovps is microcoded on AMD's cores, many times a plain store's cost, and
+// a short row (H = 10: a vector and 2 lanes) ends in one, so there the tail goes out in plain
+// stores of 4, 2 and 1 lanes. AVX-512's masked stores are plain stores.
+template <typename T>
+C10_ALWAYS_INLINE void store_first(const at::vec::Vectorized<T>& v, T* p, int64_t count) {
+#if defined(CPU_CAPABILITY_AVX2)
+  if constexpr (std::is_same_v<T, float>) {
+    if (count >= 8) return _mm256_storeu_ps(p, v);
+    __m128 part = _mm256_castps256_ps128(v);
+    if (count >= 4) _mm_storeu_ps(p, part), part = _mm256_extractf128_ps(v, 1), p += 4, count -= 4;
+    if (count >= 2) _mm_storel_pi(reinterpret_cast<__m64*>(p), part), part = _mm_movehl_ps(part, part), p += 2, count -= 2;
+    if (count >= 1) _mm_store_ss(p, part);
+    return;
+  } else if constexpr (std::is_same_v<T, double>) {
+    if (count >= 4) return _mm256_storeu_pd(p, v);
+    __m128d part = _mm256_castpd256_pd128(v);
+    if (count >= 2) _mm_storeu_pd(p, part), part = _mm256_extractf128_pd(v, 1), p += 2, count -= 2;
+    if (count >= 1) _mm_store_sd(p, part);
+    return;
+  }
+#endif
+  v.store(p, count);
+}
+
 #if defined(__AVX512F__)
 // dst[j * ld_dst + i] = src[i * ld_src + j] for i, j < 16: a tile turned over in registers.
 inline void transpose_16x16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
@@ -231,7 +256,7 @@ class PackedWeight {
       if (n == Vec::size()) {
         Vec::loadu(from + j).store(to + j);
       } else {
-        Vec::loadu(from + j, n).store(to + j, n);
+        store_first(Vec::loadu(from + j, n), to + j, n);
       }
     }
   }
@@ -656,7 +681,7 @@ void add_outer_products(int64_t R, int64_t G, int64_t g, const T* grad, const T*
         [&](auto i) {
           T* at = out + (g + i / NV) * ld + (i % NV) * W;
           const int64_t lanes = i % NV + 1 < NV ? W : tail;
-          (V::loadu(at, lanes) + sums[i]).store(at, lanes);
+          store_first(V::loadu(at, lanes) + sums[i], at, lanes);
         },
         accumulators);
   }

@@ -149,7 +149,7 @@ struct ShortRow {
 
   C10_ALWAYS_INLINE void store(T* p, int64_t n) const {
     for (int64_t a = 0; a + 1 < N; ++a) v[a].store(p + a * W);
-    v[N - 1].store(p + (N - 1) * W, tail(n));
+    store_first(v[N - 1], p + (N - 1) * W, tail(n));
   }
 
   // The vectors summed by halves, as row_total sums its accumulators (those past N hold zero).
