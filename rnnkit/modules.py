@@ -158,13 +158,7 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def _weights(self) -> list[tuple[Tensor | None, ...]]:
-        # The parameters' own dict where they are there (getattr's route through Module.__getattr__
-        # is a good part of one generated token's time), else getattr (a parametrized weight, say).
-        found = self._parameters
-        weights = [
-            tuple(None if s is None else found[s] if s in found else getattr(self, s) for s in slots)
-            for slots in self._weight_slots
-        ]
+        weights = [self._parameters_in(slots) for slots in self._weight_slots]
         p = self.variant.weight_dropout
         if p > 0 and self.training:  # DropConnect: a fresh mask on W_hh each call, before any backend
             weights = [(w_ih, drop_connect(w_hh, p), *rest) for w_ih, w_hh, *rest in weights]

@@ -231,7 +231,14 @@ class VariantKeywords:
 
     def _extras(self) -> list[Extras]:
         """Each layer and direction's (or the cell's) variant parameters."""
-        return [Extras(*(None if s is None else getattr(self, s) for s in slots)) for slots in self._extra_slots]
+        return [Extras(*self._parameters_in(slots)) for slots in self._extra_slots]
+
+    def _parameters_in(self, slots: tuple[str | None, ...]) -> tuple[Tensor | None, ...]:
+        """The parameters named in ``slots`` (None where a slot is None): from the module's own dict where
+        they are there (getattr's route through Module.__getattr__ is a good part of one generated
+        token's time), else by getattr (a parametrized weight, say)."""
+        found = self._parameters
+        return tuple(None if s is None else found[s] if s in found else getattr(self, s) for s in slots)
 
     def _torch_lacks(self) -> list[str]:
         return features(self.variant)

@@ -287,12 +287,9 @@ def layer(
         mask, zone = noise(variant, training, steps, batch, sizes, x)
         state = tuple(s[d] for s in states)
         results.append(run(mode, x, state, direction_weights, direction_extras, mask, zone, lengths, d == 1))
-    every = tuple(_stacked(e) for e in zip(*(r[0] for r in results)))
-    finals = tuple(_stacked(f) for f in zip(*(r[1] for r in results)))
-    output = every[0][0] if len(results) == 1 else torch.cat(tuple(every[0]), dim=2)
-    return output, finals, every
-
-
-def _stacked(tensors: tuple[Tensor, ...]) -> Tensor:
-    """torch.stack of the directions' tensors; one direction's as a view, not a copy."""
-    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+    if len(results) == 1:  # views, not copies; the output is the direction's own (no select of a view)
+        ((every, finals),) = results
+        return every[0], tuple(f.unsqueeze(0) for f in finals), tuple(e.unsqueeze(0) for e in every)
+    every = tuple(torch.stack(e) for e in zip(*(r[0] for r in results)))
+    finals = tuple(torch.stack(f) for f in zip(*(r[1] for r in results)))
+    return torch.cat(tuple(every[0]), dim=2), finals, every
