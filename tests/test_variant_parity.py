@@ -172,6 +172,26 @@ def test_layer_norm_rows_of_every_length_in_groups_like_naive(hidden, mode, dtyp
     assert_matches_naive(config, dict(layer_norm=True), training=True)
 
 
+@pytest.mark.parametrize(("mode", "proj"), [("LSTM", 0), ("LSTM", 64), ("GRU", 0), ("RNN_TANH", 0)])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_layer_norm_products_of_few_rows_split_between_threads_like_naive(mode, proj, batch):
+    """Layer norm takes whole rows, so fewer than 16 sequences are one part of the loop: two threads
+    then split W_hh's rows in each step's product, and its columns in the backward's (common.h's
+    SplitProduct; at H = 256 even the RNN's has work for two). Both directions, sequences that end
+    early, float64: outputs, states and every gradient match the naive ops'."""
+    config = Config(
+        mode=mode, input_size=7, hidden_size=256, num_layers=1, bidirectional=True, bias=True,
+        batch_first=False, proj_size=proj, batch=batch, steps=4, dtype=torch.float64, unbatched=False, with_hx=True,
+    )  # fmt: skip
+    config.lengths = [4, 2, 3, 1, 4][:batch]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert_matches_naive(config, dict(layer_norm=True, zoneout=0.1), training=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def well_conditioned(config: Config, variant: dict) -> bool:
     """Whether float32 has digits to compare: not layer norm of W_ih x_t with one input feature (the
     module warns: it keeps the sign of x_t and rounding noise), nor of fewer than 4 values."""

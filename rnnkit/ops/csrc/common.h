@@ -326,6 +326,69 @@ T* tile_product(const std::vector<PackedWeight<T>>& slices, const Tiles& tiles, 
   return out;
 }
 
+// A step's product a w (w = W^T, K x N: Columns::transposed(W) in a forward, Columns::of(W) in a
+// backward) for a loop whose tiles are one part (layer norm takes whole rows, and fewer than 16
+// sequences are one thread's worth: one generated token is one row): threads split w's N columns,
+// where one thread would stream all of W (1 MB at H = 256) alone. At a few rows the product reads
+// W from memory, about four times a packed multiply-add's cost, which sets the work a thread
+// must have. Inactive where the tiles have parts of their own or the product is too small.
+template <typename T>
+class SplitProduct {
+ public:
+  SplitProduct(const Columns<T>& w, const Tiles& tiles, int64_t rows, int64_t uses)
+      : split_(w.cols, tiles.parts() == 1 ? 4 * rows * w.rows : 0, PackedWeight<T>::kWidth) {
+    for (int64_t p = 0; active() && p < split_.parts; ++p) {
+      const int64_t c0 = split_.begin(p);
+      slices_.emplace_back(typename PackedWeight<T>::Pieces{{w.columns(c0, split_.end(p) - c0)}}, uses, nullptr);
+    }
+  }
+
+  bool active() const { return split_.parts > 1; }
+  // The width of the product's rows where active (scratch_for's), else 0.
+  int64_t width() const { return active() ? split_.size : 0; }
+
+  // a (rows x K, row stride lda) w into products' first part, rows products.size(2) apart; returns it.
+  T* apply(const T* a, int64_t lda, at::Tensor& products) const {
+    T* out = products.data_ptr<T>();
+    split_.run([&](int64_t p) { slices_[p].apply(products.size(1), a, lda, out + split_.begin(p), products.size(2)); });
+    return out;
+  }
+
+ private:
+  Split split_;
+  std::vector<PackedWeight<T>> slices_;
+};
+
+// A step's product for each part of a loop over a recurrent weight: the part's slice of it
+// (tile_product), or, for a loop of one part, SplitProduct's threads. ``products`` (scratch_for of
+// ``slices`` at least ``across.width()`` wide) takes it.
+template <typename T>
+struct StepProduct {
+  SplitProduct<T> across;
+  std::vector<PackedWeight<T>> slices;  // none where ``across`` is active
+
+  T* operator()(const Tiles& tiles, int64_t p, const T* a, int64_t lda, at::Tensor& products) const {
+    return across.active() ? across.apply(a, lda, products) : tile_product(slices, tiles, p, a, lda, products);
+  }
+};
+
+// A forward's m h W_hh^T: unit_rows' slices of W_hh (G*H x K) for ``units``, ``rows`` sequences a step.
+template <typename T>
+StepProduct<T> unit_product(const at::Tensor& w_hh, int64_t gates, const Tiles& units, int64_t rows, int64_t uses) {
+  SplitProduct<T> across(Columns<T>::transposed(w_hh), units, rows, uses);
+  auto slices = across.active() ? std::vector<PackedWeight<T>>() : unit_rows<T>({w_hh}, gates, units, uses);
+  return {std::move(across), std::move(slices)};
+}
+
+// A backward's d u W_hh (what reaches h_{t-1}): column_parts' slices of W_hh (G*H x P) for ``features``,
+// ``rows`` sequences a step.
+template <typename T>
+StepProduct<T> column_product(const at::Tensor& w_hh, const Tiles& features, int64_t rows, int64_t uses) {
+  SplitProduct<T> across(Columns<T>::of(w_hh), features, rows, uses);
+  auto slices = across.active() ? std::vector<PackedWeight<T>>() : column_parts<T>(w_hh, features, uses);
+  return {std::move(across), std::move(slices)};
+}
+
 // The forward time loop of a GRU or Elman RNN layer, state h (B x H), W_hh (G*H x H). Each
 // step, every part multiplies the state by its slice of W_hh, then calls
 // cell(t, b, j0, n, hw, h_in, h_out) for each sequence b of its tile alive at t: hw is the

@@ -488,11 +488,11 @@ class PackedWeight {
   std::vector<T> bias_;  // (padded_n()), or empty: added to every row of a product
 };
 
-// Room for every part's product of a step: (parts, rows, the widest padded_n() of the weights).
+// Room for every part's product of a step: (parts, rows, the widest padded_n() of the weights, at
+// least ``width``).
 template <typename T>
 at::Tensor scratch_for(int64_t parts, int64_t rows, std::initializer_list<const std::vector<PackedWeight<T>>*> weights,
-                       const at::TensorOptions& options) {
-  int64_t width = 0;
+                       const at::TensorOptions& options, int64_t width = 0) {
   for (const auto* slices : weights) {
     for (const auto& weight : *slices) width = std::max(width, weight.padded_n());
   }

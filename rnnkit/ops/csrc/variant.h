@@ -604,12 +604,12 @@ struct VariantState {
 // the product W_hh (m h_{t-1}); dh_t (B x P) the state's at step t; keep_t (B x P) zoneout's mask at
 // step t; skip (B x P) what reaches h_{t-1} past W_hh (a GRU's z dh~_t). Absent ones are nullptr.
 template <typename T>
-void carry_variant(const std::vector<PackedWeight<T>>& recurrent, const Tiles& tiles, int64_t q, const Steps& steps,
-                   int64_t t, const T* dv_t, int64_t ld_dv, at::Tensor& products, T* dh, const T* dh_t, int64_t P,
-                   const T* mask, const T* keep_t, const T* skip = nullptr) {
+void carry_variant(const StepProduct<T>& recurrent, const Tiles& tiles, int64_t q, const Steps& steps, int64_t t,
+                   const T* dv_t, int64_t ld_dv, at::Tensor& products, T* dh, const T* dh_t, int64_t P, const T* mask,
+                   const T* keep_t, const T* skip = nullptr) {
   using V = at::vec::Vectorized<T>;
   const int64_t k0 = tiles.begin(q), n = tiles.end(q) - k0, b0 = tiles.row_begin(q);
-  const T* y = tile_product(recurrent, tiles, q, dv_t, ld_dv, products);
+  const T* y = recurrent(tiles, q, dv_t, ld_dv, products);
   for (int64_t b = b0; b < tiles.row_end(q); ++b) {
     if (!steps.alive(t, b)) continue;
     const int64_t row = b * P + k0;
@@ -690,8 +690,8 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
     T_ *pgates = gates.data_ptr<T_>(), *ph_prev = data_or_null<T_>(h_prev), *pu_n = data_or_null<T_>(u_n);
     T_ *pv_hat = data_or_null<T_>(v_hat), *prstd = data_or_null<T_>(rstd);
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
-    const auto recurrent = unit_rows<T_>({w_hh}, G, units, T * B);
-    at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, options);
+    const auto recurrent = unit_product<T_>(w_hh, G, units, B, T * B);
+    at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
     const int64_t ld = products.size(2);
     const VariantState<T_> state(steps, save, h, hm, output, data_or_null<T_>(mask), data_or_null<T_>(keep));
     Team::run(units.parts(), [&](const Team::Member& member) {
@@ -699,7 +699,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
         const int64_t t = steps.at(i), s = save ? t : 0;
         member.each(units, [&](int64_t p) {
           const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
-          T_* hw = tile_product(recurrent, units, p, state.in(i), H, products);  // W_hh m h, gate by gate
+          T_* hw = recurrent(units, p, state.in(i), H, products);  // W_hh m h, gate by gate
           const int64_t b1 = units.row_end(p);
           state.hold_ended(i, b0, b1, j0, n);
           if (ln) {  // u = LN(W_hh m h) + b_hh, by rows: the whole row, n = H
@@ -789,8 +789,8 @@ std::vector<at::Tensor> single_state_variant_backward(
     const T_* pmask = data_or_null<T_>(mask);
     const T_* pkeep = data_or_null<T_>(keep);
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
-    const auto recurrent = column_parts<T_>(w_hh, units, T * B);
-    at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent}, options);
+    const auto recurrent = column_product<T_>(w_hh, units, B, T * B);
+    at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
     partials = at::zeros({T, units.parts(), extra}, options);
     T_* pdh = dh.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();

@@ -113,10 +113,10 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
     const bool by_rows = variant_by_rows(ln_hh || ln_c, B, w_hh.numel() * sizeof(T_));
     const Tiles units(B, H, B * G, PackedWeight<T_>::kWidth, by_rows);
     const Tiles features(B, P, B * H, PackedWeight<T_>::kWidth, by_rows);
-    const auto recurrent = unit_rows<T_>({w_hh}, 4, units, T * B);
+    const auto recurrent = unit_product<T_>(w_hh, 4, units, B, T * B);
     const auto projection = proj ? unit_rows<T_>({*w_hr}, 1, features, T * B) : std::vector<PackedWeight<T_>>();
     const int64_t parts = std::max(units.parts(), proj ? features.parts() : 1);
-    Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, options);
+    Tensor products = scratch_for<T_>(parts, B, {&recurrent.slices, &projection}, options, recurrent.across.width());
     const int64_t ld = products.size(2);
     T_* pc = c.data_ptr<T_>();
     const T_* pxw = xw.data_ptr<T_>();
@@ -130,7 +130,7 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
         const int64_t t = steps.at(i), s = save ? t : 0;  // s: the step's room in the saved tensors
         member.each(units, [&](int64_t p) {
           const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p), b1 = units.row_end(p);
-          T_* hw = tile_product(recurrent, units, p, state.in(i), P, products);  // W_hh m h, gate by gate
+          T_* hw = recurrent(units, p, state.in(i), P, products);  // W_hh m h, gate by gate
           auto each_alive = [&](const auto& body) { rnnkit::each_alive(steps, t, b0, b1, body); };
           if (ln_hh) {  // by rows: u is the whole row, n = H
             alive_in_groups(
@@ -265,10 +265,10 @@ std::vector<Tensor> lstm_variant_backward(
     const bool by_rows = variant_by_rows(ln_hh || ln_c, B, w_hh.numel() * sizeof(T_));
     const Tiles units(B, H, B * G, PackedWeight<T_>::kWidth, by_rows);
     const Tiles features = proj ? Tiles(B, P, B * G, PackedWeight<T_>::kWidth, by_rows) : units;
-    const auto recurrent = column_parts<T_>(w_hh, features, T * B);
+    const auto recurrent = column_product<T_>(w_hh, features, B, T * B);
     const auto projection = proj ? column_parts<T_>(*w_hr, units, T * B) : std::vector<PackedWeight<T_>>();
     const int64_t parts = std::max(units.parts(), features.parts());
-    Tensor products = scratch_for<T_>(parts, B, {&recurrent, &projection}, options);
+    Tensor products = scratch_for<T_>(parts, B, {&recurrent.slices, &projection}, options, recurrent.across.width());
     const int64_t ld = products.size(2);
     partials = at::zeros({T, units.parts(), extra}, options);
     T_* pdh = dh.data_ptr<T_>();
