@@ -66,7 +66,7 @@ struct VectorOf<double> {
 // Stores v's first ``count`` lanes at p (all of them for count >= its size). AVX2 has no plain
 // masked store: its vmaskmovps is microcoded on AMD's cores, many times a plain store's cost, and
 // a short row (H = 10: a vector and 2 lanes) ends in one, so there the tail goes out in plain
-// stores of 4, 2 and 1 lanes. AVX-512's masked stores are plain stores.
+// stores of 4, 2 and 1 lanes. AVX-512's masked stores are single instructions.
 template <typename T>
 C10_ALWAYS_INLINE void store_first(const at::vec::Vectorized<T>& v, T* p, int64_t count) {
 #if defined(CPU_CAPABILITY_AVX2)
@@ -74,7 +74,9 @@ C10_ALWAYS_INLINE void store_first(const at::vec::Vectorized<T>& v, T* p, int64_
     if (count >= 8) return _mm256_storeu_ps(p, v);
     __m128 part = _mm256_castps256_ps128(v);
     if (count >= 4) _mm_storeu_ps(p, part), part = _mm256_extractf128_ps(v, 1), p += 4, count -= 4;
-    if (count >= 2) _mm_storel_pi(reinterpret_cast<__m64*>(p), part), part = _mm_movehl_ps(part, part), p += 2, count -= 2;
+    if (count >= 2) {
+      _mm_storel_pi(reinterpret_cast<__m64*>(p), part), part = _mm_movehl_ps(part, part), p += 2, count -= 2;
+    }
     if (count >= 1) _mm_store_ss(p, part);
     return;
   } else if constexpr (std::is_same_v<T, double>) {
