@@ -178,7 +178,7 @@ def test_layer_norm_products_of_few_rows_split_between_threads_like_naive(mode, 
     """Layer norm takes whole rows, so fewer than 16 sequences are one part of the loop: two threads
     then split W_hh's rows in each step's product, and its columns in the backward's (common.h's
     SplitProduct; at H = 256 even the RNN's has work for two). Both directions, sequences that end
-    early, float64: outputs, states and every gradient match the naive ops'."""
+    early, zoneout, float64: outputs, states and every gradient match the naive ops'."""
     config = Config(
         mode=mode, input_size=7, hidden_size=256, num_layers=1, bidirectional=True, bias=True,
         batch_first=False, proj_size=proj, batch=batch, steps=4, dtype=torch.float64, unbatched=False, with_hx=True,
