@@ -266,7 +266,9 @@ class PackedWeight {
   // run (at most kPanel) zeros from ``to`` on by vector stores: a call to memset costs more.
   static void zero_run(int64_t run, T* to) {
     using Vec = at::vec::Vectorized<T>;
-    for (int64_t j = 0; j < run; j += Vec::size()) Vec(T(0)).store(to + j, std::min<int64_t>(Vec::size(), run - j));
+    for (int64_t j = 0; j < run; j += Vec::size()) {
+      store_first(Vec(T(0)), to + j, std::min<int64_t>(Vec::size(), run - j));
+    }
   }
 
   int64_t padded_n() const { return pieces_.empty() ? panels_.size(0) * kPanel : n_; }
