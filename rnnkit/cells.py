@@ -102,7 +102,7 @@ class RNNCellBase(VariantKeywords, TorchTwin, nn.Module):
         states = self._states_from_hx(hx)
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         extras = self._extras()[0] if is_recurrence(self.variant) else None
-        return run_autocast(self.weight_ih.device.type, self.backend, self._step, input, states, weights, extras)
+        return run_autocast(self.weight_ih, self.backend, self._step, input, states, weights, extras)
 
     def _step(
         self,

@@ -201,8 +201,7 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
             self._check_variant_backend(self.mode, self.backend, all_states)
             extras = self._extras()
         run = functools.partial(self._run, lengths=lengths)
-        device_type = weights[0][0].device.type
-        output, final, *every = run_autocast(device_type, self.backend, run, input, states, weights, extras)
+        output, final, *every = run_autocast(weights[0][0], self.backend, run, input, states, weights, extras)
         if all_states:
             return output, self._hx_from_states(final), self._hx_from_states(every[0])
         return output, self._hx_from_states(final)

@@ -318,6 +318,8 @@ def _stack(
     if lengths is not None:
         lengths = lengths.to(x.device)  # once for all layers
     num_layers = layers_times_directions // directions
+    if num_layers == 1:  # nothing to join (a generated token's time is mostly such calls)
+        return tuple(run_layer(x, hx, slice(0, directions), lengths))
     groups: list[tuple[tuple[Tensor, ...], ...]] = []
     for layer in range(num_layers):
         ks = slice(layer * directions, (layer + 1) * directions)

@@ -58,9 +58,9 @@ def bernoulli(shape: tuple[int, ...], p: float, like: Tensor, value: float = 1.0
     probability ``p``, else 0, by the rule in this module's docstring; the key is drawn from torch's
     generator. Dropout keeping an element with probability q passes value 1 / q: the kept elements
     come scaled from the same pass."""
+    if _kernel_takes(like):  # the kernel draws the key as below, one call instead of two
+        return torch.ops.rnnkit.hashed_bernoulli(shape, threshold(p), like.dtype, value)
     key = torch.randint(0, 2**32, (2,), dtype=torch.int64, device=like.device)
-    if _kernel_takes(like):
-        return torch.ops.rnnkit.hashed_bernoulli(key, shape, threshold(p), like.dtype, value)
     mask = (hashed_bits(math.prod(shape), key) < threshold(p)).to(like.dtype).view(shape)
     return mask if value == 1.0 else mask.mul_(value)
 

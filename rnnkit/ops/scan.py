@@ -80,13 +80,10 @@ def layer(
     Returns:
         output (T, B, D*H_out), the directions' outputs side by side; final states, each (D, B, *).
     """
-    outputs, finals = [], []
-    for direction, direction_weights in enumerate(weights):
-        out, final = op(x, tuple(s[direction] for s in state), direction_weights, lengths, reverse=direction == 1)
-        outputs.append(out)
-        finals.append(final)
-    if len(outputs) == 1:  # no copy of a one-direction output
-        return outputs[0], tuple(f.unsqueeze(0) for f in finals[0])
+    if len(weights) == 1:  # no copy of a one-direction output
+        out, final = op(x, tuple([s[0] for s in state]), weights[0], lengths)
+        return out, tuple([f.unsqueeze(0) for f in final])
+    outputs, finals = zip(*(op(x, tuple(s[d] for s in state), w, lengths, d == 1) for d, w in enumerate(weights)))
     return torch.cat(outputs, dim=2), tuple(torch.stack(f) for f in zip(*finals))
 
 

@@ -1,8 +1,10 @@
 // Bernoulli masks from a counter-based hash, every element on its own, the threads splitting them:
 // ops/masks.py's rule (its hashed_bits is the specification), bit for bit.
-//   key        (2,) int64: the two 32-bit words k0, k1 drawn from torch's generator
+//   k0, k1     two 32-bit words drawn here from torch's CPU generator, as ops/masks.py draws its key
+//              (torch.randint(0, 2^32, (2,))): the same seed gives the same masks either way
 //   threshold  round(p 2^32): element i is ``value`` where mix(mix(i + k0) ^ k1) < threshold, else 0
 //              (value 1 / (1 - p) gives dropout's scaled mask in the same pass)
+#include <ATen/ops/randint.h>
 #include <torch/library.h>
 
 #include "common.h"
@@ -20,14 +22,10 @@ inline uint32_t mix(uint32_t x) {
   return x;
 }
 
-at::Tensor hashed_bernoulli(const at::Tensor& key_in, at::IntArrayRef shape, int64_t threshold,
-                            at::ScalarType dtype, double value) {
-  TORCH_CHECK(key_in.numel() == 2 && key_in.scalar_type() == at::kLong && key_in.device().is_cpu(),
-              "hashed_bernoulli: expected a key of two int64 values on the CPU, got ", key_in.sizes(), " of ",
-              key_in.scalar_type(), " on ", key_in.device());
+at::Tensor hashed_bernoulli(at::IntArrayRef shape, int64_t threshold, at::ScalarType dtype, double value) {
   TORCH_CHECK(0 <= threshold && threshold <= (int64_t(1) << 32),
               "hashed_bernoulli: expected a threshold in [0, 2^32], got ", threshold);
-  const at::Tensor key = key_in.contiguous();
+  const at::Tensor key = at::randint(0, int64_t(1) << 32, {2}, at::kLong);
   const uint32_t k0 = static_cast<uint32_t>(key.data_ptr<int64_t>()[0]);
   const uint32_t k1 = static_cast<uint32_t>(key.data_ptr<int64_t>()[1]);
   at::Tensor out = at::empty(shape, at::TensorOptions().dtype(dtype));
@@ -54,9 +52,10 @@ at::Tensor hashed_bernoulli(const at::Tensor& key_in, at::IntArrayRef shape, int
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
-  m.def("hashed_bernoulli(Tensor key, int[] shape, int threshold, ScalarType dtype, float value=1.) -> Tensor");
+  m.def("hashed_bernoulli(int[] shape, int threshold, ScalarType dtype, float value=1.) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(rnnkit, CPU, m) { m.impl("hashed_bernoulli", &hashed_bernoulli); }
+// A factory: no tensor argument to dispatch on. The masks it makes are on the CPU.
+TORCH_LIBRARY_IMPL(rnnkit, CompositeExplicitAutograd, m) { m.impl("hashed_bernoulli", &hashed_bernoulli); }
 
 }  // namespace rnnkit
