@@ -200,7 +200,7 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
         if all_states or variants.is_recurrence(self.variant):
             self._check_variant_backend(self.mode, self.backend, all_states)
             extras = self._extras()
-        run = functools.partial(self._run, lengths=lengths)
+        run = functools.partial(self._run, lengths=lengths, all_states=all_states)
         output, final, *every = run_autocast(weights[0][0], self.backend, run, input, states, weights, extras)
         if all_states:
             return output, self._hx_from_states(final), self._hx_from_states(every[0])
@@ -213,12 +213,13 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
         weights: list[tuple[Tensor | None, ...]],
         extras: list[variants.Extras] | None,
         lengths: Any,
+        all_states: bool = False,
     ) -> tuple[Any, ...]:
         """Normalise input and states to (T, B, *) form, run the backend, restore the caller's layout.
 
         With ``extras`` (a variant or every step's states) the variant ops run (``ops.variant_stack``:
-        the fused kernels or the naive ops), and every step's states come back third, each
-        (L*D, T, B, *) in the caller's layout of T and B (padded for packed input).
+        the fused kernels or the naive ops), and with ``all_states`` every step's states come back
+        third, each (L*D, T, B, *) in the caller's layout of T and B (padded for packed input).
         """
         name = type(self).__name__
         reference = weights[0][0]
@@ -267,6 +268,7 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
                 dropout=self.dropout,
                 training=self.training,
                 backend=ops.resolve_variant_backend(self.backend, x, self.mode),
+                every_state=all_states,
             )
             every = tuple(e.transpose(1, 2) if self.batch_first and batched else e for e in every)
             every = every if batched else tuple(e.squeeze(2) for e in every)

@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnkit
 from rnnkit.modules import GATES
 from rnnkit.ops import compiled
+from rnnkit.variants import is_recurrence
 
 from .utils import assert_close, hashed_mask
 
@@ -117,7 +118,8 @@ def same_seed(module: nn.Module, *args, seed: int = 11, **kwargs):
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_every_layout_gives_the_same_numbers(mode, config, keywords, dtype, training):
     """batch_first, lengths=, PackedSequence and unbatched input against the (T, B, I) padded run, with
-    the same masks from the same seed; every step's states agree with the output and final states."""
+    the same masks from the same seed; every step's states agree with the output and final states,
+    and a run without them gives the same output and final states."""
     net = build(mode, **config, **keywords).to(dtype).train(training)
     T, B = 5, 3
     x = torch.randn(T, B, config["input_size"], dtype=dtype)
@@ -134,6 +136,11 @@ def test_every_layout_gives_the_same_numbers(mode, config, keywords, dtype, trai
             assert D == 1 or torch.equal(e[1::2, 0, b], f[1::2, b])  # reverse: the first step
             assert bool((e[:, n:, b] == 0).all())
     assert torch.equal(output, torch.cat(tuple(everys[0][-D:]), dim=2))
+    if is_recurrence(net.variant):  # else the plain kernels run it, and agree within rounding only
+        alone, final_alone = same_seed(net, x, lengths=lengths)  # every step's states neither kept nor joined
+        assert torch.equal(alone, output)
+        for a, f in zip(final_alone if mode == "LSTM" else (final_alone,), finals, strict=True):
+            assert torch.equal(a, f)
 
     net.batch_first = True
     first = same_seed(net, x.transpose(0, 1), lengths=lengths, all_states=True)

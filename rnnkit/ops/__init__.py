@@ -281,25 +281,30 @@ def variant_stack(
     dropout: float,
     training: bool,
     backend: str = "naive",
+    every_state: bool = True,
 ) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
     """``rnn_stack`` for a variant (``ops/variant.py``), also returning every step's states.
 
     Args:
         variant: what changes the recurrence; extras: L*D directions' variant parameters.
         backend: ``"naive"``, or ``"cpu"`` where it fuses the cell (``resolve_variant_backend``).
+        every_state: whether to join every step's states over the layers (a copy of them all).
         The others as ``rnn_stack``'s.
 
     Returns:
         output (T, B, D*P) of the last layer; final states, each (L*D, B, *); every step's
-        states of every layer and direction, each (L*D, T, B, *), zero past each length.
+        states of every layer and direction, each (L*D, T, B, *), zero past each length (with
+        ``every_state``; else ()).
     """
 
     def run_layer(x: Tensor, states: tuple[Tensor, ...], ks: slice, lengths: Tensor | None) -> tuple[Tensor, ...]:
-        return variant_ops.layer(mode, variant, training, x, states, weights[ks], extras[ks], lengths, run)
+        return variant_ops.layer(mode, variant, training, x, states, weights[ks], extras[ks], lengths, run, every_state)
 
     run = variant_direction(mode, backend)
-
-    return _stack(run_layer, x, hx, len(weights), lengths, 2 if bidirectional else 1, dropout, training)
+    output, final, *every = _stack(
+        run_layer, x, hx, len(weights), lengths, 2 if bidirectional else 1, dropout, training
+    )
+    return output, final, (every[0] if every_state else ())
 
 
 def _stack(

@@ -270,15 +270,18 @@ def layer(
     extras: list[Extras],
     lengths: Tensor | None = None,
     run: Callable[..., tuple[tuple[Tensor, ...], tuple[Tensor, ...]]] = direction,
-) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
+    every_state: bool = True,
+) -> tuple[Tensor | tuple[Tensor, ...], ...]:
     """Every direction of one variant layer.
 
     Args:
         x: (T, B, I); states: each (D, B, *); weights, extras: D of each, forward first.
         run: a direction op with ``direction``'s signature (``seen`` aside): it, or a fused one.
+        every_state: whether every step's states come back too.
 
     Returns:
-        output (T, B, D*P); final states, each (D, B, *); every step's states, each (D, T, B, *).
+        output (T, B, D*P); final states, each (D, B, *); with ``every_state``, every step's
+        states, each (D, T, B, *).
     """
     steps, batch = x.shape[:2]
     sizes = tuple(s.shape[-1] for s in states)
@@ -289,7 +292,10 @@ def layer(
         results.append(run(mode, x, state, direction_weights, direction_extras, mask, zone, lengths, d == 1))
     if len(results) == 1:  # views, not copies; the output is the direction's own (no select of a view)
         ((every, finals),) = results
-        return every[0], tuple(f.unsqueeze(0) for f in finals), tuple(e.unsqueeze(0) for e in every)
-    every = tuple(torch.stack(e) for e in zip(*(r[0] for r in results)))
+        kept = (tuple(e.unsqueeze(0) for e in every),) if every_state else ()
+        return (every[0], tuple(f.unsqueeze(0) for f in finals), *kept)
     finals = tuple(torch.stack(f) for f in zip(*(r[1] for r in results)))
+    if not every_state:  # the directions' outputs side by side, no stack of every state first
+        return torch.cat([r[0][0] for r in results], dim=2), finals
+    every = tuple(torch.stack(e) for e in zip(*(r[0] for r in results)))
     return torch.cat(tuple(every[0]), dim=2), finals, every
