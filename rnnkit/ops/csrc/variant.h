@@ -653,7 +653,12 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
                                                 const std::optional<at::Tensor>& keep_in,
                                                 const std::optional<at::Tensor>& lengths_in, bool reverse, bool save) {
   constexpr int64_t G = Cell::kGates;
-  const VariantInput input = variant_input(op, x, w_ih, b_ih, ln_ih, save);
+  // A cell of a + u alone (Elman) without layer norm on W_hh m h: b_hh joins b_ih in the input
+  // projection, as the plain kernel sums them, and no step adds it to u.
+  const bool folded = Cell::kOfTheSum && !ln_hh_in.has_value() && b_hh_in.has_value() && w_ih.dim() == 2;
+  if (folded) check_tensor(op, "b_hh", b_hh_in, {w_ih.size(0)}, x);
+  const auto input_bias = folded ? add_biases(b_ih, b_hh_in, w_ih.size(0), x.options()) : b_ih;
+  const VariantInput input = variant_input(op, x, w_ih, input_bias, ln_ih, save);
   const at::Tensor& xw = input.xw;
   TORCH_CHECK(h0.dim() == 2, op, ": expected h0 of shape (B, H), got ", h0.sizes());
   const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1), GH = G * H;
@@ -684,7 +689,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "single_state_variant_forward", [&] {
     using T_ = scalar_t;
     using V = at::vec::Vectorized<T_>;
-    const T_* bias = data_or_null<T_>(b_hh);
+    const T_* bias = folded ? nullptr : data_or_null<T_>(b_hh);
     const T_* gain = data_or_null<T_>(ln_hh);
     const T_* pxw = xw.data_ptr<T_>();
     T_ *pgates = gates.data_ptr<T_>(), *ph_prev = data_or_null<T_>(h_prev), *pu_n = data_or_null<T_>(u_n);
