@@ -624,12 +624,29 @@ void carry_variant(const StepProduct<T>& recurrent, const Tiles& tiles, int64_t 
   }
 }
 
+// b_ih (G) with b_hh's first ``n`` values added (b_hh's alone where b_ih is None): the input
+// projection's bias where the first gates' a and u are only ever summed. (A loop: a one-token step
+// pays more for TensorIterator's set-up than for the sum.)
+inline at::Tensor biases_of_summed_gates(const std::optional<at::Tensor>& b_ih, const at::Tensor& b_hh, int64_t n) {
+  at::Tensor bias = b_ih.has_value() ? copy_of(*b_ih) : at::zeros(b_hh.sizes(), b_hh.options());
+  const at::Tensor added = b_hh.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(bias.scalar_type(), "biases_of_summed_gates", [&] {
+    scalar_t* to = bias.data_ptr<scalar_t>();
+    const scalar_t* from = added.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < n; ++i) to[i] += from[i];
+  });
+  return bias;
+}
+
 // The fused variant loop of a cell with one state h (GRU, Elman RNN), by the cell's step:
 //   Cell::kGates                 G, the gates of a step (GRU 3, RNN 1)
 //   Cell::kSavesProduct          whether the backward reads u_n (the GRU's r-scaled product)
 //   Cell::kOfTheSum              whether h~ is a function of a + u alone (Elman): the backward
 //       then reads no h_{t-1} (none is saved), nothing reaches h_{t-1} past W_hh, and without layer
 //       norm d u = d a, so that one product over [x | m h] gives W_ih's and W_hh's gradients
+//   Cell::kSummedBiasGates       the first gates, whose a and u are only ever summed (Elman 1, GRU 2: r
+//       and z, not n, whose b_hn r scales): without layer norm on u, their b_hh joins b_ih in the input
+//       projection, as the plain kernels sum them, and the steps add b_hh to the other gates' u only
 //   Cell::forward(L, j, H, n, a, u, h_old, g, u_n) -> h~ of units j..: a the input projection
 //       (gate k at a[k * H]), u the recurrent product with layer norm and b_hh (gate k at u[k * n]);
 //       it stores the activated gates (g[k * H]) and u_n where saved
@@ -653,12 +670,12 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
                                                 const std::optional<at::Tensor>& keep_in,
                                                 const std::optional<at::Tensor>& lengths_in, bool reverse, bool save) {
   constexpr int64_t G = Cell::kGates;
-  // A cell of a + u alone (Elman) without layer norm on W_hh m h: b_hh joins b_ih in the input
-  // projection, as the plain kernel sums them, and no step adds it to u.
-  const bool folded = Cell::kOfTheSum && !ln_hh_in.has_value() && b_hh_in.has_value() && w_ih.dim() == 2;
-  if (folded) check_tensor(op, "b_hh", b_hh_in, {w_ih.size(0)}, x);
-  const auto input_bias = folded ? add_biases(b_ih, b_hh_in, w_ih.size(0), x.options()) : b_ih;
-  const VariantInput input = variant_input(op, x, w_ih, input_bias, ln_ih, save);
+  // Without layer norm on u, the first Cell::kSummedBiasGates gates' b_hh is in the input projection.
+  const bool summed = !ln_hh_in.has_value() && b_hh_in.has_value() && w_ih.dim() == 2;
+  if (summed) check_tensor(op, "b_ih", b_ih, {w_ih.size(0)}, x), check_tensor(op, "b_hh", b_hh_in, {w_ih.size(0)}, x);
+  const int64_t first_of_u = summed ? Cell::kSummedBiasGates : 0;  // the first gate whose b_hh the steps add
+  const VariantInput input = variant_input(
+      op, x, w_ih, summed ? biases_of_summed_gates(b_ih, *b_hh_in, first_of_u * w_ih.size(0) / G) : b_ih, ln_ih, save);
   const at::Tensor& xw = input.xw;
   TORCH_CHECK(h0.dim() == 2, op, ": expected h0 of shape (B, H), got ", h0.sizes());
   const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1), GH = G * H;
@@ -689,7 +706,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "single_state_variant_forward", [&] {
     using T_ = scalar_t;
     using V = at::vec::Vectorized<T_>;
-    const T_* bias = folded ? nullptr : data_or_null<T_>(b_hh);
+    const T_* bias = first_of_u < G ? data_or_null<T_>(b_hh) : nullptr;
     const T_* gain = data_or_null<T_>(ln_hh);
     const T_* pxw = xw.data_ptr<T_>();
     T_ *pgates = gates.data_ptr<T_>(), *ph_prev = data_or_null<T_>(h_prev), *pu_n = data_or_null<T_>(u_n);
@@ -714,10 +731,10 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
                   return NormRow<T_>{hw + (b - b0) * ld, pv_hat + (s * B + b) * GH, prstd + s * B + b};
                 },
                 [&](const auto* rows, int64_t k) { normalise(GH, rows, k, gain, bias); });
-          } else if (bias) {  // u = W_hh m h + b_hh
+          } else if (bias) {  // u = W_hh m h + b_hh, of the gates whose b_hh the input projection lacks
             each_alive(steps, t, b0, b1, [&](int64_t b) {
               T_* u = hw + (b - b0) * ld;
-              for (int64_t k = 0; k < G; ++k) {
+              for (int64_t k = first_of_u; k < G; ++k) {
                 vectorized<T_>(n, [&](const auto& L, int64_t j) {
                   L.store(u + k * n + j, L.load(u + k * n + j) + L.load(bias + k * H + j0 + j));
                 });

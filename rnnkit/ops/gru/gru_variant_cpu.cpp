@@ -18,6 +18,7 @@ struct GruCell {
   static constexpr int64_t kGates = 3;
   static constexpr bool kOfTheSum = false;
   static constexpr bool kSavesProduct = true;  // u_n, which r scales
+  static constexpr int64_t kSummedBiasGates = 2;  // r and z; not n, whose b_hn r scales
 
   template <typename L, typename T>
   static at::vec::Vectorized<T> forward(const L& lanes, int64_t j, int64_t H, int64_t n, const T* a, const T* u,

@@ -18,6 +18,7 @@ struct ElmanCell {
   static constexpr int64_t kGates = 1;
   static constexpr bool kOfTheSum = true;
   static constexpr bool kSavesProduct = false;
+  static constexpr int64_t kSummedBiasGates = 1;
 
   template <typename L, typename T>
   static at::vec::Vectorized<T> forward(const L& lanes, int64_t j, int64_t, int64_t, const T* a, const T* u,
