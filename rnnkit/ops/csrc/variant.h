@@ -842,7 +842,7 @@ std::vector<at::Tensor> single_state_variant_backward(
             T_* du = pgrad_v + (t * B + b) * GH + j0;
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               const V d = L.load(pdh + row + j) + L.load(pgo + at_t + j);  // dh_t
-              L.store(pds + row + j, d);
+              if (pkeep) L.store(pds + row + j, d);  // zoneout's k_t dh_t reaches h_{t-1} (carry_variant)
               const V d_new = keep_t ? (V(1) - L.load(keep_t + j)) * d : d;  // d h~_t
               const V h_old = Cell::kOfTheSum ? V(0) : L.load(ph_prev + at_t + j);
               Cell::backward(L, j, H, d_new, g, un, h_old, da, du, pskip ? pskip + row : nullptr);

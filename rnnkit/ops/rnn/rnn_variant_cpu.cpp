@@ -37,7 +37,8 @@ struct ElmanCell {
     using V = at::vec::Vectorized<T>;
     const V y = lanes.load(g + j);
     const V slope = Relu ? y.gt(V(0)) : V(1) - y * y;  // gt gives 1 or 0 per lane
-    lanes.store(d_a + j, d * slope), lanes.store(d_u + j, d * slope);
+    lanes.store(d_a + j, d * slope);
+    if (d_u != d_a) lanes.store(d_u + j, d * slope);  // one buffer where one product gives both weights' gradients
   }
 };
 
