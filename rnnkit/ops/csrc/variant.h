@@ -648,14 +648,15 @@ inline at::Tensor biases_of_summed_gates(const std::optional<at::Tensor>& b_ih, 
 //       and z, not n, whose b_hn r scales): without layer norm on u, their b_hh joins b_ih in the input
 //       projection, as the plain kernels sum them, and the steps add b_hh to the other gates' u only
 //   Cell::forward(L, j, H, n, a, u, h_old, g, u_n) -> h~ of units j..: a the input projection
-//       (gate k at a[k * H]), u the recurrent product with layer norm and b_hh (gate k at u[k * n]);
-//       it stores the activated gates (g[k * H]) and u_n where saved
+//       (gate k at a[k * H]), u the recurrent product with layer norm and the b_hh a lacks (gate k at
+//       u[k * n]); it stores the activated gates (g[k * H]) and u_n where saved
 //   Cell::backward(L, j, H, dh, g, u_n, h_old, d_a, d_u, skip): from dh = d h~, the gradients of the
 //       pre-activations a (d_a[k * H]) and of u (d_u[k * H]), and what reaches h_{t-1} past W_hh (skip)
 //
 // Tensors as in the kernels: x, w_ih, b_ih and ln_ih give the input projections a_t, xw (T, B, G*H)
-// (variant_input; b_hh is added to the product, after its layer norm); saved gates (T, B, G*H),
-// h_prev (T, B, H), u_n (T, B, H), v_hat (T, B, G*H) and rstd (T, B) with layer norm. Returns output,
+// (variant_input; b_hh is added to the product after its layer norm, or without one to a where
+// kSummedBiasGates allows); saved gates (T, B, G*H), h_prev (T, B, H), u_n (T, B, H), v_hat
+// (T, B, G*H) and rstd (T, B) with layer norm. Returns output,
 // h_n, then what the backward reads: hm, gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih.
 using SingleStateForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
