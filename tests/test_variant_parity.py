@@ -283,6 +283,28 @@ def test_without_gradients_the_results_are_the_same(cls, kwargs):
         assert torch.equal(a, b.detach())
 
 
+@pytest.mark.parametrize("mode", ["GRU", "RNN_TANH"])
+@pytest.mark.parametrize("biases", ["b_hh", "b_ih", "both"])
+@pytest.mark.parametrize("keywords", [dict(zoneout=0.3), dict(recurrent_dropout=0.3), dict(layer_norm=("hh",))])
+def test_direction_ops_take_either_bias_like_naive(mode, biases, keywords):
+    """The fused direction ops with b_ih, b_hh or both (the modules give both or neither): where a gate's
+    a and u are only summed, the kernels add b_hh to a, so each bias alone must land where it belongs."""
+    torch.manual_seed(3)
+    gates = GATES[mode]
+    T, B, I, H = 6, 4, 5, 7
+    x, h0 = torch.randn(T, B, I, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)
+    w_ih, w_hh = torch.randn(gates * H, I, dtype=torch.float64), torch.randn(gates * H, H, dtype=torch.float64)
+    b_ih, b_hh = torch.randn(gates * H, dtype=torch.float64), torch.randn(gates * H, dtype=torch.float64)
+    weights = (w_ih, w_hh, None if biases == "b_hh" else b_ih, None if biases == "b_ih" else b_hh)
+    variant = rnnkit.variants.variant_of(mode, "test", keywords)
+    extras = ops.Extras(ln_hh_weight=torch.rand(gates * H, dtype=torch.float64) + 0.5 if variant.layer_norm else None)
+    mask, zone = ops.variant_ops.noise(variant, True, T, B, (H,), x)
+    fused = ops.variant_direction(mode, "cpu")(mode, x, (h0,), weights, extras, mask, zone)
+    naive = ops.variant_direction(mode, "naive")(mode, x, (h0,), weights, extras, mask, zone)
+    for a, b in zip(torch.utils._pytree.tree_leaves(fused), torch.utils._pytree.tree_leaves(naive), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
 def test_without_gradients_the_lstm_keeps_one_step():
     torch.manual_seed(0)
     net = rnnkit.LSTM(6, 8, proj_size=3, backend="cpu", **FULL)
