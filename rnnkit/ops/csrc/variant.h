@@ -646,16 +646,18 @@ inline at::Tensor biases_of_summed_gates(const std::optional<at::Tensor>& b_ih, 
 //       norm d u = d a, so that one product over [x | m h] gives W_ih's and W_hh's gradients
 //   Cell::kSummedBiasGates       the first gates, whose a and u are only ever summed (Elman 1, GRU 2: r
 //       and z, not n, whose b_hn r scales): without layer norm on u, their b_hh joins b_ih in the input
-//       projection, as the plain kernels sum them, and the steps add b_hh to the other gates' u only
-//   Cell::forward(L, j, H, n, a, u, h_old, g, u_n) -> h~ of units j..: a the input projection
-//       (gate k at a[k * H]), u the recurrent product with layer norm and the b_hh a lacks (gate k at
-//       u[k * n]); it stores the activated gates (g[k * H]) and u_n where saved
+//       projection, as the plain kernels sum them, and the cell adds the other gates' b_hh to u
+//   Cell::forward(L, j, H, n, a, u, u_bias, h_old, g, u_n) -> h~ of units j..: a the input projection
+//       (gate k at a[k * H]), u the recurrent product (gate k at u[k * n]), with layer norm and b_hh,
+//       or without them and u_bias the b_hh a lacks (gates from kSummedBiasGates on, gate k at
+//       u_bias[k * H]; nullptr where there is none to add); it stores the activated gates (g[k * H])
+//       and u_n where saved
 //   Cell::backward(L, j, H, dh, g, u_n, h_old, d_a, d_u, skip): from dh = d h~, the gradients of the
 //       pre-activations a (d_a[k * H]) and of u (d_u[k * H]), and what reaches h_{t-1} past W_hh (skip)
 //
 // Tensors as in the kernels: x, w_ih, b_ih and ln_ih give the input projections a_t, xw (T, B, G*H)
 // (variant_input; b_hh is added to the product after its layer norm, or without one to a where
-// kSummedBiasGates allows); saved gates (T, B, G*H), h_prev (T, B, H), u_n (T, B, H), v_hat
+// kSummedBiasGates allows, else by the cell); saved gates (T, B, G*H), h_prev (T, B, H), u_n (T, B, H), v_hat
 // (T, B, G*H) and rstd (T, B) with layer norm. Returns output,
 // h_n, then what the backward reads: hm, gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih.
 using SingleStateForward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -674,7 +676,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
   // Without layer norm on u, the first Cell::kSummedBiasGates gates' b_hh is in the input projection.
   const bool summed = !ln_hh_in.has_value() && b_hh_in.has_value() && w_ih.dim() == 2;
   if (summed) check_tensor(op, "b_ih", b_ih, {w_ih.size(0)}, x), check_tensor(op, "b_hh", b_hh_in, {w_ih.size(0)}, x);
-  const int64_t first_of_u = summed ? Cell::kSummedBiasGates : 0;  // the first gate whose b_hh the steps add
+  const int64_t first_of_u = summed ? Cell::kSummedBiasGates : 0;  // the first gate whose b_hh is added to u
   const VariantInput input = variant_input(
       op, x, w_ih, summed ? biases_of_summed_gates(b_ih, *b_hh_in, first_of_u * w_ih.size(0) / G) : b_ih, ln_ih, save);
   const at::Tensor& xw = input.xw;
@@ -732,16 +734,8 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
                   return NormRow<T_>{hw + (b - b0) * ld, pv_hat + (s * B + b) * GH, prstd + s * B + b};
                 },
                 [&](const auto* rows, int64_t k) { normalise(GH, rows, k, gain, bias); });
-          } else if (bias) {  // u = W_hh m h + b_hh, of the gates whose b_hh the input projection lacks
-            each_alive(steps, t, b0, b1, [&](int64_t b) {
-              T_* u = hw + (b - b0) * ld;
-              for (int64_t k = first_of_u; k < G; ++k) {
-                vectorized<T_>(n, [&](const auto& L, int64_t j) {
-                  L.store(u + k * n + j, L.load(u + k * n + j) + L.load(bias + k * H + j0 + j));
-                });
-              }
-            });
           }
+          const T_* u_bias = ln || !bias ? nullptr : bias + j0;  // the b_hh the cell adds to u
           each_alive(steps, t, b0, b1, [&](int64_t b) {
             T_* u = hw + (b - b0) * ld;
             const int64_t row = (s * B + b) * H + j0;
@@ -752,7 +746,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               const V old = L.load(h_old + j);
               if (!Cell::kOfTheSum) L.store(ph_prev + row + j, old);
-              state.put(i, b, j0 + j, L, Cell::forward(L, j, H, n, a, u, old, g, un));
+              state.put(i, b, j0 + j, L, Cell::forward(L, j, H, n, a, u, u_bias, old, g, un));
             });
           });
         });

@@ -22,11 +22,11 @@ struct GruCell {
 
   template <typename L, typename T>
   static at::vec::Vectorized<T> forward(const L& lanes, int64_t j, int64_t H, int64_t n, const T* a, const T* u,
-                                        const at::vec::Vectorized<T>& h_old, T* g, T* u_n) {
+                                        const T* u_bias, const at::vec::Vectorized<T>& h_old, T* g, T* u_n) {
     using V = at::vec::Vectorized<T>;
     const V r = sigmoid_(lanes.load(a + j) + lanes.load(u + j));
     const V z = sigmoid_(lanes.load(a + H + j) + lanes.load(u + n + j));
-    const V hn = lanes.load(u + 2 * n + j);
+    const V hn = u_bias ? lanes.load(u + 2 * n + j) + lanes.load(u_bias + 2 * H + j) : lanes.load(u + 2 * n + j);
     const V gn = tanh_(lanes.load(a + 2 * H + j) + r * hn);
     lanes.store(g + j, r), lanes.store(g + H + j, z), lanes.store(g + 2 * H + j, gn), lanes.store(u_n + j, hn);
     return gn + z * (h_old - gn);

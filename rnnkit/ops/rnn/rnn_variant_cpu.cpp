@@ -22,7 +22,7 @@ struct ElmanCell {
 
   template <typename L, typename T>
   static at::vec::Vectorized<T> forward(const L& lanes, int64_t j, int64_t, int64_t, const T* a, const T* u,
-                                        const at::vec::Vectorized<T>&, T* g, T*) {
+                                        const T*, const at::vec::Vectorized<T>&, T* g, T*) {  // b_hh: all in a
     using V = at::vec::Vectorized<T>;
     const V v = lanes.load(a + j) + lanes.load(u + j);
     const V y = Relu ? at::vec::maximum(v, V(0)) : tanh_(v);
