@@ -189,18 +189,19 @@ inline at::Tensor copy_of(const at::Tensor& t) {
   return copy;
 }
 
-// The sum of two optional bias vectors of size G (zeros where neither is given).
+// The sum of two optional bias vectors of size G (zeros where neither is given), of b only its
+// first ``of_b`` values where given (the gates whose a and u a variant kernel only sums).
 inline at::Tensor add_biases(const std::optional<at::Tensor>& a, const std::optional<at::Tensor>& b, int64_t G,
-                             const at::TensorOptions& options) {
-  if (!a.has_value() || !b.has_value()) {
-    return a.has_value() || b.has_value() ? (a.has_value() ? *a : *b).contiguous() : at::zeros({G}, options);
-  }
-  at::Tensor sum = copy_of(*a);
+                             const at::TensorOptions& options, std::optional<int64_t> of_b = std::nullopt) {
+  const int64_t n = of_b.value_or(G);
+  if (!b.has_value() || n == 0) return a.has_value() ? a->contiguous() : at::zeros({G}, options);
+  if (!a.has_value() && n == G) return b->contiguous();
+  at::Tensor sum = a.has_value() ? copy_of(*a) : at::zeros({G}, options);
   const at::Tensor other = b->contiguous();
   AT_DISPATCH_FLOATING_TYPES(sum.scalar_type(), "add_biases", [&] {
     scalar_t* s = sum.data_ptr<scalar_t>();
     const scalar_t* o = other.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < G; ++i) s[i] += o[i];
+    for (int64_t i = 0; i < n; ++i) s[i] += o[i];
   });
   return sum;
 }

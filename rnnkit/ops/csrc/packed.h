@@ -255,11 +255,7 @@ class PackedWeight {
     using Vec = at::vec::Vectorized<T>;
     for (int64_t j = 0; j < run; j += Vec::size()) {
       const int64_t n = std::min<int64_t>(Vec::size(), run - j);
-      if (n == Vec::size()) {
-        Vec::loadu(from + j).store(to + j);
-      } else {
-        store_first(Vec::loadu(from + j, n), to + j, n);
-      }
+      store_first(Vec::loadu(from + j, n), to + j, n);
     }
   }
 

@@ -624,20 +624,6 @@ void carry_variant(const StepProduct<T>& recurrent, const Tiles& tiles, int64_t 
   }
 }
 
-// b_ih (G) with b_hh's first ``n`` values added (b_hh's alone where b_ih is None): the input
-// projection's bias where the first gates' a and u are only ever summed. (A loop: a one-token step
-// pays more for TensorIterator's set-up than for the sum.)
-inline at::Tensor biases_of_summed_gates(const std::optional<at::Tensor>& b_ih, const at::Tensor& b_hh, int64_t n) {
-  at::Tensor bias = b_ih.has_value() ? copy_of(*b_ih) : at::zeros(b_hh.sizes(), b_hh.options());
-  const at::Tensor added = b_hh.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(bias.scalar_type(), "biases_of_summed_gates", [&] {
-    scalar_t* to = bias.data_ptr<scalar_t>();
-    const scalar_t* from = added.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < n; ++i) to[i] += from[i];
-  });
-  return bias;
-}
-
 // The fused variant loop of a cell with one state h (GRU, Elman RNN), by the cell's step:
 //   Cell::kGates                 G, the gates of a step (GRU 3, RNN 1)
 //   Cell::kSavesProduct          whether the backward reads u_n (the GRU's r-scaled product)
@@ -677,8 +663,9 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
   const bool summed = !ln_hh_in.has_value() && b_hh_in.has_value() && w_ih.dim() == 2;
   if (summed) check_tensor(op, "b_ih", b_ih, {w_ih.size(0)}, x), check_tensor(op, "b_hh", b_hh_in, {w_ih.size(0)}, x);
   const int64_t first_of_u = summed ? Cell::kSummedBiasGates : 0;  // the first gate whose b_hh is added to u
-  const VariantInput input = variant_input(
-      op, x, w_ih, summed ? biases_of_summed_gates(b_ih, *b_hh_in, first_of_u * w_ih.size(0) / G) : b_ih, ln_ih, save);
+  const auto input_bias = summed ? add_biases(b_ih, b_hh_in, w_ih.size(0), x.options(), first_of_u * w_ih.size(0) / G)
+                                 : b_ih;
+  const VariantInput input = variant_input(op, x, w_ih, input_bias, ln_ih, save);
   const at::Tensor& xw = input.xw;
   TORCH_CHECK(h0.dim() == 2, op, ": expected h0 of shape (B, H), got ", h0.sizes());
   const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1), GH = G * H;
