@@ -11,6 +11,7 @@ import random
 import struct
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import rnnkit
 from rnnkit import cli
@@ -304,32 +306,59 @@ def run_ours(module: nn.Module, config: Config, x: Tensor, states) -> tuple[Tens
     return output, as_tuple(final)
 
 
+class OpCalls(TorchDispatchMode):
+    """Records the arguments and result of each call of the rnnkit op ``name``, whoever calls it
+    (Python, or the ops' C++ autograd formulas through the dispatcher)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.op = getattr(torch.ops.rnnkit, name)
+        self.calls: list[tuple[tuple[Any, ...], Any]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if func.overloadpacket == self.op:
+            self.calls.append((args, result))
+        return result
+
+
+@contextlib.contextmanager
+def function_calls(owner: Any, name: str, monkeypatch) -> Iterator[Any]:
+    """``OpCalls`` for the Python function ``owner.name``: patched to record its calls while in the block."""
+    spy = types.SimpleNamespace(calls=[])
+    function = getattr(owner, name)
+
+    def recorded(*args):
+        result = function(*args)
+        spy.calls.append((args, result))
+        return result
+
+    with monkeypatch.context() as patch:
+        patch.setattr(owner, name, recorded)
+        yield spy
+
+
 def assert_frozen_input_not_differentiated(
-    model: nn.Module, x: Tensor, owner: Any, name: str, monkeypatch, at: int = -1
+    model: nn.Module, x: Tensor, calls: contextlib.AbstractContextManager, at: int = -1
 ) -> None:
-    """An input that needs no gradient: the first layer's backward ``owner.name`` is asked for none
-    (its argument ``input_grad``, at position ``at``), and the weights get the same gradients as when it does.
+    """An input that needs no gradient: the first layer's backward, whose calls ``calls`` records
+    (``OpCalls``, ``function_calls``), is asked for none (its argument ``input_grad``, at position
+    ``at``) and computes none, and the weights get the same gradients as when it does.
 
     x: (T, B, I) for ``model``, a stacked net of the backend under test.
     """
-    asked = []
-    backward = getattr(owner, name)
-
-    def spy(*args):
-        asked.append(args[at])
-        grads = backward(*args)
-        assert args[at] or grads[0].numel() == 0, "the input's gradient was computed though not asked for"
-        return grads
-
-    monkeypatch.setattr(owner, name, spy)
     grads = []
-    for needs in (True, False):
-        model.zero_grad()
-        output, _ = model(x.detach().requires_grad_(needs))
-        output.sum().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    calls = len(asked) // 2
-    first_layer = calls // model.num_layers
-    assert calls > 0 and asked == [True] * calls + [True] * (calls - first_layer) + [False] * first_layer, asked
+    with calls as spy:
+        for needs in (True, False):
+            model.zero_grad()
+            output, _ = model(x.detach().requires_grad_(needs))
+            output.sum().backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+    asked = [args[at] for args, _ in spy.calls]
+    for wanted, (_, result) in zip(asked, spy.calls):
+        assert wanted or result[0].numel() == 0, "the input's gradient was computed though not asked for"
+    per_run = len(asked) // 2
+    first_layer = per_run // model.num_layers
+    assert per_run > 0 and asked == [True] * (2 * per_run - first_layer) + [False] * first_layer, asked
     for with_input, without in zip(*grads, strict=True):
         assert torch.equal(with_input, without)

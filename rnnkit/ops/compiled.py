@@ -30,8 +30,11 @@ SOURCES = [
     _OPS / "rnn" / "rnn_variant_cpu.cpp",
     _OPS / "csrc" / "activations.cpp",
     _OPS / "csrc" / "masks.cpp",
+    _OPS / "csrc" / "autograd.cpp",
 ]
-HEADERS = [_OPS / "csrc" / name for name in ("common.h", "packed.h", "activations.h", "variant.h", "workspace.h")]
+HEADERS = [
+    _OPS / "csrc" / name for name in ("common.h", "packed.h", "activations.h", "variant.h", "workspace.h", "autograd.h")
+]
 # -march=native is safe: the library is built on, and cached for, the machine that runs it.
 # -fopenmp turns on at::parallel_for: without it the header runs every loop on one thread. The
 # library then shares torch's OpenMP runtime (the libgomp.so.1 that torch has loaded already).
@@ -211,12 +214,13 @@ def _build_and_load() -> str | None:
         return f"compiling its C++ kernels in {build} failed ({_first_error(str(error))})"
     finally:
         os.environ["PATH"] = path
-    from . import variant_cpu
+    from . import fused, variant_cpu
     from .gru import cpu as gru_cpu
     from .lstm import cpu as lstm_cpu
     from .lstm import variant_cpu as lstm_variant_cpu
     from .rnn import cpu as rnn_cpu
 
+    fused.register_replay()
     for op in (lstm_cpu, lstm_variant_cpu, gru_cpu, rnn_cpu, variant_cpu):
         op.register()
     return None

@@ -1,4 +1,4 @@
-"""Shared plumbing of the fused ops: whether to keep steps, their backward, double backward by naive replay."""
+"""Shared plumbing of the fused ops: whether to keep steps, how to call them, double backward by naive replay."""
 
 from __future__ import annotations
 
@@ -15,46 +15,44 @@ def gradient_wanted(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-# The autograd formula of each fused op as an autograd.Function of its own, for eager calls.
-_EAGER_FUNCTIONS: dict[Any, type[torch.autograd.Function]] = {}
+# Each fused forward op's naive recurrence, for double backward: by the op's name, a function of
+# the op's other tensor arguments (lengths, masks) and its flags that returns ``recurrence(*inputs)
+# -> outputs`` of its differentiable inputs (``replay_backward``).
+_RECURRENCES: dict[str, Callable[[list[Tensor | None], list[int]], Callable[..., tuple[Tensor, ...]]]] = {}
+_LIBRARY: list[torch.library.Library] = []  # kept: a Library's registrations last as long as it does
 
 
-def register_autograd(name: str, backward: Callable[..., Any], setup_context: Callable[..., None]) -> None:
-    """Give the loaded op ``name`` (``"rnnkit::<op>"``) its autograd formula, twice: through
-    ``torch.library.register_autograd``, which torch.compile and torch.export trace, and as an
-    autograd.Function that ``call`` applies in eager mode.
+def register_recurrence(
+    name: str, recurrence_of: Callable[[list[Tensor | None], list[int]], Callable[..., tuple[Tensor, ...]]]
+) -> None:
+    """Give the fused op ``name`` (``"lstm_forward"``, ...) its naive recurrence for double backward."""
+    _RECURRENCES[name] = recurrence_of
 
-    The same ``setup_context(ctx, inputs, output)`` and ``backward(ctx, *grads)`` serve both. The
-    library's generic layer spends 30 to 90 microseconds of Python a call (it rebuilds the list of
-    the op's arguments once per argument), about what one generated token's whole step costs.
-    """
-    torch.library.register_autograd(name, backward, setup_context=setup_context)
-    op = getattr(torch.ops.rnnkit, name.split("::")[1])
 
-    # forward(ctx, *args), as torch.library's own: a Function with a setup_context of its own binds
-    # its arguments with inspect.signature at every call (20 to 40 microseconds).
-    def forward(ctx: Any, *args: Any) -> Any:
-        with torch._C._AutoDispatchBelowAutograd():
-            output = op(*args)
-        setup_context(ctx, args, output)
-        return output
+def _replay_kernel(
+    op: str, inputs: list[Tensor | None], others: list[Tensor | None], grads: list[Tensor | None], flags: list[int]
+) -> list[Tensor]:
+    """rnnkit::replay_backward (``csrc/autograd.h``): the gradients of the inputs of ``op`` that need
+    one, in order, by ``replay_backward``; zeros for one the outputs do not depend on."""
+    found = replay_backward(_RECURRENCES[op](others, flags), inputs, grads)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, found) if t is not None and t.requires_grad]
 
-    methods = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
-    _EAGER_FUNCTIONS[op] = type(f"Fused_{name.split('::')[1]}", (torch.autograd.Function,), methods)
+
+def register_replay() -> None:
+    """Attach ``_replay_kernel`` to the loaded op rnnkit::replay_backward: it runs above autograd, so
+    the naive ops it calls are recorded."""
+    if not _LIBRARY:
+        library = torch.library.Library("rnnkit", "FRAGMENT")
+        library.impl("replay_backward", _replay_kernel, "CompositeImplicitAutograd")
+        _LIBRARY.append(library)
 
 
 def call(op: Callable[..., Any], *args: Any, differentiable: bool) -> Any:
     """``op(*args)`` as fast as eager mode allows: where no backward follows (not ``differentiable``)
-    straight to its kernel, else through the op's autograd.Function (``register_autograd``).
-
-    The autograd layer that ``torch.library.register_autograd`` gives an op runs in Python and,
-    without a gradient wanted, only passes the call on: a few microseconds, a large share of one
-    generated token's time. torch.compile traces the op whole, through that layer.
-    """
-    if torch.compiler.is_compiling():
+    straight to its kernel, past the Autograd key, else through its autograd formula (``csrc/autograd.h``).
+    torch.compile traces the op whole."""
+    if differentiable or torch.compiler.is_compiling():
         return op(*args)
-    if differentiable:
-        return _EAGER_FUNCTIONS[op].apply(*args)
     with torch._C._AutoDispatchBelowAutograd():
         return op(*args)
 
@@ -119,12 +117,6 @@ def bias_gradients(grad: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> tu
     return (None if b_ih is None else grad, None if b_hh is None else grad.clone())
 
 
-def input_arguments(ctx: Any, x: Tensor, w_ih: Tensor, bias: Tensor | None, ln_ih_weight: Tensor | None) -> tuple:
-    """What a variant op's backward takes for its input projection (``ops/variant.py``'s
-    ``fused_input``, the op's first four inputs): x, w_ih, whether the bias and x need gradients, gamma_ih."""
-    return x, w_ih, bias is not None and ctx.needs_input_grad[2], ctx.needs_input_grad[0], ln_ih_weight
-
-
 def input_saved_like(x: Tensor, w_ih: Tensor, ln_ih_weight: Tensor | None, save: bool) -> tuple[Tensor, Tensor]:
     """The fakes of a variant forward's last two results: a_hat (T, B, G) and rstd_ih (T, B), kept
     with layer norm on the input projection and ``save``, else empty."""
@@ -142,13 +134,4 @@ def input_gradients_like(
         torch.empty_like(w_ih),
         x.new_empty(w_ih.shape[0] if bias_grad else 0),
         x.new_empty(0) if ln_ih_weight is None else torch.empty_like(ln_ih_weight),
-    ]
-
-
-def wanted_gradients(ctx: Any, inputs: Sequence[Tensor | None], grads: Sequence[Tensor]) -> list[Tensor | None]:
-    """A kernel's gradients of ``inputs``, None where an input is absent or needs none (the kernels
-    return empty tensors there)."""
-    return [
-        grad if given is not None and wanted else None
-        for given, wanted, grad in zip(inputs, ctx.needs_input_grad, grads)
     ]

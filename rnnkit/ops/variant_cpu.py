@@ -7,8 +7,9 @@ in one product and each row's layer norm, as the plain kernels make W_ih x_t + b
 time loop with layer norm on W_hh h_{t-1}, b_hh after it, recurrent dropout and zoneout;
 ``*_variant_backward`` is its hand-written backward through time, the input projection's included.
 The masks are drawn by ``ops/variant.py``'s ``noise`` before the loop, so a seed gives the naive
-op's masks. Both ops carry fake implementations and the forward an autograd formula
-(torch.compile, torch.export); double backward replays the naive ops.
+op's masks. Both ops carry fake implementations and the forward an autograd formula in C++
+(``SingleStateVariantFunction``; torch.compile, torch.export); double backward replays the naive
+recurrence given here.
 """
 
 from __future__ import annotations
@@ -16,16 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .fused import (
-    call,
-    fused_backward,
-    gradient_wanted,
-    input_arguments,
-    input_gradients_like,
-    input_saved_like,
-    register_autograd,
-    wanted_gradients,
-)
+from .fused import call, gradient_wanted, input_gradients_like, input_saved_like, register_recurrence
 from .variant import Extras, Recurrence, fused_input, projected_input, recurrence
 
 # The op of each mode and the flags it takes after ``reverse``.
@@ -118,57 +110,31 @@ def _fake_backward(
     ]
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    ctx.set_materialize_grads(False)
-    *tensors, mask, keep_h, lengths, reverse = inputs[:12]
-    ctx.save_for_backward(*tensors, mask, keep_h, lengths, *output[2:])
-    ctx.reverse, ctx.flags = reverse, tuple(inputs[12:-1])  # the RNN's relu
+def _recurrence_of(mode_of: dict[tuple[int, ...], str]):
+    """The naive recurrence of a single-state variant op, for double backward; ``mode_of`` its flags' mode."""
 
-
-def _autograd(mode_of: dict[tuple[bool, ...], str], name: str):
-    """The autograd formula of ``name``_forward; ``mode_of`` its flags' mode, for the naive replay."""
-
-    def backward(ctx, grad_output, grad_h_n, *_):
-        saved = ctx.saved_tensors
-        inputs, (mask, keep_h, lengths), kept = saved[:8], saved[8:11], saved[11:]
-        h0 = inputs[4]
+    def recurrence_of(others: list[Tensor | None], flags: list[int]):
+        (mask, keep_h, lengths), (reverse, *flags) = others, flags
         zone = () if keep_h is None else (keep_h,)
-        mode = mode_of[ctx.flags]
+        mode = mode_of[tuple(flags)]
 
         def naive(x, w_ih, b_ih, ln_ih_weight, h0, w_hh, b_hh, ln_hh_weight):
             recurrent = Recurrence(w_hh, b_hh, None, Extras(ln_hh_weight=ln_hh_weight), mask)
             xw = projected_input(x, w_ih, b_ih, ln_ih_weight)
-            (output,), (h_n,) = recurrence(mode, xw, (h0,), recurrent, zone, lengths, ctx.reverse)
+            (output,), (h_n,) = recurrence(mode, xw, (h0,), recurrent, zone, lengths, bool(reverse))
             return output, h_n
 
-        def kernel(grad_output, grad_h_n):
-            grads = getattr(torch.ops.rnnkit, f"{name}_backward")(
-                grad_output,
-                grad_h_n,
-                *input_arguments(ctx, *inputs[:4]),
-                *inputs[5:],
-                mask,
-                keep_h,
-                lengths,
-                ctx.reverse,
-                *ctx.flags,
-                *kept,
-            )
-            return wanted_gradients(ctx, inputs, grads)
+        return naive
 
-        likes = (kept[0], h0)  # hm is shaped as output
-        grads = fused_backward(naive, inputs, (grad_output, grad_h_n), likes, kernel)
-        return (*grads, None, None, None, None, *(None for _ in ctx.flags), None)  # masks, lengths, flags, save
-
-    return backward
+    return recurrence_of
 
 
 def register() -> None:
-    """Attach the fake implementations and the autograd formulas to the loaded ops."""
+    """Attach the fake implementations and the naive recurrences (double backward) to the loaded ops."""
     for name, fake, modes in (
         ("gru_variant", _fake_gru_forward, {(): "GRU"}),
-        ("rnn_variant", _fake_rnn_forward, {(False,): "RNN_TANH", (True,): "RNN_RELU"}),
+        ("rnn_variant", _fake_rnn_forward, {(0,): "RNN_TANH", (1,): "RNN_RELU"}),
     ):
         torch.library.register_fake(f"rnnkit::{name}_forward")(fake)
         torch.library.register_fake(f"rnnkit::{name}_backward")(_fake_backward)
-        register_autograd(f"rnnkit::{name}_forward", _autograd(modes, name), setup_context=_setup_context)
+        register_recurrence(f"{name}_forward", _recurrence_of(modes))

@@ -9,6 +9,7 @@
 //   keep_h  (T, B, P)  zoneout's keep mask (or probability): h_t = k h_{t-1} + (1 - k) h~_t.
 #pragma once
 
+#include "autograd.h"
 #include "common.h"
 
 namespace rnnkit {
@@ -860,5 +861,79 @@ std::vector<at::Tensor> single_state_variant_backward(
   return {joint[0], joint[1], bias_grad ? sums_of_d : none(), none(), dh, joint[4],
           bias ? (bias_grad ? sums_of_d.clone() : sums_of_d) : none(), none()};
 }
+
+// The autograd formula of a single-state variant op (``Ops::kForward``, ``Ops::kBackward``: GRU,
+// Elman), whose ``Flags`` (the Elman cell's relu) follow ``reverse``: autograd.h's arrangement.
+// Inputs x, w_ih, b_ih, ln_ih, h0, w_hh, b_hh, ln_hh get gradients; the masks and lengths do not.
+template <typename Ops, typename... Flags>
+struct SingleStateVariantFunction : public torch::autograd::Function<SingleStateVariantFunction<Ops, Flags...>> {
+  using Tensor = at::Tensor;
+  using OptionalTensor = std::optional<Tensor>;
+  static constexpr size_t kInputs = 8;
+
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
+                               const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& w_hh,
+                               const OptionalTensor& b_hh, const OptionalTensor& ln_hh, const OptionalTensor& mask,
+                               const OptionalTensor& keep_h, const OptionalTensor& lengths, bool reverse,
+                               Flags... flags, bool save) {
+    static const auto op = typed_op<SingleStateForward(
+        const Tensor&, const Tensor&, const OptionalTensor&, const OptionalTensor&, const Tensor&, const Tensor&,
+        const OptionalTensor&, const OptionalTensor&, const OptionalTensor&, const OptionalTensor&,
+        const OptionalTensor&, bool, Flags..., bool)>(Ops::kForward);
+    auto results = call_below_autograd(op, x, w_ih, b_ih, ln_ih, h0, w_hh, b_hh, ln_hh, mask, keep_h, lengths, reverse,
+                                       flags..., save);
+    auto& [output, h_n, hm, gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih] = results;
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({x, w_ih, or_undefined(b_ih), or_undefined(ln_ih), h0, w_hh, or_undefined(b_hh),
+                            or_undefined(ln_hh), or_undefined(mask), or_undefined(keep_h), or_undefined(lengths), hm,
+                            gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih});
+    ctx->saved_data["flags"] = std::vector<int64_t>{reverse, flags...};
+    return {output, h_n, hm, gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto flags = ctx->saved_data["flags"].toIntVector();
+    variable_list inputs(saved.begin(), saved.begin() + kInputs);
+    const variable_list others(saved.begin() + kInputs, saved.begin() + kInputs + 3);  // mask, keep_h, lengths
+    if (at::GradMode::is_enabled()) {
+      inputs = replay_backward(Ops::kName, inputs, others, {grads[0], grads[1]}, flags);
+    } else {
+      inputs = wanted_gradients(ctx, inputs, kernel(ctx, saved, grads, flags, std::index_sequence_for<Flags...>()));
+    }
+    inputs.resize(kInputs + 3 + 1 + sizeof...(Flags) + 1);  // the masks, lengths, reverse, flags, save
+    return inputs;
+  }
+
+  // Ops::kBackward on the saved tensors: a gradient per input (empty where it needs none).
+  template <size_t... I>
+  static std::vector<Tensor> kernel(AutogradContext* ctx, const variable_list& saved, const variable_list& grads,
+                                    const std::vector<int64_t>& flags, std::index_sequence<I...>) {
+    static const auto op = typed_op<std::vector<Tensor>(
+        const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, bool, const OptionalTensor&, const Tensor&,
+        const OptionalTensor&, const OptionalTensor&, const OptionalTensor&, const OptionalTensor&,
+        const OptionalTensor&, bool, Flags..., const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+        const Tensor&, const Tensor&, const Tensor&, const Tensor&)>(Ops::kBackward);
+    const Tensor &hm = saved[11], &h0 = saved[4];
+    // x and w_ih are always given: the bias is the third tensor where it is given.
+    const bool bias_grad = saved[2].defined() && ctx->needs_input_grad(2), input_grad = ctx->needs_input_grad(0);
+    return call_below_autograd(op, or_zeros(grads[0], hm), or_zeros(grads[1], h0), saved[0], saved[1], bias_grad,
+                               input_grad, optional(saved[3]), saved[5], optional(saved[6]), optional(saved[7]),
+                               optional(saved[8]), optional(saved[9]), optional(saved[10]), bool(flags[0]),
+                               Flags(flags[1 + I])..., hm, saved[12], saved[13], saved[14], saved[15], saved[16],
+                               saved[17], saved[18]);
+  }
+
+  // The op's Autograd kernel.
+  static SingleStateForward apply_op(const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
+                                     const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& w_hh,
+                                     const OptionalTensor& b_hh, const OptionalTensor& ln_hh, const OptionalTensor& mask,
+                                     const OptionalTensor& keep_h, const OptionalTensor& lengths, bool reverse,
+                                     Flags... flags, bool save) {
+    auto out = SingleStateVariantFunction::apply(x, w_ih, b_ih, ln_ih, h0, w_hh, b_hh, ln_hh, mask, keep_h, lengths,
+                                                 reverse, flags..., save);
+    return {out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9]};
+  }
+};
 
 }  // namespace rnnkit

@@ -8,6 +8,7 @@
 // A step at t >= lengths[b] leaves sequence b's state as it is and outputs zero.
 #include <torch/library.h>
 
+#include "../csrc/autograd.h"
 #include "../csrc/common.h"
 
 namespace rnnkit {
@@ -143,6 +144,48 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   return {input_gradient(grad_xw, w_ih, input_grad), dh, grads_x[0], grads_h[0], grads_x[1], grads_h[1]};
 }
 
+struct GruFunction : public torch::autograd::Function<GruFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& h0, const Tensor& w_ih,
+                               const Tensor& w_hh, const std::optional<Tensor>& b_ih,
+                               const std::optional<Tensor>& b_hh, const std::optional<Tensor>& lengths, bool reverse) {
+    static const auto op = typed_op<decltype(gru_forward)>("rnnkit::gru_forward");
+    auto [output, h_n, gates, hn, h_prev] = call_below_autograd(op, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse);
+    ctx->set_materialize_grads(false);  // no zero tensors for the outputs the backward ignores
+    ctx->save_for_backward({x, h0, w_ih, w_hh, or_undefined(b_ih), or_undefined(b_hh), or_undefined(lengths), gates,
+                            hn, h_prev});
+    ctx->saved_data["flags"] = std::vector<int64_t>{reverse};
+    return {output, h_n, gates, hn, h_prev};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &h0 = saved[1], &w_ih = saved[2], &w_hh = saved[3], &lengths = saved[6];
+    const Tensor &gates = saved[7], &hn = saved[8], &h_prev = saved[9];
+    const auto flags = ctx->saved_data["flags"].toIntVector();
+    variable_list inputs(saved.begin(), saved.begin() + 6);
+    if (at::GradMode::is_enabled()) {
+      inputs = replay_backward("gru_forward", inputs, {lengths}, {grads[0], grads[1]}, flags);
+    } else {
+      static const auto op = typed_op<decltype(gru_backward)>("rnnkit::gru_backward");
+      const bool input_grad = ctx->needs_input_grad(0);
+      auto [g_x, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh] =
+          call_below_autograd(op, or_zeros(grads[0], h_prev), or_zeros(grads[1], h0), x, w_ih, w_hh,
+                              optional(lengths), bool(flags[0]), gates, hn, h_prev, input_grad);
+      inputs = {input_grad ? g_x : Tensor(), g_h0, g_w_ih, g_w_hh, inputs[4].defined() ? g_b_ih : Tensor(),
+                inputs[5].defined() ? g_b_hh : Tensor()};
+    }
+    inputs.resize(8);  // lengths, reverse
+    return inputs;
+  }
+};
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward_autograd(
+    const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const std::optional<Tensor>& b_ih,
+    const std::optional<Tensor>& b_hh, const std::optional<Tensor>& lengths, bool reverse) {
+  auto out = GruFunction::apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse);
+  return {out[0], out[1], out[2], out[3], out[4]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
@@ -159,5 +202,7 @@ TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
   m.impl("gru_forward", &gru_forward);
   m.impl("gru_backward", &gru_backward);
 }
+
+TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) { m.impl("gru_forward", &gru_forward_autograd); }
 
 }  // namespace rnnkit

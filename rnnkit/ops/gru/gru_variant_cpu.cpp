@@ -70,6 +70,12 @@ std::vector<Tensor> gru_variant_backward(const Tensor& grad_output, const Tensor
                                                 rstd_ih);
 }
 
+struct GruVariantOps {
+  static constexpr const char* kName = "gru_variant_forward";
+  static constexpr const char* kForward = "rnnkit::gru_variant_forward";
+  static constexpr const char* kBackward = "rnnkit::gru_variant_backward";
+};
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
@@ -88,6 +94,10 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
   m.impl("gru_variant_forward", &gru_variant_forward);
   m.impl("gru_variant_backward", &gru_variant_backward);
+}
+
+TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) {
+  m.impl("gru_variant_forward", &SingleStateVariantFunction<GruVariantOps>::apply_op);
 }
 
 }  // namespace rnnkit

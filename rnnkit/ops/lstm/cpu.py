@@ -3,8 +3,9 @@
 ``torch.ops.rnnkit.lstm_forward`` runs one direction of a layer: the input projection as
 one product, then the time loop, keeping what the backward reads only when a gradient is wanted;
 ``lstm_backward`` is the hand-written backward through time. Both carry a
-fake (meta) implementation and the forward an autograd formula, so torch.compile and
-torch.export see one op. Double backward replays the naive ops (``..fused``).
+fake (meta) implementation, registered here; the forward's autograd formula is C++
+(``LstmFunction``, ``csrc/autograd.h``), so torch.compile and torch.export see one op. Double
+backward replays the naive recurrence given here (``..fused``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import bias_gradients, call, fused_backward, gradient_wanted, input_like, register_autograd
+from ..fused import call, gradient_wanted, input_like, register_recurrence
 from .naive import lstm as naive_lstm
 
 
@@ -61,36 +62,19 @@ def _fake_backward(
     )
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
-    *tensors, lengths, reverse, _save = inputs
-    ctx.save_for_backward(*tensors, lengths, *output[3:])
-    ctx.reverse = reverse
-
-
-def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, gates, h_prev, c_prev = ctx.saved_tensors
-    wanted = ctx.needs_input_grad[0]  # x's gradient
+def _recurrence_of(others: list[Tensor | None], flags: list[int]):
+    """The naive recurrence ``lstm_forward`` fuses, of (x, h0, c0, *weights), for double backward."""
+    (lengths,), (reverse,) = others, flags
 
     def recurrence(x, h0, c0, *weights):
-        output, (h_n, c_n) = naive_lstm(x, (h0, c0), weights, lengths, ctx.reverse)
+        output, (h_n, c_n) = naive_lstm(x, (h0, c0), weights, lengths, bool(reverse))
         return output, h_n, c_n
 
-    def kernel(grad_output, grad_h_n, grad_c_n):
-        g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b, g_w_hr = torch.ops.rnnkit.lstm_backward(
-            grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, ctx.reverse, gates, h_prev, c_prev, wanted
-        )
-        biases = bias_gradients(g_b, b_ih, b_hh)
-        return g_x if wanted else None, g_h0, g_c0, g_w_ih, g_w_hh, *biases, None if w_hr is None else g_w_hr
-
-    inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    output_like = h_prev[..., : h0.shape[-1]]
-    grads = fused_backward(recurrence, inputs, (grad_output, grad_h_n, grad_c_n), (output_like, h0, c0), kernel)
-    return (*grads, None, None, None)  # lengths, reverse, save
+    return recurrence
 
 
 def register() -> None:
-    """Attach the fake implementations and the autograd formula to the loaded ops."""
+    """Attach the fake implementations and the naive recurrence (double backward) to the loaded ops."""
     torch.library.register_fake("rnnkit::lstm_forward")(_fake_forward)
     torch.library.register_fake("rnnkit::lstm_backward")(_fake_backward)
-    register_autograd("rnnkit::lstm_forward", _backward, setup_context=_setup_context)
+    register_recurrence("lstm_forward", _recurrence_of)

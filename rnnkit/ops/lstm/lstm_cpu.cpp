@@ -10,6 +10,7 @@
 // A step at t >= lengths[b] leaves sequence b's states as they are and outputs zero.
 #include <torch/library.h>
 
+#include "../csrc/autograd.h"
 #include "../csrc/common.h"
 
 namespace rnnkit {
@@ -244,6 +245,54 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
   return {input_gradient(grad_gates, w_ih, input_grad), dh, dc, grads[1], grads[0], grads[2], grad_w_hr};
 }
 
+struct LstmFunction : public torch::autograd::Function<LstmFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& h0, const Tensor& c0,
+                               const Tensor& w_ih, const Tensor& w_hh, const std::optional<Tensor>& b_ih,
+                               const std::optional<Tensor>& b_hh, const std::optional<Tensor>& w_hr,
+                               const std::optional<Tensor>& lengths, bool reverse, bool save) {
+    static const auto op = typed_op<decltype(lstm_forward)>("rnnkit::lstm_forward");
+    auto [output, h_n, c_n, gates, h_prev, c_prev] =
+        call_below_autograd(op, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, save);
+    ctx->set_materialize_grads(false);  // no zero tensors for the outputs the backward ignores
+    ctx->save_for_backward({x, h0, c0, w_ih, w_hh, or_undefined(b_ih), or_undefined(b_hh), or_undefined(w_hr),
+                            or_undefined(lengths), gates, h_prev, c_prev});
+    ctx->saved_data["flags"] = std::vector<int64_t>{reverse};
+    return {output, h_n, c_n, gates, h_prev, c_prev};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &h0 = saved[1], &c0 = saved[2], &w_ih = saved[3], &w_hh = saved[4];
+    const Tensor &w_hr = saved[7], &lengths = saved[8], &gates = saved[9], &h_prev = saved[10], &c_prev = saved[11];
+    const auto flags = ctx->saved_data["flags"].toIntVector();
+    variable_list inputs(saved.begin(), saved.begin() + 8);
+    if (at::GradMode::is_enabled()) {
+      inputs = replay_backward("lstm_forward", inputs, {lengths}, {grads[0], grads[1], grads[2]}, flags);
+    } else {
+      static const auto op = typed_op<decltype(lstm_backward)>("rnnkit::lstm_backward");
+      const bool input_grad = ctx->needs_input_grad(0);
+      const Tensor output_like = h_prev.narrow(2, 0, h0.size(-1));  // h_prev is [h_{t-1} | x_t]
+      auto [g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b, g_w_hr] =
+          call_below_autograd(op, or_zeros(grads[0], output_like), or_zeros(grads[1], h0), or_zeros(grads[2], c0), x,
+                              w_ih, w_hh, optional(w_hr), optional(lengths), bool(flags[0]), gates, h_prev, c_prev,
+                              input_grad);
+      auto [g_b_ih, g_b_hh] = bias_gradients(g_b, inputs[5], inputs[6]);
+      inputs = {input_grad ? g_x : Tensor(), g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh,
+                w_hr.defined() ? g_w_hr : Tensor()};
+    }
+    inputs.resize(11);  // lengths, reverse, save
+    return inputs;
+  }
+};
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward_autograd(
+    const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh, const std::optional<Tensor>& w_hr,
+    const std::optional<Tensor>& lengths, bool reverse, bool save) {
+  auto out = LstmFunction::apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, save);
+  return {out[0], out[1], out[2], out[3], out[4], out[5]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
@@ -262,5 +311,7 @@ TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
   m.impl("lstm_forward", &lstm_forward);
   m.impl("lstm_backward", &lstm_backward);
 }
+
+TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) { m.impl("lstm_forward", &lstm_forward_autograd); }
 
 }  // namespace rnnkit

@@ -403,6 +403,70 @@ std::vector<Tensor> lstm_variant_backward(
   return grads;
 }
 
+// The autograd formula of lstm_variant_forward (csrc/autograd.h's arrangement). Inputs x, w_ih,
+// bias, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight, ln_c_bias, weight_ch get gradients; the masks
+// and lengths do not.
+struct LstmVariantFunction : public torch::autograd::Function<LstmVariantFunction> {
+  static constexpr size_t kInputs = 12;
+
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_ih, const OptionalTensor& bias,
+                               const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+                               const OptionalTensor& w_hr, const OptionalTensor& ln_hh, const OptionalTensor& ln_c_weight,
+                               const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
+                               const OptionalTensor& mask, const OptionalTensor& keep_h, const OptionalTensor& keep_c,
+                               const OptionalTensor& lengths, bool reverse, bool save) {
+    static const auto op = typed_op<decltype(lstm_variant_forward)>("rnnkit::lstm_variant_forward");
+    const auto results = call_below_autograd(op, x, w_ih, bias, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight,
+                                             ln_c_bias, weight_ch, mask, keep_h, keep_c, lengths, reverse, save);
+    variable_list out = std::apply([](const auto&... t) { return variable_list{t...}; }, results);
+    ctx->set_materialize_grads(false);
+    variable_list saved{x,     w_ih,        or_undefined(bias),      or_undefined(ln_ih),    h0,
+                        c0,    w_hh,        or_undefined(w_hr),      or_undefined(ln_hh),    or_undefined(ln_c_weight),
+                        or_undefined(ln_c_bias), or_undefined(weight_ch), or_undefined(mask), or_undefined(keep_h),
+                        or_undefined(keep_c),    or_undefined(lengths)};
+    saved.insert(saved.end(), out.begin() + 4, out.end());  // hm, gates, ..., a_hat, rstd_ih
+    ctx->save_for_backward(saved);
+    ctx->saved_data["flags"] = std::vector<int64_t>{reverse};
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const bool reverse = ctx->saved_data["flags"].toIntVector()[0];
+    variable_list inputs(s.begin(), s.begin() + kInputs);
+    if (at::GradMode::is_enabled()) {
+      const variable_list others(s.begin() + kInputs, s.begin() + kInputs + 4);  // mask, keep_h, keep_c, lengths
+      inputs = replay_backward("lstm_variant_forward", inputs, others, {grads[0], grads[1], grads[2], grads[3]},
+                               {reverse});
+    } else {
+      static const auto op = typed_op<decltype(lstm_variant_backward)>("rnnkit::lstm_variant_backward");
+      const Tensor& hm = s[16];  // shaped as the output
+      // x and w_ih are always given: the bias is the third tensor where it is given.
+      const bool bias_grad = s[2].defined() && ctx->needs_input_grad(2), input_grad = ctx->needs_input_grad(0);
+      const auto found = call_below_autograd(
+          op, or_zeros(grads[0], hm), or_zeros(grads[1], s[4]), or_zeros(grads[2], s[5]), optional(grads[3]), s[0],
+          s[1], bias_grad, input_grad, optional(s[3]), s[6], optional(s[7]), optional(s[8]), optional(s[9]),
+          optional(s[10]), optional(s[11]), optional(s[12]), optional(s[13]), optional(s[14]), optional(s[15]),
+          reverse, hm, s[17], s[18], s[19], s[20], s[21], s[22], s[23], s[24], s[25], s[26]);
+      inputs = wanted_gradients(ctx, inputs, found);
+    }
+    inputs.resize(kInputs + 6);  // the masks, lengths, reverse, save
+    return inputs;
+  }
+};
+
+Forward lstm_variant_forward_autograd(const Tensor& x, const Tensor& w_ih, const OptionalTensor& bias,
+                                      const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& c0,
+                                      const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh,
+                                      const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
+                                      const OptionalTensor& weight_ch, const OptionalTensor& mask,
+                                      const OptionalTensor& keep_h, const OptionalTensor& keep_c,
+                                      const OptionalTensor& lengths, bool reverse, bool save) {
+  const auto o = LstmVariantFunction::apply(x, w_ih, bias, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight, ln_c_bias,
+                                            weight_ch, mask, keep_h, keep_c, lengths, reverse, save);
+  return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11], o[12], o[13], o[14]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
@@ -425,5 +489,7 @@ TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
   m.impl("lstm_variant_forward", &lstm_variant_forward);
   m.impl("lstm_variant_backward", &lstm_variant_backward);
 }
+
+TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) { m.impl("lstm_variant_forward", &lstm_variant_forward_autograd); }
 
 }  // namespace rnnkit

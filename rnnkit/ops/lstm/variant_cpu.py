@@ -7,7 +7,8 @@ the tensors, then runs the time loop with layer norm on W_hh h_{t-1} and c_t, pe
 recurrent dropout and zoneout; ``lstm_variant_backward`` is its hand-written backward through
 time, the input projection's included. The masks are drawn by ``ops/variant.py``'s ``noise`` before the loop, so
 a seed gives the naive op's masks. Both ops carry fake implementations and the forward an
-autograd formula (torch.compile, torch.export); double backward replays the naive ops.
+autograd formula in C++ (``LstmVariantFunction``; torch.compile, torch.export); double backward
+replays the naive recurrence given here.
 """
 
 from __future__ import annotations
@@ -15,16 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import (
-    call,
-    fused_backward,
-    gradient_wanted,
-    input_arguments,
-    input_gradients_like,
-    input_saved_like,
-    register_autograd,
-    wanted_gradients,
-)
+from ..fused import call, gradient_wanted, input_gradients_like, input_saved_like, register_recurrence
 from ..variant import Extras, Recurrence, fused_input, projected_input, recurrence
 
 
@@ -145,50 +137,22 @@ def _fake_backward(
     ]
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    ctx.set_materialize_grads(False)
-    *tensors, lengths, reverse, _save = inputs
-    ctx.save_for_backward(*tensors, lengths, *output[4:])
-    ctx.reverse = reverse
-
-
-def _backward(ctx, grad_output, grad_h_n, grad_c_n, grad_cs, *_):
-    saved = ctx.saved_tensors
-    inputs, (mask, keep_h, keep_c, lengths), kept = saved[:12], saved[12:16], saved[16:]
-    h0, c0 = inputs[4:6]
-    hm = kept[0]
+def _recurrence_of(others: list[Tensor | None], flags: list[int]):
+    """The naive recurrence ``lstm_variant_forward`` fuses, of its twelve differentiable inputs, for double backward."""
+    (mask, keep_h, keep_c, lengths), (reverse,) = others, flags
     zone = () if keep_h is None else (keep_h, keep_c)
 
     def naive(x, w_ih, bias, ln_ih_weight, h0, c0, w_hh, w_hr, *extras):
         recurrent = Recurrence(w_hh, None, w_hr, Extras(None, *extras), mask)
         xw = projected_input(x, w_ih, bias, ln_ih_weight)
-        (output, cs), (h_n, c_n) = recurrence("LSTM", xw, (h0, c0), recurrent, zone, lengths, ctx.reverse)
+        (output, cs), (h_n, c_n) = recurrence("LSTM", xw, (h0, c0), recurrent, zone, lengths, bool(reverse))
         return output, h_n, c_n, cs
 
-    def kernel(grad_output, grad_h_n, grad_c_n, grad_cs):
-        grads = torch.ops.rnnkit.lstm_variant_backward(
-            grad_output,
-            grad_h_n,
-            grad_c_n,
-            grad_cs,
-            *input_arguments(ctx, *inputs[:4]),
-            *inputs[6:],
-            mask,
-            keep_h,
-            keep_c,
-            lengths,
-            ctx.reverse,
-            *kept,
-        )
-        return wanted_gradients(ctx, inputs, grads)
-
-    likes = (hm, h0, c0, None)  # shaped as output, h_n, c_n; the kernel takes no gradient of cs as None
-    grads = fused_backward(naive, inputs, (grad_output, grad_h_n, grad_c_n, grad_cs), likes, kernel)
-    return (*grads, None, None, None, None, None, None)  # mask, keep_h, keep_c, lengths, reverse, save
+    return naive
 
 
 def register() -> None:
-    """Attach the fake implementations and the autograd formula to the loaded ops."""
+    """Attach the fake implementations and the naive recurrence (double backward) to the loaded ops."""
     torch.library.register_fake("rnnkit::lstm_variant_forward")(_fake_forward)
     torch.library.register_fake("rnnkit::lstm_variant_backward")(_fake_backward)
-    register_autograd("rnnkit::lstm_variant_forward", _backward, setup_context=_setup_context)
+    register_recurrence("lstm_variant_forward", _recurrence_of)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import bias_gradients, call, fused_backward, gradient_wanted, input_like, register_autograd
+from ..fused import call, gradient_wanted, input_like, register_recurrence
 from .naive import rnn as naive_rnn
 
 
@@ -38,35 +38,19 @@ def _fake_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, reverse, relu,
     return input_like(x, input_grad), torch.empty_like(grad_h_n), torch.empty_like(w_ih), torch.empty_like(w_hh), bias
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    ctx.set_materialize_grads(False)  # no zero tensors for the unused outputs the backward ignores
-    *tensors, lengths, reverse, relu = inputs
-    ctx.save_for_backward(*tensors, lengths, output[0], output[2])
-    ctx.reverse, ctx.relu = reverse, relu
-
-
-def _backward(ctx, grad_output, grad_h_n, _):
-    x, h0, w_ih, w_hh, b_ih, b_hh, lengths, output, h_prev = ctx.saved_tensors
-    wanted = ctx.needs_input_grad[0]  # x's gradient
-    nonlinearity = "relu" if ctx.relu else "tanh"
+def _recurrence_of(others: list[Tensor | None], flags: list[int]):
+    """The naive recurrence ``rnn_forward`` fuses, of (x, h0, w_ih, w_hh, b_ih, b_hh), for double backward."""
+    (lengths,), (reverse, relu) = others, flags
 
     def recurrence(x, h0, *weights):
-        out, (h_n,) = naive_rnn(x, (h0,), weights, lengths, ctx.reverse, nonlinearity)
+        out, (h_n,) = naive_rnn(x, (h0,), weights, lengths, bool(reverse), "relu" if relu else "tanh")
         return out, h_n
 
-    def kernel(grad_output, grad_h_n):
-        g_x, g_h0, g_w_ih, g_w_hh, g_b = torch.ops.rnnkit.rnn_backward(
-            grad_output, grad_h_n, x, w_ih, w_hh, lengths, ctx.reverse, ctx.relu, output, h_prev, wanted
-        )
-        return g_x if wanted else None, g_h0, g_w_ih, g_w_hh, *bias_gradients(g_b, b_ih, b_hh)
-
-    inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
-    grads = fused_backward(recurrence, inputs, (grad_output, grad_h_n), (output, h0), kernel)
-    return (*grads, None, None, None)
+    return recurrence
 
 
 def register() -> None:
-    """Attach the fake implementations and the autograd formula to the loaded ops."""
+    """Attach the fake implementations and the naive recurrence (double backward) to the loaded ops."""
     torch.library.register_fake("rnnkit::rnn_forward")(_fake_forward)
     torch.library.register_fake("rnnkit::rnn_backward")(_fake_backward)
-    register_autograd("rnnkit::rnn_forward", _backward, setup_context=_setup_context)
+    register_recurrence("rnn_forward", _recurrence_of)

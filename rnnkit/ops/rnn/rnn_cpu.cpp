@@ -7,6 +7,7 @@
 // A step at t >= lengths[b] leaves sequence b's state as it is and outputs zero.
 #include <torch/library.h>
 
+#include "../csrc/autograd.h"
 #include "../csrc/common.h"
 
 namespace rnnkit {
@@ -108,6 +109,50 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   return {input_gradient(grad_pre, w_ih, input_grad), dh, grads[0], grads[1], grads[2]};
 }
 
+struct RnnFunction : public torch::autograd::Function<RnnFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& h0, const Tensor& w_ih,
+                               const Tensor& w_hh, const std::optional<Tensor>& b_ih,
+                               const std::optional<Tensor>& b_hh, const std::optional<Tensor>& lengths, bool reverse,
+                               bool relu) {
+    static const auto op = typed_op<decltype(rnn_forward)>("rnnkit::rnn_forward");
+    auto [output, h_n, h_prev] = call_below_autograd(op, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, relu);
+    ctx->set_materialize_grads(false);  // no zero tensors for the outputs the backward ignores
+    ctx->save_for_backward({x, h0, w_ih, w_hh, or_undefined(b_ih), or_undefined(b_hh), or_undefined(lengths), output,
+                            h_prev});
+    ctx->saved_data["flags"] = std::vector<int64_t>{reverse, relu};
+    return {output, h_n, h_prev};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &h0 = saved[1], &w_ih = saved[2], &w_hh = saved[3], &lengths = saved[6];
+    const Tensor &output = saved[7], &h_prev = saved[8];
+    const auto flags = ctx->saved_data["flags"].toIntVector();
+    variable_list inputs(saved.begin(), saved.begin() + 6);
+    if (at::GradMode::is_enabled()) {
+      inputs = replay_backward("rnn_forward", inputs, {lengths}, {grads[0], grads[1]}, flags);
+    } else {
+      static const auto op = typed_op<decltype(rnn_backward)>("rnnkit::rnn_backward");
+      const bool input_grad = ctx->needs_input_grad(0);
+      auto [g_x, g_h0, g_w_ih, g_w_hh, g_b] =
+          call_below_autograd(op, or_zeros(grads[0], output), or_zeros(grads[1], h0), x, w_ih, w_hh,
+                              optional(lengths), bool(flags[0]), bool(flags[1]), output, h_prev, input_grad);
+      auto [g_b_ih, g_b_hh] = bias_gradients(g_b, inputs[4], inputs[5]);
+      inputs = {input_grad ? g_x : Tensor(), g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh};
+    }
+    inputs.resize(9);  // lengths, reverse, relu
+    return inputs;
+  }
+};
+
+std::tuple<Tensor, Tensor, Tensor> rnn_forward_autograd(const Tensor& x, const Tensor& h0, const Tensor& w_ih,
+                                                        const Tensor& w_hh, const std::optional<Tensor>& b_ih,
+                                                        const std::optional<Tensor>& b_hh,
+                                                        const std::optional<Tensor>& lengths, bool reverse, bool relu) {
+  auto out = RnnFunction::apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, relu);
+  return {out[0], out[1], out[2]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
@@ -124,5 +169,7 @@ TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
   m.impl("rnn_forward", &rnn_forward);
   m.impl("rnn_backward", &rnn_backward);
 }
+
+TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) { m.impl("rnn_forward", &rnn_forward_autograd); }
 
 }  // namespace rnnkit

@@ -69,6 +69,12 @@ std::vector<Tensor> rnn_variant_backward(const Tensor& grad_output, const Tensor
                   dropout_mask, keep_h, lengths, reverse, hm, gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih);
 }
 
+struct RnnVariantOps {
+  static constexpr const char* kName = "rnn_variant_forward";
+  static constexpr const char* kForward = "rnnkit::rnn_variant_forward";
+  static constexpr const char* kBackward = "rnnkit::rnn_variant_backward";
+};
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
@@ -87,6 +93,10 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
   m.impl("rnn_variant_forward", &rnn_variant_forward);
   m.impl("rnn_variant_backward", &rnn_variant_backward);
+}
+
+TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) {
+  m.impl("rnn_variant_forward", &SingleStateVariantFunction<RnnVariantOps, bool>::apply_op);
 }
 
 }  // namespace rnnkit
