@@ -72,9 +72,11 @@ def drop_connect(weight: Tensor, p: float) -> Tensor:
 
 
 def _kernel_takes(like: Tensor) -> bool:
-    """Whether the compiled kernels are loaded (never built from here) and make masks like ``like``."""
-    if like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64):
-        return False
-    if torch.compiler.is_compiling():  # the specification traces into a fused loop as well
-        return False
-    return hasattr(torch.ops.rnnkit, "hashed_bernoulli")
+    """Whether the compiled kernels are loaded (never built from here) and make masks like ``like``;
+    not while torch.compile traces (the specification traces into a fused loop as well)."""
+    return (
+        like.is_cpu
+        and like.dtype in (torch.float32, torch.float64)
+        and hasattr(torch.ops.rnnkit, "hashed_bernoulli")
+        and not torch.compiler.is_compiling()
+    )

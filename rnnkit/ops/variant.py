@@ -248,8 +248,8 @@ def noise(
     if training and p > 0:
         mask = bernoulli((batch, sizes[0]), 1 - p, like, 1 / (1 - p))
     zone: tuple[Tensor, ...] = ()
-    if any(z > 0 for z in variant.zoneout):
-        z_c, z_h = variant.zoneout
+    z_c, z_h = variant.zoneout
+    if z_c > 0 or z_h > 0:
         probabilities = (z_h, z_c)[: len(sizes)]
         zone = tuple(
             bernoulli((steps, batch, size), z, like)
@@ -284,16 +284,17 @@ def layer(
         states, each (D, T, B, *).
     """
     steps, batch = x.shape[:2]
-    sizes = tuple(s.shape[-1] for s in states)
+    sizes = tuple([s.shape[-1] for s in states])
+    if len(weights) == 1:  # views, not copies; the output is the direction's own (no select of a view)
+        mask, zone = noise(variant, training, steps, batch, sizes, x)
+        every, finals = run(mode, x, tuple([s[0] for s in states]), weights[0], extras[0], mask, zone, lengths)
+        kept = (tuple([e.unsqueeze(0) for e in every]),) if every_state else ()
+        return (every[0], tuple([f.unsqueeze(0) for f in finals]), *kept)
     results = []
     for d, (direction_weights, direction_extras) in enumerate(zip(weights, extras)):
         mask, zone = noise(variant, training, steps, batch, sizes, x)
         state = tuple(s[d] for s in states)
         results.append(run(mode, x, state, direction_weights, direction_extras, mask, zone, lengths, d == 1))
-    if len(results) == 1:  # views, not copies; the output is the direction's own (no select of a view)
-        ((every, finals),) = results
-        kept = (tuple(e.unsqueeze(0) for e in every),) if every_state else ()
-        return (every[0], tuple(f.unsqueeze(0) for f in finals), *kept)
     finals = tuple(torch.stack(f) for f in zip(*(r[1] for r in results)))
     if not every_state:  # the directions' outputs side by side, no stack of every state first
         return torch.cat([r[0][0] for r in results], dim=2), finals

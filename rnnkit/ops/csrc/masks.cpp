@@ -1,11 +1,14 @@
 // Bernoulli masks from a counter-based hash, every element on its own, the threads splitting them:
 // ops/masks.py's rule (its hashed_bits is the specification), bit for bit.
-//   k0, k1     two 32-bit words drawn here from torch's CPU generator, as ops/masks.py draws its key
+//   k0, k1     two 32-bit words drawn here from torch's CPU generator as ops/masks.py draws its key
 //              (torch.randint(0, 2^32, (2,))): the same seed gives the same masks either way
 //   threshold  round(p 2^32): element i is ``value`` where mix(mix(i + k0) ^ k1) < threshold, else 0
 //              (value 1 / (1 - p) gives dropout's scaled mask in the same pass)
-#include <ATen/ops/randint.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/DistributionsHelper.h>
 #include <torch/library.h>
+
+#include <mutex>
 
 #include "common.h"
 
@@ -25,9 +28,18 @@ inline uint32_t mix(uint32_t x) {
 at::Tensor hashed_bernoulli(at::IntArrayRef shape, int64_t threshold, at::ScalarType dtype, double value) {
   TORCH_CHECK(0 <= threshold && threshold <= (int64_t(1) << 32),
               "hashed_bernoulli: expected a threshold in [0, 2^32], got ", threshold);
-  const at::Tensor key = at::randint(0, int64_t(1) << 32, {2}, at::kLong);
-  const uint32_t k0 = static_cast<uint32_t>(key.data_ptr<int64_t>()[0]);
-  const uint32_t k1 = static_cast<uint32_t>(key.data_ptr<int64_t>()[1]);
+  // The key as torch.randint(0, 2^32, (2,)) draws it: its CPU kernel's distribution on the default
+  // generator, two values in order under the generator's lock. Without randint's tensor and
+  // TensorIterator, which cost a generated token's mask several times the mask itself.
+  auto* generator =
+      at::get_generator_or_default<at::CPUGeneratorImpl>(std::nullopt, at::detail::getDefaultCPUGenerator());
+  const at::uniform_int_from_to_distribution<int64_t> draw(uint64_t(1) << 32, 0);
+  uint32_t k0, k1;
+  {
+    std::lock_guard<std::mutex> lock(generator->mutex_);
+    k0 = static_cast<uint32_t>(draw(generator));
+    k1 = static_cast<uint32_t>(draw(generator));
+  }
   at::Tensor out = at::empty(shape, at::TensorOptions().dtype(dtype));
   AT_DISPATCH_FLOATING_TYPES(dtype, "hashed_bernoulli", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
@@ -55,7 +67,9 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def("hashed_bernoulli(int[] shape, int threshold, ScalarType dtype, float value=1.) -> Tensor");
 }
 
-// A factory: no tensor argument to dispatch on. The masks it makes are on the CPU.
+// A factory: no tensor argument to dispatch on. The masks it makes are on the CPU. Its result never
+// needs a gradient: the kernel serves the Autograd key too, in place of the boxed fallback there.
 TORCH_LIBRARY_IMPL(rnnkit, CompositeExplicitAutograd, m) { m.impl("hashed_bernoulli", &hashed_bernoulli); }
+TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) { m.impl("hashed_bernoulli", &hashed_bernoulli); }
 
 }  // namespace rnnkit
