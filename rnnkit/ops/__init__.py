@@ -61,6 +61,11 @@ VARIANT_DIRECTION_OPS: dict[tuple[str, str], Callable] = {
     ("LSTM", "cpu"): lstm_variant_cpu.direction,
     **{(mode, "cpu"): variant_cpu.direction for mode in variant_cpu.OPS},
 }
+# The same, drawing the masks ``ops/variant.py``'s ``noise`` draws themselves (``variant.layer``'s ``drawn``).
+VARIANT_DRAWN_OPS: dict[tuple[str, str], Callable] = {
+    ("LSTM", "cpu"): lstm_variant_cpu.drawn_direction,
+    **{(mode, "cpu"): variant_cpu.drawn_direction for mode in variant_cpu.OPS},
+}
 # Layer ops of the backends that run a whole layer at once; the Triton ones fill in when
 # triton is found usable (``unavailable_reason("triton")``), so tracing never imports.
 LAYER_OPS: dict[tuple[str, str], Callable] = {}
@@ -298,9 +303,11 @@ def variant_stack(
     """
 
     def run_layer(x: Tensor, states: tuple[Tensor, ...], ks: slice, lengths: Tensor | None) -> tuple[Tensor, ...]:
-        return variant_ops.layer(mode, variant, training, x, states, weights[ks], extras[ks], lengths, run, every_state)
+        return variant_ops.layer(
+            mode, variant, training, x, states, weights[ks], extras[ks], lengths, run, every_state, drawn
+        )
 
-    run = variant_direction(mode, backend)
+    run, drawn = variant_direction(mode, backend), VARIANT_DRAWN_OPS.get((mode, backend))
     output, final, *every = _stack(
         run_layer, x, hx, len(weights), lengths, 2 if bidirectional else 1, dropout, training
     )

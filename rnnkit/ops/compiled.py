@@ -33,7 +33,8 @@ SOURCES = [
     _OPS / "csrc" / "autograd.cpp",
 ]
 HEADERS = [
-    _OPS / "csrc" / name for name in ("common.h", "packed.h", "activations.h", "variant.h", "workspace.h", "autograd.h")
+    _OPS / "csrc" / name
+    for name in ("common.h", "packed.h", "activations.h", "variant.h", "workspace.h", "autograd.h", "masks.h")
 ]
 # -march=native is safe: the library is built on, and cached for, the machine that runs it.
 # -fopenmp turns on at::parallel_for: without it the header runs every loop on one thread. The

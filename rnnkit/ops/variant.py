@@ -271,6 +271,7 @@ def layer(
     lengths: Tensor | None = None,
     run: Callable[..., tuple[tuple[Tensor, ...], tuple[Tensor, ...]]] = direction,
     every_state: bool = True,
+    drawn: Callable[..., tuple[tuple[Tensor, ...], tuple[Tensor, ...]]] | None = None,
 ) -> tuple[Tensor | tuple[Tensor, ...], ...]:
     """Every direction of one variant layer.
 
@@ -278,6 +279,8 @@ def layer(
         x: (T, B, I); states: each (D, B, *); weights, extras: D of each, forward first.
         run: a direction op with ``direction``'s signature (``seen`` aside): it, or a fused one.
         every_state: whether every step's states come back too.
+        drawn: ``run`` drawing the masks ``noise`` draws itself (``drawn(mode, variant, training,
+            x, state, weights, extras, lengths, reverse)``), for eager calls; None: ``noise`` draws them.
 
     Returns:
         output (T, B, D*P); final states, each (D, B, *); with ``every_state``, every step's
@@ -285,16 +288,21 @@ def layer(
     """
     steps, batch = x.shape[:2]
     sizes = tuple([s.shape[-1] for s in states])
-    if len(weights) == 1:  # views, not copies; the output is the direction's own (no select of a view)
+    if drawn is not None and torch.compiler.is_compiling():
+        drawn = None  # a traced graph draws the masks by their specification (ops/masks.py)
+
+    def one(d: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        state = tuple([s[d] for s in states])
+        if drawn is not None:
+            return drawn(mode, variant, training, x, state, weights[d], extras[d], lengths, d == 1)
         mask, zone = noise(variant, training, steps, batch, sizes, x)
-        every, finals = run(mode, x, tuple([s[0] for s in states]), weights[0], extras[0], mask, zone, lengths)
+        return run(mode, x, state, weights[d], extras[d], mask, zone, lengths, d == 1)
+
+    if len(weights) == 1:  # views, not copies; the output is the direction's own (no select of a view)
+        every, finals = one(0)
         kept = (tuple([e.unsqueeze(0) for e in every]),) if every_state else ()
         return (every[0], tuple([f.unsqueeze(0) for f in finals]), *kept)
-    results = []
-    for d, (direction_weights, direction_extras) in enumerate(zip(weights, extras)):
-        mask, zone = noise(variant, training, steps, batch, sizes, x)
-        state = tuple(s[d] for s in states)
-        results.append(run(mode, x, state, direction_weights, direction_extras, mask, zone, lengths, d == 1))
+    results = [one(d) for d in range(len(weights))]
     finals = tuple(torch.stack(f) for f in zip(*(r[1] for r in results)))
     if not every_state:  # the directions' outputs side by side, no stack of every state first
         return torch.cat([r[0][0] for r in results], dim=2), finals

@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from .fused import call, gradient_wanted, input_gradients_like, input_saved_like, register_recurrence
-from .variant import Extras, Recurrence, fused_input, projected_input, recurrence
+from .variant import Extras, Recurrence, Variant, fused_input, projected_input, recurrence
 
-# The op of each mode and the flags it takes after ``reverse``.
+# The ops of each mode (``<name>_forward``, ``<name>_drawn``) and the flags they take after ``reverse``.
 OPS = {"GRU": ("gru_variant", ()), "RNN_TANH": ("rnn_variant", (False,)), "RNN_RELU": ("rnn_variant", (True,))}
 
 
@@ -39,14 +39,44 @@ def direction(
 
     Returns every step's (h_t (T, B, H),), zero past each length, and the final (h_n,).
     """
-    _, w_hh, _, b_hh = weights
-    tensors = (*fused_input(mode, x, weights, extras), *state, w_hh, b_hh, extras.ln_hh_weight)
+    tensors = _tensors(mode, x, state, weights, extras)
     wanted = gradient_wanted(*tensors)
     name, flags = OPS[mode]
     op = getattr(torch.ops.rnnkit, f"{name}_forward")
     keep_h = zone[0] if zone else None
     output, h_n, *_ = call(op, *tensors, dropout_mask, keep_h, lengths, reverse, *flags, wanted, differentiable=wanted)
     return (output,), (h_n,)
+
+
+def drawn_direction(
+    mode: str,
+    variant: Variant,
+    training: bool,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    weights: tuple[Tensor | None, ...],
+    extras: Extras,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """``direction`` with the masks ``ops/variant.py``'s ``noise`` would draw for ``variant`` and
+    ``training`` drawn by the op itself, the same ones from the same generator (one call, not two)."""
+    tensors = _tensors(mode, x, state, weights, extras)
+    wanted = gradient_wanted(*tensors)
+    name, flags = OPS[mode]
+    op = getattr(torch.ops.rnnkit, f"{name}_drawn")
+    z_c, z_h = variant.zoneout
+    noise = (variant.recurrent_dropout, z_h, z_c, training)
+    output, h_n = call(op, *tensors, *noise, lengths, reverse, *flags, wanted, differentiable=wanted)
+    return (output,), (h_n,)
+
+
+def _tensors(
+    mode: str, x: Tensor, state: tuple[Tensor, ...], weights: tuple[Tensor | None, ...], extras: Extras
+) -> tuple[Tensor | None, ...]:
+    """The ops' tensor arguments before the masks: x, w_ih, b_ih, gamma_ih, h0, w_hh, b_hh, gamma_hh."""
+    _, w_hh, _, b_hh = weights
+    return (*fused_input(mode, x, weights, extras), *state, w_hh, b_hh, extras.ln_hh_weight)
 
 
 def _fake_results(

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "common.h"
+#include "masks.h"
 
 namespace rnnkit {
 namespace {
@@ -24,6 +25,8 @@ inline uint32_t mix(uint32_t x) {
   x ^= x >> 16;
   return x;
 }
+
+}  // namespace
 
 at::Tensor hashed_bernoulli(at::IntArrayRef shape, int64_t threshold, at::ScalarType dtype, double value) {
   TORCH_CHECK(0 <= threshold && threshold <= (int64_t(1) << 32),
@@ -60,8 +63,6 @@ at::Tensor hashed_bernoulli(at::IntArrayRef shape, int64_t threshold, at::Scalar
   });
   return out;
 }
-
-}  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def("hashed_bernoulli(int[] shape, int threshold, ScalarType dtype, float value=1.) -> Tensor");

@@ -11,6 +11,7 @@
 
 #include "autograd.h"
 #include "common.h"
+#include "masks.h"
 
 namespace rnnkit {
 
@@ -871,15 +872,17 @@ struct SingleStateVariantFunction : public torch::autograd::Function<SingleState
   using OptionalTensor = std::optional<Tensor>;
   static constexpr size_t kInputs = 8;
 
+  using ForwardSignature = SingleStateForward(const Tensor&, const Tensor&, const OptionalTensor&,
+                                              const OptionalTensor&, const Tensor&, const Tensor&, const OptionalTensor&,
+                                              const OptionalTensor&, const OptionalTensor&, const OptionalTensor&,
+                                              const OptionalTensor&, bool, Flags..., bool);
+
   static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
                                const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& w_hh,
                                const OptionalTensor& b_hh, const OptionalTensor& ln_hh, const OptionalTensor& mask,
                                const OptionalTensor& keep_h, const OptionalTensor& lengths, bool reverse,
                                Flags... flags, bool save) {
-    static const auto op = typed_op<SingleStateForward(
-        const Tensor&, const Tensor&, const OptionalTensor&, const OptionalTensor&, const Tensor&, const Tensor&,
-        const OptionalTensor&, const OptionalTensor&, const OptionalTensor&, const OptionalTensor&,
-        const OptionalTensor&, bool, Flags..., bool)>(Ops::kForward);
+    static const auto op = typed_op<ForwardSignature>(Ops::kForward);
     auto results = call_below_autograd(op, x, w_ih, b_ih, ln_ih, h0, w_hh, b_hh, ln_hh, mask, keep_h, lengths, reverse,
                                        flags..., save);
     auto& [output, h_n, hm, gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih] = results;
@@ -933,6 +936,23 @@ struct SingleStateVariantFunction : public torch::autograd::Function<SingleState
     auto out = SingleStateVariantFunction::apply(x, w_ih, b_ih, ln_ih, h0, w_hh, b_hh, ln_hh, mask, keep_h, lengths,
                                                  reverse, flags..., save);
     return {out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7], out[8], out[9]};
+  }
+
+  // The kernel of the op's sibling that draws its masks (<name>_variant_drawn, CompositeImplicitAutograd):
+  // recurrent dropout's mask and zoneout's keep tensor drawn here as ops/variant.py's noise draws them
+  // (a generated token's separate call for them costs more than drawing them), then the op, through
+  // its autograd formula; output and h_n come back.
+  static std::tuple<Tensor, Tensor> drawn(const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
+                                          const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& w_hh,
+                                          const OptionalTensor& b_hh, const OptionalTensor& ln_hh, double dropout,
+                                          double zoneout_h, double zoneout_c, bool training,
+                                          const OptionalTensor& lengths, bool reverse, Flags... flags, bool save) {
+    static const auto op = typed_op<ForwardSignature>(Ops::kForward);
+    const Noise noise = draw_noise(dropout, zoneout_h, zoneout_c, training, x.size(0), x.size(1), {h0.size(-1)},
+                                   x.options());
+    const auto results = op.call(x, w_ih, b_ih, ln_ih, h0, w_hh, b_hh, ln_hh, noise.mask, noise.zone[0], lengths,
+                                 reverse, flags..., save);
+    return {std::get<0>(results), std::get<1>(results)};
   }
 };
 

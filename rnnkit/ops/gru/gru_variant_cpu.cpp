@@ -76,6 +76,8 @@ struct GruVariantOps {
   static constexpr const char* kBackward = "rnnkit::gru_variant_backward";
 };
 
+using GruVariantFunction = SingleStateVariantFunction<GruVariantOps>;
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
@@ -89,6 +91,10 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "bool input_grad, Tensor? ln_ih_weight, Tensor w_hh, Tensor? b_hh, Tensor? ln_hh_weight, "
       "Tensor? dropout_mask, Tensor? keep_h, Tensor? lengths, bool reverse, Tensor hm, Tensor gates, "
       "Tensor h_prev, Tensor u_n, Tensor v_hat, Tensor rstd, Tensor a_hat, Tensor rstd_ih) -> Tensor[]");
+  m.def(
+      "gru_variant_drawn(Tensor x, Tensor w_ih, Tensor? b_ih, Tensor? ln_ih_weight, Tensor h0, Tensor w_hh, "
+      "Tensor? b_hh, Tensor? ln_hh_weight, float dropout, float zoneout_h, float zoneout_c, bool training, "
+      "Tensor? lengths, bool reverse, bool save=True) -> (Tensor output, Tensor h_n)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
@@ -97,7 +103,9 @@ TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) {
-  m.impl("gru_variant_forward", &SingleStateVariantFunction<GruVariantOps>::apply_op);
+  m.impl("gru_variant_forward", &GruVariantFunction::apply_op);
 }
+
+TORCH_LIBRARY_IMPL(rnnkit, CompositeImplicitAutograd, m) { m.impl("gru_variant_drawn", &GruVariantFunction::drawn); }
 
 }  // namespace rnnkit

@@ -467,6 +467,22 @@ Forward lstm_variant_forward_autograd(const Tensor& x, const Tensor& w_ih, const
   return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11], o[12], o[13], o[14]};
 }
 
+// The kernel of lstm_variant_drawn (CompositeImplicitAutograd): the masks drawn here, then the op
+// (csrc/variant.h's SingleStateVariantFunction::drawn says why); output, h_n, c_n and cs come back.
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_variant_drawn(
+    const Tensor& x, const Tensor& w_ih, const OptionalTensor& bias, const OptionalTensor& ln_ih, const Tensor& h0,
+    const Tensor& c0, const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh,
+    const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
+    double dropout, double zoneout_h, double zoneout_c, bool training, const OptionalTensor& lengths, bool reverse,
+    bool save) {
+  static const auto op = typed_op<decltype(lstm_variant_forward)>("rnnkit::lstm_variant_forward");
+  const Noise noise = draw_noise(dropout, zoneout_h, zoneout_c, training, x.size(0), x.size(1),
+                                 {h0.size(-1), c0.size(-1)}, x.options());
+  const auto r = op.call(x, w_ih, bias, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight, ln_c_bias, weight_ch,
+                         noise.mask, noise.zone[0], noise.zone[1], lengths, reverse, save);
+  return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r)};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
@@ -483,6 +499,11 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, Tensor hm, Tensor gates, Tensor c_prev, "
       "Tensor c_new, Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m, Tensor a_hat, "
       "Tensor rstd_ih) -> Tensor[]");
+  m.def(
+      "lstm_variant_drawn(Tensor x, Tensor w_ih, Tensor? bias, Tensor? ln_ih_weight, Tensor h0, Tensor c0, "
+      "Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, "
+      "float dropout, float zoneout_h, float zoneout_c, bool training, Tensor? lengths, bool reverse, "
+      "bool save=True) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor cs)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
@@ -491,5 +512,7 @@ TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) { m.impl("lstm_variant_forward", &lstm_variant_forward_autograd); }
+
+TORCH_LIBRARY_IMPL(rnnkit, CompositeImplicitAutograd, m) { m.impl("lstm_variant_drawn", &lstm_variant_drawn); }
 
 }  // namespace rnnkit

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..fused import call, gradient_wanted, input_gradients_like, input_saved_like, register_recurrence
-from ..variant import Extras, Recurrence, fused_input, projected_input, recurrence
+from ..variant import Extras, Recurrence, Variant, fused_input, projected_input, recurrence
 
 
 def direction(
@@ -35,15 +35,44 @@ def direction(
 
     Returns every step's (h_t (T, B, P), c_t (T, B, H)), zero past each length, and the final (h_n, c_n).
     """
-    _, w_hh, _, _, *w_hr = weights
     keep_h, keep_c = zone or (None, None)
-    tensors = (*fused_input(mode, x, weights, extras), *state, w_hh, w_hr[0] if w_hr else None, *extras[1:])
+    tensors = _tensors(mode, x, state, weights, extras)
     wanted = gradient_wanted(*tensors)
     op = torch.ops.rnnkit.lstm_variant_forward
     output, h_n, c_n, cs, *_ = call(
         op, *tensors, dropout_mask, keep_h, keep_c, lengths, reverse, wanted, differentiable=wanted
     )
     return (output, cs), (h_n, c_n)
+
+
+def drawn_direction(
+    mode: str,
+    variant: Variant,
+    training: bool,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    weights: tuple[Tensor | None, ...],
+    extras: Extras,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """``direction`` with the masks ``ops/variant.py``'s ``noise`` would draw for ``variant`` and
+    ``training`` drawn by the op itself, the same ones from the same generator (one call, not two or three)."""
+    tensors = _tensors(mode, x, state, weights, extras)
+    wanted = gradient_wanted(*tensors)
+    z_c, z_h = variant.zoneout
+    noise = (variant.recurrent_dropout, z_h, z_c, training)
+    op = torch.ops.rnnkit.lstm_variant_drawn
+    output, h_n, c_n, cs = call(op, *tensors, *noise, lengths, reverse, wanted, differentiable=wanted)
+    return (output, cs), (h_n, c_n)
+
+
+def _tensors(
+    mode: str, x: Tensor, state: tuple[Tensor, ...], weights: tuple[Tensor | None, ...], extras: Extras
+) -> tuple[Tensor | None, ...]:
+    """The op's tensor arguments before the masks: x, w_ih, bias, gamma_ih, h0, c0, w_hh, w_hr and the extras."""
+    _, w_hh, _, _, *w_hr = weights
+    return (*fused_input(mode, x, weights, extras), *state, w_hh, w_hr[0] if w_hr else None, *extras[1:])
 
 
 def _fake_forward(

@@ -75,6 +75,8 @@ struct RnnVariantOps {
   static constexpr const char* kBackward = "rnnkit::rnn_variant_backward";
 };
 
+using RnnVariantFunction = SingleStateVariantFunction<RnnVariantOps, bool>;
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
@@ -88,6 +90,10 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "bool input_grad, Tensor? ln_ih_weight, Tensor w_hh, Tensor? b_hh, Tensor? ln_hh_weight, "
       "Tensor? dropout_mask, Tensor? keep_h, Tensor? lengths, bool reverse, bool relu, Tensor hm, Tensor gates, "
       "Tensor h_prev, Tensor u_n, Tensor v_hat, Tensor rstd, Tensor a_hat, Tensor rstd_ih) -> Tensor[]");
+  m.def(
+      "rnn_variant_drawn(Tensor x, Tensor w_ih, Tensor? b_ih, Tensor? ln_ih_weight, Tensor h0, Tensor w_hh, "
+      "Tensor? b_hh, Tensor? ln_hh_weight, float dropout, float zoneout_h, float zoneout_c, bool training, "
+      "Tensor? lengths, bool reverse, bool relu, bool save=True) -> (Tensor output, Tensor h_n)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
@@ -96,7 +102,9 @@ TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, Autograd, m) {
-  m.impl("rnn_variant_forward", &SingleStateVariantFunction<RnnVariantOps, bool>::apply_op);
+  m.impl("rnn_variant_forward", &RnnVariantFunction::apply_op);
 }
+
+TORCH_LIBRARY_IMPL(rnnkit, CompositeImplicitAutograd, m) { m.impl("rnn_variant_drawn", &RnnVariantFunction::drawn); }
 
 }  // namespace rnnkit
