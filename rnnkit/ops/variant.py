@@ -260,6 +260,12 @@ def noise(
     return mask, zone
 
 
+def drawn_noise(variant: Variant, training: bool) -> tuple[float, float, float, bool]:
+    """What the fused ops that draw their own masks take to draw ``noise``'s: (p, z_h, z_c, training)."""
+    z_c, z_h = variant.zoneout
+    return variant.recurrent_dropout, z_h, z_c, training
+
+
 def layer(
     mode: str,
     variant: Variant,

@@ -6,8 +6,9 @@ and ``rnn/rnn_variant_cpu.cpp`` (one loop, ``csrc/variant.h``) as torch ops with
 in one product and each row's layer norm, as the plain kernels make W_ih x_t + b, then runs the
 time loop with layer norm on W_hh h_{t-1}, b_hh after it, recurrent dropout and zoneout;
 ``*_variant_backward`` is its hand-written backward through time, the input projection's included.
-The masks are drawn by ``ops/variant.py``'s ``noise`` before the loop, so a seed gives the naive
-op's masks. Both ops carry fake implementations and the forward an autograd formula in C++
+The masks are drawn before the loop as ``ops/variant.py``'s ``noise`` draws them, so a seed gives
+the naive op's masks: by ``noise`` for ``direction``, by the ops ``*_variant_drawn`` themselves for
+``drawn_direction`` (eager calls). Both ops carry fake implementations and the forward an autograd formula in C++
 (``SingleStateVariantFunction``; torch.compile, torch.export); double backward replays the naive
 recurrence given here.
 """
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .fused import call, gradient_wanted, input_gradients_like, input_saved_like, register_recurrence
-from .variant import Extras, Recurrence, Variant, fused_input, projected_input, recurrence
+from .variant import Extras, Recurrence, Variant, drawn_noise, fused_input, projected_input, recurrence
 
 # The ops of each mode (``<name>_forward``, ``<name>_drawn``) and the flags they take after ``reverse``.
 OPS = {"GRU": ("gru_variant", ()), "RNN_TANH": ("rnn_variant", (False,)), "RNN_RELU": ("rnn_variant", (True,))}
@@ -65,8 +66,7 @@ def drawn_direction(
     wanted = gradient_wanted(*tensors)
     name, flags = OPS[mode]
     op = getattr(torch.ops.rnnkit, f"{name}_drawn")
-    z_c, z_h = variant.zoneout
-    noise = (variant.recurrent_dropout, z_h, z_c, training)
+    noise = drawn_noise(variant, training)
     output, h_n = call(op, *tensors, *noise, lengths, reverse, *flags, wanted, differentiable=wanted)
     return (output,), (h_n,)
 

@@ -5,10 +5,11 @@
 b_hh in one product and each row's layer norm, as ``ops/variant.py``'s ``fused_input`` hands it
 the tensors, then runs the time loop with layer norm on W_hh h_{t-1} and c_t, peepholes,
 recurrent dropout and zoneout; ``lstm_variant_backward`` is its hand-written backward through
-time, the input projection's included. The masks are drawn by ``ops/variant.py``'s ``noise`` before the loop, so
-a seed gives the naive op's masks. Both ops carry fake implementations and the forward an
-autograd formula in C++ (``LstmVariantFunction``; torch.compile, torch.export); double backward
-replays the naive recurrence given here.
+time, the input projection's included. The masks are drawn before the loop as ``ops/variant.py``'s
+``noise`` draws them, so a seed gives the naive op's masks: by ``noise`` for ``direction``, by the op
+``lstm_variant_drawn`` itself for ``drawn_direction`` (eager calls). Both ops carry fake
+implementations and the forward an autograd formula in C++ (``LstmVariantFunction``;
+torch.compile, torch.export); double backward replays the naive recurrence given here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..fused import call, gradient_wanted, input_gradients_like, input_saved_like, register_recurrence
-from ..variant import Extras, Recurrence, Variant, fused_input, projected_input, recurrence
+from ..variant import Extras, Recurrence, Variant, drawn_noise, fused_input, projected_input, recurrence
 
 
 def direction(
@@ -60,9 +61,8 @@ def drawn_direction(
     ``training`` drawn by the op itself, the same ones from the same generator (one call, not two or three)."""
     tensors = _tensors(mode, x, state, weights, extras)
     wanted = gradient_wanted(*tensors)
-    z_c, z_h = variant.zoneout
-    noise = (variant.recurrent_dropout, z_h, z_c, training)
     op = torch.ops.rnnkit.lstm_variant_drawn
+    noise = drawn_noise(variant, training)
     output, h_n, c_n, cs = call(op, *tensors, *noise, lengths, reverse, wanted, differentiable=wanted)
     return (output, cs), (h_n, c_n)
 
