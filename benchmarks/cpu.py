@@ -8,9 +8,10 @@ backend usable here, its twin ``rnnkit.<cell>.from_torch(module, backend=b)``. I
    (max abs difference), gradients within 1e-4 of their scale. A twin that fails shows MISMATCH and
    is not timed, so no speedup is ever reported for a wrong result;
 2. times, on one input tensor, the forward pass under ``torch.no_grad()`` and forward + backward of
-   ``output.sum() + sum of the final states' sums`` (gradients set to None between repeats). Each is
-   warmed up once and reported as the best (minimum) of ``--repeats`` runs. torch.nn and every
-   backend take turns within each repeat, so machine noise falls on all of them alike.
+   ``output.sum() + sum of the final states' sums`` (gradients set to None between repeats). Each
+   timed run follows one untimed run of the same contender, and is reported as the best (minimum)
+   of ``--repeats`` runs. torch.nn and every backend take turns within each repeat, so machine noise
+   falls on all of them alike, and none is timed cold after another's run.
 
 The variable-length row draws lengths uniformly from [T/4, T] (seeded). There torch.nn runs
 ``pack_padded_sequence(enforce_sorted=False)`` -> module -> ``pad_packed_sequence``, all timed, as a
@@ -213,8 +214,10 @@ def agrees(forward_diff: float, grad_diff: float) -> bool:
 
 
 def time_forward(contender: Contender, calls: int) -> float:
-    """Mean seconds of ``calls`` forward passes in a row under ``torch.no_grad()``."""
+    """Mean seconds of ``calls`` forward passes in a row under ``torch.no_grad()``, after one untimed
+    call: a contender is timed warm, not in the caches and heap another contender's run left."""
     with torch.no_grad():
+        contender.run()
         start = time.perf_counter()
         for _ in range(calls):
             contender.run()
@@ -222,8 +225,10 @@ def time_forward(contender: Contender, calls: int) -> float:
 
 
 def time_forward_backward(contender: Contender, calls: int) -> float:
-    """Mean seconds of ``calls`` forward+backward passes of the benchmark loss in a row (gradients set to
-    None before the first; the others accumulate, as the calls of one batch would)."""
+    """Mean seconds of ``calls`` forward+backward passes of the benchmark loss in a row after one
+    untimed pass (gradients set to None before the first timed one; the others accumulate, as the
+    calls of one batch would)."""
+    loss_of(*contender.run()).backward()
     contender.module.zero_grad(set_to_none=True)
     start = time.perf_counter()
     for _ in range(calls):

@@ -11,7 +11,8 @@ compiled ``cpu`` kernels where they are built (weight drop on any backend), and 
 is timed beside it; where it runs the naive ops (no compiler), that is the naive op's time. All nets
 are in training mode (the dropout-like variants draw their masks), forward alone under
 ``torch.no_grad()`` and forward + backward of the summed output and final states, each the best of
-``--repeats``, every net in turn within each repeat.
+``--repeats``, every net in turn within each repeat, each timed run after an untimed one of the same
+net (``cpu.py``'s ``best_times``).
 
 Reading the ratios: ``variant/plain`` is the variant's time over the plain cell's (DESIGN.md's
 targets: layer norm within 1.5x, the others within 1.2x); ``scripted/variant`` is the scripted
