@@ -306,6 +306,35 @@ def test_direction_ops_take_either_bias_like_naive(mode, biases, keywords):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize(
+    "keywords",
+    [dict(recurrent_dropout=0.3), dict(zoneout=0.2), dict(recurrent_dropout=0.4, zoneout=0.1), dict(layer_norm=True)],
+    ids=["dropout", "zoneout", "both", "no-masks"],
+)
+def test_drawn_ops_draw_the_masks_noise_draws(mode, training, keywords):
+    """``*_variant_drawn`` (eager calls) draws its masks in C++: the same ones ``ops/variant.py``'s
+    ``noise`` draws from the same seed (recurrent dropout's first, then zoneout's per state; zoneout's
+    probability in evaluation), so its results equal the direction op's given ``noise``'s masks."""
+    torch.manual_seed(5)
+    lstm = mode == "LSTM"
+    if lstm and "zoneout" in keywords:
+        keywords = {**keywords, "zoneout": (0.15, keywords["zoneout"])}  # z_c differs from z_h
+    cls, _, mode_kwargs = MODES[mode]
+    net = cls(5, 7, backend="cpu", **mode_kwargs, **keywords)
+    x = torch.randn(6, 3, 5)
+    states = tuple(torch.randn(3, 7) for _ in range(2 if lstm else 1))
+    weights, extras, variant = net._weights()[0], net._extras()[0], net.variant
+    torch.manual_seed(11)
+    mask, zone = ops.variant_ops.noise(variant, training, 6, 3, (7,) * len(states), x)
+    given = ops.variant_direction(mode, "cpu")(mode, x, states, weights, extras, mask, zone)
+    torch.manual_seed(11)
+    drawn = ops.VARIANT_DRAWN_OPS[mode, "cpu"](mode, variant, training, x, states, weights, extras)
+    for a, b in zip(torch.utils._pytree.tree_leaves(drawn), torch.utils._pytree.tree_leaves(given), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_without_gradients_the_lstm_keeps_one_step():
     torch.manual_seed(0)
     net = rnnkit.LSTM(6, 8, proj_size=3, backend="cpu", **FULL)
