@@ -368,6 +368,23 @@ def test_torch_compile_and_export_see_one_op(cls, op, kwargs):
     torch.testing.assert_close(program.module()(x), model(x))
 
 
+def test_torch_compile_draws_the_eager_masks():
+    """In training, a compiled net draws its masks by their specification (ops/masks.py, traced) and
+    an eager one in the variant ops (C++): the same seed gives the same masks, so the same output."""
+    torch.manual_seed(0)
+    model = rnnkit.LSTM(
+        5, 7, num_layers=2, bidirectional=True, backend="cpu", zoneout=(0.2, 0.1), recurrent_dropout=0.3
+    )
+    x = torch.randn(6, 3, 5)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    torch.manual_seed(42)
+    eager, _ = model(x)
+    torch.manual_seed(42)
+    traced, _ = compiled(x)
+    assert torch.equal(eager, traced)
+
+
 @pytest.mark.parametrize(
     ("cls", "name", "at"),
     [
