@@ -160,8 +160,11 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
               }
               const V gi = sigmoid_(pi), gf = sigmoid_(pf), gg = tanh_(pre(2));
               const V c_t = at::vec::fmadd(gf, c_old, gi * gg);
+              // With peepholes o waits for c_t: its sigmoid comes in the next pass, beside tanh(c~_t),
+              // not at the end of a chain of activations that short rows (H = 10) wait on.
               if (var.peephole) po = at::vec::fmadd(L.load(var.peephole + 2 * H + j0 + j), c_t, po);
-              L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg), L.store(g + 3 * H + j, sigmoid_(po));
+              L.store(g + j, gi), L.store(g + H + j, gf), L.store(g + 2 * H + j, gg);
+              L.store(g + 3 * H + j, var.peephole ? po : sigmoid_(po));
               L.store(pc_prev + row + j, c_old), L.store(pc_new + row + j, c_t);
             });
           });
@@ -176,7 +179,7 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
           }
           each_alive([&](int64_t b) {  // h~_t = o tanh(c~_t or its layer norm), and zoneout
             const int64_t row = (s * B + b) * H + j0;
-            const T_* g = pgates + (s * B + b) * G + j0;
+            T_* g = pgates + (s * B + b) * G + j0;
             const T_ *cp = pc_prev + row, *cn = pc_new + row, *cl = ln_c ? pc_hat + row : cn;
             T_* cb = pc + b * H + j0;
             const T_* keep = var.keep_c ? var.keep_c + (t * B + b) * H + j0 : nullptr;
@@ -184,7 +187,9 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
             vectorized<T_>(n, [&](const auto& L, int64_t j) {
               V x = L.load(cl + j);
               if (ln_c) x = at::vec::fmadd(x, L.load(var.ln_c_weight + j), L.load(var.ln_c_bias + j));
-              const V y = L.load(g + 3 * H + j) * tanh_(x);
+              V o = L.load(g + 3 * H + j);
+              if (var.peephole) o = sigmoid_(o), L.store(g + 3 * H + j, o);
+              const V y = o * tanh_(x);
               if (proj) {
                 L.store(pm + row + j, y);
               } else {
