@@ -368,6 +368,33 @@ def test_torch_compile_and_export_see_one_op(cls, op, kwargs):
     torch.testing.assert_close(program.module()(x), model(x))
 
 
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (rnnkit.LSTM, dict(layer_norm=("hh",), peephole=True, zoneout=0.1)),
+        (rnnkit.GRU, dict(layer_norm=("hh",))),
+        (rnnkit.RNN, dict(layer_norm=("ih",), zoneout=0.2)),
+    ],
+)
+def test_frozen_parameters_and_absent_ones_get_the_naive_gradients(cls, kwargs):
+    """Frozen parameters beside absent optional ones (no gain where layer norm is off): the ops'
+    C++ autograd formulas learn which inputs want a gradient from the tensors given, so an absent
+    one shifts the others' places; each parameter still gets the naive ops' gradient, or none."""
+    nets = []
+    for backend in ("cpu", "naive"):
+        torch.manual_seed(0)
+        net = cls(5, 7, num_layers=2, backend=backend, dtype=torch.float64, **kwargs).eval()
+        for name, parameter in net.named_parameters():
+            parameter.requires_grad_(not name.startswith(("weight_hh_l0", "ln_hh_weight_l1", "bias_ih_l1")))
+        output, final = net(torch.randn(6, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+        (output.sum() + sum(f.sum() for f in as_tuple(final))).backward()
+        nets.append(net)
+    for (name, fused), (_, naive) in zip(nets[0].named_parameters(), nets[1].named_parameters(), strict=True):
+        assert (fused.grad is None) == (naive.grad is None), name
+        if naive.grad is not None:
+            torch.testing.assert_close(fused.grad, naive.grad, rtol=0, atol=1e-10, msg=name)
+
+
 def test_torch_compile_draws_the_eager_masks():
     """In training, a compiled net draws its masks by their specification (ops/masks.py, traced) and
     an eager one in the variant ops (C++): the same seed gives the same masks, so the same output."""
