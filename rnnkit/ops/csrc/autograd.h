@@ -58,7 +58,7 @@ inline variable_list replay_backward(const std::string& op, const variable_list&
       c10::Dispatcher::singleton().findSchemaOrThrow("rnnkit::replay_backward", "");
   auto optionals = [](const variable_list& tensors) {
     c10::List<std::optional<at::Tensor>> list;
-    for (const auto& t : tensors) list.push_back(t.defined() ? std::optional<at::Tensor>(t) : std::nullopt);
+    for (const auto& t : tensors) list.push_back(optional(t));
     return list;
   };
   torch::jit::Stack stack{op, optionals(inputs), optionals(others), optionals(grads), flags};
