@@ -21,6 +21,7 @@ from .utils import (
     assert_close,
     assert_compiles_like_eager,
     assert_frozen_input_not_differentiated,
+    assert_frozen_state_not_differentiated,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -192,7 +193,16 @@ def test_auto_compiles_without_graph_breaks_in_a_fresh_process():
 @pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
 def test_an_input_without_gradient_is_not_differentiated(cls):
     name = f"{cls.__name__.lower()}_backward"
-    assert_frozen_input_not_differentiated(make_model(cls), torch.randn(6, 3, 5), OpCalls(name))
+    assert_frozen_input_not_differentiated(make_model(cls), torch.randn(6, 3, 5), OpCalls(name), at=-2)
+
+
+@pytest.mark.cpu_kernels
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU, rnnkit.RNN])
+def test_a_state_without_gradient_is_not_differentiated(cls):
+    """The last step's product into h0 is skipped where h0 needs no gradient (no states given, or
+    states without one), as when text is generated a token at a time with the states carried."""
+    name = f"{cls.__name__.lower()}_backward"
+    assert_frozen_state_not_differentiated(make_model(cls), torch.randn(6, 3, 5), OpCalls(name), at=-1, result_at=1)
 
 
 @pytest.mark.cpu_kernels

@@ -34,6 +34,7 @@ from .utils import (
     assert_close,
     assert_compiles_like_eager,
     assert_frozen_input_not_differentiated,
+    assert_frozen_state_not_differentiated,
     make_inputs,
     random_configs,
 )
@@ -427,6 +428,23 @@ def test_an_input_without_gradient_is_not_differentiated(cls, name, at, kwargs):
     torch.manual_seed(0)
     model = cls(5, 7, num_layers=2, backend="cpu", **kwargs).eval()
     assert_frozen_input_not_differentiated(model, torch.randn(6, 3, 5), OpCalls(name), at)
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "at"),
+    [
+        (rnnkit.LSTM, "lstm_variant_backward", 8),
+        (rnnkit.GRU, "gru_variant_backward", 6),
+        (rnnkit.RNN, "rnn_variant_backward", 6),
+    ],
+)
+@pytest.mark.parametrize("kwargs", [dict(zoneout=0.1), dict(layer_norm=True)], ids=["zoneout", "layer-norm"])
+def test_a_state_without_gradient_is_not_differentiated(cls, name, at, kwargs):
+    """h0 without a gradient gets none, the last step's product into it skipped (zoneout's share of
+    dh_t too), and the weights' gradients are the same."""
+    torch.manual_seed(0)
+    model = cls(5, 7, num_layers=2, backend="cpu", **kwargs).eval()
+    assert_frozen_state_not_differentiated(model, torch.randn(6, 3, 5), OpCalls(name), at, result_at=4)
 
 
 @pytest.mark.parametrize("name", ["lstm_variant_forward", "gru_variant_forward", "rnn_variant_forward"])

@@ -338,6 +338,36 @@ def function_calls(owner: Any, name: str, monkeypatch) -> Iterator[Any]:
         yield spy
 
 
+def assert_frozen_state_not_differentiated(
+    model: nn.Module, x: Tensor, calls: contextlib.AbstractContextManager, at: int, result_at: int
+) -> None:
+    """Initial states that need no gradient: every backward, whose calls ``calls`` records, is asked
+    for no gradient of h0 (its argument ``state_grad`` at position ``at``) and returns none (empty,
+    at ``result_at`` of its result), and the weights get the same gradients as when the states need one.
+
+    x: (T, B, I) for ``model``, a stacked net of the backend under test; the states are random.
+    """
+    with torch.no_grad():
+        _, hx = model(x)
+    states = tuple(torch.randn_like(s) for s in (hx if isinstance(hx, tuple) else (hx,)))
+    grads = []
+    with calls as spy:
+        for needs in (True, False):
+            model.zero_grad()
+            given = tuple(s.detach().requires_grad_(needs) for s in states)
+            output, _ = model(x, given if len(given) > 1 else given[0])
+            output.sum().backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+            assert all(s.grad is not None for s in given) == needs
+    asked = [args[at] for args, _ in spy.calls]
+    per_run = len(asked) // 2
+    assert per_run > 0 and asked == [True] * per_run + [False] * per_run, asked
+    for wanted, (_, result) in zip(asked, spy.calls):
+        assert (result[result_at].numel() > 0) == wanted, "h0's gradient computed though not asked for, or missing"
+    for with_state, without in zip(*grads, strict=True):
+        assert torch.equal(with_state, without)
+
+
 def assert_frozen_input_not_differentiated(
     model: nn.Module, x: Tensor, calls: contextlib.AbstractContextManager, at: int = -1
 ) -> None:

@@ -104,7 +104,8 @@ def fused_backward(
 
 
 def input_like(x: Tensor, wanted: bool) -> Tensor:
-    """The fake of a backward's gradient of x: like x where ``wanted``, else empty as the kernels return it."""
+    """The fake of a backward's gradient of x (or of the state h0): like it where ``wanted``, else
+    empty as the kernels return it."""
     return torch.empty_like(x, memory_format=torch.contiguous_format) if wanted else x.new_empty(0)
 
 

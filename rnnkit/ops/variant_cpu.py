@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .fused import call, gradient_wanted, input_gradients_like, input_saved_like, register_recurrence
+from .fused import call, gradient_wanted, input_gradients_like, input_like, input_saved_like, register_recurrence
 from .variant import Extras, Recurrence, Variant, drawn_noise, fused_input, projected_input, recurrence
 
 # The ops of each mode (``<name>_forward``, ``<name>_drawn``) and the flags they take after ``reverse``.
@@ -121,6 +121,7 @@ def _fake_backward(
     w_ih,
     bias_grad,
     input_grad,
+    state_grad,
     ln_ih_weight,
     w_hh,
     b_hh,
@@ -134,7 +135,7 @@ def _fake_backward(
     gates = flags_and_saved[-7]  # before h_prev, u_n, v_hat, rstd, a_hat, rstd_ih
     return [
         *input_gradients_like(x, w_ih, bias_grad, input_grad, ln_ih_weight),
-        torch.empty_like(grad_h_n),
+        input_like(grad_h_n, state_grad),
         torch.empty_like(w_hh),
         *(gates.new_empty(0) if t is None else torch.empty_like(t) for t in (b_hh, ln_hh_weight)),
     ]

@@ -72,15 +72,22 @@ inline variable_list replay_backward(const std::string& op, const variable_list&
   return result;
 }
 
-// The gradients ``found`` of the op's leading arguments ``inputs`` (undefined where an optional
-// one was absent) where autograd wants them, else undefined: ctx->needs_input_grad counts the
-// tensors given, so an absent argument moves the later ones' indices.
+// Whether autograd wants the gradient of ``inputs[i]``, of the op's leading arguments (undefined
+// where an optional one was absent): ctx->needs_input_grad counts the tensors given, so an absent
+// argument moves the later ones' indices.
+inline bool wants_gradient(AutogradContext* ctx, const variable_list& inputs, size_t i) {
+  if (!inputs[i].defined()) return false;
+  size_t given = 0;
+  for (size_t k = 0; k < i; ++k) given += inputs[k].defined();
+  return ctx->needs_input_grad(given);
+}
+
+// The gradients ``found`` of ``inputs`` (as wants_gradient's) where autograd wants them, else undefined.
 inline variable_list wanted_gradients(AutogradContext* ctx, const variable_list& inputs,
                                       const std::vector<at::Tensor>& found) {
   variable_list result(inputs.size());
-  size_t given = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
-    if (inputs[i].defined() && ctx->needs_input_grad(given++)) result[i] = found.at(i);
+    if (wants_gradient(ctx, inputs, i)) result[i] = found.at(i);
   }
   return result;
 }

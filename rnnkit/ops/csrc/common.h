@@ -101,6 +101,12 @@ inline at::Tensor input_gradient(const at::Tensor& grad_xw, const at::Tensor& w_
   return rows_product(grad_xw.reshape({T * B, w_ih.size(0)}), w_ih.t(), std::nullopt).view({T, B, w_ih.size(1)});
 }
 
+// The gradient of the state h0 a backward started from: dh, where it was ``wanted``; else empty, and
+// the last step's product into it (as costly as a step's, all of a generated token's) was skipped.
+inline at::Tensor state_gradient(const at::Tensor& dh, bool wanted) {
+  return wanted ? dh : at::empty({0}, dh.options());
+}
+
 // out (G) = the sums of the columns of a (rows x G, row-major), by halves: each sum's rounding error
 // grows with log2(rows), not with rows as in one running sum. scratch: room for G values per halving.
 template <typename T>
@@ -224,10 +230,12 @@ inline Steps make_steps(int64_t T, bool reverse, const std::optional<at::Tensor>
 // the last step back: over the features, carry(q, t') takes dh from the step t' after this one and
 // step_gradient(q, t) adds d output_t; then, over the units, gate_gradients(p, t). With a
 // projection these are two phases (the units' part reads every feature); without, the features are
-// the units, and a step is one phase. Last, carry into the state the first step started from.
+// the units, and a step is one phase. Last, where ``state_grad``, carry into the state the first
+// step started from.
 template <typename Carry, typename StepGradient, typename GateGradients>
-void lstm_backward_steps(int64_t parts, const Steps& steps, bool proj, const Tiles& features, const Tiles& units,
-                         const Carry& carry, const StepGradient& step_gradient, const GateGradients& gate_gradients) {
+void lstm_backward_steps(int64_t parts, const Steps& steps, bool proj, bool state_grad, const Tiles& features,
+                         const Tiles& units, const Carry& carry, const StepGradient& step_gradient,
+                         const GateGradients& gate_gradients) {
   const int64_t T = steps.T;
   Team::run(parts, [&](const Team::Member& member) {
     for (int64_t i = T - 1; i >= 0; --i) {
@@ -246,7 +254,7 @@ void lstm_backward_steps(int64_t parts, const Steps& steps, bool proj, const Til
         });
       }
     }
-    if (T > 0) member.each(features, [&](int64_t q) { carry(q, steps.at(0)); });
+    if (T > 0 && state_grad) member.each(features, [&](int64_t q) { carry(q, steps.at(0)); });
   });
 }
 

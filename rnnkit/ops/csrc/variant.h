@@ -751,9 +751,8 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
 template <typename Cell>
 std::vector<at::Tensor> single_state_variant_backward(
     const char* op, const at::Tensor& grad_output_in, const at::Tensor& grad_h_n, const at::Tensor& x,
-    const at::Tensor& w_ih, bool bias_grad, bool input_grad, const std::optional<at::Tensor>& ln_ih,
-    const at::Tensor& w_hh,
-    const std::optional<at::Tensor>& b_hh_in, const std::optional<at::Tensor>& ln_hh_in,
+    const at::Tensor& w_ih, bool bias_grad, bool input_grad, bool state_grad, const std::optional<at::Tensor>& ln_ih,
+    const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh_in, const std::optional<at::Tensor>& ln_hh_in,
     const std::optional<at::Tensor>& mask_in, const std::optional<at::Tensor>& keep_in,
     const std::optional<at::Tensor>& lengths_in, bool reverse, const at::Tensor& hm, const at::Tensor& gates,
     const at::Tensor& h_prev, const at::Tensor& u_n, const at::Tensor& v_hat, const at::Tensor& rstd,
@@ -843,23 +842,24 @@ std::vector<at::Tensor> single_state_variant_backward(
           }
         });
       }
-      if (T > 0) member.each(units, [&](int64_t p) { carry(p, steps.at(0)); });
+      if (T > 0 && state_grad) member.each(units, [&](int64_t p) { carry(p, steps.at(0)); });
     });
   });
 
   const at::Tensor sums = summed_rows(partials);
+  const at::Tensor grad_h0 = state_gradient(dh, state_grad);
   auto part = [&](bool on, int64_t from) { return on ? sums.narrow(0, from, GH) : at::empty({0}, options); };
   if (!joined) {
     at::Tensor grad_w_hh = step_weight_gradients(grad_v, {hm}, false)[0];
     auto grads = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad, input_grad, ln_ih, a_hat, rstd_ih);
-    grads.insert(grads.end(), {dh, grad_w_hh, part(bias, 0), part(ln, at_ln)});
+    grads.insert(grads.end(), {grad_h0, grad_w_hh, part(bias, 0), part(ln, at_ln)});
     return grads;
   }
   // d W_ih and d W_hh, then the sums of d a_t: b_ih's and b_hh's gradient both
   auto joint = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad || bias, input_grad, ln_ih, a_hat, rstd_ih, hm);
   auto none = [&] { return at::empty({0}, options); };
   const at::Tensor& sums_of_d = joint[2];
-  return {joint[0], joint[1], bias_grad ? sums_of_d : none(), none(), dh, joint[4],
+  return {joint[0], joint[1], bias_grad ? sums_of_d : none(), none(), grad_h0, joint[4],
           bias ? (bias_grad ? sums_of_d.clone() : sums_of_d) : none(), none()};
 }
 
@@ -902,7 +902,8 @@ struct SingleStateVariantFunction : public torch::autograd::Function<SingleState
     if (at::GradMode::is_enabled()) {
       inputs = replay_backward(Ops::kName, inputs, others, {grads[0], grads[1]}, flags);
     } else {
-      inputs = wanted_gradients(ctx, inputs, kernel(ctx, saved, grads, flags, std::index_sequence_for<Flags...>()));
+      const auto found = kernel(ctx, inputs, saved, grads, flags, std::index_sequence_for<Flags...>());
+      inputs = wanted_gradients(ctx, inputs, found);
     }
     inputs.resize(kInputs + 3 + 1 + sizeof...(Flags) + 1);  // the masks, lengths, reverse, flags, save
     return inputs;
@@ -910,19 +911,21 @@ struct SingleStateVariantFunction : public torch::autograd::Function<SingleState
 
   // Ops::kBackward on the saved tensors: a gradient per input (empty where it needs none).
   template <size_t... I>
-  static std::vector<Tensor> kernel(AutogradContext* ctx, const variable_list& saved, const variable_list& grads,
-                                    const std::vector<int64_t>& flags, std::index_sequence<I...>) {
+  static std::vector<Tensor> kernel(AutogradContext* ctx, const variable_list& inputs, const variable_list& saved,
+                                    const variable_list& grads, const std::vector<int64_t>& flags,
+                                    std::index_sequence<I...>) {
     static const auto op = typed_op<std::vector<Tensor>(
-        const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, bool, const OptionalTensor&, const Tensor&,
+        const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, bool, bool, const OptionalTensor&,
+        const Tensor&,
         const OptionalTensor&, const OptionalTensor&, const OptionalTensor&, const OptionalTensor&,
         const OptionalTensor&, bool, Flags..., const Tensor&, const Tensor&, const Tensor&, const Tensor&,
         const Tensor&, const Tensor&, const Tensor&, const Tensor&)>(Ops::kBackward);
     const Tensor &hm = saved[11], &h0 = saved[4];
-    // x and w_ih are always given: the bias is the third tensor where it is given.
-    const bool bias_grad = saved[2].defined() && ctx->needs_input_grad(2), input_grad = ctx->needs_input_grad(0);
-    return call_below_autograd(op, or_zeros(grads[0], hm), or_zeros(grads[1], h0), saved[0], saved[1], bias_grad,
-                               input_grad, optional(saved[3]), saved[5], optional(saved[6]), optional(saved[7]),
-                               optional(saved[8]), optional(saved[9]), optional(saved[10]), bool(flags[0]),
+    return call_below_autograd(op, or_zeros(grads[0], hm), or_zeros(grads[1], h0), saved[0], saved[1],
+                               wants_gradient(ctx, inputs, 2), wants_gradient(ctx, inputs, 0),
+                               wants_gradient(ctx, inputs, 4), optional(saved[3]), saved[5], optional(saved[6]),
+                               optional(saved[7]), optional(saved[8]), optional(saved[9]), optional(saved[10]),
+                               bool(flags[0]),
                                Flags(flags[1 + I])..., hm, saved[12], saved[13], saved[14], saved[15], saved[16],
                                saved[17], saved[18]);
   }

@@ -38,10 +38,10 @@ def _fake_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
     )
 
 
-def _fake_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, reverse, gates, hn, h_prev, input_grad):
+def _fake_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, reverse, gates, hn, h_prev, input_grad, state_grad):
     bias = gates.new_empty(gates.shape[2])
     grad_x = input_like(x, input_grad)
-    return grad_x, torch.empty_like(grad_h_n), torch.empty_like(w_ih), torch.empty_like(w_hh), bias, bias.clone()
+    return grad_x, input_like(grad_h_n, state_grad), torch.empty_like(w_ih), torch.empty_like(w_hh), bias, bias.clone()
 
 
 def _recurrence_of(others: list[Tensor | None], flags: list[int]):

@@ -67,7 +67,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& x_in, const Tensor& w_ih, const Tensor& w_hh,
     const std::optional<Tensor>& lengths_in, bool reverse, const Tensor& gates, const Tensor& hn,
-    const Tensor& h_prev, bool input_grad) {
+    const Tensor& h_prev, bool input_grad, bool state_grad) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
   check_tensor("gru_backward", "x", x, {T, B, x.size(2)}, gates);
@@ -135,13 +135,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
           }
         });
       }
-      if (T > 0) member.each(units, [&](int64_t p) { carry(p, steps.at(0)); });
+      if (T > 0 && state_grad) member.each(units, [&](int64_t p) { carry(p, steps.at(0)); });
     });
   });
 
   const auto grads_x = step_weight_gradients(grad_xw, {x}, true);       // W_ih, b_ih
   const auto grads_h = step_weight_gradients(grad_hw, {h_prev}, true);  // W_hh, b_hh
-  return {input_gradient(grad_xw, w_ih, input_grad), dh, grads_x[0], grads_h[0], grads_x[1], grads_h[1]};
+  return {input_gradient(grad_xw, w_ih, input_grad), state_gradient(dh, state_grad), grads_x[0], grads_h[0],
+          grads_x[1], grads_h[1]};
 }
 
 struct GruFunction : public torch::autograd::Function<GruFunction> {
@@ -167,11 +168,12 @@ struct GruFunction : public torch::autograd::Function<GruFunction> {
       inputs = replay_backward("gru_forward", inputs, {lengths}, {grads[0], grads[1]}, flags);
     } else {
       static const auto op = typed_op<decltype(gru_backward)>("rnnkit::gru_backward");
-      const bool input_grad = ctx->needs_input_grad(0);
+      const bool input_grad = ctx->needs_input_grad(0), state_grad = ctx->needs_input_grad(1);
       auto [g_x, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh] =
           call_below_autograd(op, or_zeros(grads[0], h_prev), or_zeros(grads[1], h0), x, w_ih, w_hh,
-                              optional(lengths), bool(flags[0]), gates, hn, h_prev, input_grad);
-      inputs = {input_grad ? g_x : Tensor(), g_h0, g_w_ih, g_w_hh, inputs[4].defined() ? g_b_ih : Tensor(),
+                              optional(lengths), bool(flags[0]), gates, hn, h_prev, input_grad, state_grad);
+      inputs = {input_grad ? g_x : Tensor(), state_grad ? g_h0 : Tensor(), g_w_ih, g_w_hh,
+                inputs[4].defined() ? g_b_ih : Tensor(),
                 inputs[5].defined() ? g_b_hh : Tensor()};
     }
     inputs.resize(8);  // lengths, reverse
@@ -194,8 +196,8 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "bool reverse) -> (Tensor output, Tensor h_n, Tensor gates, Tensor hn, Tensor h_prev)");
   m.def(
       "gru_backward(Tensor grad_output, Tensor grad_h_n, Tensor x, Tensor w_ih, Tensor w_hh, Tensor? lengths, "
-      "bool reverse, Tensor gates, Tensor hn, Tensor h_prev, bool input_grad) -> (Tensor grad_x, Tensor grad_h0, "
-      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
+      "bool reverse, Tensor gates, Tensor hn, Tensor h_prev, bool input_grad, bool state_grad) -> (Tensor grad_x, "
+      "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

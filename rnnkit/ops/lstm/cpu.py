@@ -48,12 +48,25 @@ def _fake_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, sav
 
 
 def _fake_backward(
-    grad_output, grad_h_n, grad_c_n, x, w_ih, w_hh, w_hr, lengths, reverse, gates, h_prev, c_prev, input_grad
+    grad_output,
+    grad_h_n,
+    grad_c_n,
+    x,
+    w_ih,
+    w_hh,
+    w_hr,
+    lengths,
+    reverse,
+    gates,
+    h_prev,
+    c_prev,
+    input_grad,
+    state_grad,
 ):
     grad_w_hr = gates.new_empty(0) if w_hr is None else torch.empty_like(w_hr)
     return (
         input_like(x, input_grad),
-        torch.empty_like(grad_h_n),
+        input_like(grad_h_n, state_grad),
         torch.empty_like(grad_c_n),
         torch.empty_like(w_ih),
         torch.empty_like(w_hh),

@@ -141,7 +141,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x_in,
     const Tensor& w_ih, const Tensor& w_hh, const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths_in,
-    bool reverse, const Tensor& gates, const Tensor& h_prev, const Tensor& c_prev, bool input_grad) {
+    bool reverse, const Tensor& gates, const Tensor& h_prev, const Tensor& c_prev, bool input_grad, bool state_grad) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, P = w_hh.size(1), I = x.size(2);
   const bool proj = w_hr.has_value();
@@ -236,13 +236,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
       carry_back(recurrent, features, q, steps, t, grad_gates.data_ptr<T_>() + t * B * 4 * H, 4 * H, products, pdh, P);
     };
 
-    lstm_backward_steps(parts, steps, proj, features, units, carry, step_gradient, gate_gradients);
+    lstm_backward_steps(parts, steps, proj, state_grad, features, units, carry, step_gradient, gate_gradients);
   });
 
   // Weight gradients: one product over all steps, after the recurrence.
   const auto grads = step_weight_gradients(grad_gates, {h_prev.narrow(2, 0, P), h_prev.narrow(2, P, I)}, true);
   Tensor grad_w_hr = proj ? step_weight_gradients(dh_all, {m_all}, false)[0] : at::empty({0}, gates.options());
-  return {input_gradient(grad_gates, w_ih, input_grad), dh, dc, grads[1], grads[0], grads[2], grad_w_hr};
+  return {input_gradient(grad_gates, w_ih, input_grad), state_gradient(dh, state_grad), dc, grads[1], grads[0],
+          grads[2], grad_w_hr};
 }
 
 struct LstmFunction : public torch::autograd::Function<LstmFunction> {
@@ -270,14 +271,14 @@ struct LstmFunction : public torch::autograd::Function<LstmFunction> {
       inputs = replay_backward("lstm_forward", inputs, {lengths}, {grads[0], grads[1], grads[2]}, flags);
     } else {
       static const auto op = typed_op<decltype(lstm_backward)>("rnnkit::lstm_backward");
-      const bool input_grad = ctx->needs_input_grad(0);
+      const bool input_grad = ctx->needs_input_grad(0), state_grad = ctx->needs_input_grad(1);
       const Tensor output_like = h_prev.narrow(2, 0, h0.size(-1));  // h_prev is [h_{t-1} | x_t]
       auto [g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b, g_w_hr] =
           call_below_autograd(op, or_zeros(grads[0], output_like), or_zeros(grads[1], h0), or_zeros(grads[2], c0), x,
                               w_ih, w_hh, optional(w_hr), optional(lengths), bool(flags[0]), gates, h_prev, c_prev,
-                              input_grad);
+                              input_grad, state_grad);
       auto [g_b_ih, g_b_hh] = bias_gradients(g_b, inputs[5], inputs[6]);
-      inputs = {input_grad ? g_x : Tensor(), g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh,
+      inputs = {input_grad ? g_x : Tensor(), state_grad ? g_h0 : Tensor(), g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh,
                 w_hr.defined() ? g_w_hr : Tensor()};
     }
     inputs.resize(11);  // lengths, reverse, save
@@ -302,9 +303,9 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "Tensor gates, Tensor h_prev, Tensor c_prev)");
   m.def(
       "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor w_ih, Tensor w_hh, "
-      "Tensor? w_hr, Tensor? lengths, bool reverse, Tensor gates, Tensor h_prev, Tensor c_prev, bool input_grad) -> "
-      "(Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias, "
-      "Tensor grad_w_hr)");
+      "Tensor? w_hr, Tensor? lengths, bool reverse, Tensor gates, Tensor h_prev, Tensor c_prev, bool input_grad, "
+      "bool state_grad) -> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_bias, Tensor grad_w_hr)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

@@ -220,13 +220,13 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
 
 std::vector<Tensor> lstm_variant_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& grad_c_n, const OptionalTensor& grad_cs_in,
-    const Tensor& x, const Tensor& w_ih, bool bias_grad, bool input_grad, const OptionalTensor& ln_ih_weight,
-    const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
-    const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
-    const OptionalTensor& dropout_mask, const OptionalTensor& keep_h, const OptionalTensor& keep_c,
-    const OptionalTensor& lengths_in, bool reverse, const Tensor& hm, const Tensor& gates, const Tensor& c_prev,
-    const Tensor& c_new, const Tensor& u_hat, const Tensor& rstd_hh, const Tensor& c_hat, const Tensor& rstd_c,
-    const Tensor& m, const Tensor& a_hat, const Tensor& rstd_ih) {
+    const Tensor& x, const Tensor& w_ih, bool bias_grad, bool input_grad, bool state_grad,
+    const OptionalTensor& ln_ih_weight, const Tensor& w_hh, const OptionalTensor& w_hr,
+    const OptionalTensor& ln_hh_weight, const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
+    const OptionalTensor& weight_ch, const OptionalTensor& dropout_mask, const OptionalTensor& keep_h,
+    const OptionalTensor& keep_c, const OptionalTensor& lengths_in, bool reverse, const Tensor& hm, const Tensor& gates,
+    const Tensor& c_prev, const Tensor& c_new, const Tensor& u_hat, const Tensor& rstd_hh, const Tensor& c_hat,
+    const Tensor& rstd_c, const Tensor& m, const Tensor& a_hat, const Tensor& rstd_ih) {
   const char* op = "lstm_variant_backward";
   const Tensor grad_output = grad_output_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4, P = w_hh.size(1);
@@ -390,7 +390,7 @@ std::vector<Tensor> lstm_variant_backward(
                     var.mask, var.keep_h ? var.keep_h + t * B * P : nullptr);
     };
 
-    lstm_backward_steps(parts, steps, proj, features, units, carry, step_gradient, gate_gradients);
+    lstm_backward_steps(parts, steps, proj, state_grad, features, units, carry, step_gradient, gate_gradients);
   });
 
   // Weight gradients: one product over all steps, after the recurrence. Without layer norm on either
@@ -403,8 +403,9 @@ std::vector<Tensor> lstm_variant_backward(
   Tensor grad_w_hr = proj ? step_weight_gradients(grad_h_new, {m}, false)[0] : at::empty({0}, options);
   const Tensor sums = summed_rows(partials);
   auto part = [&](bool on, int64_t from, int64_t size) { return on ? sums.narrow(0, from, size) : at::empty({0}, options); };
-  grads.insert(grads.end(), {dh, dc, grad_w_hh, grad_w_hr, part(ln_hh, 0, G), part(ln_c, at_ln_c, H),
-                             part(ln_c, at_ln_c + H, H), part(v[3].defined(), at_peephole, 3 * H)});
+  grads.insert(grads.end(), {state_gradient(dh, state_grad), dc, grad_w_hh, grad_w_hr, part(ln_hh, 0, G),
+                             part(ln_c, at_ln_c, H), part(ln_c, at_ln_c + H, H),
+                             part(v[3].defined(), at_peephole, 3 * H)});
   return grads;
 }
 
@@ -446,11 +447,10 @@ struct LstmVariantFunction : public torch::autograd::Function<LstmVariantFunctio
     } else {
       static const auto op = typed_op<decltype(lstm_variant_backward)>("rnnkit::lstm_variant_backward");
       const Tensor& hm = s[16];  // shaped as the output
-      // x and w_ih are always given: the bias is the third tensor where it is given.
-      const bool bias_grad = s[2].defined() && ctx->needs_input_grad(2), input_grad = ctx->needs_input_grad(0);
       const auto found = call_below_autograd(
           op, or_zeros(grads[0], hm), or_zeros(grads[1], s[4]), or_zeros(grads[2], s[5]), optional(grads[3]), s[0],
-          s[1], bias_grad, input_grad, optional(s[3]), s[6], optional(s[7]), optional(s[8]), optional(s[9]),
+          s[1], wants_gradient(ctx, inputs, 2), wants_gradient(ctx, inputs, 0), wants_gradient(ctx, inputs, 4),
+          optional(s[3]), s[6], optional(s[7]), optional(s[8]), optional(s[9]),
           optional(s[10]), optional(s[11]), optional(s[12]), optional(s[13]), optional(s[14]), optional(s[15]),
           reverse, hm, s[17], s[18], s[19], s[20], s[21], s[22], s[23], s[24], s[25], s[26]);
       inputs = wanted_gradients(ctx, inputs, found);
@@ -499,7 +499,7 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m, Tensor a_hat, Tensor rstd_ih)");
   m.def(
       "lstm_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor? grad_cs, Tensor x, "
-      "Tensor w_ih, bool bias_grad, bool input_grad, Tensor? ln_ih_weight, Tensor w_hh, Tensor? w_hr, "
+      "Tensor w_ih, bool bias_grad, bool input_grad, bool state_grad, Tensor? ln_ih_weight, Tensor w_hh, Tensor? w_hr, "
       "Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, Tensor? dropout_mask, "
       "Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, Tensor hm, Tensor gates, Tensor c_prev, "
       "Tensor c_new, Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m, Tensor a_hat, "

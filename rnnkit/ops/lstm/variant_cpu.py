@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..fused import call, gradient_wanted, input_gradients_like, input_saved_like, register_recurrence
+from ..fused import call, gradient_wanted, input_gradients_like, input_like, input_saved_like, register_recurrence
 from ..variant import Extras, Recurrence, Variant, drawn_noise, fused_input, projected_input, recurrence
 
 
@@ -130,6 +130,7 @@ def _fake_backward(
     w_ih,
     bias_grad,
     input_grad,
+    state_grad,
     ln_ih_weight,
     w_hh,
     w_hr,
@@ -159,7 +160,7 @@ def _fake_backward(
 
     return [
         *input_gradients_like(x, w_ih, bias_grad, input_grad, ln_ih_weight),
-        torch.empty_like(grad_h_n),
+        input_like(grad_h_n, state_grad),
         torch.empty_like(grad_c_n),
         torch.empty_like(w_hh),
         *(like_or_empty(t) for t in (w_hr, ln_hh_weight, ln_c_weight, ln_c_bias, weight_ch)),

@@ -33,9 +33,12 @@ def _fake_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, relu):
     return output, torch.empty_like(h0), torch.empty_like(output)
 
 
-def _fake_backward(grad_output, grad_h_n, x, w_ih, w_hh, lengths, reverse, relu, output, h_prev, input_grad):
+def _fake_backward(
+    grad_output, grad_h_n, x, w_ih, w_hh, lengths, reverse, relu, output, h_prev, input_grad, state_grad
+):
     bias = output.new_empty(w_hh.shape[0])
-    return input_like(x, input_grad), torch.empty_like(grad_h_n), torch.empty_like(w_ih), torch.empty_like(w_hh), bias
+    grad_h0 = input_like(grad_h_n, state_grad)
+    return input_like(x, input_grad), grad_h0, torch.empty_like(w_ih), torch.empty_like(w_hh), bias
 
 
 def _recurrence_of(others: list[Tensor | None], flags: list[int]):

@@ -52,7 +52,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& x_in, const Tensor& w_ih, const Tensor& w_hh,
     const std::optional<Tensor>& lengths_in, bool reverse, bool relu, const Tensor& output, const Tensor& h_prev,
-    bool input_grad) {
+    bool input_grad, bool state_grad) {
   const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
   const int64_t T = output.size(0), B = output.size(1), H = output.size(2);
   check_tensor("rnn_backward", "x", x, {T, B, x.size(2)}, output);
@@ -101,12 +101,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
           }
         });
       }
-      if (T > 0) member.each(units, [&](int64_t p) { carry(p, steps.at(0)); });
+      if (T > 0 && state_grad) member.each(units, [&](int64_t p) { carry(p, steps.at(0)); });
     });
   });
 
   const auto grads = step_weight_gradients(grad_pre, {x, h_prev}, true);  // W_ih, W_hh, bias
-  return {input_gradient(grad_pre, w_ih, input_grad), dh, grads[0], grads[1], grads[2]};
+  return {input_gradient(grad_pre, w_ih, input_grad), state_gradient(dh, state_grad), grads[0], grads[1], grads[2]};
 }
 
 struct RnnFunction : public torch::autograd::Function<RnnFunction> {
@@ -133,12 +133,13 @@ struct RnnFunction : public torch::autograd::Function<RnnFunction> {
       inputs = replay_backward("rnn_forward", inputs, {lengths}, {grads[0], grads[1]}, flags);
     } else {
       static const auto op = typed_op<decltype(rnn_backward)>("rnnkit::rnn_backward");
-      const bool input_grad = ctx->needs_input_grad(0);
+      const bool input_grad = ctx->needs_input_grad(0), state_grad = ctx->needs_input_grad(1);
       auto [g_x, g_h0, g_w_ih, g_w_hh, g_b] =
           call_below_autograd(op, or_zeros(grads[0], output), or_zeros(grads[1], h0), x, w_ih, w_hh,
-                              optional(lengths), bool(flags[0]), bool(flags[1]), output, h_prev, input_grad);
+                              optional(lengths), bool(flags[0]), bool(flags[1]), output, h_prev, input_grad,
+                              state_grad);
       auto [g_b_ih, g_b_hh] = bias_gradients(g_b, inputs[4], inputs[5]);
-      inputs = {input_grad ? g_x : Tensor(), g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh};
+      inputs = {input_grad ? g_x : Tensor(), state_grad ? g_h0 : Tensor(), g_w_ih, g_w_hh, g_b_ih, g_b_hh};
     }
     inputs.resize(9);  // lengths, reverse, relu
     return inputs;
@@ -161,8 +162,8 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "bool reverse, bool relu) -> (Tensor output, Tensor h_n, Tensor h_prev)");
   m.def(
       "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor x, Tensor w_ih, Tensor w_hh, Tensor? lengths, "
-      "bool reverse, bool relu, Tensor output, Tensor h_prev, bool input_grad) -> (Tensor grad_x, Tensor grad_h0, "
-      "Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias)");
+      "bool reverse, bool relu, Tensor output, Tensor h_prev, bool input_grad, bool state_grad) -> (Tensor grad_x, "
+      "Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_bias)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

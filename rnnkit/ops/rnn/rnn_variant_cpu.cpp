@@ -54,7 +54,7 @@ SingleStateForward rnn_variant_forward(const Tensor& x, const Tensor& w_ih, cons
 }
 
 std::vector<Tensor> rnn_variant_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& x,
-                                         const Tensor& w_ih, bool bias_grad, bool input_grad,
+                                         const Tensor& w_ih, bool bias_grad, bool input_grad, bool state_grad,
                                          const OptionalTensor& ln_ih_weight, const Tensor& w_hh,
                                          const OptionalTensor& b_hh, const OptionalTensor& ln_hh_weight,
                                          const OptionalTensor& dropout_mask, const OptionalTensor& keep_h,
@@ -65,8 +65,9 @@ std::vector<Tensor> rnn_variant_backward(const Tensor& grad_output, const Tensor
   const char* op = "rnn_variant_backward";
   auto backward =
       relu ? single_state_variant_backward<ElmanCell<true>> : single_state_variant_backward<ElmanCell<false>>;
-  return backward(op, grad_output, grad_h_n, x, w_ih, bias_grad, input_grad, ln_ih_weight, w_hh, b_hh, ln_hh_weight,
-                  dropout_mask, keep_h, lengths, reverse, hm, gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih);
+  return backward(op, grad_output, grad_h_n, x, w_ih, bias_grad, input_grad, state_grad, ln_ih_weight, w_hh, b_hh,
+                  ln_hh_weight, dropout_mask, keep_h, lengths, reverse, hm, gates, h_prev, u_n, v_hat, rstd, a_hat,
+                  rstd_ih);
 }
 
 struct RnnVariantOps {
@@ -87,7 +88,7 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "Tensor u_n, Tensor v_hat, Tensor rstd, Tensor a_hat, Tensor rstd_ih)");
   m.def(
       "rnn_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor x, Tensor w_ih, bool bias_grad, "
-      "bool input_grad, Tensor? ln_ih_weight, Tensor w_hh, Tensor? b_hh, Tensor? ln_hh_weight, "
+      "bool input_grad, bool state_grad, Tensor? ln_ih_weight, Tensor w_hh, Tensor? b_hh, Tensor? ln_hh_weight, "
       "Tensor? dropout_mask, Tensor? keep_h, Tensor? lengths, bool reverse, bool relu, Tensor hm, Tensor gates, "
       "Tensor h_prev, Tensor u_n, Tensor v_hat, Tensor rstd, Tensor a_hat, Tensor rstd_ih) -> Tensor[]");
   m.def(
