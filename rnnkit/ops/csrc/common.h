@@ -125,11 +125,20 @@ void column_sums(const T* a, int64_t rows, int64_t G, T* out, T* scratch) {
   vectorized<T>(G, [&](const auto& L, int64_t j) { L.store(out + j, L.load(out + j) + L.load(scratch + j)); });
 }
 
-// The sums of the columns of a (rows x G, contiguous) by halves, as column_sums.
+// The depth of column_sums' halvings of ``rows`` rows: the scratch it takes is G values for each.
+inline int64_t halvings(int64_t rows) {
+  int64_t depth = 0;
+  for (; rows > 8; rows -= rows / 2) ++depth;
+  return depth;
+}
+
+// The sums of the columns of a (rows x G, contiguous) by halves, as column_sums. (Its scratch is
+// sized to the rows: a generated token's few rows take none, where room for 64 halvings of the
+// 4H = 1024 sums of a layer was a quarter megabyte allocated at every call.)
 inline at::Tensor summed_rows(const at::Tensor& a) {
   const int64_t G = a.size(-1), rows = a.numel() / std::max<int64_t>(G, 1);
   at::Tensor sums = at::empty({G}, a.options());
-  at::Tensor scratch = at::empty({65 * G}, a.options());  // a halving per bit of rows
+  at::Tensor scratch = at::empty({halvings(rows) * G}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "column_sums", [&] {
     column_sums(a.data_ptr<scalar_t>(), rows, G, sums.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>());
   });

@@ -489,7 +489,7 @@ inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_
     const T_* g = gain.data_ptr<T_>();
     T_ *dv = grad_v.data_ptr<T_>(), *pg = gain_sums.data_ptr<T_>(), *pb = bias_sums.data_ptr<T_>();
     at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
-      T_* products = thread_scratch<T_>((block + 65) * G);
+      T_* products = thread_scratch<T_>((block + halvings(block)) * G);
       T_* scratch = products + block * G;
       for (int64_t k = k0; k < k1; ++k) {
         const int64_t r0 = k * block, n = std::min(block, rows - r0);
