@@ -13,7 +13,7 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> activations(const at::Tensor& x_in) {
   TORCH_CHECK(x_in.device().is_cpu(), "activations: expected a CPU tensor, got one on ", x_in.device());
   const at::Tensor x = x_in.contiguous();
-  at::Tensor sigmoid = at::empty_like(x), tanh = at::empty_like(x);
+  at::Tensor sigmoid = empty_tensor(x.sizes(), x.options()), tanh = empty_tensor(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "activations", [&] {
     const scalar_t* in = x.data_ptr<scalar_t>();
     scalar_t* s = sigmoid.data_ptr<scalar_t>();

@@ -14,7 +14,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 
 #include <cmath>
@@ -62,7 +61,7 @@ inline void vectorized(int64_t n, const F& body) {
 inline at::Tensor rows_product(const at::Tensor& a, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
   const int64_t R = a.size(0), N = weight.size(0), K = a.size(1);
   const at::Tensor inputs = a.contiguous();
-  at::Tensor out = at::empty({R, N}, a.options());
+  at::Tensor out = empty_tensor({R, N}, a.options());
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rows_product", [&] {
     const scalar_t* pb = b.defined() ? b.data_ptr<scalar_t>() : nullptr;
@@ -96,7 +95,7 @@ inline at::Tensor project_input(const at::Tensor& x, const at::Tensor& w_ih, con
 // ``wanted`` (a first layer's input seldom needs a gradient, and this product is a third of the
 // products after the recurrence).
 inline at::Tensor input_gradient(const at::Tensor& grad_xw, const at::Tensor& w_ih, bool wanted) {
-  if (!wanted) return at::empty({0}, grad_xw.options());
+  if (!wanted) return empty_tensor({0}, grad_xw.options());
   const int64_t T = grad_xw.size(0), B = grad_xw.size(1);
   return rows_product(grad_xw.reshape({T * B, w_ih.size(0)}), w_ih.t(), std::nullopt).view({T, B, w_ih.size(1)});
 }
@@ -104,7 +103,7 @@ inline at::Tensor input_gradient(const at::Tensor& grad_xw, const at::Tensor& w_
 // The gradient of the state h0 a backward started from: dh, where it was ``wanted``; else empty, and
 // the last step's product into it (as costly as a step's, all of a generated token's) was skipped.
 inline at::Tensor state_gradient(const at::Tensor& dh, bool wanted) {
-  return wanted ? dh : at::empty({0}, dh.options());
+  return wanted ? dh : empty_tensor({0}, dh.options());
 }
 
 // out (G) = the sums of the columns of a (rows x G, row-major), by halves: each sum's rounding error
@@ -137,8 +136,8 @@ inline int64_t halvings(int64_t rows) {
 // 4H = 1024 sums of a layer was a quarter megabyte allocated at every call.)
 inline at::Tensor summed_rows(const at::Tensor& a) {
   const int64_t G = a.size(-1), rows = a.numel() / std::max<int64_t>(G, 1);
-  at::Tensor sums = at::empty({G}, a.options());
-  at::Tensor scratch = at::empty({halvings(rows) * G}, a.options());
+  at::Tensor sums = empty_tensor({G}, a.options());
+  at::Tensor scratch = empty_tensor({halvings(rows) * G}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "column_sums", [&] {
     column_sums(a.data_ptr<scalar_t>(), rows, G, sums.data_ptr<scalar_t>(), scratch.data_ptr<scalar_t>());
   });
@@ -151,7 +150,7 @@ inline at::Tensor summed_rows(const at::Tensor& a) {
 // more than these few products.
 inline at::Tensor outer_products(const at::Tensor& grad, const at::Tensor& y) {
   const int64_t R = grad.size(0), G = grad.size(1), K = y.size(1);
-  at::Tensor out = at::empty({G, K}, grad.options());
+  at::Tensor out = empty_tensor({G, K}, grad.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "outer_products", [&] {
     using T = scalar_t;
     using V = at::vec::Vectorized<T>;
@@ -199,7 +198,7 @@ inline std::vector<at::Tensor> step_weight_gradients(const at::Tensor& grad, con
 // through clone's TensorIterator, as in add_biases.)
 inline at::Tensor copy_of(const at::Tensor& t) {
   const at::Tensor from = t.contiguous();
-  at::Tensor copy = at::empty(from.sizes(), from.options());
+  at::Tensor copy = empty_tensor(from.sizes(), from.options());
   std::memcpy(copy.data_ptr(), from.data_ptr(), from.nbytes());
   return copy;
 }
@@ -209,9 +208,9 @@ inline at::Tensor copy_of(const at::Tensor& t) {
 inline at::Tensor add_biases(const std::optional<at::Tensor>& a, const std::optional<at::Tensor>& b, int64_t G,
                              const at::TensorOptions& options, std::optional<int64_t> of_b = std::nullopt) {
   const int64_t n = of_b.value_or(G);
-  if (!b.has_value() || n == 0) return a.has_value() ? a->contiguous() : at::zeros({G}, options);
+  if (!b.has_value() || n == 0) return a.has_value() ? a->contiguous() : zero_tensor({G}, options);
   if (!a.has_value() && n == G) return b->contiguous();
-  at::Tensor sum = a.has_value() ? copy_of(*a) : at::zeros({G}, options);
+  at::Tensor sum = a.has_value() ? copy_of(*a) : zero_tensor({G}, options);
   const at::Tensor other = b->contiguous();
   AT_DISPATCH_FLOATING_TYPES(sum.scalar_type(), "add_biases", [&] {
     scalar_t* s = sum.data_ptr<scalar_t>();
@@ -480,7 +479,7 @@ inline std::optional<at::Tensor> checked_lengths(const std::optional<at::Tensor>
 inline at::Tensor step_results(at::IntArrayRef shape, const at::TensorOptions& options,
                                const std::optional<at::Tensor>& lengths, std::optional<Slot> slot = std::nullopt) {
   if (slot) return workspace(*slot, shape, options, lengths.has_value());
-  return lengths.has_value() ? at::zeros(shape, options) : at::empty(shape, options);
+  return lengths.has_value() ? zero_tensor(shape, options) : empty_tensor(shape, options);
 }
 
 // The ops are public (torch.ops.rnnkit.*): every tensor's shape and dtype is checked against x

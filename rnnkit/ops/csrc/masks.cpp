@@ -43,7 +43,7 @@ at::Tensor hashed_bernoulli(at::IntArrayRef shape, int64_t threshold, at::Scalar
     k0 = static_cast<uint32_t>(draw(generator));
     k1 = static_cast<uint32_t>(draw(generator));
   }
-  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(dtype));
+  at::Tensor out = empty_tensor(shape, at::TensorOptions().dtype(dtype));
   AT_DISPATCH_FLOATING_TYPES(dtype, "hashed_bernoulli", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
     const scalar_t one = static_cast<scalar_t>(value);

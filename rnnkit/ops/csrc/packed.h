@@ -209,7 +209,8 @@ class PackedWeight {
     }
     const int64_t panels = (n_ + kPanel - 1) / kPanel;
     const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-    panels_ = room ? workspace(*room, {panels, k_, kPanel}, options, false) : at::empty({panels, k_, kPanel}, options);
+    panels_ = room ? workspace(*room, {panels, k_, kPanel}, options, false)
+                   : empty_tensor({panels, k_, kPanel}, options);
     if (bias != nullptr) {
       bias_.assign(panels * kPanel, T(0));
       std::copy(bias, bias + n_, bias_.begin());
@@ -496,7 +497,7 @@ at::Tensor scratch_for(int64_t parts, int64_t rows, std::initializer_list<const 
   for (const auto* slices : weights) {
     for (const auto& weight : *slices) width = std::max(width, weight.padded_n());
   }
-  return at::empty({parts, rows, width}, options);
+  return empty_tensor({parts, rows, width}, options);
 }
 
 // ``size`` units (hidden units, or output features) split into parts on vector boundaries, one
@@ -729,7 +730,7 @@ inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs)
         return y.stride(1) == 1 && y.size(1) <= 2 * V::size();
       });
       if (narrow) {  // their outer products added straight from them
-        out = at::zeros({G, n}, grad.options());
+        out = zero_tensor({G, n}, grad.options());
         by_gradient_rows.run([&](int64_t p) {
           for (int64_t offset = 0; const auto& y : inputs) {
             const int64_t k = y.size(1);
@@ -742,14 +743,14 @@ inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs)
         return;
       }
       const PackedWeight<T> packed(columns_of(0, R), PackedWeight<T>::kPackUses, nullptr, Slot::kPackedInputs);
-      out = at::zeros({G, ld}, grad.options());
+      out = zero_tensor({G, ld}, grad.options());
       by_gradient_rows.run([&](int64_t p) {
         const int64_t m0 = by_gradient_rows.begin(p);
         packed.accumulate_transposed(by_gradient_rows.end(p) - m0, pgrad + m0, G, out.data_ptr<T>() + m0 * ld, ld);
       });
       return;
     }
-    const at::Tensor partials = at::zeros({by_steps.parts, G, ld}, grad.options());
+    const at::Tensor partials = zero_tensor({by_steps.parts, G, ld}, grad.options());
     T* sums = partials.data_ptr<T>();
     by_steps.run([&](int64_t p) {
       const int64_t r0 = by_steps.begin(p), rows = by_steps.end(p) - r0;

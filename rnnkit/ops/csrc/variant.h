@@ -450,10 +450,10 @@ inline VariantInput variant_input(const char* op, const at::Tensor& x, const at:
   check_tensor(op, "w_ih", w_ih, {G, x.size(2)}, x);
   check_tensor(op, "bias", bias, {G}, x);
   check_tensor(op, "ln_ih_weight", ln_ih, {G}, x);
-  auto none = [&] { return at::empty({0}, x.options()); };  // each result its own tensor, none aliased
+  auto none = [&] { return empty_tensor({0}, x.options()); };  // each result its own tensor, none aliased
   if (!ln_ih.has_value()) return {project_input(x.contiguous(), w_ih, bias), none(), none()};
   at::Tensor xw = project_input(x.contiguous(), w_ih, std::nullopt);
-  at::Tensor a_hat = save ? at::empty_like(xw) : xw, rstd = at::empty({T, B}, x.options());
+  at::Tensor a_hat = save ? empty_tensor(xw.sizes(), xw.options()) : xw, rstd = empty_tensor({T, B}, x.options());
   const at::Tensor gain = ln_ih->contiguous(), shift = bias.has_value() ? bias->contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "variant_input", [&] {
     using T_ = scalar_t;
@@ -481,7 +481,7 @@ inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_
   const int64_t blocks = (rows + block - 1) / block;
   const auto options = grad_xw.options();
   at::Tensor grad_v = workspace(Slot::kGradNormalised, {T, B, G}, options, false);
-  at::Tensor gain_sums = at::empty({blocks, G}, options), bias_sums = at::empty({blocks, G}, options);
+  at::Tensor gain_sums = empty_tensor({blocks, G}, options), bias_sums = empty_tensor({blocks, G}, options);
   const at::Tensor gain = ln_ih.contiguous(), grad = grad_xw.contiguous();
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "input_layer_norm_backward", [&] {
     using T_ = scalar_t;
@@ -508,7 +508,7 @@ inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_
       }
     });
   });
-  return {grad_v, summed_rows(gain_sums), bias ? summed_rows(bias_sums) : at::empty({0}, options)};
+  return {grad_v, summed_rows(gain_sums), bias ? summed_rows(bias_sums) : empty_tensor({0}, options)};
 }
 
 // The gradients of variant_input's tensors from d a_t (T, B, G): {d x, d w_ih, d bias, d gamma_ih},
@@ -524,7 +524,7 @@ inline std::vector<at::Tensor> variant_input_gradients(const char* op, const at:
   const int64_t T = grad_xw.size(0), B = grad_xw.size(1), G = grad_xw.size(2);
   TORCH_CHECK(x_in.dim() == 3, op, ": expected x of 3 dimensions (T, B, I), got ", x_in.sizes());
   const at::Tensor x = x_in.contiguous();
-  auto none = [&] { return at::empty({0}, grad_xw.options()); };
+  auto none = [&] { return empty_tensor({0}, grad_xw.options()); };
   check_tensor(op, "x", x, {T, B, x.size(2)}, grad_xw);
   check_tensor(op, "w_ih", w_ih, {G, x.size(2)}, grad_xw);
   check_tensor(op, "ln_ih_weight", ln_ih, {G}, grad_xw);
@@ -686,11 +686,11 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
   const auto kept_lengths = save ? lengths : std::nullopt;  // zeros where the backward's sums read dead rows
   const bool ln = ln_hh.defined();
   auto saved = [&](bool on, at::IntArrayRef shape) {
-    return on ? step_results(shape, options, kept_lengths) : at::empty({0}, options);
+    return on ? step_results(shape, options, kept_lengths) : empty_tensor({0}, options);
   };
   at::Tensor output = step_results({T, B, H}, options, lengths);
   at::Tensor h = copy_of(h0);
-  at::Tensor hm = at::empty({save ? T : std::min<int64_t>(T, 2), B, H}, options);
+  at::Tensor hm = empty_tensor({save ? T : std::min<int64_t>(T, 2), B, H}, options);
   at::Tensor gates = saved(true, {kept, B, GH}), h_prev = saved(!Cell::kOfTheSum, {kept, B, H});
   at::Tensor u_n = saved(Cell::kSavesProduct, {kept, B, H});
   at::Tensor v_hat = saved(ln, {kept, B, GH}), rstd = saved(ln, {kept, B});
@@ -781,8 +781,8 @@ std::vector<at::Tensor> single_state_variant_backward(
   at::Tensor grad_xw = step_results({T, B, GH}, options, lengths, Slot::kGradInput);
   at::Tensor grad_v = joined ? grad_xw : step_results({T, B, GH}, options, lengths, Slot::kGradRecurrent);
   at::Tensor dh = copy_of(grad_h_n);
-  at::Tensor dh_step = at::zeros({B, H}, options);
-  at::Tensor skip = Cell::kOfTheSum ? at::Tensor() : at::zeros({B, H}, options);
+  at::Tensor dh_step = zero_tensor({B, H}, options);
+  at::Tensor skip = Cell::kOfTheSum ? at::Tensor() : zero_tensor({B, H}, options);
   const bool bias_sums = bias && !joined;  // joined, the product's bias sums come with its weights'
   const int64_t at_ln = bias_sums ? GH : 0, extra = at_ln + (ln ? GH : 0);  // b_hh's sums, then the gain's
   at::Tensor partials;
@@ -796,7 +796,7 @@ std::vector<at::Tensor> single_state_variant_backward(
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = column_product<T_>(w_hh, units, B, T * B);
     at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
-    partials = at::zeros({T, units.parts(), extra}, options);
+    partials = zero_tensor({T, units.parts(), extra}, options);
     T_* pdh = dh.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();
     T_* pskip = data_or_null<T_>(skip);
@@ -848,7 +848,7 @@ std::vector<at::Tensor> single_state_variant_backward(
 
   const at::Tensor sums = summed_rows(partials);
   const at::Tensor grad_h0 = state_gradient(dh, state_grad);
-  auto part = [&](bool on, int64_t from) { return on ? sums.narrow(0, from, GH) : at::empty({0}, options); };
+  auto part = [&](bool on, int64_t from) { return on ? sums.narrow(0, from, GH) : empty_tensor({0}, options); };
   if (!joined) {
     at::Tensor grad_w_hh = step_weight_gradients(grad_v, {hm}, false)[0];
     auto grads = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad, input_grad, ln_ih, a_hat, rstd_ih);
@@ -857,7 +857,7 @@ std::vector<at::Tensor> single_state_variant_backward(
   }
   // d W_ih and d W_hh, then the sums of d a_t: b_ih's and b_hh's gradient both
   auto joint = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad || bias, input_grad, ln_ih, a_hat, rstd_ih, hm);
-  auto none = [&] { return at::empty({0}, options); };
+  auto none = [&] { return empty_tensor({0}, options); };
   const at::Tensor& sums_of_d = joint[2];
   return {joint[0], joint[1], bias_grad ? sums_of_d : none(), none(), grad_h0, joint[4],
           bias ? (bias_grad ? sums_of_d.clone() : sums_of_d) : none(), none()};

@@ -33,8 +33,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& x_i
   // W_ih x_t + b_ih, then, step by step, the activated gates
   Tensor gates = project_input(x, w_ih, add_biases(b_ih, std::nullopt, 3 * H, x.options()));
   Tensor output = step_results({T, B, H}, x.options(), lengths);
-  Tensor hn = at::empty({T, B, H}, x.options());
-  Tensor h_prev = at::empty({T, B, H}, x.options());
+  Tensor hn = empty_tensor({T, B, H}, x.options());
+  Tensor h_prev = empty_tensor({T, B, H}, x.options());
   Tensor h = copy_of(h0);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_forward", [&] {
@@ -83,7 +83,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor grad_xw = workspace(Slot::kGradInput, {T, B, 3 * H}, gates.options(), false);  // d(W_ih x + b_ih)
   Tensor grad_hw = workspace(Slot::kGradRecurrent, {T, B, 3 * H}, gates.options(), false);  // d(W_hh h + b_hh)
   Tensor dh = copy_of(grad_h_n);
-  Tensor skip = at::zeros({B, H}, gates.options());  // the part of dh_{t-1} that skips W_hh: z * dh_t
+  Tensor skip = zero_tensor({B, H}, gates.options());  // the part of dh_{t-1} that skips W_hh: z * dh_t
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward", [&] {
     using T_ = scalar_t;

@@ -37,14 +37,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   // for that, below).
   const int64_t I = x.size(2), S = P + I;
   const Tensor bias = add_biases(b_ih, b_hh, 4 * H, x.options());
-  Tensor h_prev = at::empty({T, B, S}, x.options());
+  Tensor h_prev = empty_tensor({T, B, S}, x.options());
   h_prev.narrow(2, P, I).copy_(x);
   const int64_t kept = save ? T : std::min<int64_t>(T, 1);  // steps of gates and c_prev kept
   Tensor gates = step_results({kept, B, 4 * H}, x.options(), save ? lengths : std::nullopt);
   Tensor output = step_results({T, B, P}, x.options(), lengths);
-  Tensor c_prev = at::empty({kept, B, H}, x.options());
+  Tensor c_prev = empty_tensor({kept, B, H}, x.options());
   Tensor h = copy_of(h0), c = copy_of(c0);
-  Tensor m = proj ? at::zeros({B, H}, x.options()) : Tensor();  // o * tanh(c) before the projection
+  Tensor m = proj ? zero_tensor({B, H}, x.options()) : Tensor();  // o * tanh(c) before the projection
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_forward", [&] {
     using T_ = scalar_t;
@@ -158,9 +158,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
 
   Tensor grad_gates = workspace(Slot::kGradInput, {T, B, 4 * H}, gates.options(), false);  // d(pre-activations)
   Tensor dh = copy_of(grad_h_n), dc = copy_of(grad_c_n);
-  Tensor dh_step = at::zeros({B, P}, gates.options());  // dh_t: carried dh plus d output_t
-  Tensor dh_all = proj ? at::zeros({T, B, P}, gates.options()) : Tensor();  // for grad W_hr
-  Tensor m_all = proj ? at::zeros({T, B, H}, gates.options()) : Tensor();
+  Tensor dh_step = zero_tensor({B, P}, gates.options());  // dh_t: carried dh plus d output_t
+  Tensor dh_all = proj ? zero_tensor({T, B, P}, gates.options()) : Tensor();  // for grad W_hr
+  Tensor m_all = proj ? zero_tensor({T, B, H}, gates.options()) : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward", [&] {
     using T_ = scalar_t;
@@ -241,7 +241,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
 
   // Weight gradients: one product over all steps, after the recurrence.
   const auto grads = step_weight_gradients(grad_gates, {h_prev.narrow(2, 0, P), h_prev.narrow(2, P, I)}, true);
-  Tensor grad_w_hr = proj ? step_weight_gradients(dh_all, {m_all}, false)[0] : at::empty({0}, gates.options());
+  Tensor grad_w_hr = proj ? step_weight_gradients(dh_all, {m_all}, false)[0] : empty_tensor({0}, gates.options());
   return {input_gradient(grad_gates, w_ih, input_grad), state_gradient(dh, state_grad), dc, grads[1], grads[0],
           grads[2], grad_w_hr};
 }

@@ -95,15 +95,15 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
   const bool ln_hh = v[0].defined(), ln_c = v[1].defined();
   Tensor output = step_results({T, B, P}, options, lengths);
   Tensor cs = step_results({T, B, H}, options, lengths);  // every step's c_t
-  Tensor hm = at::empty({save ? T : std::min<int64_t>(T, 2), B, P}, options);
-  Tensor gates = at::empty({kept, B, G}, options);
+  Tensor hm = empty_tensor({save ? T : std::min<int64_t>(T, 2), B, P}, options);
+  Tensor gates = empty_tensor({kept, B, G}, options);
   Tensor c_prev = step_results({kept, B, H}, options, kept_lengths);
   Tensor c_new = step_results({kept, B, H}, options, kept_lengths);
-  Tensor u_hat = ln_hh ? step_results({kept, B, G}, options, kept_lengths) : at::empty({0}, options);
-  Tensor rstd_hh = ln_hh ? step_results({kept, B}, options, kept_lengths) : at::empty({0}, options);
-  Tensor c_hat = ln_c ? step_results({kept, B, H}, options, kept_lengths) : at::empty({0}, options);
-  Tensor rstd_c = ln_c ? step_results({kept, B}, options, kept_lengths) : at::empty({0}, options);
-  Tensor m = proj ? step_results({kept, B, H}, options, kept_lengths) : at::empty({0}, options);
+  Tensor u_hat = ln_hh ? step_results({kept, B, G}, options, kept_lengths) : empty_tensor({0}, options);
+  Tensor rstd_hh = ln_hh ? step_results({kept, B}, options, kept_lengths) : empty_tensor({0}, options);
+  Tensor c_hat = ln_c ? step_results({kept, B, H}, options, kept_lengths) : empty_tensor({0}, options);
+  Tensor rstd_c = ln_c ? step_results({kept, B}, options, kept_lengths) : empty_tensor({0}, options);
+  Tensor m = proj ? step_results({kept, B, H}, options, kept_lengths) : empty_tensor({0}, options);
   Tensor h = copy_of(h0), c = copy_of(c0);
 
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "lstm_variant_forward", [&] {
@@ -255,7 +255,7 @@ std::vector<Tensor> lstm_variant_backward(
   Tensor grad_u = ln_hh ? step_results({T, B, G}, options, lengths, Slot::kGradRecurrent) : grad_xw;  // d(W_hh m h)
   Tensor grad_h_new = proj ? step_results({T, B, P}, options, lengths, Slot::kGradProjected) : Tensor();  // d h~_t
   Tensor dh = copy_of(grad_h_n), dc = copy_of(grad_c_n);
-  Tensor dh_step = at::zeros({B, P}, options);  // dh_t: carried dh plus d output_t
+  Tensor dh_step = zero_tensor({B, P}, options);  // dh_t: carried dh plus d output_t
   // The new parameters' gradients, summed over the steps: each part adds its sequences' terms into
   // its row of a step (layer norm's gains and shift, then the peepholes), then the rows are summed
   // by halves after the loop (as exact as torch's sums).
@@ -275,7 +275,7 @@ std::vector<Tensor> lstm_variant_backward(
     const int64_t parts = std::max(units.parts(), features.parts());
     Tensor products = scratch_for<T_>(parts, B, {&recurrent.slices, &projection}, options, recurrent.across.width());
     const int64_t ld = products.size(2);
-    partials = at::zeros({T, units.parts(), extra}, options);
+    partials = zero_tensor({T, units.parts(), extra}, options);
     T_* pdh = dh.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();
     T_* pdc = dc.data_ptr<T_>();
@@ -400,9 +400,11 @@ std::vector<Tensor> lstm_variant_backward(
                                        joined ? hm : Tensor());
   Tensor grad_w_hh = joined ? grads[4] : step_weight_gradients(grad_u, {hm}, false)[0];
   grads.resize(4);
-  Tensor grad_w_hr = proj ? step_weight_gradients(grad_h_new, {m}, false)[0] : at::empty({0}, options);
+  Tensor grad_w_hr = proj ? step_weight_gradients(grad_h_new, {m}, false)[0] : empty_tensor({0}, options);
   const Tensor sums = summed_rows(partials);
-  auto part = [&](bool on, int64_t from, int64_t size) { return on ? sums.narrow(0, from, size) : at::empty({0}, options); };
+  auto part = [&](bool on, int64_t from, int64_t size) {
+    return on ? sums.narrow(0, from, size) : empty_tensor({0}, options);
+  };
   grads.insert(grads.end(), {state_gradient(dh, state_grad), dc, grad_w_hh, grad_w_hr, part(ln_hh, 0, G),
                              part(ln_c, at_ln_c, H), part(ln_c, at_ln_c + H, H),
                              part(v[3].defined(), at_peephole, 3 * H)});

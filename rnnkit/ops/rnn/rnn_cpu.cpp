@@ -28,7 +28,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_forward(const Tensor& x_in, const Tensor&
   const Steps steps = make_steps(T, reverse, lengths);
 
   Tensor output = step_results({T, B, H}, xw.options(), lengths);
-  Tensor h_prev = at::empty({T, B, H}, xw.options());
+  Tensor h_prev = empty_tensor({T, B, H}, xw.options());
   Tensor h = copy_of(h0);
 
   AT_DISPATCH_FLOATING_TYPES(xw.scalar_type(), "rnn_forward", [&] {
@@ -64,7 +64,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
 
-  Tensor grad_pre = at::empty({T, B, H}, output.options());  // d(pre-activation) = d xw
+  Tensor grad_pre = empty_tensor({T, B, H}, output.options());  // d(pre-activation) = d xw
   Tensor dh = copy_of(grad_h_n);
 
   AT_DISPATCH_FLOATING_TYPES(output.scalar_type(), "rnn_backward", [&] {
