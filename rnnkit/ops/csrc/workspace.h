@@ -1,8 +1,9 @@
-// Memory kept by a thread from one call of a kernel to the next.
+// Memory kept from one call of a kernel to the next.
 //
 // A buffer that a call frees goes back to the system and comes again as fresh pages, whose first
-// touch costs more than the work on small sizes: the buffers a kernel keeps to itself are kept
-// here instead, per thread, and handed out again while nothing else holds them.
+// touch costs more than the work on small sizes: the blocks of the tensors the kernels return are
+// kept in one cache (BlockCache), and the buffers a kernel keeps to itself per thread, each handed
+// out again while nothing else holds it.
 #pragma once
 
 #include <ATen/EmptyTensor.h>
@@ -89,9 +90,9 @@ class BlockCache final : public c10::Allocator {
     if (size > capacity_) return false;
     while (bytes_ + size > capacity_) {  // the oldest go
       const auto oldest = kept_.begin();
-      auto [first, last] = by_size_.equal_range(oldest->first);
-      while (first->second != oldest) ++first;
-      by_size_.erase(first);
+      auto entry = by_size_.lower_bound(oldest->first);
+      while (entry->second != oldest) ++entry;
+      by_size_.erase(entry);
       bytes_ -= oldest->first;
       c10::free_cpu(oldest->second);
       kept_.erase(oldest);
