@@ -14,6 +14,7 @@
 #include <c10/core/impl/alloc_cpu.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdlib>
@@ -63,7 +64,8 @@ class BlockCache final : public c10::Allocator {
 
   BlockCache() {
     const char* megabytes = std::getenv("RNNKIT_BLOCK_CACHE_MB");
-    capacity_ = (megabytes ? std::strtoull(megabytes, nullptr, 10) : kDefaultCacheMegabytes) << 20;
+    const long long asked = megabytes ? std::strtoll(megabytes, nullptr, 10) : kDefaultCacheMegabytes;
+    capacity_ = static_cast<size_t>(std::clamp<long long>(asked, 0, 1 << 30)) << 20;  // unreadable or negative: none
     // A child forked while another thread held the lock would wait for it forever.
     pthread_atfork([] { get().mutex_.lock(); }, [] { get().mutex_.unlock(); }, [] { get().mutex_.unlock(); });
   }
