@@ -194,6 +194,26 @@ def test_layer_norm_products_of_few_rows_split_between_threads_like_naive(mode, 
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_input_feature_weight_gradient_like_naive(mode, dtype):
+    """One input feature (MNIST-1D, a sine wave): W_ih's gradient, a product apart from W_hh's where
+    layer norm is on the recurrence, sums its one column vectorised along the gate rows (packed.h's
+    add_column_products), two threads each taking some of the rows, in blocks of 64 steps (70 rows
+    here: a block and a part), as the other products sum; sequences that end early."""
+    config = Config(
+        mode=mode, input_size=1, hidden_size=37, num_layers=1, bidirectional=False, bias=True,
+        batch_first=False, proj_size=0, batch=7, steps=10, dtype=dtype, unbatched=False, with_hx=True,
+    )  # fmt: skip
+    config.lengths = [10, 3, 10, 7, 1, 10, 5]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert_matches_naive(config, dict(layer_norm=("hh", "c") if mode == "LSTM" else ("hh",)), training=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def well_conditioned(config: Config, variant: dict) -> bool:
     """Whether float32 has digits to compare: not layer norm of W_ih x_t with one input feature (the
     module warns: it keeps the sign of x_t and rounding noise), nor of fewer than 4 values."""

@@ -700,6 +700,37 @@ void add_outer_products(int64_t R, int64_t G, int64_t g0, int64_t g1, const T* g
   }
 }
 
+// add_outer_products for a y of one column (one input feature, as MNIST-1D's or a sine wave's):
+// d W's rows [g0, g1) of that column (ld apart), vectorised along the rows, where a vector per
+// row would use one lane of it. Each element's sum over kDepth rows of y is made from zero, then
+// added, in the order add_outer_products adds (the same rounding).
+template <typename T>
+void add_column_products(int64_t R, int64_t G, int64_t g0, int64_t g1, const T* grad, const T* y, int64_t ldy,
+                         T* out, int64_t ld) {
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t kDepth = 64, W = V::size(), kVectors = 8;
+  for (int64_t c0 = g0; c0 < g1; c0 += kVectors * W) {
+    const int64_t lanes = std::min(g1 - c0, kVectors * W);
+    for (int64_t r0 = 0; r0 < R; r0 += kDepth) {
+      std::array<V, kVectors> sums;  // in registers: indexed by compile-time constants only
+      unrolled([&](auto a) { sums[a] = V(T(0)); }, std::make_index_sequence<kVectors>{});
+      for (int64_t r = r0; r < std::min(R, r0 + kDepth); ++r) {
+        const V y_r(y[r * ldy]);
+        const T* grad_r = grad + r * G + c0;
+        unrolled(
+            [&](auto a) {
+              const int64_t count = std::clamp<int64_t>(lanes - a * W, 0, W);
+              if (count > 0) sums[a] = at::vec::fmadd(V::loadu(grad_r + a * W, count), y_r, sums[a]);
+            },
+            std::make_index_sequence<kVectors>{});
+      }
+      __at_align__ T sum[kVectors * W];
+      unrolled([&](auto a) { sums[a].store(sum + a * W); }, std::make_index_sequence<kVectors>{});
+      for (int64_t i = 0; i < lanes; ++i) out[(c0 + i) * ld] += sum[i];
+    }
+  }
+}
+
 // d W (G x N) = grad^T [y_1 | y_2 | ...] over all R rows, grad (R x G) contiguous and the inputs
 // y_i (R x N_i): the gradient of the weights used on those rows, at once; a column of ones
 // among the inputs gives the bias's. Nothing is transposed. Threads split d W's rows where there
@@ -733,10 +764,13 @@ inline at::Tensor weight_gradient(const at::Tensor& grad, at::TensorList inputs)
         out = zero_tensor({G, n}, grad.options());
         by_gradient_rows.run([&](int64_t p) {
           for (int64_t offset = 0; const auto& y : inputs) {
-            const int64_t k = y.size(1);
-            auto add = k > V::size() ? add_outer_products<T, 2> : add_outer_products<T, 1>;
-            add(R, G, by_gradient_rows.begin(p), by_gradient_rows.end(p), pgrad, y.data_ptr<T>(), y.stride(0), k,
-                out.data_ptr<T>() + offset, n);
+            const int64_t k = y.size(1), g0 = by_gradient_rows.begin(p), g1 = by_gradient_rows.end(p);
+            if (k == 1) {
+              add_column_products(R, G, g0, g1, pgrad, y.data_ptr<T>(), y.stride(0), out.data_ptr<T>() + offset, n);
+            } else {
+              auto add = k > V::size() ? add_outer_products<T, 2> : add_outer_products<T, 1>;
+              add(R, G, g0, g1, pgrad, y.data_ptr<T>(), y.stride(0), k, out.data_ptr<T>() + offset, n);
+            }
             offset += k;
           }
         });
