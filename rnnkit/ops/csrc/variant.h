@@ -873,9 +873,9 @@ struct SingleStateVariantFunction : public torch::autograd::Function<SingleState
   static constexpr size_t kInputs = 8;
 
   using ForwardSignature = SingleStateForward(const Tensor&, const Tensor&, const OptionalTensor&,
-                                              const OptionalTensor&, const Tensor&, const Tensor&, const OptionalTensor&,
+                                              const OptionalTensor&, const Tensor&, const Tensor&,
                                               const OptionalTensor&, const OptionalTensor&, const OptionalTensor&,
-                                              const OptionalTensor&, bool, Flags..., bool);
+                                              const OptionalTensor&, const OptionalTensor&, bool, Flags..., bool);
 
   static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
                                const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& w_hh,
@@ -902,18 +902,17 @@ struct SingleStateVariantFunction : public torch::autograd::Function<SingleState
     if (at::GradMode::is_enabled()) {
       inputs = replay_backward(Ops::kName, inputs, others, {grads[0], grads[1]}, flags);
     } else {
-      const auto found = kernel(ctx, inputs, saved, grads, flags, std::index_sequence_for<Flags...>());
-      inputs = wanted_gradients(ctx, inputs, found);
+      inputs = wanted_gradients(ctx, inputs, kernel(ctx, saved, grads, flags, std::index_sequence_for<Flags...>()));
     }
     inputs.resize(kInputs + 3 + 1 + sizeof...(Flags) + 1);  // the masks, lengths, reverse, flags, save
     return inputs;
   }
 
-  // Ops::kBackward on the saved tensors: a gradient per input (empty where it needs none).
+  // Ops::kBackward on the saved tensors: a gradient per input (empty where it needs none). The saved
+  // tensors start with the inputs, which wants_gradient reads.
   template <size_t... I>
-  static std::vector<Tensor> kernel(AutogradContext* ctx, const variable_list& inputs, const variable_list& saved,
-                                    const variable_list& grads, const std::vector<int64_t>& flags,
-                                    std::index_sequence<I...>) {
+  static std::vector<Tensor> kernel(AutogradContext* ctx, const variable_list& saved, const variable_list& grads,
+                                    const std::vector<int64_t>& flags, std::index_sequence<I...>) {
     static const auto op = typed_op<std::vector<Tensor>(
         const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, bool, bool, const OptionalTensor&,
         const Tensor&,
@@ -922,8 +921,8 @@ struct SingleStateVariantFunction : public torch::autograd::Function<SingleState
         const Tensor&, const Tensor&, const Tensor&, const Tensor&)>(Ops::kBackward);
     const Tensor &hm = saved[11], &h0 = saved[4];
     return call_below_autograd(op, or_zeros(grads[0], hm), or_zeros(grads[1], h0), saved[0], saved[1],
-                               wants_gradient(ctx, inputs, 2), wants_gradient(ctx, inputs, 0),
-                               wants_gradient(ctx, inputs, 4), optional(saved[3]), saved[5], optional(saved[6]),
+                               wants_gradient(ctx, saved, 2), wants_gradient(ctx, saved, 0),
+                               wants_gradient(ctx, saved, 4), optional(saved[3]), saved[5], optional(saved[6]),
                                optional(saved[7]), optional(saved[8]), optional(saved[9]), optional(saved[10]),
                                bool(flags[0]),
                                Flags(flags[1 + I])..., hm, saved[12], saved[13], saved[14], saved[15], saved[16],

@@ -501,11 +501,11 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m, Tensor a_hat, Tensor rstd_ih)");
   m.def(
       "lstm_variant_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor? grad_cs, Tensor x, "
-      "Tensor w_ih, bool bias_grad, bool input_grad, bool state_grad, Tensor? ln_ih_weight, Tensor w_hh, Tensor? w_hr, "
-      "Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, Tensor? dropout_mask, "
-      "Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, Tensor hm, Tensor gates, Tensor c_prev, "
-      "Tensor c_new, Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m, Tensor a_hat, "
-      "Tensor rstd_ih) -> Tensor[]");
+      "Tensor w_ih, bool bias_grad, bool input_grad, bool state_grad, Tensor? ln_ih_weight, Tensor w_hh, "
+      "Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, "
+      "Tensor? dropout_mask, Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, Tensor hm, Tensor gates, "
+      "Tensor c_prev, Tensor c_new, Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m, "
+      "Tensor a_hat, Tensor rstd_ih) -> Tensor[]");
   m.def(
       "lstm_variant_drawn(Tensor x, Tensor w_ih, Tensor? bias, Tensor? ln_ih_weight, Tensor h0, Tensor c0, "
       "Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, "
