@@ -30,6 +30,7 @@ Usage::
     python benchmarks/cpu.py                        # every available backend on every configuration
     python benchmarks/cpu.py --quick                # fewer repeats, naive backend on small configurations
     python benchmarks/cpu.py --threads 1 --repeats 10 --out /tmp/cpu.json
+    python benchmarks/cpu.py --isa avx2 --out benchmarks/results/cpu-avx2.json   # as on an AVX2-only CPU
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import rnnkit
 from rnnkit import ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import device_info, measured_on, write_json
+from machine import add_isa_argument, device_info, measured_on, run_as_isa, write_json
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "cpu.json"
 DEFAULT_REPEATS = 5
@@ -427,6 +428,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "sequential steps (T x layers x directions)",
     )
     parser.add_argument("--threads", type=positive_int, help="torch.set_num_threads(N) (default: torch's own choice)")
+    add_isa_argument(parser)
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON results (default: %(default)s)"
     )
@@ -436,6 +438,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run every configuration and cell, print the table and summary, write the JSON."""
     args = parse_args(argv)
+    run_as_isa(args.isa)
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,44 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# What stands for a CPU with fewer instructions in torch's own code: oneDNN (torch.nn's CPU LSTM and
+# GRU), MKL (its matrix products) and ATen's vectorised kernels each read one variable as they load.
+TORCH_ISA_LIMITS = {
+    "avx512": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    "default": {"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ATEN_CPU_CAPABILITY": "default"},
+}
+
+
+def add_isa_argument(parser: argparse.ArgumentParser) -> None:
+    """``--isa``: run as a CPU with only that instruction-set path would (see ``run_as_isa``)."""
+    parser.add_argument(
+        "--isa",
+        choices=list(TORCH_ISA_LIMITS),
+        help="limit rnnkit's kernels ($RNNKIT_CPU_ISA) and torch's oneDNN, MKL and ATen kernels to this path, "
+        "as on a CPU without the wider ones (default: the widest this CPU runs, for both)",
+    )
+
+
+def run_as_isa(isa: str | None) -> None:
+    """Re-execute this script with rnnkit's and torch's CPU code limited to ``isa`` (no-op for None or once done).
+
+    torch reads its limits when it loads, before any argument is parsed, hence a fresh process. Limiting
+    rnnkit alone would set its AVX2 kernels against torch's AVX-512 ones, which no CPU runs.
+    """
+    if isa is None:
+        return
+    wanted = {"RNNKIT_CPU_ISA": isa, **TORCH_ISA_LIMITS[isa]}
+    if any(os.environ.get(name) != value for name, value in wanted.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **wanted})
+
+
 def device_info() -> dict[str, Any]:
-    """The CPU (model, the CPU kernels' instruction-set paths, the one in use) and threads, without the host's name."""
+    """The CPU (model, the CPU kernels' instruction-set paths, the one in use, torch's) and threads, without the
+    host's name."""
     from rnnkit.ops import compiled
 
+    limits = {name for limit in TORCH_ISA_LIMITS.values() for name in limit}
     return {
         "processor": cpu_model(),
         "machine": platform.machine(),
@@ -33,6 +69,8 @@ def device_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "isa_paths": compiled.supported_isas(),
         "isa": compiled.selected_isa(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_isa_limits": {name: os.environ[name] for name in sorted(limits) if name in os.environ},
     }
 
 

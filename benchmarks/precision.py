@@ -15,7 +15,8 @@ zoneout's expectation; in evaluation) have no torch.nn twin: their rows give the
 error over the naive ops' (rnnkit's naive ops in float64 are then the reference). The table gives, per cell, scale and
 backend, the worst tensor's ratio of errors (backend / torch.nn; at most 2 passes) and torch.nn's
 own median error of the output. The CPU kernels' instruction-set path is the widest this CPU has,
-or the one ``--isa`` (or ``$RNNKIT_CPU_ISA``) names; the JSON under ``benchmarks/results/`` records
+or the one ``--isa`` names (torch's kernels then limited to it too, as on a CPU without the wider
+ones) or ``$RNNKIT_CPU_ISA`` (rnnkit's alone); the JSON under ``benchmarks/results/`` records
 it with every tensor's errors.
 
 Usage::
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +37,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import add_isa_argument, measured_on, run_as_isa, write_json
 
 SCALES = (1.0, 1e-2, 1e-4, 1e-6)
 # A backend passes where its error is at most LIMIT times torch.nn's, or FLOOR (one float32 ulp,
@@ -218,7 +221,7 @@ def usable_backends() -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="float32 relative error of every rnnkit backend and of torch.nn")
-    parser.add_argument("--isa", help="the CPU kernels' instruction-set path (sets $RNNKIT_CPU_ISA)")
+    add_isa_argument(parser)
     parser.add_argument("--input-size", type=int, default=Case.input_size)
     parser.add_argument("--hidden-size", type=int, default=Case.hidden_size)
     parser.add_argument("--batch", type=int, default=Case.batch)
@@ -231,12 +234,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure every case at every scale, print the table, write the JSON; exit 1 where a backend fails."""
     args = parse_args(argv)
-    if args.isa:
-        os.environ["RNNKIT_CPU_ISA"] = args.isa  # read when the kernels load, below
+    run_as_isa(args.isa)
     from rnnkit.ops import compiled
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from machine import measured_on, write_json
 
     isa = compiled.selected_isa()
     backends = usable_backends()

@@ -23,6 +23,7 @@ Usage::
 
     python benchmarks/variants_cpu.py
     python benchmarks/variants_cpu.py --cells LSTM --variants layer_norm --repeats 3 --out /tmp/v.json
+    python benchmarks/variants_cpu.py --isa avx2 --out benchmarks/results/variants-cpu-avx2.json
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from cpu import (
     positive_int,
     rnnkit_contender,
 )
-from machine import device_info, measured_on, write_json
+from machine import add_isa_argument, device_info, measured_on, run_as_isa, write_json
 from scripted_lstm import scripted_twin
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "variants-cpu.json"
@@ -192,6 +193,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--configs", nargs="+", type=int, help="indices into cpu.py's CONFIGS (default: all)")
     parser.add_argument("--threads", type=positive_int, help="torch.set_num_threads(N) (default: torch's own choice)")
+    add_isa_argument(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON results (default: %(default)s)")
     return parser.parse_args(argv)
 
@@ -199,6 +201,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run every configuration, cell and variant; print a line each and the summary; write the JSON."""
     args = parse_args(argv)
+    run_as_isa(args.isa)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = device_info()
