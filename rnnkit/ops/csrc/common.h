@@ -195,13 +195,17 @@ inline std::vector<at::Tensor> step_weight_gradients(const at::Tensor& grad, con
 }
 
 // A contiguous copy of t. (The small tensors a one-token step copies cost less this way than
-// through clone's TensorIterator, as in add_biases.)
+// through clone's TensorIterator, as in add_biases; a gradient that comes expanded, as sum's
+// backward gives it, is copied once.)
 inline at::Tensor copy_of(const at::Tensor& t) {
-  const at::Tensor from = t.contiguous();
-  at::Tensor copy = empty_tensor(from.sizes(), from.options());
-  std::memcpy(copy.data_ptr(), from.data_ptr(), from.nbytes());
+  at::Tensor copy = empty_tensor(t.sizes(), t.options());
+  if (!t.is_contiguous()) return copy.copy_(t);
+  std::memcpy(copy.data_ptr(), t.data_ptr(), t.nbytes());
   return copy;
 }
+
+// t where it is contiguous, else copy_of(t) (not clone's dispatch through empty_like).
+inline at::Tensor contiguous_of(const at::Tensor& t) { return t.is_contiguous() ? t : copy_of(t); }
 
 // The sum of two optional bias vectors of size G (zeros where neither is given), of b only its
 // first ``of_b`` values where given (the gates whose a and u a variant kernel only sums).

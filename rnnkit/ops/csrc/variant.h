@@ -758,7 +758,7 @@ std::vector<at::Tensor> single_state_variant_backward(
     const at::Tensor& h_prev, const at::Tensor& u_n, const at::Tensor& v_hat, const at::Tensor& rstd,
     const at::Tensor& a_hat, const at::Tensor& rstd_ih) {
   constexpr int64_t G = Cell::kGates;
-  const at::Tensor grad_output = grad_output_in.contiguous();
+  const at::Tensor grad_output = contiguous_of(grad_output_in);
   const int64_t T = gates.size(0), B = gates.size(1), GH = gates.size(2), H = GH / G;
   check_tensor(op, "grad_output", grad_output, {T, B, H}, gates);
   check_tensor(op, "grad_h_n", grad_h_n, {B, H}, gates);

@@ -68,7 +68,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& x_in, const Tensor& w_ih, const Tensor& w_hh,
     const std::optional<Tensor>& lengths_in, bool reverse, const Tensor& gates, const Tensor& hn,
     const Tensor& h_prev, bool input_grad, bool state_grad) {
-  const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
+  const Tensor grad_output = contiguous_of(grad_output_in), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
   check_tensor("gru_backward", "x", x, {T, B, x.size(2)}, gates);
   check_tensor("gru_backward", "grad_output", grad_output, {T, B, H}, gates);

@@ -142,7 +142,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x_in,
     const Tensor& w_ih, const Tensor& w_hh, const std::optional<Tensor>& w_hr, const std::optional<Tensor>& lengths_in,
     bool reverse, const Tensor& gates, const Tensor& h_prev, const Tensor& c_prev, bool input_grad, bool state_grad) {
-  const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
+  const Tensor grad_output = contiguous_of(grad_output_in), x = x_in.contiguous();
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, P = w_hh.size(1), I = x.size(2);
   const bool proj = w_hr.has_value();
   check_tensor("lstm_backward", "grad_output", grad_output, {T, B, P}, gates);

@@ -228,7 +228,7 @@ std::vector<Tensor> lstm_variant_backward(
     const Tensor& c_prev, const Tensor& c_new, const Tensor& u_hat, const Tensor& rstd_hh, const Tensor& c_hat,
     const Tensor& rstd_c, const Tensor& m, const Tensor& a_hat, const Tensor& rstd_ih) {
   const char* op = "lstm_variant_backward";
-  const Tensor grad_output = grad_output_in.contiguous();
+  const Tensor grad_output = contiguous_of(grad_output_in);
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4, P = w_hh.size(1);
   const bool proj = w_hr.has_value();
   check_tensor(op, "grad_output", grad_output, {T, B, P}, gates);
@@ -246,7 +246,7 @@ std::vector<Tensor> lstm_variant_backward(
   if (ln_hh) check_tensor(op, "u_hat", u_hat, {T, B, G}, gates), check_tensor(op, "rstd_hh", rstd_hh, {T, B}, gates);
   if (ln_c) check_tensor(op, "c_hat", c_hat, {T, B, H}, gates), check_tensor(op, "rstd_c", rstd_c, {T, B}, gates);
   if (proj) check_tensor(op, "m", m, {T, B, H}, gates);
-  const Tensor grad_cs = grad_cs_in.has_value() ? grad_cs_in->contiguous() : Tensor();
+  const Tensor grad_cs = grad_cs_in.has_value() ? contiguous_of(*grad_cs_in) : Tensor();
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
   const auto options = gates.options();

@@ -53,7 +53,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const Tensor& grad_output_in, const Tensor& grad_h_n, const Tensor& x_in, const Tensor& w_ih, const Tensor& w_hh,
     const std::optional<Tensor>& lengths_in, bool reverse, bool relu, const Tensor& output, const Tensor& h_prev,
     bool input_grad, bool state_grad) {
-  const Tensor grad_output = grad_output_in.contiguous(), x = x_in.contiguous();
+  const Tensor grad_output = contiguous_of(grad_output_in), x = x_in.contiguous();
   const int64_t T = output.size(0), B = output.size(1), H = output.size(2);
   check_tensor("rnn_backward", "x", x, {T, B, x.size(2)}, output);
   check_tensor("rnn_backward", "grad_output", grad_output, {T, B, H}, output);
