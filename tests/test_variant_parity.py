@@ -361,9 +361,9 @@ def test_without_gradients_the_lstm_keeps_one_step():
     net = rnnkit.LSTM(6, 8, proj_size=3, backend="cpu", **FULL)
     with torch.no_grad():
         saved = torch.ops.rnnkit.lstm_variant_forward(
-            torch.zeros(7, 5, 6), net.weight_ih_l0, None, net.ln_ih_weight_l0, torch.zeros(5, 3), torch.zeros(5, 8),
-            net.weight_hh_l0, net.weight_hr_l0, net.ln_hh_weight_l0, net.ln_c_weight_l0, net.ln_c_bias_l0,
-            net.weight_ch_l0, None, None, None, None, False, False,
+            torch.zeros(7, 5, 6), net.weight_ih_l0, None, None, net.ln_ih_weight_l0, torch.zeros(5, 3),
+            torch.zeros(5, 8), net.weight_hh_l0, net.weight_hr_l0, net.ln_hh_weight_l0, net.ln_c_weight_l0,
+            net.ln_c_bias_l0, net.weight_ch_l0, None, None, None, None, False, False,
         )  # fmt: skip
     assert [tuple(t.shape[:1]) for t in saved[4:9]] == [(2,), (1,), (1,), (1,), (1,)]  # hm keeps two, the rest one
     assert [t.numel() for t in saved[13:]] == [0, 0]  # nor the input projection's layer norm
@@ -482,7 +482,7 @@ def test_the_fake_forwards_give_the_kernels_shapes(name, layer_norm, save):
     keep, mask = torch.full((T, B, H), 0.5), torch.ones(B, H)
     if name == "lstm_variant_forward":
         states_and_weights = (h0, h0, w_hh, None, ln, None, None, torch.randn(3 * H))
-        args = (x, w_ih, bias, ln_ih, *states_and_weights, mask, keep, keep, None, False, save)
+        args = (x, w_ih, bias, bias, ln_ih, *states_and_weights, mask, keep, keep, None, False, save)
     else:
         flags = (False, save) if name[0] == "r" else (save,)
         args = (x, w_ih, bias, ln_ih, h0, w_hh, torch.randn(G), ln, mask, keep, None, False, *flags)
@@ -502,8 +502,8 @@ def test_the_ops_check_their_arguments():
     )
     op = torch.ops.rnnkit.lstm_variant_forward
 
-    def lstm(*extras, w_ih=w_ih, bias=None, ln_ih=None):
-        return op(x, w_ih, bias, ln_ih, h0, c0, w_hh, None, *extras, None, False)
+    def lstm(*extras, w_ih=w_ih, b_ih=None, b_hh=None, ln_ih=None):
+        return op(x, w_ih, b_ih, b_hh, ln_ih, h0, c0, w_hh, None, *extras, None, False)
 
     with pytest.raises(RuntimeError, match=r"expected ln_hh_weight of shape \[16\], got \[4\]"):
         lstm(torch.ones(4), None, None, None, None, None, None)
@@ -515,8 +515,10 @@ def test_the_ops_check_their_arguments():
         lstm(None, None, None, None, torch.ones(2, 4, dtype=torch.float64), None, None)
     with pytest.raises(RuntimeError, match=r"expected w_ih of shape \[16, 5\], got \[16, 6\]"):
         lstm(*[None] * 7, w_ih=torch.randn(16, 6))
-    with pytest.raises(RuntimeError, match=r"expected bias of shape \[16\], got \[4\]"):
-        lstm(*[None] * 7, bias=torch.ones(4))
+    with pytest.raises(RuntimeError, match=r"expected b_ih of shape \[16\], got \[4\]"):
+        lstm(*[None] * 7, b_ih=torch.ones(4))
+    with pytest.raises(RuntimeError, match=r"expected b_hh of shape \[16\], got \[4\]"):
+        lstm(*[None] * 7, b_ih=torch.ones(16), b_hh=torch.ones(4))
     with pytest.raises(RuntimeError, match=r"expected ln_ih_weight of shape \[16\], got \[5\]"):
         lstm(*[None] * 7, ln_ih=torch.ones(5))
     gru = torch.ops.rnnkit.gru_variant_forward

@@ -3,7 +3,8 @@
 // in the time loop, forward and hand-written backward through time.
 //
 // The input projection of every step, a_t = LN(W_ih x_t; gamma_ih) + b_ih + b_hh, is one product
-// before the loop, then each row's layer norm (csrc/variant.h's variant_input). A step then reads
+// before the loop, then each row's layer norm (csrc/variant.h's variant_input); b_ih + b_hh is
+// summed first, as torch.nn's CPU LSTM sums them (ops/scan.py's summed_bias). A step then reads
 //   u_t = LN(W_hh (m h_{t-1}); gamma_hh)
 //   i, f, g, o = sigma, sigma, tanh, sigma(xw_t + u_t + (w_ci c_{t-1}, w_cf c_{t-1}, 0, w_co c~_t))
 //   c~_t = f c_{t-1} + i g      h~_t = W_hr (o tanh(LN(c~_t; gamma_c, beta_c)))
@@ -65,14 +66,19 @@ std::vector<Tensor> variant_tensors(const char* op, const Tensor& like, int64_t 
 using Forward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                            Tensor, Tensor, Tensor, Tensor>;
 
-Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const OptionalTensor& bias,
-                             const OptionalTensor& ln_ih_weight, const Tensor& h0, const Tensor& c0,
+Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
+                             const OptionalTensor& b_hh, const OptionalTensor& ln_ih_weight, const Tensor& h0,
+                             const Tensor& c0,
                              const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
                              const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
                              const OptionalTensor& weight_ch, const OptionalTensor& dropout_mask,
                              const OptionalTensor& keep_h, const OptionalTensor& keep_c,
                              const OptionalTensor& lengths_in, bool reverse, bool save) {
   const char* op = "lstm_variant_forward";
+  check_tensor(op, "b_ih", b_ih, {w_ih.size(0)}, x), check_tensor(op, "b_hh", b_hh, {w_ih.size(0)}, x);
+  const OptionalTensor bias = b_ih.has_value() || b_hh.has_value()
+                                  ? OptionalTensor(add_biases(b_ih, b_hh, w_ih.size(0), x.options()))
+                                  : std::nullopt;
   const VariantInput input = variant_input(op, x, w_ih, bias, ln_ih_weight, save);
   const Tensor& xw = input.xw;
   TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % 4 == 0, op, ": expected w_hh of shape (4*H, P), got ", w_hh.sizes());
@@ -412,26 +418,40 @@ std::vector<Tensor> lstm_variant_backward(
 }
 
 // The autograd formula of lstm_variant_forward (csrc/autograd.h's arrangement). Inputs x, w_ih,
-// bias, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight, ln_c_bias, weight_ch get gradients; the masks
-// and lengths do not.
+// b_ih, b_hh, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight, ln_c_bias, weight_ch get gradients; the
+// masks and lengths do not. The backward kernel gives one gradient of the summed bias, b_ih's and b_hh's.
 struct LstmVariantFunction : public torch::autograd::Function<LstmVariantFunction> {
-  static constexpr size_t kInputs = 12;
+  static constexpr size_t kInputs = 13;
 
-  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_ih, const OptionalTensor& bias,
-                               const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
+                               const OptionalTensor& b_hh, const OptionalTensor& ln_ih, const Tensor& h0,
+                               const Tensor& c0, const Tensor& w_hh,
                                const OptionalTensor& w_hr, const OptionalTensor& ln_hh, const OptionalTensor& ln_c_weight,
                                const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
                                const OptionalTensor& mask, const OptionalTensor& keep_h, const OptionalTensor& keep_c,
                                const OptionalTensor& lengths, bool reverse, bool save) {
     static const auto op = typed_op<decltype(lstm_variant_forward)>("rnnkit::lstm_variant_forward");
-    const auto results = call_below_autograd(op, x, w_ih, bias, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight,
+    const auto results = call_below_autograd(op, x, w_ih, b_ih, b_hh, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight,
                                              ln_c_bias, weight_ch, mask, keep_h, keep_c, lengths, reverse, save);
     variable_list out = std::apply([](const auto&... t) { return variable_list{t...}; }, results);
     ctx->set_materialize_grads(false);
-    variable_list saved{x,     w_ih,        or_undefined(bias),      or_undefined(ln_ih),    h0,
-                        c0,    w_hh,        or_undefined(w_hr),      or_undefined(ln_hh),    or_undefined(ln_c_weight),
-                        or_undefined(ln_c_bias), or_undefined(weight_ch), or_undefined(mask), or_undefined(keep_h),
-                        or_undefined(keep_c),    or_undefined(lengths)};
+    variable_list saved{x,
+                        w_ih,
+                        or_undefined(b_ih),
+                        or_undefined(b_hh),
+                        or_undefined(ln_ih),
+                        h0,
+                        c0,
+                        w_hh,
+                        or_undefined(w_hr),
+                        or_undefined(ln_hh),
+                        or_undefined(ln_c_weight),
+                        or_undefined(ln_c_bias),
+                        or_undefined(weight_ch),
+                        or_undefined(mask),
+                        or_undefined(keep_h),
+                        or_undefined(keep_c),
+                        or_undefined(lengths)};
     saved.insert(saved.end(), out.begin() + 4, out.end());  // hm, gates, ..., a_hat, rstd_ih
     ctx->save_for_backward(saved);
     ctx->saved_data["flags"] = std::vector<int64_t>{reverse};
@@ -448,13 +468,17 @@ struct LstmVariantFunction : public torch::autograd::Function<LstmVariantFunctio
                                {reverse});
     } else {
       static const auto op = typed_op<decltype(lstm_variant_backward)>("rnnkit::lstm_variant_backward");
-      const Tensor& hm = s[16];  // shaped as the output
-      const auto found = call_below_autograd(
-          op, or_zeros(grads[0], hm), or_zeros(grads[1], s[4]), or_zeros(grads[2], s[5]), optional(grads[3]), s[0],
-          s[1], wants_gradient(ctx, inputs, 2), wants_gradient(ctx, inputs, 0), wants_gradient(ctx, inputs, 4),
-          optional(s[3]), s[6], optional(s[7]), optional(s[8]), optional(s[9]),
-          optional(s[10]), optional(s[11]), optional(s[12]), optional(s[13]), optional(s[14]), optional(s[15]),
-          reverse, hm, s[17], s[18], s[19], s[20], s[21], s[22], s[23], s[24], s[25], s[26]);
+      const Tensor& hm = s[17];  // shaped as the output
+      const bool bias_grad = wants_gradient(ctx, inputs, 2) || wants_gradient(ctx, inputs, 3);
+      auto found = call_below_autograd(
+          op, or_zeros(grads[0], hm), or_zeros(grads[1], s[5]), or_zeros(grads[2], s[6]), optional(grads[3]), s[0],
+          s[1], bias_grad, wants_gradient(ctx, inputs, 0), wants_gradient(ctx, inputs, 5), optional(s[4]), s[7],
+          optional(s[8]), optional(s[9]), optional(s[10]), optional(s[11]), optional(s[12]), optional(s[13]),
+          optional(s[14]), optional(s[15]), optional(s[16]), reverse, hm, s[18], s[19], s[20], s[21], s[22], s[23],
+          s[24], s[25], s[26], s[27]);
+      const auto [grad_b_ih, grad_b_hh] = bias_gradients(found[2], s[2], s[3]);
+      found[2] = grad_b_ih;
+      found.insert(found.begin() + 3, grad_b_hh);
       inputs = wanted_gradients(ctx, inputs, found);
     }
     inputs.resize(kInputs + 6);  // the masks, lengths, reverse, save
@@ -462,30 +486,31 @@ struct LstmVariantFunction : public torch::autograd::Function<LstmVariantFunctio
   }
 };
 
-Forward lstm_variant_forward_autograd(const Tensor& x, const Tensor& w_ih, const OptionalTensor& bias,
-                                      const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& c0,
+Forward lstm_variant_forward_autograd(const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
+                                      const OptionalTensor& b_hh, const OptionalTensor& ln_ih, const Tensor& h0,
+                                      const Tensor& c0,
                                       const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh,
                                       const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
                                       const OptionalTensor& weight_ch, const OptionalTensor& mask,
                                       const OptionalTensor& keep_h, const OptionalTensor& keep_c,
                                       const OptionalTensor& lengths, bool reverse, bool save) {
-  const auto o = LstmVariantFunction::apply(x, w_ih, bias, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight, ln_c_bias,
-                                            weight_ch, mask, keep_h, keep_c, lengths, reverse, save);
+  const auto o = LstmVariantFunction::apply(x, w_ih, b_ih, b_hh, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight,
+                                            ln_c_bias, weight_ch, mask, keep_h, keep_c, lengths, reverse, save);
   return {o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11], o[12], o[13], o[14]};
 }
 
 // The kernel of lstm_variant_drawn (CompositeImplicitAutograd): the masks drawn here, then the op
 // (csrc/variant.h's SingleStateVariantFunction::drawn says why); output, h_n, c_n and cs come back.
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_variant_drawn(
-    const Tensor& x, const Tensor& w_ih, const OptionalTensor& bias, const OptionalTensor& ln_ih, const Tensor& h0,
-    const Tensor& c0, const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh,
+    const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
+    const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& c0, const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh,
     const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
     double dropout, double zoneout_h, double zoneout_c, bool training, const OptionalTensor& lengths, bool reverse,
     bool save) {
   static const auto op = typed_op<decltype(lstm_variant_forward)>("rnnkit::lstm_variant_forward");
   const Noise noise = draw_noise(dropout, zoneout_h, zoneout_c, training, x.size(0), x.size(1),
                                  {h0.size(-1), c0.size(-1)}, x.options());
-  const auto r = op.call(x, w_ih, bias, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight, ln_c_bias, weight_ch,
+  const auto r = op.call(x, w_ih, b_ih, b_hh, ln_ih, h0, c0, w_hh, w_hr, ln_hh, ln_c_weight, ln_c_bias, weight_ch,
                          noise.mask, noise.zone[0], noise.zone[1], lengths, reverse, save);
   return {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r)};
 }
@@ -494,7 +519,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_variant_drawn(
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
-      "lstm_variant_forward(Tensor x, Tensor w_ih, Tensor? bias, Tensor? ln_ih_weight, Tensor h0, Tensor c0, "
+      "lstm_variant_forward(Tensor x, Tensor w_ih, Tensor? b_ih, Tensor? b_hh, Tensor? ln_ih_weight, Tensor h0, "
+      "Tensor c0, "
       "Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, "
       "Tensor? dropout_mask, Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, bool save=True) -> "
       "(Tensor output, Tensor h_n, Tensor c_n, Tensor cs, Tensor hm, Tensor gates, Tensor c_prev, Tensor c_new, "
@@ -507,7 +533,8 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "Tensor c_prev, Tensor c_new, Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m, "
       "Tensor a_hat, Tensor rstd_ih) -> Tensor[]");
   m.def(
-      "lstm_variant_drawn(Tensor x, Tensor w_ih, Tensor? bias, Tensor? ln_ih_weight, Tensor h0, Tensor c0, "
+      "lstm_variant_drawn(Tensor x, Tensor w_ih, Tensor? b_ih, Tensor? b_hh, Tensor? ln_ih_weight, Tensor h0, "
+      "Tensor c0, "
       "Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, "
       "float dropout, float zoneout_h, float zoneout_c, bool training, Tensor? lengths, bool reverse, "
       "bool save=True) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor cs)");

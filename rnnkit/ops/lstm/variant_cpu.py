@@ -2,14 +2,15 @@
 
 ``direction`` has the signature and result of ``ops/variant.py``'s ``direction``.
 ``torch.ops.rnnkit.lstm_variant_forward`` makes the input projection a_t = LN(W_ih x_t) + b_ih +
-b_hh in one product and each row's layer norm, as ``ops/variant.py``'s ``fused_input`` hands it
-the tensors, then runs the time loop with layer norm on W_hh h_{t-1} and c_t, peepholes,
-recurrent dropout and zoneout; ``lstm_variant_backward`` is its hand-written backward through
-time, the input projection's included. The masks are drawn before the loop as ``ops/variant.py``'s
-``noise`` draws them, so a seed gives the naive op's masks: by ``noise`` for ``direction``, by the op
-``lstm_variant_drawn`` itself for ``drawn_direction`` (eager calls). Both ops carry fake
-implementations and the forward an autograd formula in C++ (``LstmVariantFunction``;
-torch.compile, torch.export); double backward replays the naive recurrence given here.
+b_hh in one product and each row's layer norm (b_ih + b_hh summed in the op, as
+``ops/variant.py``'s ``input_bias`` sums them, with no autograd node of its own), then runs the
+time loop with layer norm on W_hh h_{t-1} and c_t, peepholes, recurrent dropout and zoneout;
+``lstm_variant_backward`` is its hand-written backward through time, the input projection's
+included. The masks are drawn before the loop as ``ops/variant.py``'s ``noise`` draws them, so a
+seed gives the naive op's masks: by ``noise`` for ``direction``, by the op ``lstm_variant_drawn``
+itself for ``drawn_direction`` (eager calls). Both ops carry fake implementations and the forward
+an autograd formula in C++ (``LstmVariantFunction``; torch.compile, torch.export); double backward
+replays the naive recurrence given here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor
 
 from ..fused import call, gradient_wanted, input_gradients_like, input_like, input_saved_like, register_recurrence
-from ..variant import Extras, Recurrence, Variant, drawn_noise, fused_input, projected_input, recurrence
+from ..scan import summed_bias
+from ..variant import Extras, Recurrence, Variant, drawn_noise, projected_input, recurrence
 
 
 def direction(
@@ -70,15 +72,16 @@ def drawn_direction(
 def _tensors(
     mode: str, x: Tensor, state: tuple[Tensor, ...], weights: tuple[Tensor | None, ...], extras: Extras
 ) -> tuple[Tensor | None, ...]:
-    """The op's tensor arguments before the masks: x, w_ih, bias, gamma_ih, h0, c0, w_hh, w_hr and the extras."""
-    _, w_hh, _, _, *w_hr = weights
-    return (*fused_input(mode, x, weights, extras), *state, w_hh, w_hr[0] if w_hr else None, *extras[1:])
+    """The op's tensor arguments before the masks: x, w_ih, b_ih, b_hh, gamma_ih, h0, c0, w_hh, w_hr and the extras."""
+    w_ih, w_hh, b_ih, b_hh, *w_hr = weights
+    return (x, w_ih, b_ih, b_hh, extras.ln_ih_weight, *state, w_hh, w_hr[0] if w_hr else None, *extras[1:])
 
 
 def _fake_forward(
     x,
     w_ih,
-    bias,
+    b_ih,
+    b_hh,
     ln_ih_weight,
     h0,
     c0,
@@ -168,13 +171,13 @@ def _fake_backward(
 
 
 def _recurrence_of(others: list[Tensor | None], flags: list[int]):
-    """The naive recurrence ``lstm_variant_forward`` fuses, of its twelve differentiable inputs, for double backward."""
+    """The naive recurrence ``lstm_variant_forward`` fuses, of its 13 differentiable inputs, for double backward."""
     (mask, keep_h, keep_c, lengths), (reverse,) = others, flags
     zone = () if keep_h is None else (keep_h, keep_c)
 
-    def naive(x, w_ih, bias, ln_ih_weight, h0, c0, w_hh, w_hr, *extras):
+    def naive(x, w_ih, b_ih, b_hh, ln_ih_weight, h0, c0, w_hh, w_hr, *extras):
         recurrent = Recurrence(w_hh, None, w_hr, Extras(None, *extras), mask)
-        xw = projected_input(x, w_ih, bias, ln_ih_weight)
+        xw = projected_input(x, w_ih, summed_bias(b_ih, b_hh), ln_ih_weight)
         (output, cs), (h_n, c_n) = recurrence("LSTM", xw, (h0, c0), recurrent, zone, lengths, bool(reverse))
         return output, h_n, c_n, cs
 
