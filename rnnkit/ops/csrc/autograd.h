@@ -4,6 +4,8 @@
 // A Python autograd.Function costs a generated token (one step of one sequence) about a tenth of
 // its time: its apply, the context's Python attributes and a backward in Python. Here the forward
 // saves what the backward kernel reads and the backward calls it, both below the Autograd key.
+// The outputs that only carry what the backward reads (gates, every step's states...) are marked
+// non-differentiable: autograd keeps no gradient edge or metadata of them.
 // Double backward (create_graph=True) replays the naive ops under autograd instead: the kernels'
 // backward has no backward of its own. That replay is Python (ops/fused.py), reached through the
 // op rnnkit::replay_backward.

@@ -887,6 +887,7 @@ struct SingleStateVariantFunction : public torch::autograd::Function<SingleState
                                        flags..., save);
     auto& [output, h_n, hm, gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih] = results;
     ctx->set_materialize_grads(false);
+    ctx->mark_non_differentiable({hm, gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih});
     ctx->save_for_backward({x, w_ih, or_undefined(b_ih), or_undefined(ln_ih), h0, w_hh, or_undefined(b_hh),
                             or_undefined(ln_hh), or_undefined(mask), or_undefined(keep_h), or_undefined(lengths), hm,
                             gates, h_prev, u_n, v_hat, rstd, a_hat, rstd_ih});

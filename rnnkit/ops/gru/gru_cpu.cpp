@@ -152,6 +152,7 @@ struct GruFunction : public torch::autograd::Function<GruFunction> {
     static const auto op = typed_op<decltype(gru_forward)>("rnnkit::gru_forward");
     auto [output, h_n, gates, hn, h_prev] = call_below_autograd(op, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse);
     ctx->set_materialize_grads(false);  // no zero tensors for the outputs the backward ignores
+    ctx->mark_non_differentiable({gates, hn, h_prev});
     ctx->save_for_backward({x, h0, w_ih, w_hh, or_undefined(b_ih), or_undefined(b_hh), or_undefined(lengths), gates,
                             hn, h_prev});
     ctx->saved_data["flags"] = std::vector<int64_t>{reverse};

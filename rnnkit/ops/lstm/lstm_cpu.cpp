@@ -255,6 +255,7 @@ struct LstmFunction : public torch::autograd::Function<LstmFunction> {
     auto [output, h_n, c_n, gates, h_prev, c_prev] =
         call_below_autograd(op, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, save);
     ctx->set_materialize_grads(false);  // no zero tensors for the outputs the backward ignores
+    ctx->mark_non_differentiable({gates, h_prev, c_prev});
     ctx->save_for_backward({x, h0, c0, w_ih, w_hh, or_undefined(b_ih), or_undefined(b_hh), or_undefined(w_hr),
                             or_undefined(lengths), gates, h_prev, c_prev});
     ctx->saved_data["flags"] = std::vector<int64_t>{reverse};

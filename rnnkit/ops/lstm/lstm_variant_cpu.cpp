@@ -435,6 +435,7 @@ struct LstmVariantFunction : public torch::autograd::Function<LstmVariantFunctio
                                              ln_c_bias, weight_ch, mask, keep_h, keep_c, lengths, reverse, save);
     variable_list out = std::apply([](const auto&... t) { return variable_list{t...}; }, results);
     ctx->set_materialize_grads(false);
+    ctx->mark_non_differentiable(variable_list(out.begin() + 4, out.end()));
     variable_list saved{x,
                         w_ih,
                         or_undefined(b_ih),

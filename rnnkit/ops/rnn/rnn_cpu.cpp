@@ -117,6 +117,7 @@ struct RnnFunction : public torch::autograd::Function<RnnFunction> {
     static const auto op = typed_op<decltype(rnn_forward)>("rnnkit::rnn_forward");
     auto [output, h_n, h_prev] = call_below_autograd(op, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, relu);
     ctx->set_materialize_grads(false);  // no zero tensors for the outputs the backward ignores
+    ctx->mark_non_differentiable({h_prev});
     ctx->save_for_backward({x, h0, w_ih, w_hh, or_undefined(b_ih), or_undefined(b_hh), or_undefined(lengths), output,
                             h_prev});
     ctx->saved_data["flags"] = std::vector<int64_t>{reverse, relu};
