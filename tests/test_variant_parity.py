@@ -515,6 +515,8 @@ def test_the_ops_check_their_arguments():
         lstm(None, None, None, None, torch.ones(2, 4, dtype=torch.float64), None, None)
     with pytest.raises(RuntimeError, match=r"expected w_ih of shape \[16, 5\], got \[16, 6\]"):
         lstm(*[None] * 7, w_ih=torch.randn(16, 6))
+    with pytest.raises(RuntimeError, match=r"expected w_ih of shape \(4\*H, I\), got \[16\]"):
+        lstm(*[None] * 7, w_ih=torch.randn(16))
     with pytest.raises(RuntimeError, match=r"expected b_ih of shape \[16\], got \[4\]"):
         lstm(*[None] * 7, b_ih=torch.ones(4))
     with pytest.raises(RuntimeError, match=r"expected b_hh of shape \[16\], got \[4\]"):

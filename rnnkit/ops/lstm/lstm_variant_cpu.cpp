@@ -68,13 +68,13 @@ using Forward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
 
 Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
                              const OptionalTensor& b_hh, const OptionalTensor& ln_ih_weight, const Tensor& h0,
-                             const Tensor& c0,
-                             const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh_weight,
-                             const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
-                             const OptionalTensor& weight_ch, const OptionalTensor& dropout_mask,
-                             const OptionalTensor& keep_h, const OptionalTensor& keep_c,
-                             const OptionalTensor& lengths_in, bool reverse, bool save) {
+                             const Tensor& c0, const Tensor& w_hh, const OptionalTensor& w_hr,
+                             const OptionalTensor& ln_hh_weight, const OptionalTensor& ln_c_weight,
+                             const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
+                             const OptionalTensor& dropout_mask, const OptionalTensor& keep_h,
+                             const OptionalTensor& keep_c, const OptionalTensor& lengths_in, bool reverse, bool save) {
   const char* op = "lstm_variant_forward";
+  TORCH_CHECK(w_ih.dim() == 2, op, ": expected w_ih of shape (4*H, I), got ", w_ih.sizes());
   check_tensor(op, "b_ih", b_ih, {w_ih.size(0)}, x), check_tensor(op, "b_hh", b_hh, {w_ih.size(0)}, x);
   const OptionalTensor bias = b_ih.has_value() || b_hh.has_value()
                                   ? OptionalTensor(add_biases(b_ih, b_hh, w_ih.size(0), x.options()))
@@ -425,8 +425,8 @@ struct LstmVariantFunction : public torch::autograd::Function<LstmVariantFunctio
 
   static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih,
                                const OptionalTensor& b_hh, const OptionalTensor& ln_ih, const Tensor& h0,
-                               const Tensor& c0, const Tensor& w_hh,
-                               const OptionalTensor& w_hr, const OptionalTensor& ln_hh, const OptionalTensor& ln_c_weight,
+                               const Tensor& c0, const Tensor& w_hh, const OptionalTensor& w_hr,
+                               const OptionalTensor& ln_hh, const OptionalTensor& ln_c_weight,
                                const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
                                const OptionalTensor& mask, const OptionalTensor& keep_h, const OptionalTensor& keep_c,
                                const OptionalTensor& lengths, bool reverse, bool save) {
@@ -436,23 +436,10 @@ struct LstmVariantFunction : public torch::autograd::Function<LstmVariantFunctio
     variable_list out = std::apply([](const auto&... t) { return variable_list{t...}; }, results);
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable(variable_list(out.begin() + 4, out.end()));
-    variable_list saved{x,
-                        w_ih,
-                        or_undefined(b_ih),
-                        or_undefined(b_hh),
-                        or_undefined(ln_ih),
-                        h0,
-                        c0,
-                        w_hh,
-                        or_undefined(w_hr),
-                        or_undefined(ln_hh),
-                        or_undefined(ln_c_weight),
-                        or_undefined(ln_c_bias),
-                        or_undefined(weight_ch),
-                        or_undefined(mask),
-                        or_undefined(keep_h),
-                        or_undefined(keep_c),
-                        or_undefined(lengths)};
+    variable_list saved{x, w_ih, or_undefined(b_ih), or_undefined(b_hh), or_undefined(ln_ih), h0, c0, w_hh};
+    for (const auto* t : {&w_hr, &ln_hh, &ln_c_weight, &ln_c_bias, &weight_ch, &mask, &keep_h, &keep_c, &lengths}) {
+      saved.push_back(or_undefined(*t));
+    }
     saved.insert(saved.end(), out.begin() + 4, out.end());  // hm, gates, ..., a_hat, rstd_ih
     ctx->save_for_backward(saved);
     ctx->saved_data["flags"] = std::vector<int64_t>{reverse};
@@ -504,8 +491,9 @@ Forward lstm_variant_forward_autograd(const Tensor& x, const Tensor& w_ih, const
 // (csrc/variant.h's SingleStateVariantFunction::drawn says why); output, h_n, c_n and cs come back.
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_variant_drawn(
     const Tensor& x, const Tensor& w_ih, const OptionalTensor& b_ih, const OptionalTensor& b_hh,
-    const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& c0, const Tensor& w_hh, const OptionalTensor& w_hr, const OptionalTensor& ln_hh,
-    const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias, const OptionalTensor& weight_ch,
+    const OptionalTensor& ln_ih, const Tensor& h0, const Tensor& c0, const Tensor& w_hh, const OptionalTensor& w_hr,
+    const OptionalTensor& ln_hh, const OptionalTensor& ln_c_weight, const OptionalTensor& ln_c_bias,
+    const OptionalTensor& weight_ch,
     double dropout, double zoneout_h, double zoneout_c, bool training, const OptionalTensor& lengths, bool reverse,
     bool save) {
   static const auto op = typed_op<decltype(lstm_variant_forward)>("rnnkit::lstm_variant_forward");
@@ -521,9 +509,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_variant_drawn(
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   m.def(
       "lstm_variant_forward(Tensor x, Tensor w_ih, Tensor? b_ih, Tensor? b_hh, Tensor? ln_ih_weight, Tensor h0, "
-      "Tensor c0, "
-      "Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, "
-      "Tensor? dropout_mask, Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, bool save=True) -> "
+      "Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, "
+      "Tensor? weight_ch, Tensor? dropout_mask, Tensor? keep_h, Tensor? keep_c, Tensor? lengths, bool reverse, "
+      "bool save=True) -> "
       "(Tensor output, Tensor h_n, Tensor c_n, Tensor cs, Tensor hm, Tensor gates, Tensor c_prev, Tensor c_new, "
       "Tensor u_hat, Tensor rstd_hh, Tensor c_hat, Tensor rstd_c, Tensor m, Tensor a_hat, Tensor rstd_ih)");
   m.def(
@@ -535,10 +523,9 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "Tensor a_hat, Tensor rstd_ih) -> Tensor[]");
   m.def(
       "lstm_variant_drawn(Tensor x, Tensor w_ih, Tensor? b_ih, Tensor? b_hh, Tensor? ln_ih_weight, Tensor h0, "
-      "Tensor c0, "
-      "Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, Tensor? weight_ch, "
-      "float dropout, float zoneout_h, float zoneout_c, bool training, Tensor? lengths, bool reverse, "
-      "bool save=True) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor cs)");
+      "Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? ln_hh_weight, Tensor? ln_c_weight, Tensor? ln_c_bias, "
+      "Tensor? weight_ch, float dropout, float zoneout_h, float zoneout_c, bool training, Tensor? lengths, "
+      "bool reverse, bool save=True) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor cs)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
