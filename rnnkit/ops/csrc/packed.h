@@ -361,13 +361,14 @@ class PackedWeight {
   }
 
   // out[i] = a . w_i along K, for W's rows w_i, i < Cols, from column c of W^T's column block
-  // ``block``, piece by piece. Each sum is reduced across its vector's lanes once, by shuffles.
+  // ``block``, piece by piece. Each sum is reduced across its vector's lanes once, by shuffles. A
+  // piece's last K % V values are one partial vector (lanes past K zero), where one scalar product a
+  // value took 12 of them a row for a token's [h | x] at I28 H256 (K = 284, AVX-512).
   template <int Cols>
   void dots(const T* a, int64_t block, int64_t c, T* out) const {
     using Vec = at::vec::Vectorized<T>;
     std::array<Vec, Cols> sums;
     sums.fill(Vec(T(0)));
-    std::array<T, Cols> tails{};
     for (const auto& piece : pieces_) {
       const Columns<T>& columns = piece[block];
       const int64_t K = columns.rows, ldw = columns.along_n;
@@ -378,13 +379,15 @@ class PackedWeight {
 #pragma GCC unroll 4
         for (int i = 0; i < Cols; ++i) sums[i] = at::vec::fmadd(x, Vec::loadu(w + i * ldw + k), sums[i]);
       }
-      for (int i = 0; i < Cols; ++i) {
-        for (int64_t j = k; j < K; ++j) tails[i] += a[j] * w[i * ldw + j];
+      if (k < K) {
+        const int64_t rest = K - k;
+        const Vec x = Vec::loadu(a + k, rest);
+        for (int i = 0; i < Cols; ++i) sums[i] = at::vec::fmadd(x, Vec::loadu(w + i * ldw + k, rest), sums[i]);
       }
       a += K;
     }
     for (int i = 0; i < Cols; ++i) {
-      out[i] = tails[i] + at::vec::vec_reduce_all<T>([](const Vec& x, const Vec& y) { return x + y; }, sums[i]);
+      out[i] = at::vec::vec_reduce_all<T>([](const Vec& x, const Vec& y) { return x + y; }, sums[i]);
     }
   }
 
