@@ -9,7 +9,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/zeros.h>
 #include <ATen/cpu/vec/functional.h>
 #include <c10/util/ParallelGuard.h>
 #include <omp.h>
