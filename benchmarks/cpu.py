@@ -438,7 +438,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run every configuration and cell, print the table and summary, write the JSON."""
     args = parse_args(argv)
-    run_as_isa(args.isa)
+    run_as_isa(args.isa, __file__, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,9 @@ def add_isa_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_as_isa(isa: str | None) -> None:
-    """Re-execute this script with rnnkit's and torch's CPU code limited to ``isa`` (no-op for None or once done).
+def run_as_isa(isa: str | None, script: str, argv: Sequence[str] | None) -> None:
+    """Replace this process by ``script`` run with ``argv`` (None: this process's arguments) and with
+    rnnkit's and torch's CPU code limited to ``isa``; nothing for None, or where the limits are set.
 
     torch reads its limits when it loads, before any argument is parsed, hence a fresh process. Limiting
     rnnkit alone would set its AVX2 kernels against torch's AVX-512 ones, which no CPU runs.
@@ -53,7 +55,8 @@ def run_as_isa(isa: str | None) -> None:
         return
     wanted = {"RNNKIT_CPU_ISA": isa, **TORCH_ISA_LIMITS[isa]}
     if any(os.environ.get(name) != value for name, value in wanted.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **wanted})
+        arguments = sys.argv[1:] if argv is None else list(argv)
+        os.execve(sys.executable, [sys.executable, script, *arguments], {**os.environ, **wanted})
 
 
 def device_info() -> dict[str, Any]:

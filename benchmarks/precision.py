@@ -38,6 +38,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import rnnkit
+from rnnkit import ops
+from rnnkit.ops import compiled
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import add_isa_argument, measured_on, run_as_isa, write_json
 
@@ -137,8 +141,6 @@ def _on(module: nn.Module, backend: str) -> nn.Module:
 
 def _errors_of_one_net(case: Case, scale: float, backends: Sequence[str], seed: int) -> dict[str, dict[str, Tensor]]:
     """Per contender, per tensor: the elementwise relative errors of one seeded net and input."""
-    import rnnkit
-
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     ours = getattr(rnnkit, TORCH_CLASSES[case.mode].__name__)
@@ -207,8 +209,6 @@ def worst_ratios(
 
 def usable_backends() -> list[str]:
     """The rnnkit backends usable here, "auto" left out (it runs one of the others)."""
-    from rnnkit import ops
-
     backends = []
     for backend in ops.BACKENDS:
         if backend == "auto" or ops.unavailable_reason(backend) is not None:
@@ -234,9 +234,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure every case at every scale, print the table, write the JSON; exit 1 where a backend fails."""
     args = parse_args(argv)
-    run_as_isa(args.isa)
-    from rnnkit.ops import compiled
-
+    run_as_isa(args.isa, __file__, argv)
     isa = compiled.selected_isa()
     backends = usable_backends()
     sizes = dict(input_size=args.input_size, hidden_size=args.hidden_size, batch=args.batch, steps=args.steps)

@@ -201,7 +201,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run every configuration, cell and variant; print a line each and the summary; write the JSON."""
     args = parse_args(argv)
-    run_as_isa(args.isa)
+    run_as_isa(args.isa, __file__, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = device_info()
