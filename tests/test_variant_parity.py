@@ -257,18 +257,28 @@ FULL = dict(layer_norm=True, peephole=True, recurrent_dropout=0.2, zoneout=(0.2,
     [
         (48, 32, 5, dict(layer_norm=True, recurrent_dropout=0.2, zoneout=0.2)),
         (48, 32, 5, dict(recurrent_dropout=0.2, zoneout=0.2)),
+        (48, 10, 5, dict(recurrent_dropout=0.2, zoneout=0.2)),
         (4, 256, 5, dict(recurrent_dropout=0.2, zoneout=0.1)),
         (4, 64, 5, dict(layer_norm=("hh",))),
         (48, 32, 12, dict(layer_norm=True)),
     ],
-    ids=["sequences-layer-norm", "sequences", "units", "layer-norm-one-thread", "input-layer-norm-blocks"],
+    ids=[
+        "sequences-layer-norm",
+        "sequences",
+        "short-rows",
+        "units",
+        "layer-norm-one-thread",
+        "input-layer-norm-blocks",
+    ],
 )
 @pytest.mark.parametrize("mode", ["LSTM", "LSTM-proj", "GRU", "RNN_TANH"])
 def test_threads_split_sequences_or_units_like_naive(batch, hidden, steps, variant, mode):
     """Two threads take blocks of whole sequences (always with layer norm, which reads a whole row),
     or slices of the hidden units of every sequence (4 of them), meeting after every phase of a step.
     The backward of the input projection's layer norm sums blocks of rows on each thread (576
-    rows in the last case), then the blocks' sums."""
+    rows in the last case), then the blocks' sums. An Elman cell's rows of a step lie end to end:
+    one run where every sequence is alive (the first step here), row by row past a length (H = 10:
+    a row ends inside a vector)."""
     mode, proj = mode.removesuffix("-proj"), 5 if mode.endswith("-proj") else 0
     config = Config(
         mode=mode, input_size=6, hidden_size=hidden, num_layers=1, bidirectional=True, bias=True,

@@ -405,6 +405,19 @@ void each_alive(const Steps& steps, int64_t t, int64_t begin, int64_t end, const
   }
 }
 
+// Calls body(b, count) for the sequences b in [begin, end) alive at step t, each row of n values
+// at b's offset. Where the rows lie end to end (``contiguous``: one gate, whole rows of the state)
+// and all are alive, once for all of them, body(begin, (end - begin) n): one run of whole vectors
+// in place of a masked tail in every row (H = 10: one masked vector a row, 64 rows in 40 vectors).
+template <typename F>
+void each_alive_run(const Steps& steps, int64_t t, int64_t begin, int64_t end, int64_t n, bool contiguous,
+                    const F& body) {
+  bool all = contiguous;
+  for (int64_t b = begin; all && steps.lengths && b < end; ++b) all = steps.alive(t, b);
+  if (all) return body(begin, (end - begin) * n);
+  each_alive(steps, t, begin, end, [&](int64_t b) { body(b, n); });
+}
+
 // Whether a variant's loop gives each thread whole sequences: always with layer norm, which reads a
 // whole row of a step; otherwise as the plain kernels choose (Tiles::by_rows).
 inline bool variant_by_rows(bool layer_norm, int64_t rows, int64_t weight_bytes) {
@@ -705,7 +718,12 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
     T_ *pv_hat = data_or_null<T_>(v_hat), *prstd = data_or_null<T_>(rstd);
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = unit_product<T_>(w_hh, G, units, B, T * B);
-    at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
+    // One gate over whole rows: the products lie end to end too (apply writes no padding), so that
+    // a step's rows are one run (each_alive_run).
+    const bool runs = G == 1 && units.end(0) - units.begin(0) == H;
+    at::Tensor products =
+        runs ? empty_tensor({units.parts(), B, H}, options)
+             : scratch_for<T_>(units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
     const int64_t ld = products.size(2);
     const VariantState<T_> state(steps, save, h, hm, output, data_or_null<T_>(mask), data_or_null<T_>(keep));
     Team::run(units.parts(), [&](const Team::Member& member) {
@@ -725,14 +743,14 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
                 [&](const auto* rows, int64_t k) { normalise(GH, rows, k, gain, bias); });
           }
           const T_* u_bias = ln || !bias ? nullptr : bias + j0;  // the b_hh the cell adds to u
-          each_alive(steps, t, b0, b1, [&](int64_t b) {
+          each_alive_run(steps, t, b0, b1, n, runs, [&](int64_t b, int64_t count) {
             T_* u = hw + (b - b0) * ld;
             const int64_t row = (s * B + b) * H + j0;
             const T_* h_old = state.h + b * H + j0;  // state.put replaces each vector once read
             const T_* a = pxw + (t * B + b) * GH + j0;
             T_* g = pgates + (s * B + b) * GH + j0;
             T_* un = Cell::kSavesProduct ? pu_n + row : nullptr;
-            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+            vectorized<T_>(count, [&](const auto& L, int64_t j) {
               const V old = L.load(h_old + j);
               if (!Cell::kOfTheSum) L.store(ph_prev + row + j, old);
               state.put(i, b, j0 + j, L, Cell::forward(L, j, H, n, a, u, u_bias, old, g, un));
@@ -816,14 +834,14 @@ std::vector<at::Tensor> single_state_variant_backward(
           const int64_t j0 = units.begin(p), n = units.end(p) - j0;
           T_* sums = ppartials + (t * units.parts() + p) * extra;
           const int64_t b0 = units.row_begin(p), b1 = units.row_end(p);
-          each_alive(steps, t, b0, b1, [&](int64_t b) {
+          each_alive_run(steps, t, b0, b1, n, G == 1 && n == H, [&](int64_t b, int64_t count) {
             const int64_t row = b * H + j0, at_t = t * B * H + row;
             const T_* g = pgates + (t * B + b) * GH + j0;
             const T_* un = Cell::kSavesProduct ? pu_n + at_t : nullptr;
             const T_* keep_t = pkeep ? pkeep + at_t : nullptr;
             T_* da = pgrad_xw + (t * B + b) * GH + j0;
             T_* du = pgrad_v + (t * B + b) * GH + j0;
-            vectorized<T_>(n, [&](const auto& L, int64_t j) {
+            vectorized<T_>(count, [&](const auto& L, int64_t j) {
               const V d = L.load(pdh + row + j) + L.load(pgo + at_t + j);  // dh_t
               if (pkeep) L.store(pds + row + j, d);  // zoneout's k_t dh_t reaches h_{t-1} (carry_variant)
               const V d_new = keep_t ? (V(1) - L.load(keep_t + j)) * d : d;  // d h~_t
