@@ -31,17 +31,19 @@ namespace rnnkit {
 template <typename T>
 struct WholeLanes {
   using V = at::vec::Vectorized<T>;
-  V load(const T* p) const { return V::loadu(p); }
-  void store(T* p, const V& v) const { v.store(p); }
-  V only(const V& v) const { return v; }
+  C10_ALWAYS_INLINE V load(const T* p) const { return V::loadu(p); }
+  C10_ALWAYS_INLINE void store(T* p, const V& v) const { v.store(p); }
+  C10_ALWAYS_INLINE V only(const V& v) const { return v; }
 };
+// (Always inlined: AVX2's tail store is a few branches, which compiled as a call cost short rows
+// a call per store.)
 template <typename T>
 struct Lanes {
   using V = at::vec::Vectorized<T>;
   int count;
-  V load(const T* p) const { return V::loadu(p, count); }
-  void store(T* p, const V& v) const { store_first(v, p, count); }
-  V only(const V& v) const { return V::set(V(T(0)), v, count); }
+  C10_ALWAYS_INLINE V load(const T* p) const { return V::loadu(p, count); }
+  C10_ALWAYS_INLINE void store(T* p, const V& v) const { store_first(v, p, count); }
+  C10_ALWAYS_INLINE V only(const V& v) const { return V::set(V(T(0)), v, count); }
 };
 
 // Calls body(lanes, j) for j = 0, V::size(), ... < n: one vector of a row at a time. The body is

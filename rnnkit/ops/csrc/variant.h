@@ -418,6 +418,16 @@ void each_alive_run(const Steps& steps, int64_t t, int64_t begin, int64_t end, i
   each_alive(steps, t, begin, end, [&](int64_t b) { body(b, n); });
 }
 
+// scratch_for's room for a loop's products; where every part's product is whole rows of ``width``
+// values (``whole``), exactly that wide: apply writes no padding, so a step's rows lie end to end,
+// one run for each_alive_run.
+template <typename T>
+at::Tensor variant_scratch(bool whole, int64_t width, int64_t parts, int64_t rows,
+                           std::initializer_list<const std::vector<PackedWeight<T>>*> weights,
+                           const at::TensorOptions& options, int64_t across) {
+  return whole ? empty_tensor({parts, rows, width}, options) : scratch_for<T>(parts, rows, weights, options, across);
+}
+
 // Whether a variant's loop gives each thread whole sequences: always with layer norm, which reads a
 // whole row of a step; otherwise as the plain kernels choose (Tiles::by_rows).
 inline bool variant_by_rows(bool layer_norm, int64_t rows, int64_t weight_bytes) {
@@ -618,25 +628,25 @@ struct VariantState {
 // started from, for the sequences alive at t. dv_t (B x G*H, row stride ld_dv) is the gradient of
 // the product W_hh (m h_{t-1}); dh_t (B x P) the state's at step t; keep_t (B x P) zoneout's mask at
 // step t; skip (B x P) what reaches h_{t-1} past W_hh (a GRU's z dh~_t). Absent ones are nullptr.
+// Where the part takes whole rows and ``products`` is P wide (variant_scratch), one run a step.
 template <typename T>
 void carry_variant(const StepProduct<T>& recurrent, const Tiles& tiles, int64_t q, const Steps& steps, int64_t t,
                    const T* dv_t, int64_t ld_dv, at::Tensor& products, T* dh, const T* dh_t, int64_t P, const T* mask,
                    const T* keep_t, const T* skip = nullptr) {
   using V = at::vec::Vectorized<T>;
-  const int64_t k0 = tiles.begin(q), n = tiles.end(q) - k0, b0 = tiles.row_begin(q);
+  const int64_t k0 = tiles.begin(q), n = tiles.end(q) - k0, b0 = tiles.row_begin(q), ld = products.size(2);
   const T* y = recurrent(tiles, q, dv_t, ld_dv, products);
-  for (int64_t b = b0; b < tiles.row_end(q); ++b) {
-    if (!steps.alive(t, b)) continue;
+  each_alive_run(steps, t, b0, tiles.row_end(q), n, n == P && ld == P, [&](int64_t b, int64_t count) {
     const int64_t row = b * P + k0;
-    const T* from = y + (b - b0) * products.size(2);
-    vectorized<T>(n, [&](const auto& L, int64_t j) {
+    const T* from = y + (b - b0) * ld;
+    vectorized<T>(count, [&](const auto& L, int64_t j) {
       V d = L.load(from + j);
       if (mask) d = d * L.load(mask + row + j);
       if (keep_t) d = at::vec::fmadd(L.load(keep_t + row + j), L.load(dh_t + row + j), d);
       if (skip) d = d + L.load(skip + row + j);
       L.store(dh + row + j, d);
     });
-  }
+  });
 }
 
 // The fused variant loop of a cell with one state h (GRU, Elman RNN), by the cell's step:
@@ -718,12 +728,9 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
     T_ *pv_hat = data_or_null<T_>(v_hat), *prstd = data_or_null<T_>(rstd);
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = unit_product<T_>(w_hh, G, units, B, T * B);
-    // One gate over whole rows: the products lie end to end too (apply writes no padding), so that
-    // a step's rows are one run (each_alive_run).
-    const bool runs = G == 1 && units.end(0) - units.begin(0) == H;
+    const bool runs = G == 1 && units.end(0) - units.begin(0) == H;  // one gate, whole rows: end to end
     at::Tensor products =
-        runs ? empty_tensor({units.parts(), B, H}, options)
-             : scratch_for<T_>(units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
+        variant_scratch<T_>(runs, H, units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
     const int64_t ld = products.size(2);
     const VariantState<T_> state(steps, save, h, hm, output, data_or_null<T_>(mask), data_or_null<T_>(keep));
     Team::run(units.parts(), [&](const Team::Member& member) {
@@ -813,7 +820,9 @@ std::vector<at::Tensor> single_state_variant_backward(
     const T_* pkeep = data_or_null<T_>(keep);
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = column_product<T_>(w_hh, units, B, T * B);
-    at::Tensor products = scratch_for<T_>(units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
+    const bool whole = units.end(0) - units.begin(0) == H;  // d h_{t-1}'s rows end to end (carry_variant)
+    at::Tensor products =
+        variant_scratch<T_>(whole, H, units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
     partials = zero_tensor({T, units.parts(), extra}, options);
     T_* pdh = dh.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();

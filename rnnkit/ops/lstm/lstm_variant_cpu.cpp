@@ -279,7 +279,9 @@ std::vector<Tensor> lstm_variant_backward(
     const auto recurrent = column_product<T_>(w_hh, features, B, T * B);
     const auto projection = proj ? column_parts<T_>(*w_hr, units, T * B) : std::vector<PackedWeight<T_>>();
     const int64_t parts = std::max(units.parts(), features.parts());
-    Tensor products = scratch_for<T_>(parts, B, {&recurrent.slices, &projection}, options, recurrent.across.width());
+    const bool whole = !proj && features.end(0) - features.begin(0) == P;  // d h_{t-1}'s rows end to end
+    Tensor products = variant_scratch<T_>(whole, P, parts, B, {&recurrent.slices, &projection}, options,
+                                          recurrent.across.width());
     const int64_t ld = products.size(2);
     partials = zero_tensor({T, units.parts(), extra}, options);
     T_* pdh = dh.data_ptr<T_>();
@@ -295,16 +297,15 @@ std::vector<Tensor> lstm_variant_backward(
     // dh_t = dh + d output_t for part q's features of the sequences alive at t; with a
     // projection, also d h~_t = (1 - k_h) dh_t, which W_hr's backward multiplies.
     auto step_gradient = [&](int64_t q, int64_t t) {
-      const int64_t k0 = features.begin(q), n = features.end(q) - k0;
-      for (int64_t b = features.row_begin(q); b < features.row_end(q); ++b) {
-        if (!steps.alive(t, b)) continue;
+      const int64_t k0 = features.begin(q), n = features.end(q) - k0, b0 = features.row_begin(q);
+      each_alive_run(steps, t, b0, features.row_end(q), n, n == P, [&](int64_t b, int64_t count) {
         const int64_t row = b * P + k0, at_t = t * B * P + row;
-        vectorized<T_>(n, [&](const auto& L, int64_t j) {
+        vectorized<T_>(count, [&](const auto& L, int64_t j) {
           const V d = L.load(pdh + row + j) + L.load(pgo + at_t + j);
           L.store(pds + row + j, d);
           if (proj) L.store(pgrad_h_new + at_t + j, var.keep_h ? (V(1) - L.load(var.keep_h + at_t + j)) * d : d);
         });
-      }
+      });
     };
     // The gate gradients of part p's units at step t, and dc carried to step t - 1.
     auto gate_gradients = [&](int64_t p, int64_t t) {
