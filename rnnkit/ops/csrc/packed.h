@@ -502,23 +502,32 @@ at::Tensor scratch_for(int64_t parts, int64_t rows, std::initializer_list<const 
   return empty_tensor({parts, rows, width}, options);
 }
 
-// ``size`` units (hidden units, or output features) split into parts on vector boundaries, one
-// part per thread: as many parts as torch's threads, units and work allow, where work_per_unit is
-// a step's multiply-adds per unit. Fewer, larger parts when a part's product would cost less than
-// waking a thread.
+// ``size`` units (hidden units, or output features) split into parts on vector boundaries: one
+// block per thread, as many as torch's threads, units and work allow, where work_per_unit is a
+// step's multiply-adds per unit (fewer, larger blocks when a block's product would cost less than
+// waking a thread; one on one thread). Given ``per_block`` > 1, where there is a block for every
+// thread, each block is split again into up to that many parts, each half the one before (1/2,
+// 1/4, ..., the last two alike), none narrower than a vector nor cheaper than the least work: a
+// thread running its block's parts in order ends with the small ones, which another thread can
+// take (Team::Member::each).
 struct Split {
   int64_t size, parts;
 
-  Split(int64_t size, int64_t work_per_unit, int64_t width) : size(size) {
-    const int64_t by_work = size * work_per_unit / kMinPartWork;
-    parts = std::max<int64_t>(1, std::min({static_cast<int64_t>(at::get_num_threads()), size / width, by_work}));
-    width_ = width;
+  Split(int64_t size, int64_t work_per_unit, int64_t width, int64_t per_block = 1) : size(size), width_(width) {
+    const int64_t threads = at::get_num_threads(), by_work = size * work_per_unit / kMinPartWork;
+    blocks_ = std::max<int64_t>(1, std::min({threads, size / width, by_work}));
+    const int64_t narrowest = size / blocks_;  // units of the narrowest block, nearly
+    while (blocks_ > 1 && blocks_ == threads && per_block_ < per_block && (narrowest >> per_block_) >= width &&
+           (narrowest >> per_block_) * work_per_unit >= kMinPartWork) {
+      ++per_block_;
+    }
+    parts = blocks_ * per_block_;
   }
 
   int64_t begin(int64_t part) const { return boundary(part); }
   int64_t end(int64_t part) const { return boundary(part + 1); }
 
-  // Runs fn(part) for every part, one per thread (inline when there is one part).
+  // Runs fn(part) for every part, a block of them per thread (inline when there is one part).
   template <typename F>
   void run(const F& fn) const {
     if (parts == 1) return fn(0);
@@ -529,12 +538,17 @@ struct Split {
 
  private:
   static constexpr int64_t kMinPartWork = 1 << 17;  // multiply-adds: about a microsecond
-  int64_t width_ = 1;
+  int64_t width_, blocks_ = 1, per_block_ = 1;
+
+  int64_t block_start(int64_t block) const {  // the nearest vector boundary to an even share
+    return std::min(size, (size * block / blocks_ + width_ / 2) / width_ * width_);
+  }
 
   int64_t boundary(int64_t part) const {
     if (part >= parts) return size;
-    const int64_t even = (size * part / parts + width_ / 2) / width_ * width_;  // nearest vector boundary
-    return std::min(even, size);
+    const int64_t block = part / per_block_, i = part % per_block_;
+    const int64_t start = block_start(block), length = block_start(block + 1) - start;
+    return start + (length - (length >> i)) / width_ * width_;  // 1 - 2^-i of the block in
   }
 };
 
@@ -543,10 +557,15 @@ struct Split {
 // every thread to fill the product's register blocks: each part then runs the whole step for its
 // own sequences, and the parts never wait for each other. Otherwise by slices of the columns over
 // all sequences: a part then multiplies by its own slice of the weight (slice(p)), and the parts
-// meet after every phase of a step, since each reads the state all of them wrote.
+// meet after every phase of a step, since each reads the state all of them wrote. A thread's
+// block of columns comes in up to kSlicesPerThread slices, each half the one before (Split), so
+// that a thread done with its own takes the last, small ones of a slower one's (Team::Member::
+// each): this machine's two cores run at times a fifth apart, and a step split in even halves
+// waited for the slower.
 class Tiles {
  public:
   static constexpr int64_t kMinRows = 8;
+  static constexpr int64_t kSlicesPerThread = 4;
   // About what a core's L2 cache holds of a weight.
   static constexpr int64_t kCachedWeightBytes = 1 << 21;
   // A weight up to this size every thread streams from its L2 at each step at little cost.
@@ -565,7 +584,7 @@ class Tiles {
       : rows_(rows), size_(size), by_rows_(by_rows),
         // By rows, the split depends on the rows alone, so that every phase splits them alike.
         split_(by_rows ? Split(rows, std::numeric_limits<int32_t>::max(), kMinRows)
-                       : Split(size, work_per_column, width)) {}
+                       : Split(size, work_per_column, width, kSlicesPerThread)) {}
 
   int64_t parts() const { return split_.parts; }
   // Whether the team must meet after a phase on these tiles: by slices, a phase reads what other
@@ -595,16 +614,31 @@ class Tiles {
 
 // Threads that run a whole time loop in one parallel region, meeting at a barrier after each
 // phase of a step: waking the threads for every step (a parallel region each) cost about as much
-// as a small step's work. Member i of the team runs the parts i, i + size, ... of each phase.
+// as a small step's work. Member i of the team owns a block of each phase's parts, the block
+// at::parallel_for gives thread i (where pack_slices packed their weights).
 class Team {
  public:
   class Member {
    public:
-    // Runs fn(p) for this member's parts, then, where the parts meet, waits until every member has.
+    // Runs fn(p) for this member's parts. Where the parts meet (by slices), each part is claimed
+    // first: the member takes its own in order, then, done with them, the others' unclaimed ones
+    // from their blocks' ends; then it waits until every member has.
     template <typename F>
     void each(const Tiles& tiles, const F& fn) const {
-      for (int64_t p = index_; p < tiles.parts(); p += size_) fn(p);
-      if (size_ > 1 && tiles.meet()) team_->wait();
+      const int64_t parts = tiles.parts(), block = (parts + size_ - 1) / size_;
+      if (size_ == 1 || !tiles.meet()) {
+        for (int64_t p = index_ * block; p < std::min(parts, (index_ + 1) * block); ++p) fn(p);
+        return;
+      }
+      const int64_t phase = ++phase_;
+      for (int64_t k = 0; k < size_; ++k) {
+        const int64_t owner = (index_ + k) % size_, first = owner * block, last = std::min(parts, first + block) - 1;
+        for (int64_t i = 0; i <= last - first; ++i) {
+          const int64_t p = k == 0 ? first + i : last - i;
+          if (team_->claim(p, phase)) fn(p);
+        }
+      }
+      team_->wait();
     }
 
    private:
@@ -612,13 +646,15 @@ class Team {
     Member(int64_t index, int64_t size, Team* team) : index_(index), size_(size), team_(team) {}
     int64_t index_, size_;
     Team* team_;
+    mutable int64_t phase_ = 0;  // the phases of parts this member has met in, as every member has
   };
 
   // Calls body(member) on min(parts, torch's threads) threads at once (on this one inside
   // another parallel region, or when there is one part): each runs the same loop of phases.
+  // ``parts`` is the most any phase has.
   template <typename F>
   static void run(int64_t parts, const F& body) {
-    Team team;
+    Team team(parts);
     team.size_ = std::min<int64_t>(parts, at::get_num_threads());
     if (team.size_ == 1 || at::in_parallel_region()) return body(Member(0, 1, &team));
 #pragma omp parallel num_threads(team.size_)
@@ -653,9 +689,25 @@ class Team {
     }
   }
 
+  // Whether part p is this caller's to run in the given phase: the first to ask in it gets it.
+  bool claim(int64_t p, int64_t phase) {
+    std::atomic<int64_t>& last = claims_[p].phase;
+    int64_t seen = last.load(std::memory_order_relaxed);
+    return seen < phase && last.compare_exchange_strong(seen, phase, std::memory_order_acq_rel);
+  }
+
+  // The last phase each part was claimed in, a cache line each: a member claiming its own parts
+  // finds their lines in its cache.
+  struct alignas(64) Claim {
+    std::atomic<int64_t> phase{0};
+  };
+
+  explicit Team(int64_t parts) : claims_(std::max<int64_t>(parts, 1)) {}
+
   static constexpr int64_t kSpins = 1 << 14;
   int64_t size_ = 1;
   std::atomic<int64_t> arrived_{0}, generation_{0};
+  std::vector<Claim> claims_;
 };
 
 // d W's rows [g, g + ROWS) += grad^T y over all R rows, for y (R x n, rows ldy apart, n at most
