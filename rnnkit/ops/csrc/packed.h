@@ -560,8 +560,8 @@ struct Split {
 // meet after every phase of a step, since each reads the state all of them wrote. A thread's
 // block of columns comes in up to kSlicesPerThread slices, each half the one before (Split), so
 // that a thread done with its own takes the last, small ones of a slower one's (Team::Member::
-// each): this machine's two cores run at times a fifth apart, and a step split in even halves
-// waited for the slower.
+// each): a virtual machine's cores can run a fifth apart for seconds at a time (a 2-core AMD EPYC
+// here), and a step split in even halves waited for the slower.
 class Tiles {
  public:
   static constexpr int64_t kMinRows = 8;
