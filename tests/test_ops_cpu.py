@@ -82,7 +82,9 @@ def assert_two_threads_match_naive(mode, proj, lengths, **sizes):
 @pytest.mark.parametrize(("batch", "hidden"), [(4, 256), (48, 64)], ids=["units", "sequences"])
 def test_threads_split_sequences_or_units_like_naive(mode, batch, hidden):
     """Two threads take blocks of whole sequences (48 of them), or slices of the hidden units (4
-    sequences), meeting after every phase of a step; both match the naive ops, states and gradients."""
+    sequences), meeting after every phase of a step; both match the naive ops, states and gradients.
+    By units, the LSTM's (no projection) and the GRU's block of a thread comes in 3 and 2 slices of
+    halving width, each run by whichever thread claims it first."""
     lengths = torch.randint(1, 6, (batch,), generator=torch.Generator().manual_seed(1))
     mode, proj = mode.removesuffix("-proj"), mode.endswith("-proj")
     assert_two_threads_match_naive(mode, proj, lengths, T=5, B=batch, I=8, H=hidden, P=hidden // 3)
