@@ -591,6 +591,8 @@ class Tiles {
   // members wrote in the one before, even when this phase has one part. By rows, every phase
   // splits the rows alike, so a member reads only its own sequences.
   bool meet() const { return !by_rows_; }
+  // Whether each part takes every column of its rows: by rows, or in one part.
+  bool whole_rows() const { return by_rows_ || split_.parts == 1; }
   int64_t row_begin(int64_t p) const { return by_rows_ ? split_.begin(p) : 0; }
   int64_t row_end(int64_t p) const { return by_rows_ ? split_.end(p) : rows_; }
   int64_t begin(int64_t p) const { return by_rows_ ? 0 : split_.begin(p); }

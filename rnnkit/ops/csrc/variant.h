@@ -636,7 +636,7 @@ void carry_variant(const StepProduct<T>& recurrent, const Tiles& tiles, int64_t 
   using V = at::vec::Vectorized<T>;
   const int64_t k0 = tiles.begin(q), n = tiles.end(q) - k0, b0 = tiles.row_begin(q), ld = products.size(2);
   const T* y = recurrent(tiles, q, dv_t, ld_dv, products);
-  each_alive_run(steps, t, b0, tiles.row_end(q), n, n == P && ld == P, [&](int64_t b, int64_t count) {
+  each_alive_run(steps, t, b0, tiles.row_end(q), n, tiles.whole_rows() && ld == P, [&](int64_t b, int64_t count) {
     const int64_t row = b * P + k0;
     const T* from = y + (b - b0) * ld;
     vectorized<T>(count, [&](const auto& L, int64_t j) {
@@ -728,7 +728,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
     T_ *pv_hat = data_or_null<T_>(v_hat), *prstd = data_or_null<T_>(rstd);
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = unit_product<T_>(w_hh, G, units, B, T * B);
-    const bool runs = G == 1 && units.end(0) - units.begin(0) == H;  // one gate, whole rows: end to end
+    const bool runs = G == 1 && units.whole_rows();  // a step's rows end to end
     at::Tensor products =
         variant_scratch<T_>(runs, H, units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
     const int64_t ld = products.size(2);
@@ -820,9 +820,10 @@ std::vector<at::Tensor> single_state_variant_backward(
     const T_* pkeep = data_or_null<T_>(keep);
     const Tiles units(B, H, B * GH, PackedWeight<T_>::kWidth, variant_by_rows(ln, B, w_hh.numel() * sizeof(T_)));
     const auto recurrent = column_product<T_>(w_hh, units, B, T * B);
-    const bool whole = units.end(0) - units.begin(0) == H;  // d h_{t-1}'s rows end to end (carry_variant)
-    at::Tensor products =
-        variant_scratch<T_>(whole, H, units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
+    const bool runs = G == 1 && units.whole_rows();  // a step's rows end to end
+    // Where the parts take whole rows, d h_{t-1}'s rows end to end too (carry_variant).
+    at::Tensor products = variant_scratch<T_>(units.whole_rows(), H, units.parts(), B, {&recurrent.slices}, options,
+                                              recurrent.across.width());
     partials = zero_tensor({T, units.parts(), extra}, options);
     T_* pdh = dh.data_ptr<T_>();
     T_* pds = dh_step.data_ptr<T_>();
@@ -843,7 +844,7 @@ std::vector<at::Tensor> single_state_variant_backward(
           const int64_t j0 = units.begin(p), n = units.end(p) - j0;
           T_* sums = ppartials + (t * units.parts() + p) * extra;
           const int64_t b0 = units.row_begin(p), b1 = units.row_end(p);
-          each_alive_run(steps, t, b0, b1, n, G == 1 && n == H, [&](int64_t b, int64_t count) {
+          each_alive_run(steps, t, b0, b1, n, runs, [&](int64_t b, int64_t count) {
             const int64_t row = b * H + j0, at_t = t * B * H + row;
             const T_* g = pgates + (t * B + b) * GH + j0;
             const T_* un = Cell::kSavesProduct ? pu_n + at_t : nullptr;

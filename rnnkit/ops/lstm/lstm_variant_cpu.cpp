@@ -279,7 +279,7 @@ std::vector<Tensor> lstm_variant_backward(
     const auto recurrent = column_product<T_>(w_hh, features, B, T * B);
     const auto projection = proj ? column_parts<T_>(*w_hr, units, T * B) : std::vector<PackedWeight<T_>>();
     const int64_t parts = std::max(units.parts(), features.parts());
-    const bool whole = !proj && features.end(0) - features.begin(0) == P;  // d h_{t-1}'s rows end to end
+    const bool whole = !proj && features.whole_rows();  // d h_{t-1}'s rows end to end
     Tensor products = variant_scratch<T_>(whole, P, parts, B, {&recurrent.slices, &projection}, options,
                                           recurrent.across.width());
     const int64_t ld = products.size(2);
@@ -298,7 +298,7 @@ std::vector<Tensor> lstm_variant_backward(
     // projection, also d h~_t = (1 - k_h) dh_t, which W_hr's backward multiplies.
     auto step_gradient = [&](int64_t q, int64_t t) {
       const int64_t k0 = features.begin(q), n = features.end(q) - k0, b0 = features.row_begin(q);
-      each_alive_run(steps, t, b0, features.row_end(q), n, n == P, [&](int64_t b, int64_t count) {
+      each_alive_run(steps, t, b0, features.row_end(q), n, features.whole_rows(), [&](int64_t b, int64_t count) {
         const int64_t row = b * P + k0, at_t = t * B * P + row;
         vectorized<T_>(count, [&](const auto& L, int64_t j) {
           const V d = L.load(pdh + row + j) + L.load(pgo + at_t + j);
