@@ -455,6 +455,15 @@ inline at::Tensor checked_contiguous(const char* op, const char* name, const std
   return t.has_value() ? t->contiguous() : at::Tensor();
 }
 
+// b_ih + b_hh for a variant op's input projection of G values (add_biases, of b_hh its first
+// ``of_b_hh`` values where given), both checked against x first.
+inline at::Tensor summed_input_bias(const char* op, const std::optional<at::Tensor>& b_ih,
+                                    const std::optional<at::Tensor>& b_hh, int64_t G, const at::Tensor& x,
+                                    std::optional<int64_t> of_b_hh = std::nullopt) {
+  check_tensor(op, "b_ih", b_ih, {G}, x), check_tensor(op, "b_hh", b_hh, {G}, x);
+  return add_biases(b_ih, b_hh, G, x.options(), of_b_hh);
+}
+
 // A variant op's input projection of every step, a_t = LN(W_ih x_t; gamma_ih) + bias (T, B, G), for
 // x (T, B, I) and w_ih (G, I): one product before the loop, as in the plain kernels, then each row's
 // layer norm where ``ln_ih`` (gamma_ih, (G)) is given. With ``save`` a_hat (T, B, G) and rstd (T, B)
@@ -686,10 +695,9 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
   constexpr int64_t G = Cell::kGates;
   // Without layer norm on u, the first Cell::kSummedBiasGates gates' b_hh is in the input projection.
   const bool summed = !ln_hh_in.has_value() && b_hh_in.has_value() && w_ih.dim() == 2;
-  if (summed) check_tensor(op, "b_ih", b_ih, {w_ih.size(0)}, x), check_tensor(op, "b_hh", b_hh_in, {w_ih.size(0)}, x);
   const int64_t first_of_u = summed ? Cell::kSummedBiasGates : 0;  // the first gate whose b_hh is added to u
-  const auto input_bias = summed ? add_biases(b_ih, b_hh_in, w_ih.size(0), x.options(), first_of_u * w_ih.size(0) / G)
-                                 : b_ih;
+  const auto input_bias =
+      summed ? summed_input_bias(op, b_ih, b_hh_in, w_ih.size(0), x, first_of_u * w_ih.size(0) / G) : b_ih;
   const VariantInput input = variant_input(op, x, w_ih, input_bias, ln_ih, save);
   const at::Tensor& xw = input.xw;
   TORCH_CHECK(h0.dim() == 2, op, ": expected h0 of shape (B, H), got ", h0.sizes());

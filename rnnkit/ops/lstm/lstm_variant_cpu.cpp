@@ -75,9 +75,8 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
                              const OptionalTensor& keep_c, const OptionalTensor& lengths_in, bool reverse, bool save) {
   const char* op = "lstm_variant_forward";
   TORCH_CHECK(w_ih.dim() == 2, op, ": expected w_ih of shape (4*H, I), got ", w_ih.sizes());
-  check_tensor(op, "b_ih", b_ih, {w_ih.size(0)}, x), check_tensor(op, "b_hh", b_hh, {w_ih.size(0)}, x);
   const OptionalTensor bias = b_ih.has_value() || b_hh.has_value()
-                                  ? OptionalTensor(add_biases(b_ih, b_hh, w_ih.size(0), x.options()))
+                                  ? OptionalTensor(summed_input_bias(op, b_ih, b_hh, w_ih.size(0), x))
                                   : std::nullopt;
   const VariantInput input = variant_input(op, x, w_ih, bias, ln_ih_weight, save);
   const Tensor& xw = input.xw;
