@@ -178,17 +178,21 @@ def test_torch_compile_traces_without_graph_breaks(cls):
     assert_compiles_like_eager(make_model(cls), torch.randn(6, 3, 5, requires_grad=True))
 
 
+def run_in_a_fresh_process(script: str) -> None:
+    """Runs ``script`` in a new Python process of this checkout; fails with its stderr if it does."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_auto_compiles_without_graph_breaks_in_a_fresh_process():
     """``"auto"`` asks for the thread count and loads the kernels the first time outside the graph."""
-    script = (
+    run_in_a_fresh_process(
         "import torch, rnnkit\n"
         "model, x = rnnkit.LSTM(5, 7), torch.randn(4, 1, 5)\n"
         "output, _ = torch.compile(model, backend='aot_eager', fullgraph=True)(x)\n"
         "torch.testing.assert_close(output, model(x)[0])\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.cpu_kernels
@@ -211,16 +215,21 @@ def test_a_state_without_gradient_is_not_differentiated(cls):
 def test_a_freed_result_block_is_handed_out_again():
     """A kernel's result of at least 64 KB takes its memory from the blocks earlier results freed
     (ops/csrc/workspace.h's BlockCache), not from the system's allocator, which hands that block to
-    the next tensor of its size (and gives the top of its heap back to the system, fresh pages then)."""
-    model = rnnkit.LSTM(28, 64, backend="cpu")
-    x = torch.randn(50, 32, 28)
-    with torch.no_grad():
-        first, _ = model(x)  # (50, 32, 64) floats: 400 KB
-        address = first.data_ptr()
-        del first
-        taken = torch.empty(50 * 32 * 64)
-        second, _ = model(x)
-    assert second.data_ptr() == address != taken.data_ptr()
+    the next tensor of its size (and gives the top of its heap back to the system, fresh pages then).
+    In a fresh process: the cache hands out the oldest of its blocks of a size, and blocks other
+    tests' results left there would come first."""
+    run_in_a_fresh_process(
+        "import torch, rnnkit\n"
+        "model = rnnkit.LSTM(28, 64, backend='cpu')\n"
+        "x = torch.randn(50, 32, 28)\n"
+        "with torch.no_grad():\n"
+        "    first, _ = model(x)  # (50, 32, 64) floats: 400 KB\n"
+        "    address = first.data_ptr()\n"
+        "    del first\n"
+        "    taken = torch.empty(50 * 32 * 64)\n"
+        "    second, _ = model(x)\n"
+        "assert second.data_ptr() == address != taken.data_ptr()\n"
+    )
 
 
 @pytest.mark.cpu_kernels
