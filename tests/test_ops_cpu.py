@@ -15,6 +15,7 @@ from rnnkit import ops
 from rnnkit.ops import compiled
 
 from .test_naive import CASES, direction_inputs
+from .test_variant_ops import extras_for
 from .utils import (
     OpCalls,
     assert_accumulates_like_naive,
@@ -166,6 +167,41 @@ def test_double_backward_replays_naive_with_a_note(mode):
     expected_second = torch.autograd.grad(sum(g.sum() for g in grad_of_sum("naive")), inputs)
     for a, e in zip(second, expected_second, strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=1e-10)
+
+
+@pytest.mark.cpu_kernels
+@pytest.mark.filterwarnings("ignore:double backward through a fused rnnkit backend")
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
+@pytest.mark.parametrize("backend", ["naive", "cpu"])
+@pytest.mark.parametrize("variant", [False, True], ids=["plain", "layer-norm"])
+def test_states_with_a_leading_one_come_back_with_it(mode, backend, variant):
+    """A net of one layer and direction gives the direction op its (1, B, *) states whole: the
+    results, and the states' gradients to second order, are those of the (B, *) states with the 1."""
+    x, states, weights = direction_inputs(mode, mode == "LSTM", True)
+    lengths = torch.tensor([4, 1, 2])
+    extras = extras_for(mode, 3, layer_norm=True, peephole=False)
+
+    def run(states):
+        if not variant:
+            return run_op(backend, mode, x, states, weights, lengths, True)
+        every, final = ops.variant_direction(mode, backend)(mode, x, states, weights, extras, None, (), lengths, True)
+        return (*every, *final)
+
+    def results_and_gradients(states):
+        results = run(states)
+        first = torch.autograd.grad(sum((r * r).sum() for r in results), states, create_graph=True)
+        second = torch.autograd.grad(sum((g * g).sum() for g in first), states)
+        return results, first, second
+
+    stacked = tuple(s.detach().unsqueeze(0).requires_grad_() for s in states)
+    expected = results_and_gradients(states)
+    actual = results_and_gradients(stacked)
+    count = len(states)
+    for group, (a_all, e_all) in enumerate(zip(actual, expected, strict=True)):
+        for k, (a, e) in enumerate(zip(a_all, e_all, strict=True)):
+            is_state = group > 0 or k >= len(a_all) - count  # the final states and the states' gradients
+            assert a.shape == ((1, *e.shape) if is_state else e.shape)
+            torch.testing.assert_close(a, e.unsqueeze(0) if is_state else e, rtol=0, atol=1e-12)
 
 
 def make_model(cls=rnnkit.LSTM, **kwargs):

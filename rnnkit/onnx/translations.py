@@ -40,7 +40,15 @@ def translations() -> dict[Any, Any]:
     def direction(reverse):
         return "reverse" if reverse else "forward"
 
-    # Each returns the op's outputs: output (T, B, H), the final states (B, H), then what the
+    # A state comes (B, H), or (1, B, H) from a net of one layer and direction: ONNX's operators
+    # take and give (directions, B, H), and the op's final states have the shape of its states.
+    def stacked(state):
+        return state if len(state.shape) == 3 else op.Unsqueeze(state, [0])
+
+    def shaped_as(final, state):
+        return final if len(state.shape) == 3 else op.Squeeze(final, [0])
+
+    # Each returns the op's outputs: output (T, B, H), the final states, then what the
     # backward would read, which nothing in an inference graph uses: stand-ins that the exporter
     # prunes. Each must be a value of its own, since the exporter gives it that output's shape.
     def unused(output, count):
@@ -48,31 +56,27 @@ def translations() -> dict[Any, Any]:
 
     def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, lengths=None, reverse=False, save=True):
         hidden, inputs = node_inputs("LSTM", x, w_ih, w_hh, b_ih, b_hh, lengths)
-        y, y_h, y_c = op.LSTM(
-            *inputs, op.Unsqueeze(h0, [0]), op.Unsqueeze(c0, [0]), hidden_size=hidden, direction=direction(reverse)
-        )
+        y, y_h, y_c = op.LSTM(*inputs, stacked(h0), stacked(c0), hidden_size=hidden, direction=direction(reverse))
         output = op.Squeeze(y, [1])
-        return output, op.Squeeze(y_h, [0]), op.Squeeze(y_c, [0]), *unused(output, 3)
+        return output, shaped_as(y_h, h0), shaped_as(y_c, c0), *unused(output, 3)
 
     def gru_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
         hidden, inputs = node_inputs("GRU", x, w_ih, w_hh, b_ih, b_hh, lengths)
-        y, y_h = op.GRU(
-            *inputs, op.Unsqueeze(h0, [0]), hidden_size=hidden, linear_before_reset=1, direction=direction(reverse)
-        )
+        y, y_h = op.GRU(*inputs, stacked(h0), hidden_size=hidden, linear_before_reset=1, direction=direction(reverse))
         output = op.Squeeze(y, [1])
-        return output, op.Squeeze(y_h, [0]), *unused(output, 3)
+        return output, shaped_as(y_h, h0), *unused(output, 3)
 
     def rnn_forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False, relu=False):
         hidden, inputs = node_inputs("RNN", x, w_ih, w_hh, b_ih, b_hh, lengths)
         y, y_h = op.RNN(
             *inputs,
-            op.Unsqueeze(h0, [0]),
+            stacked(h0),
             hidden_size=hidden,
             activations=["Relu" if relu else "Tanh"],
             direction=direction(reverse),
         )
         output = op.Squeeze(y, [1])
-        return output, op.Squeeze(y_h, [0]), *unused(output, 1)
+        return output, shaped_as(y_h, h0), *unused(output, 1)
 
     return {
         torch.ops.rnnkit.lstm_forward.default: lstm_forward,

@@ -28,7 +28,7 @@ def scan(
         step: ``step(xw_t, *state) -> new_state``; ``new_state[0]`` is the output h_t.
         xw: (T, B, G*H) input projections ``W_ih x_t + b_ih`` of every step, or a tuple of
             (T, B, *) tensors, whose step t reaches ``step`` as the tuple of their [t].
-        state: initial states, each (B, *).
+        state: initial states, each (B, *), or (1, B, *) (``layer``'s of one direction).
         lengths: (B,) integer steps of each sequence, or None when all run T steps.
         reverse: walk t = T-1 .. 0 (the backward direction of a bidirectional layer).
         every_state: collect every state of each step, not only the first.
@@ -36,12 +36,14 @@ def scan(
     Returns:
         output (T, B, *) holding ``new_state[0]`` of each step, zero at t >= lengths[b] (with
         ``every_state``, a tuple of such (T, B, *) tensors, one per state);
-        the final states, each (B, *), taken at each sequence's last valid step.
+        the final states, taken at each sequence's last valid step, each in its initial state's shape.
 
     A step at t >= lengths[b] leaves sequence b's state unchanged. Going forward
     this freezes the state after the last valid step; going in reverse it keeps
     the initial state until t = lengths[b] - 1, where the sequence really starts.
     """
+    given = state
+    state = tuple([s[0] if s.dim() == 3 else s for s in state])
     first = xw[0] if isinstance(xw, tuple) else xw
     steps = range(first.shape[0] - 1, -1, -1) if reverse else range(first.shape[0])
     # One unbind, not xw[t] at every step: each select's backward writes a zero (T, B, G*H) tensor
@@ -62,7 +64,8 @@ def scan(
             column[t] = value
         state = new
     stacked = tuple(torch.stack(column) for column in outputs)
-    return (stacked if every_state else stacked[0]), state
+    final = tuple([s.unsqueeze(0) if g.dim() == 3 else s for s, g in zip(state, given)])
+    return (stacked if every_state else stacked[0]), final
 
 
 def layer(
@@ -80,9 +83,8 @@ def layer(
     Returns:
         output (T, B, D*H_out), the directions' outputs side by side; final states, each (D, B, *).
     """
-    if len(weights) == 1:  # no copy of a one-direction output
-        out, final = op(x, tuple([s[0] for s in state]), weights[0], lengths)
-        return out, tuple([f.unsqueeze(0) for f in final])
+    if len(weights) == 1:  # the states whole, (1, B, *) in and out: no select, no unsqueeze, no copy
+        return op(x, state, weights[0], lengths)
     outputs, finals = zip(*(op(x, tuple(s[d] for s in state), w, lengths, d == 1) for d, w in enumerate(weights)))
     return torch.cat(outputs, dim=2), tuple(torch.stack(f) for f in zip(*finals))
 

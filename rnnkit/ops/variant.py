@@ -212,7 +212,8 @@ def direction(
 
     Args:
         mode: ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or ``"RNN_RELU"``.
-        x: (T, B, I); state: (h_0 (B, P), c_0 (B, H)) or (h_0 (B, H),).
+        x: (T, B, I); state: (h_0 (B, P), c_0 (B, H)) or (h_0 (B, H),), or each with a leading 1, as
+            ``scan`` takes them.
         weights: torch's (w_ih, w_hh, b_ih, b_hh[, w_hr]); extras: the variant's parameters.
         dropout_mask: (B, P) recurrent dropout's mask, or None.
         zone: zoneout's keep masks (training) or probabilities (evaluation), one (T, B, *) per
@@ -297,18 +298,17 @@ def layer(
     if drawn is not None and torch.compiler.is_compiling():
         drawn = None  # a traced graph draws the masks by their specification (ops/masks.py)
 
-    def one(d: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-        state = tuple([s[d] for s in states])
+    def one(d: int, state: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         if drawn is not None:
             return drawn(mode, variant, training, x, state, weights[d], extras[d], lengths, d == 1)
         mask, zone = noise(variant, training, steps, batch, sizes, x)
         return run(mode, x, state, weights[d], extras[d], mask, zone, lengths, d == 1)
 
-    if len(weights) == 1:  # views, not copies; the output is the direction's own (no select of a view)
-        every, finals = one(0)
+    if len(weights) == 1:  # the states whole, (1, B, *) in and out; the output is the direction's own
+        every, finals = one(0, states)
         kept = (tuple([e.unsqueeze(0) for e in every]),) if every_state else ()
-        return (every[0], tuple([f.unsqueeze(0) for f in finals]), *kept)
-    results = [one(d) for d in range(len(weights))]
+        return (every[0], finals, *kept)
+    results = [one(d, tuple([s[d] for s in states])) for d in range(len(weights))]
     finals = tuple(torch.stack(f) for f in zip(*(r[1] for r in results)))
     if not every_state:  # the directions' outputs side by side, no stack of every state first
         return torch.cat([r[0][0] for r in results], dim=2), finals

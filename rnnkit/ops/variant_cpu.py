@@ -36,7 +36,8 @@ def direction(
     lengths: Tensor | None = None,
     reverse: bool = False,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """One direction of one GRU or RNN variant layer: x (T, B, I), state (h_0 (B, H),).
+    """One direction of one GRU or RNN variant layer: x (T, B, I), state (h_0 (B, H),) or
+    (1, B, H).
 
     Returns every step's (h_t (T, B, H),), zero past each length, and the final (h_n,).
     """
@@ -95,7 +96,7 @@ def _fake_results(
     gru = width == 3 * hidden  # a GRU saves h_{t-1} and u_n, an Elman cell neither
     return (
         x.new_empty(steps, batch, hidden),  # output
-        h0.new_empty(batch, hidden),  # h_n
+        h0.new_empty(h0.shape),  # h_n
         x.new_empty(steps if save else min(steps, 2), batch, hidden),  # hm
         x.new_empty(kept, batch, width),  # gates
         x.new_empty(kept, batch, hidden) if gru else x.new_empty(0),  # h_prev

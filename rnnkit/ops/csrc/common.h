@@ -281,7 +281,7 @@ struct StateSlots {
   int64_t B, P, S;
 
   StateSlots(const Steps& steps, at::Tensor& h_prev, at::Tensor& h_n)
-      : steps(steps), slots(h_prev.data_ptr<T>()), h_n(h_n.data_ptr<T>()), B(h_n.size(0)), P(h_n.size(1)),
+      : steps(steps), slots(h_prev.data_ptr<T>()), h_n(h_n.data_ptr<T>()), B(h_n.size(-2)), P(h_n.size(-1)),
         S(h_prev.size(2)) {
     for (int64_t b = 0; steps.T > 0 && b < B; ++b) {
       std::copy(this->h_n + b * P, this->h_n + (b + 1) * P, slots + (steps.at(0) * B + b) * S);
@@ -418,7 +418,7 @@ StepProduct<T> column_product(const at::Tensor& w_hh, const Tiles& features, int
 template <typename T, typename Cell>
 void forward_loop(const Steps& steps, const at::Tensor& w_hh, int64_t gates, at::Tensor& h_prev, at::Tensor& h_n,
                   const Cell& cell) {
-  const int64_t B = h_n.size(0), H = h_n.size(1);
+  const int64_t B = h_n.size(-2), H = h_n.size(-1);
   // A part takes its units' rows of W_hh and their cells: all units for its sequences, or a slice for all.
   const Tiles units(B, H, B * gates * H, PackedWeight<T>::kWidth, Tiles::by_rows(B, w_hh.numel() * sizeof(T)));
   const auto recurrent = unit_rows<T>({w_hh}, gates, units, steps.T * B);
@@ -500,8 +500,17 @@ inline void check_tensor(const char* op, const char* name, const std::optional<a
   if (t.has_value()) check_tensor(op, name, *t, shape, x);
 }
 
-// The arguments every forward op shares: x (T, B, I), h0 (B, P), W_ih (G*H, I), W_hh (G*H, P),
-// the biases (G*H,). Returns H.
+// A state (h0, c0) or its gradient (grad_h_n, grad_c_n): (B, n), or (1, B, n) as a net of one
+// layer and direction holds it, which spares its caller a select and an unsqueeze, each an autograd
+// view. The results made from it (h_n, c_n and their gradients, copies of it) keep its shape.
+inline void check_state(const char* op, const char* name, const at::Tensor& t, int64_t B, int64_t n,
+                        const at::Tensor& x) {
+  if (t.dim() == 3 && t.size(0) == 1) return check_tensor(op, name, t, {1, B, n}, x);
+  check_tensor(op, name, t, {B, n}, x);
+}
+
+// The arguments every forward op shares: x (T, B, I), h0 (B, P) or (1, B, P), W_ih (G*H, I),
+// W_hh (G*H, P), the biases (G*H,). Returns H.
 inline int64_t check_layer(const char* op, const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
                            const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
                            const std::optional<at::Tensor>& b_hh, int64_t gates) {
@@ -510,7 +519,7 @@ inline int64_t check_layer(const char* op, const at::Tensor& x, const at::Tensor
   TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % gates == 0, op, ": expected w_hh of shape (", gates,
               "*H, P), got ", w_hh.sizes());
   const int64_t B = x.size(1), G = w_hh.size(0), P = w_hh.size(1);
-  check_tensor(op, "h0", h0, {B, P}, x);
+  check_state(op, "h0", h0, B, P, x);
   check_tensor(op, "w_ih", w_ih, {G, x.size(2)}, x);
   check_tensor(op, "w_hh", w_hh, {G, P}, x);
   check_tensor(op, "b_ih", b_ih, {G}, x);

@@ -589,7 +589,7 @@ struct VariantState {
 
   VariantState(const Steps& steps, bool save, at::Tensor& h, at::Tensor& hm, at::Tensor& output, const T* mask,
                const T* keep)
-      : steps(steps), save(save), B(h.size(0)), P(h.size(1)), h(h.data_ptr<T>()), hm(hm.data_ptr<T>()),
+      : steps(steps), save(save), B(h.size(-2)), P(h.size(-1)), h(h.data_ptr<T>()), hm(hm.data_ptr<T>()),
         output(output.data_ptr<T>()), mask(mask), keep(keep) {
     for (int64_t b = 0; steps.T > 0 && b < B; ++b) {  // the first step's m h_0
       T* to = this->hm + (slot(0) * B + b) * P;
@@ -700,10 +700,10 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
       summed ? summed_input_bias(op, b_ih, b_hh_in, w_ih.size(0), x, first_of_u * w_ih.size(0) / G) : b_ih;
   const VariantInput input = variant_input(op, x, w_ih, input_bias, ln_ih, save);
   const at::Tensor& xw = input.xw;
-  TORCH_CHECK(h0.dim() == 2, op, ": expected h0 of shape (B, H), got ", h0.sizes());
-  const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(1), GH = G * H;
+  TORCH_CHECK(h0.dim() == 2 || h0.dim() == 3, op, ": expected h0 of shape (B, H) or (1, B, H), got ", h0.sizes());
+  const int64_t T = xw.size(0), B = xw.size(1), H = h0.size(-1), GH = G * H;
   check_tensor(op, "xw", xw, {T, B, GH}, xw);
-  check_tensor(op, "h0", h0, {B, H}, xw);
+  check_state(op, "h0", h0, B, H, xw);
   check_tensor(op, "w_hh", w_hh, {GH, H}, xw);
   const at::Tensor b_hh = checked_contiguous(op, "b_hh", b_hh_in, {GH}, xw);
   const at::Tensor ln_hh = checked_contiguous(op, "ln_hh_weight", ln_hh_in, {GH}, xw);
@@ -794,7 +794,7 @@ std::vector<at::Tensor> single_state_variant_backward(
   const at::Tensor grad_output = contiguous_of(grad_output_in);
   const int64_t T = gates.size(0), B = gates.size(1), GH = gates.size(2), H = GH / G;
   check_tensor(op, "grad_output", grad_output, {T, B, H}, gates);
-  check_tensor(op, "grad_h_n", grad_h_n, {B, H}, gates);
+  check_state(op, "grad_h_n", grad_h_n, B, H, gates);
   check_tensor(op, "w_hh", w_hh, {GH, H}, gates);
   check_tensor(op, "hm", hm, {T, B, H}, gates);
   if (!Cell::kOfTheSum) check_tensor(op, "h_prev", h_prev, {T, B, H}, gates);

@@ -31,7 +31,7 @@ def _fake_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
     hidden = gates // 3
     return (
         x.new_empty(steps, batch, hidden),  # output
-        h0.new_empty(batch, hidden),  # h_n
+        h0.new_empty(h0.shape),  # h_n
         x.new_empty(steps, batch, gates),  # gates
         x.new_empty(steps, batch, hidden),  # hn
         x.new_empty(steps, batch, hidden),  # h_prev

@@ -72,7 +72,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 3;
   check_tensor("gru_backward", "x", x, {T, B, x.size(2)}, gates);
   check_tensor("gru_backward", "grad_output", grad_output, {T, B, H}, gates);
-  check_tensor("gru_backward", "grad_h_n", grad_h_n, {B, H}, gates);
+  check_state("gru_backward", "grad_h_n", grad_h_n, B, H, gates);
   check_tensor("gru_backward", "hn", hn, {T, B, H}, gates);
   check_tensor("gru_backward", "h_prev", h_prev, {T, B, H}, gates);
   check_tensor("gru_backward", "w_hh", w_hh, {3 * H, H}, gates);

@@ -61,13 +61,13 @@ def gru(
     """One direction of one GRU layer over a padded batch.
 
     Args:
-        x: (T, B, I) input; state: (h_0 (B, H),).
+        x: (T, B, I) input; state: (h_0 (B, H),), or (1, B, H) as ``scan`` takes it.
         weights: (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) | None, b_hh (3H,) | None).
         lengths: (B,) steps of each sequence, or None for all T.
         reverse: run from the last valid step back to the first.
 
     Returns:
-        output (T, B, H), zero past each length; (h_n (B, H),).
+        output (T, B, H), zero past each length; (h_n (B, H),), shaped as h_0.
     """
     w_ih, w_hh, b_ih, b_hh = weights
     xw = F.linear(x, w_ih, b_ih)  # (T, B, 3H)

@@ -34,13 +34,13 @@ def lstm(
 
 def _fake_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, reverse, save=True):
     steps, batch = x.shape[:2]
-    gates, out = w_hh.shape[0], h0.shape[1]
+    gates, out = w_hh.shape[0], h0.shape[-1]
     hidden = gates // 4
     kept = steps if save else min(steps, 1)
     return (
         x.new_empty(steps, batch, out),  # output
-        h0.new_empty(batch, out),  # h_n
-        c0.new_empty(batch, hidden),  # c_n
+        h0.new_empty(h0.shape),  # h_n
+        c0.new_empty(c0.shape),  # c_n
         x.new_empty(kept, batch, gates),  # gates
         x.new_empty(steps, batch, out + x.shape[2]),  # h_prev: [h_{t-1} | x_t]
         x.new_empty(kept, batch, hidden),  # c_prev

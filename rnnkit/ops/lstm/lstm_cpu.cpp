@@ -24,10 +24,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const std::optional<Tensor>& lengths_in, bool reverse, bool save) {
   const int64_t H = check_layer("lstm_forward", x_in, h0, w_ih, w_hh, b_ih, b_hh, 4);
   const Tensor x = x_in.contiguous();
-  const int64_t T = x.size(0), B = x.size(1), P = h0.size(1);
+  const int64_t T = x.size(0), B = x.size(1), P = h0.size(-1);
   const bool proj = w_hr.has_value();
   TORCH_CHECK(proj || P == H, "lstm_forward: without w_hr, h0 must have H = ", H, " features, got ", P);
-  check_tensor("lstm_forward", "c0", c0, {B, H}, x);
+  check_state("lstm_forward", "c0", c0, B, H, x);
   check_tensor("lstm_forward", "w_hr", w_hr, {P, H}, x);
   const auto lengths = checked_lengths(lengths_in, B, T);
   const Steps steps = make_steps(T, reverse, lengths);
@@ -146,9 +146,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward
   const int64_t T = gates.size(0), B = gates.size(1), H = gates.size(2) / 4, P = w_hh.size(1), I = x.size(2);
   const bool proj = w_hr.has_value();
   check_tensor("lstm_backward", "grad_output", grad_output, {T, B, P}, gates);
-  check_tensor("lstm_backward", "grad_h_n", grad_h_n, {B, P}, gates);
+  check_state("lstm_backward", "grad_h_n", grad_h_n, B, P, gates);
   check_tensor("lstm_backward", "h_prev", h_prev, {T, B, P + I}, gates);
-  check_tensor("lstm_backward", "grad_c_n", grad_c_n, {B, H}, gates);
+  check_state("lstm_backward", "grad_c_n", grad_c_n, B, H, gates);
   check_tensor("lstm_backward", "c_prev", c_prev, {T, B, H}, gates);
   check_tensor("lstm_backward", "w_hh", w_hh, {4 * H, P}, gates);
   check_tensor("lstm_backward", "w_ih", w_ih, {4 * H, x.size(2)}, gates);

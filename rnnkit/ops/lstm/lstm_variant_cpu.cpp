@@ -85,8 +85,8 @@ Forward lstm_variant_forward(const Tensor& x, const Tensor& w_ih, const Optional
   const bool proj = w_hr.has_value();
   TORCH_CHECK(proj || P == H, op, ": without w_hr, w_hh must have H = ", H, " columns, got ", P);
   check_tensor(op, "xw", xw, {T, B, G}, xw);
-  check_tensor(op, "h0", h0, {B, P}, xw);
-  check_tensor(op, "c0", c0, {B, H}, xw);
+  check_state(op, "h0", h0, B, P, xw);
+  check_state(op, "c0", c0, B, H, xw);
   check_tensor(op, "w_hh", w_hh, {G, P}, xw);
   check_tensor(op, "w_hr", w_hr, {P, H}, xw);
   const auto v = variant_tensors(op, xw, T, B, H, P, ln_hh_weight, ln_c_weight, ln_c_bias, weight_ch, dropout_mask,
@@ -237,8 +237,8 @@ std::vector<Tensor> lstm_variant_backward(
   const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4, P = w_hh.size(1);
   const bool proj = w_hr.has_value();
   check_tensor(op, "grad_output", grad_output, {T, B, P}, gates);
-  check_tensor(op, "grad_h_n", grad_h_n, {B, P}, gates);
-  check_tensor(op, "grad_c_n", grad_c_n, {B, H}, gates);
+  check_state(op, "grad_h_n", grad_h_n, B, P, gates);
+  check_state(op, "grad_c_n", grad_c_n, B, H, gates);
   check_tensor(op, "grad_cs", grad_cs_in, {T, B, H}, gates);
   check_tensor(op, "w_hh", w_hh, {G, P}, gates);
   check_tensor(op, "w_hr", w_hr, {P, H}, gates);

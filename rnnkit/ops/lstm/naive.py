@@ -71,14 +71,14 @@ def lstm(
 
     Args:
         x: (T, B, I) input.
-        state: (h_0 (B, P), c_0 (B, H)).
+        state: (h_0 (B, P), c_0 (B, H)), or each with a leading 1, as ``scan`` takes them.
         weights: (w_ih (4H, I), w_hh (4H, P), b_ih (4H,) | None, b_hh (4H,) | None,
             w_hr (P, H) | None).
         lengths: (B,) steps of each sequence, or None for all T.
         reverse: run from the last valid step back to the first.
 
     Returns:
-        output (T, B, P), zero past each length; (h_n (B, P), c_n (B, H)).
+        output (T, B, P), zero past each length; (h_n (B, P), c_n (B, H)), shaped as the states given.
     """
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     xw = F.linear(x, w_ih, summed_bias(b_ih, b_hh))  # (T, B, 4H): all input projections in one GEMM

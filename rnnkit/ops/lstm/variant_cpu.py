@@ -34,7 +34,8 @@ def direction(
     lengths: Tensor | None = None,
     reverse: bool = False,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """One direction of one LSTM variant layer (``mode`` "LSTM"): x (T, B, I), state (h_0 (B, P), c_0 (B, H)).
+    """One direction of one LSTM variant layer (``mode`` "LSTM"): x (T, B, I), state (h_0 (B, P), c_0 (B, H))
+    or each with a leading 1.
 
     Returns every step's (h_t (T, B, P), c_t (T, B, H)), zero past each length, and the final (h_n, c_n).
     """
@@ -100,7 +101,7 @@ def _fake_forward(
 ):
     steps, batch = x.shape[:2]
     gates, out = w_hh.shape
-    hidden = c0.shape[1]
+    hidden = c0.shape[-1]
     kept = steps if save else min(steps, 1)
 
     def kept_or_empty(on: bool, *shape: int) -> Tensor:
@@ -108,8 +109,8 @@ def _fake_forward(
 
     return (
         x.new_empty(steps, batch, out),  # output
-        h0.new_empty(batch, out),  # h_n
-        c0.new_empty(batch, hidden),  # c_n
+        h0.new_empty(h0.shape),  # h_n
+        c0.new_empty(c0.shape),  # c_n
         x.new_empty(steps, batch, hidden),  # cs
         x.new_empty(steps if save else min(steps, 2), batch, out),  # hm
         x.new_empty(kept, batch, gates),  # gates

@@ -57,7 +57,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   const int64_t T = output.size(0), B = output.size(1), H = output.size(2);
   check_tensor("rnn_backward", "x", x, {T, B, x.size(2)}, output);
   check_tensor("rnn_backward", "grad_output", grad_output, {T, B, H}, output);
-  check_tensor("rnn_backward", "grad_h_n", grad_h_n, {B, H}, output);
+  check_state("rnn_backward", "grad_h_n", grad_h_n, B, H, output);
   check_tensor("rnn_backward", "h_prev", h_prev, {T, B, H}, output);
   check_tensor("rnn_backward", "w_hh", w_hh, {H, H}, output);
   check_tensor("rnn_backward", "w_ih", w_ih, {H, x.size(2)}, output);
