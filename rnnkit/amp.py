@@ -45,21 +45,23 @@ def cast(value: Any, dtype: torch.dtype) -> Any:
     return value
 
 
-def run_autocast(reference: torch.Tensor, backend: str, run: Callable[..., Result], *args: Any) -> Result:
-    """``run(*args)``; inside an autocast region on ``reference``'s device type (a parameter's), with
-    ``args`` cast to its dtype and autocast off.
+def run_autocast(
+    reference: torch.Tensor, backend: str, run: Callable[..., Result], *args: Any, **keywords: Any
+) -> Result:
+    """``run(*args, **keywords)``; inside an autocast region on ``reference``'s device type (a
+    parameter's), with ``args`` (not ``keywords``) cast to its dtype and autocast off.
 
     Autocast is off inside so that every op of the recurrence sees the one dtype, as in a
     net converted with ``.to(dtype)``, whichever ops autocast would otherwise keep in float32.
     Where ``backend`` does not take the region's dtype, ``args`` are cast to float32.
     """
     if not torch._C._is_any_autocast_enabled():  # one call, where asking about a device takes three
-        return run(*args)
+        return run(*args, **keywords)
     device_type = reference.device.type
     dtype = autocast_dtype(device_type)
     if dtype is None:
-        return run(*args)
+        return run(*args, **keywords)
     if not ops.takes_dtype(backend, dtype):
         dtype = torch.float32
     with torch.autocast(device_type, enabled=False):
-        return run(*cast(args, dtype))
+        return run(*cast(args, dtype), **keywords)

@@ -10,7 +10,6 @@ Dimensions used in the docstrings:
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -200,8 +199,10 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
         if all_states or variants.is_recurrence(self.variant):
             self._check_variant_backend(self.mode, self.backend, all_states)
             extras = self._extras()
-        run = functools.partial(self._run, lengths=lengths, all_states=all_states)
-        output, final, *every = run_autocast(weights[0][0], self.backend, run, input, states, weights, extras)
+        reference = weights[0][0]
+        output, final, *every = run_autocast(
+            reference, self.backend, self._run, input, states, weights, extras, lengths=lengths, all_states=all_states
+        )
         if all_states:
             return output, self._hx_from_states(final), self._hx_from_states(every[0])
         return output, self._hx_from_states(final)
@@ -244,7 +245,7 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
 
         directions = 2 if self.bidirectional else 1
         if states is None:
-            states = tuple(x.new_zeros(self.num_layers * directions, batch, n) for n in self._state_sizes())
+            states = tuple([x.new_zeros(self.num_layers * directions, batch, n) for n in self._state_sizes()])
         else:
             for state, state_name, size in zip(states, self._state_names, self._state_sizes()):
                 check_tensor_like(name, state_name, state, reference)

@@ -238,7 +238,7 @@ class VariantKeywords:
         they are there (getattr's route through Module.__getattr__ is a good part of one generated
         token's time), else by getattr (a parametrized weight, say)."""
         found = self._parameters
-        return tuple(None if s is None else found[s] if s in found else getattr(self, s) for s in slots)
+        return tuple([None if s is None else found[s] if s in found else getattr(self, s) for s in slots])
 
     def _torch_lacks(self) -> list[str]:
         return features(self.variant)

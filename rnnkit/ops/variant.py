@@ -293,15 +293,13 @@ def layer(
         output (T, B, D*P); final states, each (D, B, *); with ``every_state``, every step's
         states, each (D, T, B, *).
     """
-    steps, batch = x.shape[:2]
-    sizes = tuple([s.shape[-1] for s in states])
     if drawn is not None and torch.compiler.is_compiling():
         drawn = None  # a traced graph draws the masks by their specification (ops/masks.py)
 
     def one(d: int, state: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         if drawn is not None:
             return drawn(mode, variant, training, x, state, weights[d], extras[d], lengths, d == 1)
-        mask, zone = noise(variant, training, steps, batch, sizes, x)
+        mask, zone = noise(variant, training, x.shape[0], x.shape[1], tuple([s.shape[-1] for s in state]), x)
         return run(mode, x, state, weights[d], extras[d], mask, zone, lengths, d == 1)
 
     if len(weights) == 1:  # the states whole, (1, B, *) in and out; the output is the direction's own
