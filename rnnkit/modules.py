@@ -271,8 +271,10 @@ class RNNBase(variants.VariantKeywords, TorchTwin, nn.Module):
                 backend=ops.resolve_variant_backend(self.backend, x, self.mode),
                 every_state=all_states,
             )
-            every = tuple(e.transpose(1, 2) if self.batch_first and batched else e for e in every)
-            every = every if batched else tuple(e.squeeze(2) for e in every)
+            if every and self.batch_first and batched:
+                every = tuple([e.transpose(1, 2) for e in every])
+            if every and not batched:
+                every = tuple([e.squeeze(2) for e in every])
             return (*self._restore_layout(output, final, input, batched), every)
         output, final = ops.rnn_stack(
             self.mode,
