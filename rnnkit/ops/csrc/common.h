@@ -238,38 +238,6 @@ inline Steps make_steps(int64_t T, bool reverse, const std::optional<at::Tensor>
   return Steps{T, reverse, lengths.has_value() ? lengths->data_ptr<int64_t>() : nullptr};
 }
 
-// Calls body(b) for the sequences b in [begin, end) alive at step t. The loops run each phase of a
-// step over all their rows before the next.
-template <typename F>
-void each_alive(const Steps& steps, int64_t t, int64_t begin, int64_t end, const F& body) {
-  for (int64_t b = begin; b < end; ++b) {
-    if (steps.alive(t, b)) body(b);
-  }
-}
-
-// Calls body(b, count) for the sequences b in [begin, end) alive at step t, each row of n values
-// at b's offset. Where the rows lie end to end (``contiguous``: one gate, whole rows of the state)
-// and all are alive, once for all of them, body(begin, (end - begin) n): one run of whole vectors
-// in place of a masked tail in every row (H = 10: one masked vector a row, 64 rows in 40 vectors).
-template <typename F>
-void each_alive_run(const Steps& steps, int64_t t, int64_t begin, int64_t end, int64_t n, bool contiguous,
-                    const F& body) {
-  bool all = contiguous;
-  for (int64_t b = begin; all && steps.lengths && b < end; ++b) all = steps.alive(t, b);
-  if (all) return body(begin, (end - begin) * n);
-  each_alive(steps, t, begin, end, [&](int64_t b) { body(b, n); });
-}
-
-// scratch_for's room for a loop's products; where every part's product is whole rows of ``width``
-// values (``whole``), exactly that wide: apply writes no padding, so a step's rows lie end to end,
-// one run for each_alive_run.
-template <typename T>
-at::Tensor run_scratch(bool whole, int64_t width, int64_t parts, int64_t rows,
-                       std::initializer_list<const std::vector<PackedWeight<T>>*> weights,
-                       const at::TensorOptions& options, int64_t across = 0) {
-  return whole ? empty_tensor({parts, rows, width}, options) : scratch_for<T>(parts, rows, weights, options, across);
-}
-
 // The phases of an LSTM layer's backward through time (the plain and the variant kernels'), from
 // the last step back: over the features, carry(q, t') takes dh from the step t' after this one and
 // step_gradient(q, t) adds d output_t; then, over the units, gate_gradients(p, t). With a
@@ -445,10 +413,8 @@ StepProduct<T> column_product(const at::Tensor& w_hh, const Tiles& features, int
 // The forward time loop of a GRU or Elman RNN layer, state h (B x H), W_hh (G*H x H). Each
 // step, every part multiplies the state by its slice of W_hh, then calls
 // cell(t, b, j0, n, hw, h_in, h_out) for each sequence b of its tile alive at t: hw is the
-// product for units [j0, j0 + n) (G blocks of n), h_in and h_out b's state from unit j0. With one
-// gate (the Elman cell's) and whole rows, the rows of a step whose sequences are all alive are
-// one call, n their B x H values (each_alive_run). A sequence past its length keeps its state.
-// The state moves through h_prev's slots to h_n.
+// product for units [j0, j0 + n) (G blocks of n), h_in and h_out b's state from unit j0. A
+// sequence past its length keeps its state. The state moves through h_prev's slots to h_n.
 template <typename T, typename Cell>
 void forward_loop(const Steps& steps, const at::Tensor& w_hh, int64_t gates, at::Tensor& h_prev, at::Tensor& h_n,
                   const Cell& cell) {
@@ -456,9 +422,7 @@ void forward_loop(const Steps& steps, const at::Tensor& w_hh, int64_t gates, at:
   // A part takes its units' rows of W_hh and their cells: all units for its sequences, or a slice for all.
   const Tiles units(B, H, B * gates * H, PackedWeight<T>::kWidth, Tiles::by_rows(B, w_hh.numel() * sizeof(T)));
   const auto recurrent = unit_rows<T>({w_hh}, gates, units, steps.T * B);
-  const bool runs = gates == 1 && units.whole_rows();
-  at::Tensor products = run_scratch<T>(runs, H, units.parts(), B, {&recurrent}, h_n.options());
-  const int64_t ld = products.size(2);
+  at::Tensor products = scratch_for<T>(units.parts(), B, {&recurrent}, h_n.options());
   const StateSlots<T> state(steps, h_prev, h_n);  // rows H apart in both
   Team::run(units.parts(), [&](const Team::Member& member) {
     for (int64_t i = 0; i < steps.T; ++i) {
@@ -466,15 +430,15 @@ void forward_loop(const Steps& steps, const at::Tensor& w_hh, int64_t gates, at:
       const T* h_in = state.in(i);
       T* h_out = state.out(i);
       member.each(units, [&](int64_t p) {
-        const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p), b1 = units.row_end(p);
+        const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p);
         const T* hw = tile_product(recurrent, units, p, h_in, H, products);
-        each_alive_run(steps, t, b0, b1, n, runs, [&](int64_t b, int64_t count) {
+        for (int64_t b = b0; b < units.row_end(p); ++b) {
           const int64_t row = b * H + j0;
-          cell(t, b, j0, count, hw + (b - b0) * ld, h_in + row, h_out + row);
-        });
-        for (int64_t b = b0; steps.lengths != nullptr && b < b1; ++b) {
-          const int64_t row = b * H + j0;
-          if (!steps.alive(t, b)) std::copy(h_in + row, h_in + row + n, h_out + row);
+          if (steps.alive(t, b)) {
+            cell(t, b, j0, n, hw + (b - b0) * products.size(2), h_in + row, h_out + row);
+          } else {
+            std::copy(h_in + row, h_in + row + n, h_out + row);
+          }
         }
       });
     }

@@ -396,6 +396,38 @@ void recurrent_layer_norm_backward(int64_t n, int64_t B, const Steps& steps, int
       [&](const auto* rows, int64_t k) { normalise_backward(n, rows, k, gain); });
 }
 
+// Calls body(b) for the sequences b in [begin, end) alive at step t. The variant loops run each
+// phase of a step over all their rows before the next (layer norm's rows by ``alive_in_groups``).
+template <typename F>
+void each_alive(const Steps& steps, int64_t t, int64_t begin, int64_t end, const F& body) {
+  for (int64_t b = begin; b < end; ++b) {
+    if (steps.alive(t, b)) body(b);
+  }
+}
+
+// Calls body(b, count) for the sequences b in [begin, end) alive at step t, each row of n values
+// at b's offset. Where the rows lie end to end (``contiguous``: one gate, whole rows of the state)
+// and all are alive, once for all of them, body(begin, (end - begin) n): one run of whole vectors
+// in place of a masked tail in every row (H = 10: one masked vector a row, 64 rows in 40 vectors).
+template <typename F>
+void each_alive_run(const Steps& steps, int64_t t, int64_t begin, int64_t end, int64_t n, bool contiguous,
+                    const F& body) {
+  bool all = contiguous;
+  for (int64_t b = begin; all && steps.lengths && b < end; ++b) all = steps.alive(t, b);
+  if (all) return body(begin, (end - begin) * n);
+  each_alive(steps, t, begin, end, [&](int64_t b) { body(b, n); });
+}
+
+// scratch_for's room for a loop's products; where every part's product is whole rows of ``width``
+// values (``whole``), exactly that wide: apply writes no padding, so a step's rows lie end to end,
+// one run for each_alive_run.
+template <typename T>
+at::Tensor variant_scratch(bool whole, int64_t width, int64_t parts, int64_t rows,
+                           std::initializer_list<const std::vector<PackedWeight<T>>*> weights,
+                           const at::TensorOptions& options, int64_t across) {
+  return whole ? empty_tensor({parts, rows, width}, options) : scratch_for<T>(parts, rows, weights, options, across);
+}
+
 // Whether a variant's loop gives each thread whole sequences: always with layer norm, which reads a
 // whole row of a step; otherwise as the plain kernels choose (Tiles::by_rows).
 inline bool variant_by_rows(bool layer_norm, int64_t rows, int64_t weight_bytes) {
@@ -605,7 +637,7 @@ struct VariantState {
 // started from, for the sequences alive at t. dv_t (B x G*H, row stride ld_dv) is the gradient of
 // the product W_hh (m h_{t-1}); dh_t (B x P) the state's at step t; keep_t (B x P) zoneout's mask at
 // step t; skip (B x P) what reaches h_{t-1} past W_hh (a GRU's z dh~_t). Absent ones are nullptr.
-// Where the part takes whole rows and ``products`` is P wide (run_scratch), one run a step.
+// Where the part takes whole rows and ``products`` is P wide (variant_scratch), one run a step.
 template <typename T>
 void carry_variant(const StepProduct<T>& recurrent, const Tiles& tiles, int64_t q, const Steps& steps, int64_t t,
                    const T* dv_t, int64_t ld_dv, at::Tensor& products, T* dh, const T* dh_t, int64_t P, const T* mask,
@@ -706,7 +738,7 @@ SingleStateForward single_state_variant_forward(const char* op, const at::Tensor
     const auto recurrent = unit_product<T_>(w_hh, G, units, B, T * B);
     const bool runs = G == 1 && units.whole_rows();  // a step's rows end to end
     at::Tensor products =
-        run_scratch<T_>(runs, H, units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
+        variant_scratch<T_>(runs, H, units.parts(), B, {&recurrent.slices}, options, recurrent.across.width());
     const int64_t ld = products.size(2);
     const VariantState<T_> state(steps, save, h, hm, output, data_or_null<T_>(mask), data_or_null<T_>(keep));
     Team::run(units.parts(), [&](const Team::Member& member) {
@@ -798,7 +830,7 @@ std::vector<at::Tensor> single_state_variant_backward(
     const auto recurrent = column_product<T_>(w_hh, units, B, T * B);
     const bool runs = G == 1 && units.whole_rows();  // a step's rows end to end
     // Where the parts take whole rows, d h_{t-1}'s rows end to end too (carry_variant).
-    at::Tensor products = run_scratch<T_>(units.whole_rows(), H, units.parts(), B, {&recurrent.slices}, options,
+    at::Tensor products = variant_scratch<T_>(units.whole_rows(), H, units.parts(), B, {&recurrent.slices}, options,
                                               recurrent.across.width());
     partials = zero_tensor({T, units.parts(), extra}, options);
     T_* pdh = dh.data_ptr<T_>();

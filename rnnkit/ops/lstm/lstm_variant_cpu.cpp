@@ -279,7 +279,7 @@ std::vector<Tensor> lstm_variant_backward(
     const auto projection = proj ? column_parts<T_>(*w_hr, units, T * B) : std::vector<PackedWeight<T_>>();
     const int64_t parts = std::max(units.parts(), features.parts());
     const bool whole = !proj && features.whole_rows();  // d h_{t-1}'s rows end to end
-    Tensor products = run_scratch<T_>(whole, P, parts, B, {&recurrent.slices, &projection}, options,
+    Tensor products = variant_scratch<T_>(whole, P, parts, B, {&recurrent.slices, &projection}, options,
                                           recurrent.across.width());
     const int64_t ld = products.size(2);
     partials = zero_tensor({T, units.parts(), extra}, options);

@@ -85,18 +85,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
         T_* pd = grad_pre.data_ptr<T_>() + t * B * H;
         member.each(units, [&](int64_t p) {
           if (i + 1 < T) carry(p, steps.at(i + 1));
-          const int64_t j0 = units.begin(p), n = units.end(p) - j0, b0 = units.row_begin(p), b1 = units.row_end(p);
-          each_alive_run(steps, t, b0, b1, n, units.whole_rows(), [&](int64_t b, int64_t count) {
+          const int64_t j0 = units.begin(p), n = units.end(p) - j0;
+          for (int64_t b = units.row_begin(p); b < units.row_end(p); ++b) {
             const int64_t row = b * H + j0;
-            vectorized<T_>(count, [&](const auto& L, int64_t j) {
+            if (!steps.alive(t, b)) {
+              std::fill(pd + row, pd + row + n, T_(0));
+              continue;
+            }
+            vectorized<T_>(n, [&](const auto& L, int64_t j) {
               using V = at::vec::Vectorized<T_>;
               const V y = L.load(py + row + j);
               const V slope = relu ? y.gt(V(0)) : V(1) - y * y;  // gt gives 1 or 0 per lane
               L.store(pd + row + j, (L.load(pdh + row + j) + L.load(pgo + row + j)) * slope);
             });
-          });
-          for (int64_t b = b0; steps.lengths != nullptr && b < b1; ++b) {
-            if (!steps.alive(t, b)) std::fill(pd + b * H + j0, pd + b * H + j0 + n, T_(0));
           }
         });
       }
