@@ -816,8 +816,12 @@ std::vector<at::Tensor> single_state_variant_backward(
   at::Tensor dh = copy_of(grad_h_n);
   at::Tensor dh_step = zero_tensor({B, H}, options);
   at::Tensor skip = Cell::kOfTheSum ? at::Tensor() : zero_tensor({B, H}, options);
-  const bool bias_sums = bias && !joined;  // joined, the product's bias sums come with its weights'
-  const int64_t at_ln = bias_sums ? GH : 0, extra = at_ln + (ln ? GH : 0);  // b_hh's sums, then the gain's
+  // b_hh's gradient: joined, the product's sums come with its weights'; else d u's column sums, by
+  // halves with W_hh's gradient after the loop, but under layer norm, whose backward turns d u into
+  // d (W_hh m h) in place, summed in the loop first, each part adding its sequences' terms into its
+  // row of a step.
+  const bool bias_in_loop = bias && !joined && ln, bias_after = bias && !joined && !ln;
+  const int64_t at_ln = bias_in_loop ? GH : 0, extra = at_ln + (ln ? GH : 0);  // b_hh's sums, then the gain's
   at::Tensor partials;
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "single_state_variant_backward", [&] {
@@ -868,7 +872,7 @@ std::vector<at::Tensor> single_state_variant_backward(
             });
           });
           const T_* du_t = pgrad_v + t * B * GH;  // then the gradients of W_hh m h_{t-1} + b_hh (+ LN)
-          for (int64_t k = 0; bias_sums && k < G; ++k) {
+          for (int64_t k = 0; bias_in_loop && k < G; ++k) {
             add_rows(sums + k * H + j0, n, steps, t, b0, b1, [&](const V& sum, const auto& L, int64_t j, int64_t b) {
               return sum + L.load(du_t + b * GH + k * H + j0 + j);
             });
@@ -886,9 +890,10 @@ std::vector<at::Tensor> single_state_variant_backward(
   const at::Tensor grad_h0 = state_gradient(dh, state_grad);
   auto part = [&](bool on, int64_t from) { return on ? sums.narrow(0, from, GH) : empty_tensor({0}, options); };
   if (!joined) {
-    at::Tensor grad_w_hh = step_weight_gradients(grad_v, {hm}, false)[0];
+    const auto recurrent_grads = step_weight_gradients(grad_v, {hm}, bias_after);  // d W_hh (, d b_hh)
     auto grads = variant_input_gradients(op, grad_xw, x, w_ih, bias_grad, input_grad, ln_ih, a_hat, rstd_ih);
-    grads.insert(grads.end(), {grad_h0, grad_w_hh, part(bias, 0), part(ln, at_ln)});
+    grads.insert(grads.end(), {grad_h0, recurrent_grads[0], bias_after ? recurrent_grads[1] : part(bias, 0),
+                               part(ln, at_ln)});
     return grads;
   }
   // d W_ih and d W_hh, then the sums of d a_t: b_ih's and b_hh's gradient both
