@@ -535,8 +535,8 @@ inline std::vector<at::Tensor> input_layer_norm_backward(const at::Tensor& grad_
             r0, r0 + n, [](int64_t) { return true; },
             [&](int64_t row) { return NormGrad<T_>{v_hat + row * G, r[row], d + row * G, dv + row * G}; },
             [&](const auto* rows, int64_t k) { normalise_backward(G, rows, k, g); });
-        column_sums(products, n, G, pg + k * G, scratch);
-        if (bias) column_sums(d + r0 * G, n, G, pb + k * G, scratch);
+        column_sums(products, n, G, G, pg + k * G, scratch);
+        if (bias) column_sums(d + r0 * G, n, G, G, pb + k * G, scratch);
       }
     });
   });
