@@ -310,8 +310,15 @@ class PackedWeight {
     const T* panels = panels_.data_ptr<T>();
     for (int64_t k0 = 0; k0 < k_; k0 += kDepth) {
       const int64_t depth = std::min(kDepth, k_ - k0);
+      // While a block's products run, its columns of the next slice's rows are fetched: rows lda
+      // apart defeat the hardware's prefetchers, and the copies waited on every one of them.
+      const int64_t ahead = std::min(kDepth, k_ - k0 - depth);
       for_blocks(M, [&](int64_t m, int64_t rows) {
         for (int64_t k = 0; k < depth; ++k) copy_run(a + (k0 + k) * lda + m, rows, slab + k * rows);
+        for (int64_t k = 0; k < ahead; ++k) {
+          const T* next = a + (k0 + depth + k) * lda + m;
+          __builtin_prefetch(next), __builtin_prefetch(next + rows - 1);
+        }
         for (int64_t p = 0; p < panels_.size(0); ++p) {
           block_of<true>(rows)(depth, slab, rows, panels + (p * k_ + k0) * kPanel, nullptr, out + m * ldo + p * kPanel,
                                ldo);
